@@ -1,0 +1,24 @@
+//! keel: a bare-metal Type-1 hypervisor in the style of Xen.
+//!
+//! This library is the kernel. The hardware-independent parts (boot
+//! information, command line, memory bookkeeping, page-table building) build
+//! on the host too and carry the unit tests; the parts that touch hardware
+//! (`arch`, `boot`, `console`, the kernel's main line) build only for the
+//! bare-metal target.
+#![cfg_attr(not(test), no_std)]
+
+pub mod acpi_aml;
+pub mod bootinfo;
+pub mod cmdline;
+pub mod mm;
+
+#[cfg(target_os = "none")]
+extern crate alloc;
+#[cfg(target_os = "none")]
+pub mod arch;
+#[cfg(target_os = "none")]
+pub mod boot;
+#[cfg(target_os = "none")]
+pub mod console;
+#[cfg(target_os = "none")]
+pub mod kernel;
