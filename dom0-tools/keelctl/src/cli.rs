@@ -1,0 +1,237 @@
+//! Command-line definition (clap derive). Subcommands follow xl(1).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keelctl",
+    version,
+    about = "Manage keel domains (xl-compatible command names)",
+    after_help = "Exit status: 0 success, 1 error (bad config, unknown domain...), \
+                  2 usage error, 3 not supported yet on this keel build/host."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a domain from an xl-style configuration file
+    Create {
+        /// Domain configuration file (xl.cfg(5) syntax)
+        #[arg(value_name = "CONFIG", required_unless_present = "config_file")]
+        config: Option<PathBuf>,
+        /// Configuration file (alternative to the positional argument)
+        #[arg(
+            short = 'f',
+            long = "defconfig",
+            value_name = "FILE",
+            conflicts_with = "config"
+        )]
+        config_file: Option<PathBuf>,
+        /// Dry run: parse and validate the config, print it, create nothing
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+        /// Leave the domain paused after creation
+        #[arg(short, long)]
+        paused: bool,
+        /// Attach to the console after creation
+        #[arg(short, long)]
+        console: bool,
+        /// Only print errors
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// List domains (columns as `xl list`)
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        /// Only these domains (name or id)
+        domains: Vec<String>,
+    },
+    /// Terminate a domain immediately
+    Destroy { domain: String },
+    /// Ask a domain to shut down
+    Shutdown {
+        /// Shut down all domains
+        #[arg(short, long, conflicts_with = "domain")]
+        all: bool,
+        /// Wait for the domain(s) to finish shutting down
+        #[arg(short, long)]
+        wait: bool,
+        #[arg(required_unless_present = "all")]
+        domain: Option<String>,
+    },
+    /// Ask a domain to reboot
+    Reboot {
+        /// Reboot all domains
+        #[arg(short, long, conflicts_with = "domain")]
+        all: bool,
+        #[arg(required_unless_present = "all")]
+        domain: Option<String>,
+    },
+    /// Pause a domain
+    Pause { domain: String },
+    /// Unpause a paused domain
+    Unpause { domain: String },
+    /// Attach to a domain's console
+    Console {
+        /// Console type: pv or serial
+        #[arg(short = 't', long = "type", value_parser = ["pv", "serial"])]
+        console_type: Option<String>,
+        /// Console number
+        #[arg(short, long)]
+        num: Option<u32>,
+        domain: String,
+    },
+    /// Show host and hypervisor information
+    Info {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read the hypervisor's console ring
+    Dmesg {
+        /// Clear the ring after reading it
+        #[arg(short, long)]
+        clear: bool,
+    },
+    /// List vCPUs of domains
+    #[command(name = "vcpu-list")]
+    VcpuList {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        /// Only these domains (name or id)
+        domains: Vec<String>,
+    },
+    /// Pin vCPUs to physical CPUs
+    #[command(name = "vcpu-pin")]
+    VcpuPin {
+        domain: String,
+        /// vCPU number or "all"
+        vcpu: String,
+        /// Hard affinity, a CPU list such as "0-3,^1" or "all"
+        cpus: String,
+        /// Soft affinity (optional)
+        cpus_soft: Option<String>,
+    },
+    /// Set a domain's memory target (default unit kiB; suffix b, k, m, g, t)
+    #[command(name = "mem-set")]
+    MemSet {
+        domain: String,
+        /// Amount, e.g. 524288 (kiB) or 512m
+        mem: String,
+    },
+    /// Hot-plug a block device (xl-disk-configuration(5) spec)
+    #[command(name = "block-attach")]
+    BlockAttach {
+        domain: String,
+        /// Disk spec; several arguments are joined with ','
+        #[arg(required = true, num_args = 1..)]
+        disk_spec: Vec<String>,
+    },
+    /// Hot-plug a network interface (xl-network-configuration(5) spec)
+    #[command(name = "network-attach")]
+    NetworkAttach {
+        domain: String,
+        /// vif spec items (key=value); several are joined with ','
+        vif_spec: Vec<String>,
+    },
+    /// Save a domain's state to a file
+    Save {
+        /// Leave the domain running after saving
+        #[arg(short = 'c')]
+        checkpoint: bool,
+        /// Leave the domain paused after saving
+        #[arg(short = 'p')]
+        paused: bool,
+        domain: String,
+        checkpoint_file: PathBuf,
+        /// Config to store in the image instead of the running one
+        config: Option<PathBuf>,
+    },
+    /// Restore a domain from a saved state file
+    Restore {
+        /// Leave the domain paused after restore
+        #[arg(short = 'p')]
+        paused: bool,
+        /// Config file (optional) followed by the checkpoint file
+        #[arg(required = true, num_args = 1..=2, value_name = "[CONFIG] CHECKPOINT")]
+        files: Vec<PathBuf>,
+    },
+    /// Monitor domains interactively (like xentop)
+    Top {
+        /// Seconds between updates
+        #[arg(short, long, default_value_t = 3)]
+        delay: u32,
+    },
+}
+
+impl Command {
+    /// The subcommand's name as typed (for messages).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Create { .. } => "create",
+            Command::List { .. } => "list",
+            Command::Destroy { .. } => "destroy",
+            Command::Shutdown { .. } => "shutdown",
+            Command::Reboot { .. } => "reboot",
+            Command::Pause { .. } => "pause",
+            Command::Unpause { .. } => "unpause",
+            Command::Console { .. } => "console",
+            Command::Info { .. } => "info",
+            Command::Dmesg { .. } => "dmesg",
+            Command::VcpuList { .. } => "vcpu-list",
+            Command::VcpuPin { .. } => "vcpu-pin",
+            Command::MemSet { .. } => "mem-set",
+            Command::BlockAttach { .. } => "block-attach",
+            Command::NetworkAttach { .. } => "network-attach",
+            Command::Save { .. } => "save",
+            Command::Restore { .. } => "restore",
+            Command::Top { .. } => "top",
+        }
+    }
+}
+
+/// Every subcommand name, for tests and docs.
+pub const SUBCOMMANDS: &[&str] = &[
+    "create",
+    "list",
+    "destroy",
+    "shutdown",
+    "reboot",
+    "pause",
+    "unpause",
+    "console",
+    "info",
+    "dmesg",
+    "vcpu-list",
+    "vcpu-pin",
+    "mem-set",
+    "block-attach",
+    "network-attach",
+    "save",
+    "restore",
+    "top",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        assert_eq!(names, SUBCOMMANDS);
+    }
+}

@@ -1,0 +1,163 @@
+//! Text tables and JSON for the tabular commands (no serde needed).
+
+use std::fmt::Write;
+
+use crate::backend::{DomainInfo, HostInfo, VcpuInfo, VcpuState};
+
+/// JSON string literal.
+pub fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            '\t' => o.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// `xl list` style table: Name, ID, Mem (MiB), VCPUs, State, Time(s).
+pub fn list_table(domains: &[DomainInfo]) -> String {
+    let mut o = format!(
+        "{:<40} {:>5} {:>6} {:>5} {:>8} {:>10}\n",
+        "Name", "ID", "Mem", "VCPUs", "State", "Time(s)"
+    );
+    for d in domains {
+        let _ = writeln!(
+            o,
+            "{:<40} {:>5} {:>6} {:>5} {:>8} {:>10.1}",
+            d.name,
+            d.domid,
+            d.mem_kib / 1024,
+            d.vcpus,
+            d.state.flags(),
+            secs(d.cpu_time_ns)
+        );
+    }
+    o
+}
+
+pub fn list_json(domains: &[DomainInfo]) -> String {
+    let items: Vec<String> = domains
+        .iter()
+        .map(|d| {
+            format!(
+                "{{\"name\":{},\"domid\":{},\"mem_mib\":{},\"vcpus\":{},\"state\":{},\"cpu_time_s\":{:.3}}}",
+                json_str(&d.name),
+                d.domid,
+                d.mem_kib / 1024,
+                d.vcpus,
+                json_str(&d.state.flags()),
+                secs(d.cpu_time_ns)
+            )
+        })
+        .collect();
+    format!("[{}]\n", items.join(","))
+}
+
+fn vcpu_state(s: VcpuState) -> &'static str {
+    match s {
+        VcpuState::Running => "r",
+        VcpuState::Blocked => "b",
+        VcpuState::Offline => "-",
+    }
+}
+
+pub fn vcpu_table(vcpus: &[VcpuInfo]) -> String {
+    let mut o = format!(
+        "{:<32} {:>5} {:>5} {:>5} {:>5} {:>10}  {}\n",
+        "Name", "ID", "VCPU", "CPU", "State", "Time(s)", "Affinity (Hard / Soft)"
+    );
+    for v in vcpus {
+        let _ = writeln!(
+            o,
+            "{:<32} {:>5} {:>5} {:>5} {:>5} {:>10.1}  {} / {}",
+            v.domain,
+            v.domid,
+            v.vcpu,
+            v.cpu.map_or("-".to_string(), |c| c.to_string()),
+            vcpu_state(v.state),
+            secs(v.cpu_time_ns),
+            v.hard_affinity,
+            v.soft_affinity
+        );
+    }
+    o
+}
+
+pub fn vcpu_json(vcpus: &[VcpuInfo]) -> String {
+    let items: Vec<String> = vcpus
+        .iter()
+        .map(|v| {
+            format!(
+                "{{\"name\":{},\"domid\":{},\"vcpu\":{},\"cpu\":{},\"state\":{},\"cpu_time_s\":{:.3},\"affinity_hard\":{},\"affinity_soft\":{}}}",
+                json_str(&v.domain),
+                v.domid,
+                v.vcpu,
+                v.cpu.map_or("null".to_string(), |c| c.to_string()),
+                json_str(match v.state {
+                    VcpuState::Running => "running",
+                    VcpuState::Blocked => "blocked",
+                    VcpuState::Offline => "offline",
+                }),
+                secs(v.cpu_time_ns),
+                json_str(&v.hard_affinity),
+                json_str(&v.soft_affinity)
+            )
+        })
+        .collect();
+    format!("[{}]\n", items.join(","))
+}
+
+pub fn info_text(h: &HostInfo) -> String {
+    let rows = [
+        ("host", h.host.clone()),
+        ("hypervisor", h.hypervisor.clone()),
+        ("hypervisor_version", h.version.clone()),
+        ("nr_cpus", h.nr_cpus.to_string()),
+        ("nr_nodes", h.nr_nodes.to_string()),
+        ("total_memory", h.total_mem_mib.to_string()),
+        ("free_memory", h.free_mem_mib.to_string()),
+        ("keelctl_version", env!("CARGO_PKG_VERSION").to_string()),
+    ];
+    rows.iter()
+        .map(|(k, v)| format!("{k:<22}: {v}\n"))
+        .collect()
+}
+
+pub fn info_json(h: &HostInfo) -> String {
+    format!(
+        "{{\"host\":{},\"hypervisor\":{},\"hypervisor_version\":{},\"nr_cpus\":{},\"nr_nodes\":{},\"total_memory_mib\":{},\"free_memory_mib\":{},\"keelctl_version\":{}}}\n",
+        json_str(&h.host),
+        json_str(&h.hypervisor),
+        json_str(&h.version),
+        h.nr_cpus,
+        h.nr_nodes,
+        h.total_mem_mib,
+        h.free_mem_mib,
+        json_str(env!("CARGO_PKG_VERSION"))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_escaping() {
+        assert_eq!(json_str("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\u0001é\"");
+    }
+}

@@ -1,0 +1,195 @@
+//! End-to-end tests of the `keelctl` binary (std::process, no extra deps).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const SUBCOMMANDS: &[&str] = keelctl::cli::SUBCOMMANDS;
+
+fn xlcfg_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../xlcfg/tests/fixtures")
+        .join(name)
+}
+
+/// Run keelctl with a privcmd path that certainly does not exist.
+fn keelctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keelctl"))
+        .args(args)
+        .env("KEELCTL_PRIVCMD", "/nonexistent/keel-test/privcmd")
+        .output()
+        .expect("run keelctl")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_works_for_every_subcommand() {
+    let top = keelctl(&["--help"]);
+    assert!(top.status.success());
+    let top_out = text(&top.stdout);
+    for sub in SUBCOMMANDS {
+        assert!(top_out.contains(sub), "top-level help lacks {sub}");
+        for form in [vec![*sub, "--help"], vec!["help", *sub]] {
+            let o = keelctl(&form);
+            assert_eq!(o.status.code(), Some(0), "{form:?}: {}", text(&o.stderr));
+            let out = text(&o.stdout);
+            assert!(out.contains("Usage: keelctl "), "{form:?}: {out}");
+            assert!(out.contains(sub), "{form:?}: {out}");
+        }
+    }
+    for tabular in ["list", "vcpu-list", "info"] {
+        assert!(
+            text(&keelctl(&[tabular, "--help"]).stdout).contains("--json"),
+            "{tabular}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["frobnicate"][..],
+        &["destroy"],
+        &["create"],
+        &["list", "--bogus"],
+    ] {
+        let o = keelctl(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(text(&o.stderr).contains("error:"), "{args:?}");
+    }
+}
+
+#[test]
+fn create_malformed_config_shows_file_line_col() {
+    let cfg = xlcfg_fixture("bad-syntax.cfg");
+    let o = keelctl(&["create", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    let want = format!(
+        "{}:6:1: error: expected ',' or ']' in the list opened at 4:8, found 'v'",
+        cfg.display()
+    );
+    assert!(err.lines().next() == Some(want.as_str()), "{err}");
+    assert!(err.contains("configuration is invalid"), "{err}");
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn create_semantically_invalid_config_lists_errors() {
+    let cfg = xlcfg_fixture("bad-semantics.cfg");
+    let o = keelctl(&["create", "-f", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert_eq!(err.matches(": error: ").count(), 4, "{err}");
+    let want = format!(
+        "{}:7:9: error: 'vcpus' (8) must not exceed 'maxvcpus' (4)",
+        cfg.display()
+    );
+    assert!(err.lines().any(|l| l == want), "{err}");
+}
+
+#[test]
+fn create_valid_config_is_not_supported_yet() {
+    let cfg = xlcfg_fixture("pvh-web.cfg");
+    let o = keelctl(&["create", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("warning: key 'vnc' is valid for xl but not supported by keel; ignored"),
+        "{err}"
+    );
+    assert!(
+        err.contains("configuration for domain 'web01' is valid"),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("keelctl: 'create' is not supported yet: /nonexistent/keel-test/privcmd not found: not running as dom0 on keel\n"),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn create_dry_run_succeeds() {
+    let cfg = xlcfg_fixture("hvm-minimal.cfg");
+    let o = keelctl(&["create", "--dry-run", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("name         hvm-min") && out.contains("type         hvm"),
+        "{out}"
+    );
+}
+
+#[test]
+fn create_missing_file() {
+    let o = keelctl(&["create", "/nonexistent/keel-test/guest.cfg"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).starts_with("/nonexistent/keel-test/guest.cfg: error: cannot read file")
+    );
+}
+
+#[test]
+fn list_without_privcmd_gives_clear_error() {
+    for args in [&["list"][..], &["list", "--json"]] {
+        let o = keelctl(args);
+        assert_eq!(o.status.code(), Some(3));
+        assert_eq!(
+            text(&o.stderr),
+            "keelctl: 'list' is not supported yet: /nonexistent/keel-test/privcmd not found: not running as dom0 on keel\n"
+        );
+        assert!(o.stdout.is_empty());
+    }
+}
+
+#[test]
+fn default_privcmd_path_is_dev_xen_privcmd() {
+    if Path::new("/dev/xen/privcmd").exists() {
+        return; // really in a dom0: the message differs.
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_keelctl"))
+        .arg("info")
+        .env_remove("KEELCTL_PRIVCMD")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(
+        text(&o.stderr),
+        "keelctl: 'info' is not supported yet: /dev/xen/privcmd not found: not running as dom0 on keel\n"
+    );
+}
+
+#[test]
+fn every_unbuilt_command_exits_3_with_message() {
+    for args in [
+        &["destroy", "web"][..],
+        &["shutdown", "web"],
+        &["reboot", "web"],
+        &["pause", "web"],
+        &["unpause", "web"],
+        &["console", "web"],
+        &["info"],
+        &["dmesg"],
+        &["vcpu-list", "--json"],
+        &["vcpu-pin", "web", "0", "1-2"],
+        &["mem-set", "web", "256m"],
+        &["block-attach", "web", "phy:/dev/vg/x,xvdb,w"],
+        &["network-attach", "web", "bridge=xenbr0"],
+        &["save", "web", "/tmp/web.save"],
+        &["restore", "/tmp/web.save"],
+        &["top"],
+    ] {
+        let o = keelctl(args);
+        assert_eq!(o.status.code(), Some(3), "{args:?}");
+        let err = text(&o.stderr);
+        let prefix = format!("keelctl: '{}' is not supported yet: ", args[0]);
+        assert!(
+            err.starts_with(&prefix) && err.ends_with('\n') && err.len() > prefix.len() + 10,
+            "{args:?}: {err}"
+        );
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
+}
