@@ -1,0 +1,81 @@
+//! keel-xenstored: the xenstore daemon.
+//!
+//! Usage: keel-xenstored [--socket PATH] [--persist FILE] [--verbose]
+//! The socket path defaults to $XENSTORED_PATH, else /run/xenstored/socket.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use keel_xenstored::engine::Engine;
+use keel_xenstored::quota::Quota;
+use keel_xenstored::server::Server;
+use keel_xenstored::store::Store;
+
+const USAGE: &str = "usage: keel-xenstored [--socket PATH] [--persist FILE] [--verbose]
+
+  --socket PATH   Unix socket to listen on (default: $XENSTORED_PATH, else /run/xenstored/socket)
+  --persist FILE  load the tree from FILE at start, save it there on SIGTERM/SIGINT
+  --verbose       log connections and failed requests to stderr";
+
+fn main() -> ExitCode {
+    let mut socket: Option<PathBuf> = None;
+    let mut persist: Option<PathBuf> = None;
+    let mut verbose = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--socket" | "-s" => socket = args.next().map(PathBuf::from),
+            "--persist" => persist = args.next().map(PathBuf::from),
+            "--verbose" | "-v" => verbose = true,
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            _ => {
+                eprintln!("keel-xenstored: unknown argument {a:?}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let socket = socket
+        .or_else(|| std::env::var_os("XENSTORED_PATH").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(keel_xenstored::DEFAULT_SOCKET));
+    let store = match &persist {
+        Some(f) => match keel_xenstored::persist::load(f) {
+            Ok(Some(s)) => {
+                eprintln!(
+                    "keel-xenstored: loaded {} nodes from {}",
+                    s.len(),
+                    f.display()
+                );
+                s
+            }
+            Ok(None) => Store::new(),
+            Err(e) => {
+                eprintln!("keel-xenstored: cannot load {}: {e}", f.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Store::new(),
+    };
+    let run = || -> std::io::Result<()> {
+        let mut server = Server::new(Engine::new(store, Quota::default()))?;
+        server.set_verbose(verbose);
+        server.listen(&socket)?;
+        if let Some(f) = persist.clone() {
+            server.persist_to(f);
+        }
+        server.install_signal_handlers()?;
+        eprintln!("keel-xenstored: listening on {}", socket.display());
+        server.run()?;
+        eprintln!("keel-xenstored: shut down");
+        Ok(())
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keel-xenstored: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
