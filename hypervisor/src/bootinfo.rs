@@ -81,6 +81,8 @@ pub enum BootProblem {
     TooManyModules,
     CmdlineTooLong,
     ModuleArchive(keel_bootmod::Error),
+    /// The loader put a boot module in non-contiguous physical frames.
+    ModuleNotContiguous,
     Mb2Malformed(&'static str),
 }
 

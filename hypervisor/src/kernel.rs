@@ -41,6 +41,7 @@ pub fn start(bi: BootInfo) -> ! {
     gdt::init_bsp();
     trap::init_idt();
     trap::load_idt();
+    apic::disable_legacy_pic();
 
     let bi: &'static BootInfo = BOOT.call_once(|| bi);
     // First pass only for loglvl/console, so the second pass's reports obey them.
@@ -61,6 +62,9 @@ pub fn start(bi: BootInfo) -> ! {
             BootProblem::TooManyRegions => log::warn!("memory map: too many regions, some dropped"),
             BootProblem::TooManyModules => log::warn!("boot modules: too many, some dropped"),
             BootProblem::CmdlineTooLong => log::warn!("command line too long, cut"),
+            BootProblem::ModuleNotContiguous => {
+                log::error!("boot modules: one is not physically contiguous; dropped")
+            }
         }
     }
 
@@ -314,6 +318,7 @@ extern "C" fn on_keel_tables() -> ! {
     );
     let bsp_apic = apic::id();
     gdt::mark_online(bsp_apic);
+    smp::set_apic_id(0, bsp_apic);
     log::info!("CPU0 online (APIC id {bsp_apic}, boot CPU)");
 
     // Application processors.
@@ -327,6 +332,7 @@ extern "C" fn on_keel_tables() -> ! {
     let online = smp::online_count();
     log::info!("SMP: {online}/{wanted} CPUs online ({present} present)");
 
+    log::info!("HVM: {}", crate::arch::x86::hvm::describe());
     log::info!("boot modules: {}", bi.modules().len());
     for m in bi.modules() {
         log::info!(" '{}' at {:#x}, {} bytes", m.name(), m.phys, m.len);
@@ -385,11 +391,32 @@ pub fn ap_main(index: u32) -> ! {
     apic::init(false, false, 0);
     let id = apic::id();
     gdt::mark_online(id);
+    smp::set_apic_id(index, id);
     log::info!("CPU{index} online (APIC id {id})");
     smp::note_online();
     loop {
+        x86_64::instructions::interrupts::disable();
+        if let Some(job) = JOBS.get(index as usize).and_then(|j| j.lock().take()) {
+            job();
+            continue;
+        }
+        // sti;hlt: a wake-up IPI arriving after the check still ends the hlt.
         x86_64::instructions::interrupts::enable_and_hlt();
     }
+}
+
+type Job = alloc::boxed::Box<dyn FnOnce() + Send>;
+static JOBS: [Mutex<Option<Job>>; smp::MAX_CPUS] = [const { Mutex::new(None) }; smp::MAX_CPUS];
+
+/// Runs `job` on application processor `index` (which must be online and
+/// idle). Returns false if there is no such CPU.
+pub fn run_on_cpu(index: u32, job: Job) -> bool {
+    let Some(apic_id) = smp::apic_id_of(index).filter(|_| index != 0) else {
+        return false;
+    };
+    *JOBS[index as usize].lock() = Some(job);
+    apic::send_fixed(apic_id, trap::VECTOR_WAKE);
+    true
 }
 
 fn run_test(scenario: &str, bi: &BootInfo, online: u32, wanted: u32) -> ! {
@@ -400,8 +427,29 @@ fn run_test(scenario: &str, bi: &BootInfo, online: u32, wanted: u32) -> ! {
         }
         power::power_off()
     };
-    if scenario != "boot" {
-        fail(format_args!("unknown-scenario"));
+    match scenario {
+        "boot" => {}
+        "guests" | "bench" => {
+            let Some(m) = bi.module("testguest") else {
+                fail(format_args!("missing-module testguest"))
+            };
+            // SAFETY: boot modules are reserved physical memory that nothing
+            // else uses; the direct map covers them.
+            let image: &'static [u8] = unsafe {
+                core::slice::from_raw_parts(cpu::phys_to_virt(m.phys) as *const u8, m.len as usize)
+            };
+            let result = if scenario == "guests" {
+                guest_tests(image, online)
+            } else {
+                guest_bench(image)
+            };
+            match result {
+                Ok(summary) => log::info!("keel-test: PASS {scenario} {summary}"),
+                Err(why) => fail(format_args!("{why}")),
+            }
+            power::power_off()
+        }
+        _ => fail(format_args!("unknown-scenario")),
     }
     if bi
         .problems
@@ -425,6 +473,114 @@ fn run_test(scenario: &str, bi: &BootInfo, online: u32, wanted: u32) -> ! {
         bi.modules().len()
     );
     power::power_off()
+}
+
+/// The test-guest scenarios of issue 3, in order; returns a summary.
+fn guest_tests(
+    image: &'static [u8],
+    online: u32,
+) -> Result<alloc::string::String, alloc::string::String> {
+    use crate::hvm::testproto::Scenario;
+    use crate::hvm::testrun::{self, Outcome};
+    use alloc::format;
+    let suite = testrun::run(1, Scenario::Suite, image);
+    log::info!(
+        "guests: d1 suite: {:?} after {} exits, {} pages on demand, {} us on {}",
+        suite.outcome,
+        suite.exits,
+        suite.npf_served,
+        suite.elapsed_us,
+        suite.backend
+    );
+    if suite.outcome != Outcome::Done(0) {
+        return Err(format!("suite-guest {:?}", suite.outcome));
+    }
+    let bad = testrun::run(2, Scenario::BadAccess, image);
+    log::info!("guests: d2 bad access: {:?}", bad.outcome);
+    match &bad.outcome {
+        Outcome::Killed(why) if why.contains("does not own") => {}
+        o => return Err(format!("bad-access-guest-not-killed {o:?}")),
+    }
+    // A triple-faulting guest dies alone while another keeps running.
+    let other = alloc::sync::Arc::new(spin::Mutex::new(None));
+    let parallel = online >= 2 && {
+        let slot = other.clone();
+        run_on_cpu(
+            1,
+            alloc::boxed::Box::new(move || {
+                *slot.lock() = Some(testrun::run(4, Scenario::LongRun, image));
+            }),
+        )
+    };
+    if parallel {
+        // Let d4 get well under way first, so d3 dies while d4 runs.
+        let deadline = time::now_us() + 60_000_000;
+        while testrun::exits_so_far(4) < 1000 && time::now_us() < deadline {
+            cpu::pause();
+        }
+    }
+    let tf = testrun::run(3, Scenario::TripleFault, image);
+    let d4_then = testrun::exits_so_far(4);
+    log::info!(
+        "guests: d3 triple fault: {:?} (d4 had made {d4_then} exits on CPU1 by then)",
+        tf.outcome
+    );
+    if tf.outcome != Outcome::Killed(format!("triple fault")) {
+        return Err(format!("triple-fault-guest {:?}", tf.outcome));
+    }
+    let long = if parallel {
+        let deadline = time::now_us() + 120_000_000;
+        loop {
+            if let Some(r) = other.lock().take() {
+                break r;
+            }
+            if time::now_us() > deadline {
+                return Err(format!("long-run-guest did not finish on CPU1"));
+            }
+            cpu::pause();
+        }
+    } else {
+        testrun::run(4, Scenario::LongRun, image)
+    };
+    log::info!(
+        "guests: d4 long run (on CPU{}, alongside d3): {:?} after {} exits",
+        if parallel { 1 } else { 0 },
+        long.outcome,
+        long.exits
+    );
+    if long.outcome != Outcome::Done(0) {
+        return Err(format!("long-run-guest {:?}", long.outcome));
+    }
+    Ok(format!(
+        "backend={} suite_exits={} on_demand_pages={} parallel={}",
+        suite.backend, suite.exits, suite.npf_served, parallel
+    ))
+}
+
+/// VM-exit round trips per second for a null-hypercall and a CPUID loop.
+fn guest_bench(image: &'static [u8]) -> Result<alloc::string::String, alloc::string::String> {
+    use crate::hvm::testproto::Scenario;
+    use crate::hvm::testrun::{self, Outcome};
+    use alloc::format;
+    let mut out = alloc::string::String::new();
+    for (name, sc) in [
+        ("hypercall", Scenario::BenchHypercall),
+        ("cpuid", Scenario::BenchCpuid),
+    ] {
+        let r = testrun::run(10, sc, image);
+        if r.outcome != Outcome::Done(0) {
+            return Err(format!("bench-{name} {:?}", r.outcome));
+        }
+        let per_s = r.exits * 1_000_000 / r.elapsed_us.max(1);
+        log::info!(
+            "bench: {name}: {} exits in {} us = {per_s} exits/s ({})",
+            r.exits,
+            r.elapsed_us,
+            r.backend
+        );
+        out += &format!("{name}_exits_per_s={per_s} ");
+    }
+    Ok(out)
 }
 
 fn fatal_message(msg: &str) -> ! {

@@ -10,11 +10,12 @@
 pub mod acpi_aml;
 pub mod bootinfo;
 pub mod cmdline;
+pub mod hvm;
+pub mod loader;
 pub mod mm;
 
 #[cfg(target_os = "none")]
 extern crate alloc;
-#[cfg(target_os = "none")]
 pub mod arch;
 #[cfg(target_os = "none")]
 pub mod boot;

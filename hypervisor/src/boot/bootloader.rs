@@ -64,7 +64,17 @@ pub fn enter(info: &'static mut bootloader_api::BootInfo) -> ! {
                 {
                     let virt = addr + m.offset as u64;
                     let phys = walk(&mut LoaderMap(offset), cr3, virt).unwrap_or(0);
-                    bi.add_module(m.name, phys, m.data.len() as u64);
+                    // keel hands modules around by physical range: check
+                    // the loader put this one in contiguous frames.
+                    let len = m.data.len() as u64;
+                    let contiguous = (0..len.div_ceil(4096)).all(|p| {
+                        walk(&mut LoaderMap(offset), cr3, virt + p * 4096) == Some(phys + p * 4096)
+                    });
+                    if contiguous {
+                        bi.add_module(m.name, phys, len);
+                    } else {
+                        bi.problem(BootProblem::ModuleNotContiguous);
+                    }
                 }
             }
             Err(e) => bi.problem(BootProblem::ModuleArchive(e)),

@@ -1,5 +1,6 @@
 //! Memory management: physical frames and keel's own page tables.
 pub mod frame;
+pub mod p2m;
 pub mod paging;
 
 pub const PAGE_SIZE: u64 = 4096;

@@ -38,6 +38,22 @@ fn write(reg: u32, v: u32) {
     }
 }
 
+/// Remaps the legacy 8259 PICs away from the exception vectors (to
+/// 0x20-0x2f) and masks every line. Firmware leaves IRQ0 on vector 8, so an
+/// unmasked PIC timer would look like a double fault the moment keel
+/// enables interrupts; keel uses the local APIC only.
+pub fn disable_legacy_pic() {
+    use super::io::outb;
+    // ICW1: init + ICW4; ICW2: vector bases; ICW3: cascade on IRQ2; ICW4: 8086 mode.
+    for (cmd, data, base, cascade) in [(0x20u16, 0x21u16, 0x20u8, 4u8), (0xa0, 0xa1, 0x28, 2)] {
+        outb(cmd, 0x11);
+        outb(data, base);
+        outb(data, cascade);
+        outb(data, 0x01);
+        outb(data, 0xff); // mask all
+    }
+}
+
 /// Enables this CPU's local APIC. The boot CPU decides the mode.
 pub fn init(bsp: bool, use_x2apic: bool, mmio_phys: u64) {
     if bsp {
@@ -79,6 +95,11 @@ fn send_ipi(dest: u32, low: u32) {
             cpu::pause();
         }
     }
+}
+
+/// A fixed interrupt `vector` to one CPU.
+pub fn send_fixed(dest: u32, vector: u8) {
+    send_ipi(dest, vector as u32);
 }
 
 /// INIT (level assert) to one CPU.

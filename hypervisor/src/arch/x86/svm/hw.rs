@@ -1,0 +1,639 @@
+//! The hardware-touching half of the SVM backend.
+use super::asid::{Asid, AsidPool, Flush};
+use super::vmcb::{self, exit, intercept, Seg, Vmcb};
+use crate::arch::x86::{cpu, gdt};
+use crate::hvm::decode;
+use crate::hvm::guestmem::{self, P2mReader};
+use crate::hvm::vcpu::{Access, Event, Exit, Regs, StartMode, Vcpu};
+use crate::kernel::FRAMES;
+use crate::mm::p2m::{Format, P2m};
+use alloc::string::String;
+use core::sync::atomic::{AtomicU64, Ordering};
+use raw_cpuid::CpuId;
+use spin::Mutex;
+
+const MSR_VM_CR: u32 = 0xc001_0114;
+const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
+const EFER_SVME: u64 = 1 << 12;
+const VM_CR_SVMDIS: u64 = 1 << 4;
+const MAX_CPUS: usize = 64;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Caps {
+    pub asids: u32,
+    pub nrip: bool,
+    pub flush_by_asid: bool,
+    pub npt: bool,
+}
+
+pub fn caps() -> Option<Caps> {
+    let c = CpuId::new();
+    let svm = c.get_svm_info()?;
+    Some(Caps {
+        asids: svm.supported_asids(),
+        nrip: svm.has_nrip(),
+        flush_by_asid: svm.has_flush_by_asid(),
+        // QEMU TCG runs NPT without advertising it in every model; keel
+        // requires the bit, as real hardware sets it.
+        npt: svm.has_nested_paging(),
+    })
+}
+
+/// Whether AMD-V with nested paging can be used, and why not.
+pub fn supported() -> Result<Caps, &'static str> {
+    let ext = CpuId::new().get_extended_processor_and_feature_identifiers();
+    if !ext.is_some_and(|e| e.has_svm()) {
+        return Err("the CPU has no AMD-V (SVM)");
+    }
+    if cpu::rdmsr(MSR_VM_CR) & VM_CR_SVMDIS != 0 {
+        return Err("AMD-V is disabled by firmware (VM_CR.SVMDIS)");
+    }
+    let c = caps().ok_or("no SVM feature leaf (CPUID 0x8000000A)")?;
+    if !c.npt {
+        return Err("AMD-V without nested paging is not supported");
+    }
+    Ok(c)
+}
+
+struct PerCpu {
+    hsave: u64,
+    host_vmcb: u64,
+    asids: AsidPool,
+}
+
+static PER_CPU: [Mutex<Option<PerCpu>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
+
+fn zeroed_frames(pages: u64) -> Result<u64, &'static str> {
+    let f = FRAMES
+        .lock()
+        .alloc(pages)
+        .ok_or("out of memory for SVM structures")?;
+    // SAFETY: freshly allocated frames, mapped by the direct map.
+    unsafe { core::ptr::write_bytes(cpu::phys_to_virt(f) as *mut u8, 0, (pages * 4096) as usize) };
+    Ok(f)
+}
+
+/// Turns SVM on for this CPU (idempotent).
+pub fn enable_cpu() -> Result<(), &'static str> {
+    let c = supported()?;
+    let i = gdt::cpu_index() as usize;
+    let mut slot = PER_CPU.get(i).ok_or("too many CPUs for SVM")?.lock();
+    if slot.is_none() {
+        let hsave = zeroed_frames(1)?;
+        let host_vmcb = zeroed_frames(1)?;
+        cpu::wrmsr(cpu::MSR_EFER, cpu::rdmsr(cpu::MSR_EFER) | EFER_SVME);
+        cpu::wrmsr(MSR_VM_HSAVE_PA, hsave);
+        *slot = Some(PerCpu {
+            hsave,
+            host_vmcb,
+            asids: AsidPool::new(c.asids),
+        });
+    }
+    Ok(())
+}
+
+pub fn disable_cpu() {
+    cpu::wrmsr(cpu::MSR_EFER, cpu::rdmsr(cpu::MSR_EFER) & !EFER_SVME);
+}
+
+static VMRUNS: AtomicU64 = AtomicU64::new(0);
+
+pub struct SvmVcpu {
+    vmcb_pa: u64,
+    iopm_pa: u64,
+    msrpm_pa: u64,
+    regs: Regs,
+    asid: Option<Asid>,
+    cpu: usize,
+    caps: Caps,
+    flush: bool,
+    p2m: Option<P2m>,
+    /// The guest's view of EFER (SVME hidden).
+    guest_efer: u64,
+}
+
+// SAFETY: the VMCB and maps are owned by this vCPU alone.
+unsafe impl Send for SvmVcpu {}
+
+impl SvmVcpu {
+    pub fn new() -> Result<Self, &'static str> {
+        let caps = supported()?;
+        let vmcb_pa = zeroed_frames(1)?;
+        let iopm_pa = zeroed_frames(3)?;
+        let msrpm_pa = zeroed_frames(2)?;
+        // Intercept every port and every MSR: common code decides.
+        // SAFETY: just allocated, direct-mapped.
+        unsafe {
+            core::ptr::write_bytes(cpu::phys_to_virt(iopm_pa) as *mut u8, 0xff, 3 * 4096);
+            core::ptr::write_bytes(cpu::phys_to_virt(msrpm_pa) as *mut u8, 0xff, 2 * 4096);
+        }
+        let v = SvmVcpu {
+            vmcb_pa,
+            iopm_pa,
+            msrpm_pa,
+            regs: Regs::default(),
+            asid: None,
+            cpu: usize::MAX,
+            caps,
+            flush: true,
+            p2m: None,
+            guest_efer: 0,
+        };
+        Ok(v)
+    }
+
+    fn vmcb(&mut self) -> &mut Vmcb {
+        // SAFETY: the VMCB frame belongs to this vCPU; direct-mapped.
+        unsafe { &mut *(cpu::phys_to_virt(self.vmcb_pa) as *mut Vmcb) }
+    }
+    fn vmcb_ref(&self) -> &Vmcb {
+        // SAFETY: as above.
+        unsafe { &*(cpu::phys_to_virt(self.vmcb_pa) as *const Vmcb) }
+    }
+
+    /// Names the first VMCB consistency check (APM vol. 2, 15.5.1) the
+    /// state fails, so an invalid-state exit can say which.
+    fn check_state(&self) -> Option<&'static str> {
+        let s = &self.vmcb_ref().save;
+        let c = &self.vmcb_ref().control;
+        if s.efer & EFER_SVME == 0 {
+            return Some("guest EFER.SVME is clear");
+        }
+        if s.cr0 & (1 << 29) != 0 && s.cr0 & (1 << 30) == 0 {
+            return Some("guest CR0.NW set with CR0.CD clear");
+        }
+        if s.cr0 >> 32 != 0 {
+            return Some("guest CR0[63:32] not zero");
+        }
+        if s.dr6 >> 32 != 0 || s.dr7 >> 32 != 0 {
+            return Some("guest DR6/DR7[63:32] not zero");
+        }
+        if s.efer & (1 << 8) != 0 && s.cr0 & (1 << 31) != 0 && s.cr4 & (1 << 5) == 0 {
+            return Some("long mode paging (EFER.LME and CR0.PG) without CR4.PAE");
+        }
+        if s.efer & (1 << 8) != 0 && s.cr0 & (1 << 31) != 0 && s.cr0 & 1 == 0 {
+            return Some("long mode paging without CR0.PE");
+        }
+        if c.intercept_misc2 & intercept::VMRUN == 0 {
+            return Some("VMRUN intercept clear");
+        }
+        if c.asid == 0 {
+            return Some("ASID 0");
+        }
+        None
+    }
+
+    fn insn_len(&self, exit_code: u64) -> u8 {
+        let v = self.vmcb_ref();
+        if self.caps.nrip && v.control.next_rip != 0 {
+            return v.control.next_rip.wrapping_sub(v.save.rip) as u8;
+        }
+        // Decode it ourselves: fetch up to 15 bytes at CS.base + RIP.
+        let s = &v.save;
+        let la = s.cs.base.wrapping_add(s.rip);
+        let mut bytes = [0u8; 15];
+        let long = s.efer & (1 << 10) != 0 && s.cs.attrib & 0x200 != 0;
+        if let Some(p2m) = &self.p2m {
+            let mut rd = P2mReader(p2m);
+            if let Some(gpa) = decode::linear_to_gpa(&mut rd, s.cr0, s.cr3, s.cr4, s.efer, la) {
+                // The instruction may cross a page: read what is there.
+                let first = (4096 - (gpa & 0xfff)).min(15) as usize;
+                guestmem::read(p2m, gpa, &mut bytes[..first]);
+                if first < 15 {
+                    if let Some(g2) = decode::linear_to_gpa(
+                        &mut rd,
+                        s.cr0,
+                        s.cr3,
+                        s.cr4,
+                        s.efer,
+                        la + first as u64,
+                    ) {
+                        guestmem::read(p2m, g2, &mut bytes[first..]);
+                    }
+                }
+            }
+        }
+        decode::exit_insn_len(&bytes, long).unwrap_or_else(|| {
+            log::warn!("svm: cannot decode the instruction for exit {exit_code:#x} at {la:#x}: {bytes:02x?}");
+            0
+        })
+    }
+}
+
+impl SvmVcpu {
+    /// keel intercepts #DF: if the guest's IDT cannot deliver it (limit too
+    /// small for vector 8, or a non-present gate), the architecture turns it
+    /// into a triple fault, i.e. shutdown. Deciding that here instead of
+    /// relying on the SHUTDOWN intercept gives the same result on hardware
+    /// and also works on Bochs 2.7, which resets the whole machine on a
+    /// guest triple fault instead of taking the intercept.
+    fn double_fault_is_shutdown(&self) -> bool {
+        let s = &self.vmcb_ref().save;
+        let long = s.efer & (1 << 10) != 0;
+        let gate_size = if long { 16 } else { 8 };
+        if (s.idtr.limit as u64) < 8 * gate_size + gate_size - 1 {
+            return true;
+        }
+        let Some(p2m) = &self.p2m else { return true };
+        let la = s.idtr.base + 8 * gate_size;
+        let mut rd = P2mReader(p2m);
+        let Some(gpa) = decode::linear_to_gpa(&mut rd, s.cr0, s.cr3, s.cr4, s.efer, la) else {
+            return true;
+        };
+        let mut gate = [0u8; 8];
+        // Real mode has no gates (IVT entries are always "present").
+        s.cr0 & 1 != 0 && (!guestmem::read(p2m, gpa, &mut gate) || gate[5] & 0x80 == 0)
+    }
+}
+
+impl Drop for SvmVcpu {
+    fn drop(&mut self) {
+        let mut f = FRAMES.lock();
+        f.free(self.vmcb_pa, 1);
+        f.free(self.iopm_pa, 3);
+        f.free(self.msrpm_pa, 2);
+    }
+}
+
+core::arch::global_asm!(
+    r#"
+    .section .text.keel_svm_run, "ax"
+    .global keel_svm_run
+    // rdi = &mut Regs, rsi = guest VMCB pa, rdx = host VMCB pa (VMSAVE area)
+keel_svm_run:
+    push rbp
+    push rbx
+    push r12
+    push r13
+    push r14
+    push r15
+    push rdi
+    push rdx
+    mov rax, rdx
+    vmsave                      // host FS/GS/TR/LDTR/KernelGsBase/STAR... -> host VMCB
+    mov rax, rsi
+    mov rbx, [rdi + 8*1]
+    mov rcx, [rdi + 8*2]
+    mov rdx, [rdi + 8*3]
+    mov rsi, [rdi + 8*4]
+    mov rbp, [rdi + 8*6]
+    mov r8,  [rdi + 8*7]
+    mov r9,  [rdi + 8*8]
+    mov r10, [rdi + 8*9]
+    mov r11, [rdi + 8*10]
+    mov r12, [rdi + 8*11]
+    mov r13, [rdi + 8*12]
+    mov r14, [rdi + 8*13]
+    mov r15, [rdi + 8*14]
+    mov rdi, [rdi + 8*5]
+    vmload
+    vmrun
+    vmsave                      // RAX is the guest VMCB again after #VMEXIT
+    push rdi
+    mov rdi, [rsp + 16]         // &mut Regs
+    mov [rdi + 8*1], rbx
+    mov [rdi + 8*2], rcx
+    mov [rdi + 8*3], rdx
+    mov [rdi + 8*4], rsi
+    mov [rdi + 8*6], rbp
+    mov [rdi + 8*7], r8
+    mov [rdi + 8*8], r9
+    mov [rdi + 8*9], r10
+    mov [rdi + 8*10], r11
+    mov [rdi + 8*11], r12
+    mov [rdi + 8*12], r13
+    mov [rdi + 8*13], r14
+    mov [rdi + 8*14], r15
+    pop rax
+    mov [rdi + 8*5], rax
+    pop rax                     // host VMCB pa
+    vmload
+    pop rdi
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbx
+    pop rbp
+    ret
+"#
+);
+
+extern "C" {
+    fn keel_svm_run(regs: *mut Regs, vmcb_pa: u64, host_vmcb_pa: u64);
+}
+
+fn seg(selector: u16, base: u64, limit: u32, vmx_ar: u16) -> Seg {
+    Seg {
+        selector,
+        attrib: vmcb::pack_attr(vmx_ar),
+        limit,
+        base,
+    }
+}
+
+impl Vcpu for SvmVcpu {
+    fn reset(&mut self, mode: StartMode) {
+        let StartMode::RealModeSipi { vector } = mode;
+        let (iopm, msrpm) = (self.iopm_pa, self.msrpm_pa);
+        let v = self.vmcb();
+        let c = &mut v.control;
+        c.intercept_cr = 0;
+        // #DF only: see `double_fault_is_shutdown`.
+        c.intercept_exceptions = 1 << 8;
+        c.intercept_misc1 = intercept::INTR
+            | intercept::NMI
+            | intercept::INIT
+            | intercept::CPUID
+            | intercept::HLT
+            | intercept::IOIO_PROT
+            | intercept::MSR_PROT
+            | intercept::SHUTDOWN;
+        c.intercept_misc2 = intercept::VMRUN | intercept::VMMCALL | intercept::XSETBV;
+        c.iopm_base_pa = iopm;
+        c.msrpm_base_pa = msrpm;
+        c.np_enable = 1;
+        c.event_inj = 0;
+        c.vintr = 1 << 24; // V_INTR_MASKING: the host keeps physical interrupts
+        let s = &mut v.save;
+        let cs = (vector as u16) << 8;
+        s.cs = seg(cs, (vector as u64) << 12, 0xffff, 0x9b);
+        for d in [&mut s.ds, &mut s.es, &mut s.ss, &mut s.fs, &mut s.gs] {
+            *d = seg(0, 0, 0xffff, 0x93);
+        }
+        s.gdtr = seg(0, 0, 0xffff, 0);
+        s.idtr = seg(0, 0, 0xffff, 0);
+        s.ldtr = seg(0, 0, 0xffff, 0x82);
+        s.tr = seg(0, 0, 0xffff, 0x8b);
+        s.cpl = 0;
+        s.efer = EFER_SVME;
+        s.cr0 = 0x30; // ET | NE
+        s.cr3 = 0;
+        s.cr4 = 0;
+        s.dr6 = 0xffff_0ff0;
+        s.dr7 = 0x400;
+        s.rflags = 2;
+        s.rip = 0;
+        s.rsp = 0;
+        s.rax = 0;
+        s.g_pat = 0x0007_0406_0007_0406;
+        self.regs = Regs {
+            rflags: 2,
+            ..Regs::default()
+        };
+        self.guest_efer = 0;
+        self.flush = true;
+    }
+
+    fn set_p2m_root(&mut self, root: u64) {
+        self.vmcb().control.n_cr3 = root;
+        self.p2m = Some(P2m {
+            format: Format::Npt {
+                nx: cpu::features().nx,
+            },
+            root,
+        });
+        self.flush = true;
+    }
+
+    fn run(&mut self) -> Exit {
+        let here = gdt::cpu_index() as usize;
+        let (host_vmcb, asid, flush_all) = {
+            let mut slot = PER_CPU[here].lock();
+            let Some(pc) = slot.as_mut() else {
+                return Exit::InvalidGuestState {
+                    detail: "SVM not enabled on this CPU",
+                    code: 0,
+                };
+            };
+            // A vCPU moving to another CPU needs that CPU's ASID.
+            let cur = if self.cpu == here { self.asid } else { None };
+            let (a, f) = pc.asids.refresh(cur);
+            let _ = pc.hsave;
+            (pc.host_vmcb, a, f == Flush::All)
+        };
+        self.cpu = here;
+        self.asid = Some(asid);
+        let want_flush = core::mem::take(&mut self.flush);
+        {
+            let regs = self.regs;
+            let caps = self.caps;
+            let v = self.vmcb();
+            v.control.asid = asid.asid;
+            // Flush point: a recycled ASID or a changed p2m. Without
+            // flush-by-ASID the only choice is flushing everything.
+            v.control.tlb_control = if flush_all || (want_flush && !caps.flush_by_asid) {
+                1
+            } else if want_flush {
+                3
+            } else {
+                0
+            };
+            v.control.clean_bits = 0;
+            v.save.rax = regs.rax;
+            v.save.rsp = regs.rsp;
+            v.save.rip = regs.rip;
+            v.save.rflags = regs.rflags;
+        }
+        if let Some(why) = self.check_state() {
+            return Exit::InvalidGuestState {
+                detail: why,
+                code: 0,
+            };
+        }
+        VMRUNS.fetch_add(1, Ordering::Relaxed);
+        x86_64::instructions::interrupts::disable();
+        // SAFETY: SVM is enabled on this CPU (checked above); the VMCB,
+        // maps and host save area are valid frames; host interrupts are off
+        // and the stub saves and restores every callee-saved register.
+        unsafe {
+            core::arch::asm!("clgi");
+            keel_svm_run(&mut self.regs, self.vmcb_pa, host_vmcb);
+            core::arch::asm!("stgi");
+        }
+        let (code, info1, info2) = {
+            let v = self.vmcb();
+            v.control.event_inj = 0;
+            (
+                v.control.exit_code,
+                v.control.exit_info1,
+                v.control.exit_info2,
+            )
+        };
+        {
+            let s = self.vmcb_ref().save;
+            self.regs.rax = s.rax;
+            self.regs.rsp = s.rsp;
+            self.regs.rip = s.rip;
+            self.regs.rflags = s.rflags;
+        }
+        match code {
+            exit::INTR | exit::NMI => {
+                // Let the host take it now.
+                x86_64::instructions::interrupts::enable();
+                x86_64::instructions::nop();
+                x86_64::instructions::interrupts::disable();
+                Exit::ExternalInterrupt
+            }
+            exit::VINTR => {
+                self.vmcb().control.vintr &= !(1 << 8);
+                Exit::InterruptWindow
+            }
+            exit::INIT => Exit::Init,
+            exit::CPUID => Exit::Cpuid { len: self.insn_len(code) },
+            exit::HLT => Exit::Hlt { len: self.insn_len(code) },
+            exit::PAUSE => Exit::Pause { len: self.insn_len(code) },
+            exit::VMMCALL => Exit::Hypercall { len: self.insn_len(code) },
+            exit::XSETBV => Exit::Xsetbv { len: self.insn_len(code) },
+            exit::SHUTDOWN => Exit::TripleFault,
+            exit::VMRUN => {
+                // Nested SVM is not offered: the guest gets #UD.
+                self.inject(Event::Exception { vector: 6, error_code: None });
+                self.run()
+            }
+            exit::IOIO => {
+                let size = ((info1 >> 4) & 7) as u8; // SZ8/SZ16/SZ32 as bits 4-6
+                Exit::Io {
+                    port: (info1 >> 16) as u16,
+                    size: match size {
+                        1 => 1,
+                        2 => 2,
+                        _ => 4,
+                    },
+                    write: info1 & 1 == 0,
+                    string: info1 & 4 != 0,
+                    rep: info1 & 8 != 0,
+                    // EXITINFO2 holds the next RIP for IOIO, with or without nRIP.
+                    len: info2.wrapping_sub(self.regs.rip) as u8,
+                }
+            }
+            exit::MSR => {
+                let msr = self.regs.rcx as u32;
+                let len = self.insn_len(code);
+                if msr == cpu::MSR_EFER {
+                    // Architectural bookkeeping stays here: SVME stays set
+                    // underneath and is hidden from the guest.
+                    if info1 == 1 {
+                        let val = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
+                        self.guest_efer = val;
+                        self.vmcb().save.efer = val | EFER_SVME;
+                    } else {
+                        let val = self.vmcb_ref().save.efer & !EFER_SVME;
+                        self.regs.rax = val & 0xffff_ffff;
+                        self.regs.rdx = val >> 32;
+                    }
+                    self.skip(len);
+                    return self.run();
+                }
+                if info1 == 1 {
+                    Exit::MsrWrite { msr, value: (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff), len }
+                } else {
+                    Exit::MsrRead { msr, len }
+                }
+            }
+            exit::NPF => Exit::NestedPageFault {
+                gpa: info2,
+                access: if info1 & 0x10 != 0 {
+                    Access::Execute
+                } else if info1 & 2 != 0 {
+                    Access::Write
+                } else {
+                    Access::Read
+                },
+                present: info1 & 1 != 0,
+            },
+            c if c & 0xffff_ffff == exit::INVALID_LOW32 => Exit::InvalidGuestState {
+                detail: "VMRUN refused the VMCB (VMEXIT_INVALID); no named check failed in keel's pre-check",
+                code: c,
+            },
+            c if c == exit::EXCP_BASE + 8 => {
+                if self.double_fault_is_shutdown() {
+                    Exit::TripleFault
+                } else {
+                    self.inject(Event::Exception { vector: 8, error_code: Some(0) });
+                    self.run()
+                }
+            }
+            c if (exit::EXCP_BASE..exit::EXCP_BASE + 32).contains(&c) => {
+                Exit::Exception { vector: (c - exit::EXCP_BASE) as u8, error_code: Some(info1 as u32) }
+            }
+            c => Exit::Unhandled { reason: c },
+        }
+    }
+
+    fn skip(&mut self, len: u8) {
+        self.regs.rip = self.regs.rip.wrapping_add(len as u64);
+        // The instruction is done: any STI/MOV SS shadow it sat in is over
+        // (an `sti; hlt` reports the shadow at the HLT exit).
+        self.vmcb().control.interrupt_shadow &= !1;
+    }
+
+    fn regs(&self) -> &Regs {
+        &self.regs
+    }
+    fn regs_mut(&mut self) -> &mut Regs {
+        &mut self.regs
+    }
+
+    fn inject(&mut self, ev: Event) {
+        let e = match ev {
+            Event::Interrupt(v) => vmcb::event_inj(v, vmcb::EVENT_INTR, None),
+            Event::Nmi => vmcb::event_inj(2, vmcb::EVENT_NMI, None),
+            Event::Exception { vector, error_code } => {
+                vmcb::event_inj(vector, vmcb::EVENT_EXCEPTION, error_code)
+            }
+        };
+        self.vmcb().control.event_inj = e;
+    }
+
+    fn can_inject_interrupt(&self) -> bool {
+        self.regs.rflags & (1 << 9) != 0 && self.vmcb_ref().control.interrupt_shadow & 1 == 0
+    }
+
+    fn request_interrupt_window(&mut self, on: bool) {
+        let c = &mut self.vmcb().control;
+        if on {
+            // A virtual interrupt the guest can take whenever it can: its
+            // VINTR exit is the window. V_IGN_TPR, priority 0xf.
+            c.vintr |= (1 << 8) | (0xf << 16) | (1 << 20);
+            c.intercept_misc1 |= intercept::VINTR;
+        } else {
+            c.vintr &= !(1 << 8);
+            c.intercept_misc1 &= !intercept::VINTR;
+        }
+    }
+
+    fn control_regs(&self) -> [u64; 4] {
+        let s = &self.vmcb_ref().save;
+        [s.cr0, s.cr3, s.cr4, s.efer & !EFER_SVME]
+    }
+
+    fn flush_p2m(&mut self) {
+        self.flush = true;
+    }
+
+    fn backend(&self) -> &'static str {
+        "AMD-V"
+    }
+}
+
+/// A one-line description for the boot log.
+pub fn describe() -> String {
+    match supported() {
+        Ok(c) => alloc::format!(
+            "AMD-V with nested paging, {} ASIDs, next-RIP save {}, flush-by-ASID {}",
+            c.asids,
+            if c.nrip {
+                "yes"
+            } else {
+                "no (instruction lengths decoded)"
+            },
+            if c.flush_by_asid { "yes" } else { "no" }
+        ),
+        Err(e) => alloc::format!("AMD-V unavailable: {e}"),
+    }
+}
+
+pub fn vmruns() -> u64 {
+    VMRUNS.load(Ordering::Relaxed)
+}

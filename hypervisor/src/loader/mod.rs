@@ -1,0 +1,2 @@
+//! Loading guest images.
+pub mod elf;
