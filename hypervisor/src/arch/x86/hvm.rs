@@ -5,14 +5,11 @@ use crate::mm::p2m::Format;
 use alloc::boxed::Box;
 use alloc::string::String;
 
-/// Until the VT-x backend is wired in, Intel CPUs say so plainly.
-const VMX_PENDING: &str = "VT-x backend not wired in yet: guests cannot run on Intel CPUs";
-
 /// A boot-log line saying what hardware virtualization keel can use here.
 pub fn describe() -> String {
     match cpu::features().vendor {
         cpu::Vendor::Amd => svm::describe(),
-        cpu::Vendor::Intel => String::from(VMX_PENDING),
+        cpu::Vendor::Intel => super::vmx::describe(),
         cpu::Vendor::Other => String::from("no hardware virtualization: unknown CPU vendor"),
     }
 }
@@ -36,7 +33,11 @@ pub fn new_vcpu(id: u16) -> Result<Box<dyn Vcpu + Send>, &'static str> {
             let _ = id; // ASIDs come from the per-CPU pool at run time.
             Ok(Box::new(svm::SvmVcpu::new()?))
         }
-        cpu::Vendor::Intel => Err(VMX_PENDING),
+        cpu::Vendor::Intel => {
+            super::vmx::enable_cpu()?;
+            // VPID 0 is the host's.
+            Ok(Box::new(super::vmx::VmxVcpu::new(id.max(1))?))
+        }
         cpu::Vendor::Other => Err("no hardware virtualization: unknown CPU vendor"),
     }
 }
