@@ -10,9 +10,12 @@
 pub mod acpi_aml;
 pub mod bootinfo;
 pub mod cmdline;
+pub mod domain;
 pub mod hvm;
 pub mod loader;
 pub mod mm;
+pub mod sched;
+pub mod xen;
 
 #[cfg(target_os = "none")]
 extern crate alloc;

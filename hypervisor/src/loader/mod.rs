@@ -1,2 +1,3 @@
 //! Loading guest images.
 pub mod elf;
+pub mod pvh;

@@ -1,0 +1,1 @@
+//! PVH boot (being written).

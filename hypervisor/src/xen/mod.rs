@@ -1,0 +1,1 @@
+//! The Xen public guest ABI (being written).
