@@ -17,8 +17,8 @@ pub mod mm;
 pub mod sched;
 pub mod xen;
 
-#[cfg(target_os = "none")]
 extern crate alloc;
+
 pub mod arch;
 #[cfg(target_os = "none")]
 pub mod boot;
