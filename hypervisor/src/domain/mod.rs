@@ -31,26 +31,28 @@ pub const EPERM: i32 = 1;
 /// The longest domain name accepted.
 pub const NAME_MAX: usize = 64;
 
-/// `SHUTDOWN_*` codes (Xen `public/sched.h`).
+use crate::xen::abi::shutdown;
+
+/// Why a domain shut down: Xen's `SHUTDOWN_*` codes (`xen::abi::shutdown`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum ShutdownReason {
-    Poweroff = 0,
-    Reboot = 1,
-    Suspend = 2,
-    Crash = 3,
-    Watchdog = 4,
+    Poweroff = shutdown::POWEROFF,
+    Reboot = shutdown::REBOOT,
+    Suspend = shutdown::SUSPEND,
+    Crash = shutdown::CRASH,
+    Watchdog = shutdown::WATCHDOG,
 }
 
 impl ShutdownReason {
     /// From the guest's `SCHEDOP_shutdown` argument.
     pub fn from_code(code: u32) -> Option<Self> {
         Some(match code {
-            0 => ShutdownReason::Poweroff,
-            1 => ShutdownReason::Reboot,
-            2 => ShutdownReason::Suspend,
-            3 => ShutdownReason::Crash,
-            4 => ShutdownReason::Watchdog,
+            shutdown::POWEROFF => ShutdownReason::Poweroff,
+            shutdown::REBOOT => ShutdownReason::Reboot,
+            shutdown::SUSPEND => ShutdownReason::Suspend,
+            shutdown::CRASH => ShutdownReason::Crash,
+            shutdown::WATCHDOG => ShutdownReason::Watchdog,
             _ => return None,
         })
     }
