@@ -1,0 +1,282 @@
+//! Emulator command lines: QEMU (TCG, `-cpu EPYC` for AMD-V+NPT) and Bochs
+//! (VMX with `corei7_skylake_x`, SVM with `ryzen`). The facts behind these
+//! settings are in `docs/testing.md`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::scenario::{Emulator, Firmware, Vendor};
+
+/// isa-debug-exit: keel writes 1 on FAIL/FATAL, QEMU exits with (1 << 1) | 1.
+pub const DEBUG_EXIT_PORT: u16 = 0xf4;
+pub const QEMU_FAILURE_STATUS: i32 = 3;
+
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+pub const BOCHS_BIOS: &str = "/usr/share/bochs/BIOS-bochs-latest";
+pub const BOCHS_VGABIOS: &str = "/usr/share/vgabios/vgabios.bin";
+
+/// How the console is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Console {
+    /// COM1 only to the serial log file (tests, `run --headless`).
+    File,
+    /// COM1 on the terminal (QEMU: multiplexed with the monitor, Ctrl-A X
+    /// quits) and also logged to the serial log file.
+    Terminal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Tcg,
+    Kvm,
+}
+
+impl std::str::FromStr for Accel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tcg" => Ok(Accel::Tcg),
+            "kvm" => Ok(Accel::Kvm),
+            _ => Err(format!("'{s}' is not one of: kvm, tcg")),
+        }
+    }
+}
+
+/// Everything needed to start one emulator.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub emulator: Emulator,
+    pub vendor: Vendor,
+    pub firmware: Firmware,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// BIOS/UEFI disk image, or the GRUB ISO.
+    pub image: PathBuf,
+    /// Files for this run (serial log, OVMF vars copy, bochs rc) go here.
+    pub work_dir: PathBuf,
+    pub console: Console,
+    pub accel: Accel,
+}
+
+impl Launch {
+    pub fn serial_log(&self) -> PathBuf {
+        self.work_dir.join("serial.log")
+    }
+    /// The emulator's own stdout/stderr (Bochs also writes `bochs.log`).
+    pub fn emulator_log(&self) -> PathBuf {
+        self.work_dir.join("emulator.log")
+    }
+
+    /// Writes the run's support files and returns the command to spawn.
+    pub fn command(&self) -> Result<Command, String> {
+        std::fs::create_dir_all(&self.work_dir)
+            .map_err(|e| format!("creating {}: {e}", self.work_dir.display()))?;
+        let _ = std::fs::remove_file(self.serial_log());
+        match self.emulator {
+            Emulator::Qemu => self.qemu(),
+            Emulator::Bochs => self.bochs(),
+        }
+    }
+
+    fn qemu(&self) -> Result<Command, String> {
+        let mut c = Command::new("qemu-system-x86_64");
+        match self.accel {
+            Accel::Tcg => c.args(["-accel", "tcg", "-cpu", self.vendor.qemu_cpu()]),
+            Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
+        };
+        c.args([
+            "-smp",
+            &self.cpus.to_string(),
+            "-m",
+            &self.memory_mib.to_string(),
+        ]);
+        c.args(["-nodefaults", "-no-reboot"]);
+        c.args([
+            "-device",
+            &format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04"),
+        ]);
+        let serial = self.serial_log();
+        match self.console {
+            Console::File => {
+                c.args(["-display", "none", "-serial"])
+                    .arg(format!("file:{}", serial.display()));
+            }
+            Console::Terminal => {
+                c.args(["-nographic", "-chardev"])
+                    .arg(format!(
+                        "stdio,id=com1,mux=on,signal=off,logfile={}",
+                        serial.display()
+                    ))
+                    .args([
+                        "-serial",
+                        "chardev:com1",
+                        "-mon",
+                        "chardev=com1,mode=readline",
+                    ]);
+            }
+        }
+        match self.firmware {
+            Firmware::Uefi => {
+                let vars = self.work_dir.join("OVMF_VARS_4M.fd");
+                std::fs::copy(OVMF_VARS, &vars)
+                    .map_err(|e| format!("copying {OVMF_VARS}: {e} (package ovmf)"))?;
+                c.arg("-drive")
+                    .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
+                c.arg("-drive")
+                    .arg(format!("if=pflash,format=raw,file={}", vars.display()));
+                c.arg("-drive")
+                    .arg(format!("format=raw,file={}", self.image.display()));
+            }
+            // The bootloader's BIOS stage 2 sets a VESA mode and hangs
+            // without a VGA device (which -nodefaults removes); GRUB too.
+            Firmware::Bios => {
+                c.args(["-vga", "std"]);
+                c.arg("-drive")
+                    .arg(format!("format=raw,file={}", self.image.display()));
+            }
+            Firmware::Grub => {
+                c.args(["-vga", "std"]);
+                c.arg("-cdrom").arg(&self.image).args(["-boot", "d"]);
+            }
+        }
+        Ok(c)
+    }
+
+    /// The Bochs configuration (see docs/testing.md for why each line).
+    pub fn bochs_rc(&self) -> Result<String, String> {
+        let boot = match self.firmware {
+            Firmware::Grub => format!(
+                "ata0-master: type=cdrom, path={}, status=inserted\nboot: cdrom\n",
+                self.image.display()
+            ),
+            Firmware::Bios => {
+                // Tried: Bochs 2.7 runs the bootloader crate's BIOS stages up
+                // to the VBE mode switch and then makes no progress.
+                return Err("under Bochs keel boots through GRUB only (--firmware grub)".into());
+            }
+            Firmware::Uefi => {
+                return Err("Bochs has no UEFI firmware: use --firmware grub or bios".into())
+            }
+        };
+        Ok(format!(
+            "# generated by keel-harness\n\
+             megs: {megs}\n\
+             romimage: file={BOCHS_BIOS}\n\
+             vgaromimage: file={BOCHS_VGABIOS}\n\
+             cpu: model={model}, count={cpus}, ips=100000000, reset_on_triple_fault=0\n\
+             display_library: rfb, options=\"timeout=0\"\n\
+             {boot}\
+             com1: enabled=1, mode=file, dev={serial}\n\
+             port_e9_hack: enabled=1\n\
+             clock: sync=none, time0=local\n\
+             speaker: enabled=0\n\
+             log: {log}\n\
+             panic: action=fatal\n\
+             error: action=report\n\
+             info: action=ignore\n\
+             debug: action=ignore\n",
+            megs = self.memory_mib,
+            model = self.vendor.bochs_cpu(),
+            cpus = self.cpus,
+            serial = self.serial_log().display(),
+            log = self.work_dir.join("bochs.log").display(),
+        ))
+    }
+
+    fn bochs(&self) -> Result<Command, String> {
+        if self.accel == Accel::Kvm {
+            return Err("Bochs is an emulator: --accel kvm only applies to QEMU".into());
+        }
+        let rc = self.work_dir.join("keel.bochsrc");
+        let dbg = self.work_dir.join("continue.rc");
+        write(&rc, &self.bochs_rc()?)?;
+        // The built-in debugger stops at reset: continue, then quit.
+        write(&dbg, "c\nq\n")?;
+        let mut c = Command::new("bochs-bin");
+        c.arg("-q").arg("-f").arg(&rc).arg("-rc").arg(&dbg);
+        Ok(c)
+    }
+}
+
+fn write(p: &Path, s: &str) -> Result<(), String> {
+    std::fs::write(p, s).map_err(|e| format!("writing {}: {e}", p.display()))
+}
+
+/// Debian packages each piece needs.
+pub fn packages_for(emulator: Emulator, firmware: Firmware) -> Vec<&'static str> {
+    let mut v = match emulator {
+        Emulator::Qemu => vec!["qemu-system-x86"],
+        Emulator::Bochs => vec!["bochs", "bochsbios", "vgabios", "bochs-term"],
+    };
+    match firmware {
+        Firmware::Uefi => v.push("ovmf"),
+        Firmware::Grub => v.extend(GRUB_PACKAGES),
+        Firmware::Bios => {}
+    }
+    v
+}
+
+pub const GRUB_PACKAGES: [&str; 4] = ["grub-pc-bin", "grub-common", "xorriso", "mtools"];
+
+/// Every host package the full test suite (and bench) uses.
+pub const ALL_PACKAGES: [&str; 11] = [
+    "qemu-system-x86",
+    "ovmf",
+    "bochs",
+    "bochsbios",
+    "vgabios",
+    "bochs-term",
+    "grub-pc-bin",
+    "grub-common",
+    "xorriso",
+    "mtools",
+    "xenstore-utils",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch(emulator: Emulator, firmware: Firmware) -> Launch {
+        Launch {
+            emulator,
+            vendor: Vendor::Intel,
+            firmware,
+            cpus: 2,
+            memory_mib: 256,
+            image: "/tmp/keel.iso".into(),
+            work_dir: std::env::temp_dir().join("keel-harness-unit"),
+            console: Console::File,
+            accel: Accel::Tcg,
+        }
+    }
+
+    #[test]
+    fn bochs_rc_has_cpu_model_count_and_serial_file() {
+        let rc = launch(Emulator::Bochs, Firmware::Grub).bochs_rc().unwrap();
+        assert!(rc.contains("cpu: model=corei7_skylake_x, count=2,"));
+        assert!(rc.contains("type=cdrom, path=/tmp/keel.iso"));
+        assert!(rc.contains("com1: enabled=1, mode=file, dev="));
+        assert!(rc.contains("megs: 256"));
+        assert!(launch(Emulator::Bochs, Firmware::Uefi).bochs_rc().is_err());
+        assert!(launch(Emulator::Bochs, Firmware::Bios).bochs_rc().is_err());
+    }
+
+    #[test]
+    fn qemu_args() {
+        let c = launch(Emulator::Qemu, Firmware::Bios).command().unwrap();
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let s = args.join(" ");
+        assert!(
+            s.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"),
+            "{s}"
+        );
+        assert!(s.contains("-no-reboot") && s.contains("-nodefaults"));
+        assert!(s.contains("-smp 2 -m 256"));
+        assert!(s.contains("-serial file:"));
+    }
+}

@@ -1,0 +1,19 @@
+//! keel's emulator test harness (used by `cargo xtask test|run`).
+//!
+//! * [`scenario`]: what a run is, the required set, and the outcome decision.
+//! * [`markers`]: parsing keel's `(XEN) ` console lines.
+//! * [`emulator`]: QEMU and Bochs command lines.
+//! * [`images`]: KEELMODS ramdisks, `keel-boot` disk images, GRUB ISOs.
+//! * [`runner`]: launching, following the serial log, timeouts, reports.
+//! * [`host`]: Debian host packages.
+//!
+//! See `docs/testing.md`.
+
+pub mod emulator;
+pub mod host;
+pub mod images;
+pub mod markers;
+pub mod runner;
+pub mod scenario;
+
+pub use scenario::{required, Emulator, Expect, Firmware, Scenario, Status, Vendor};

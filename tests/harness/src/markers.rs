@@ -1,0 +1,399 @@
+//! Parsing keel's serial console.
+//!
+//! keel's own lines start with `(XEN) `; everything else on COM1 (firmware,
+//! bootloader, GRUB) is kept for the failure report but never decides an
+//! outcome. The markers are specified in `docs/testing.md`.
+
+use std::collections::BTreeMap;
+
+/// Prefix of every line keel prints.
+pub const PREFIX: &str = "(XEN) ";
+
+/// One recognised keel console line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Marker {
+    /// `keel-test: PASS <scenario> key=value...`
+    Pass {
+        scenario: String,
+        fields: BTreeMap<String, String>,
+    },
+    /// `keel-test: FAIL <scenario> reason=<text>`
+    Fail { scenario: String, reason: String },
+    /// `*** FATAL ...`: start of an exception/panic diagnostic.
+    Fatal(String),
+    /// `keel: powering off`
+    PoweringOff,
+    /// `CPU<i> online ...`
+    CpuOnline(u32),
+    /// `SMP: <n>/<m> CPUs online`
+    Smp { online: u32, total: u32 },
+    /// `cmdline: unknown option '<name>'`
+    UnknownOption(String),
+    /// `cmdline: bad value for '<name>': '<value>'`
+    BadValue { name: String, value: String },
+    /// `boot modules: archive rejected: <reason>`
+    ArchiveRejected(String),
+    /// Any other keel line (text after the prefix).
+    Other(String),
+}
+
+/// Strips the trailing CR/whitespace and anything before `(XEN) ` (a line
+/// can be glued to firmware output that did not end in a newline).
+/// Returns the text after the prefix, or `None` for non-keel lines.
+pub fn keel_text(line: &str) -> Option<&str> {
+    let line = line.trim_end_matches(['\r', '\n', ' ', '\t']);
+    line.find(PREFIX).map(|i| &line[i + PREFIX.len()..])
+}
+
+/// Log-level tags keel may put after the prefix (`(XEN) ERROR: ...`).
+pub const LEVEL_TAGS: [&str; 5] = ["ERROR: ", "WARNING: ", "WARN: ", "DEBUG: ", "TRACE: "];
+
+/// Drops a leading log-level tag.
+pub fn strip_level(t: &str) -> &str {
+    LEVEL_TAGS
+        .iter()
+        .find_map(|l| t.strip_prefix(l))
+        .unwrap_or(t)
+}
+
+fn quoted(s: &str) -> Option<(&str, &str)> {
+    // s starts with '<x>' ... returns (x, rest after closing quote)
+    let s = s.strip_prefix('\'')?;
+    let end = s.find('\'')?;
+    Some((&s[..end], &s[end + 1..]))
+}
+
+/// Parses `key=value key2=value2` (values run to the next space).
+pub fn parse_fields(s: &str) -> BTreeMap<String, String> {
+    s.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Classifies one console line; `None` if it is not one of keel's lines.
+pub fn parse_line(line: &str) -> Option<Marker> {
+    let t = strip_level(keel_text(line)?);
+    if let Some(rest) = t.strip_prefix("keel-test: PASS ") {
+        let (scenario, fields) = rest.split_once(' ').unwrap_or((rest, ""));
+        return Some(Marker::Pass {
+            scenario: scenario.to_string(),
+            fields: parse_fields(fields),
+        });
+    }
+    if let Some(rest) = t.strip_prefix("keel-test: FAIL ") {
+        let (scenario, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+        let reason = tail
+            .trim_start()
+            .strip_prefix("reason=")
+            .unwrap_or(tail.trim_start());
+        return Some(Marker::Fail {
+            scenario: scenario.to_string(),
+            reason: reason.to_string(),
+        });
+    }
+    if t.starts_with("*** FATAL") {
+        return Some(Marker::Fatal(t.to_string()));
+    }
+    if t.starts_with("keel: powering off") {
+        return Some(Marker::PoweringOff);
+    }
+    if let Some(rest) = t.strip_prefix("CPU") {
+        let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        let after = &rest[digits.len()..];
+        if !digits.is_empty() && (after == " online" || after.starts_with(" online ")) {
+            if let Ok(i) = digits.parse() {
+                return Some(Marker::CpuOnline(i));
+            }
+        }
+    }
+    if let Some(rest) = t.strip_prefix("SMP: ") {
+        if let Some((frac, tail)) = rest.split_once(' ') {
+            if tail.starts_with("CPUs online") {
+                if let Some((n, m)) = frac.split_once('/') {
+                    if let (Ok(online), Ok(total)) = (n.parse(), m.parse()) {
+                        return Some(Marker::Smp { online, total });
+                    }
+                }
+            }
+        }
+    }
+    if let Some(rest) = t.strip_prefix("cmdline: unknown option ") {
+        if let Some((name, _)) = quoted(rest) {
+            return Some(Marker::UnknownOption(name.to_string()));
+        }
+    }
+    if let Some(rest) = t.strip_prefix("cmdline: bad value for ") {
+        if let Some((name, tail)) = quoted(rest) {
+            let value = tail
+                .strip_prefix(": ")
+                .and_then(quoted)
+                .map(|(v, _)| v)
+                .unwrap_or("");
+            return Some(Marker::BadValue {
+                name: name.to_string(),
+                value: value.to_string(),
+            });
+        }
+    }
+    if let Some(rest) = t.strip_prefix("boot modules: archive rejected: ") {
+        return Some(Marker::ArchiveRejected(rest.to_string()));
+    }
+    Some(Marker::Other(t.to_string()))
+}
+
+/// Everything the outcome decision needs from one console log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Console {
+    /// Every line, as printed (CR stripped).
+    pub lines: Vec<String>,
+    /// The recognised keel lines, in order, with their line index.
+    pub markers: Vec<(usize, Marker)>,
+}
+
+impl Console {
+    /// Parses a whole log (lossy UTF-8 is fine: only keel's lines matter).
+    pub fn parse(log: &str) -> Console {
+        let mut c = Console::default();
+        for (i, raw) in log.split('\n').enumerate() {
+            let line = raw.trim_end_matches('\r');
+            if let Some(m) = parse_line(line) {
+                c.markers.push((i, m));
+            }
+            c.lines.push(line.to_string());
+        }
+        // A final empty string after the last newline is not a line.
+        if c.lines.last().is_some_and(|l| l.is_empty()) {
+            c.lines.pop();
+        }
+        c
+    }
+
+    pub fn from_bytes(log: &[u8]) -> Console {
+        Console::parse(&String::from_utf8_lossy(log))
+    }
+
+    fn find<'a, T>(&'a self, f: impl Fn(&'a Marker) -> Option<T>) -> Option<T> {
+        self.markers.iter().find_map(|(_, m)| f(m))
+    }
+
+    /// The first PASS line (scenario, fields).
+    pub fn pass(&self) -> Option<(&str, &BTreeMap<String, String>)> {
+        self.find(|m| match m {
+            Marker::Pass { scenario, fields } => Some((scenario.as_str(), fields)),
+            _ => None,
+        })
+    }
+
+    /// The first FAIL line (scenario, reason).
+    pub fn fail(&self) -> Option<(&str, &str)> {
+        self.find(|m| match m {
+            Marker::Fail { scenario, reason } => Some((scenario.as_str(), reason.as_str())),
+            _ => None,
+        })
+    }
+
+    /// The first `*** FATAL` line.
+    pub fn fatal(&self) -> Option<&str> {
+        self.find(|m| match m {
+            Marker::Fatal(t) => Some(t.as_str()),
+            _ => None,
+        })
+    }
+
+    pub fn powered_off(&self) -> bool {
+        self.markers.iter().any(|(_, m)| *m == Marker::PoweringOff)
+    }
+
+    /// The CPUs that printed `CPU<i> online`, sorted, without duplicates.
+    pub fn cpus_online(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .markers
+            .iter()
+            .filter_map(|(_, m)| {
+                if let Marker::CpuOnline(i) = m {
+                    Some(*i)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The last `SMP: n/m CPUs online` summary.
+    pub fn smp(&self) -> Option<(u32, u32)> {
+        self.markers.iter().rev().find_map(|(_, m)| match m {
+            Marker::Smp { online, total } => Some((*online, *total)),
+            _ => None,
+        })
+    }
+
+    /// True if some keel line (text after the prefix) contains `needle`; a
+    /// needle that itself starts with `(XEN) ` is matched against whole lines.
+    pub fn contains(&self, needle: &str) -> bool {
+        self.lines
+            .iter()
+            .any(|l| match needle.strip_prefix(PREFIX) {
+                Some(n) => keel_text(l).is_some_and(|t| t.contains(n)),
+                None => keel_text(l).is_some_and(|t| t.contains(needle)),
+            })
+    }
+
+    /// True once the run has printed its result: a PASS/FAIL marker or a
+    /// FATAL diagnostic. (A FATAL diagnostic spans several lines; callers
+    /// give it a moment to finish before stopping an emulator.)
+    pub fn has_result(&self) -> bool {
+        self.pass().is_some() || self.fail().is_some() || self.fatal().is_some()
+    }
+
+    /// A panic of the `bootloader` crate's stages before keel ran (they
+    /// print `panicked at <file>:<line>:` and the message on the next line).
+    pub fn loader_panic(&self) -> Option<String> {
+        let i = self
+            .lines
+            .iter()
+            .position(|l| keel_text(l).is_none() && l.contains("panicked at "))?;
+        let at = &self.lines[i][self.lines[i].find("panicked at ").unwrap()..];
+        let msg = self.lines.get(i + 1).map(|l| l.trim()).unwrap_or("");
+        Some(format!("{at} {msg}").trim().to_string())
+    }
+
+    /// The last `n` lines, for failure reports.
+    pub fn tail(&self, n: usize) -> &[String] {
+        &self.lines[self.lines.len().saturating_sub(n)..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_line_with_fields() {
+        let m = parse_line("(XEN) keel-test: PASS boot cpus=4/4 mem=512M\r").unwrap();
+        let Marker::Pass { scenario, fields } = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(scenario, "boot");
+        assert_eq!(fields["cpus"], "4/4");
+        assert_eq!(fields["mem"], "512M");
+    }
+
+    #[test]
+    fn fail_line_keeps_spaces_in_reason() {
+        assert_eq!(
+            parse_line("(XEN) keel-test: FAIL boot reason=missing-module dom0"),
+            Some(Marker::Fail {
+                scenario: "boot".into(),
+                reason: "missing-module dom0".into()
+            })
+        );
+    }
+
+    #[test]
+    fn other_markers() {
+        assert_eq!(
+            parse_line("(XEN) keel: powering off"),
+            Some(Marker::PoweringOff)
+        );
+        assert_eq!(
+            parse_line("(XEN) CPU3 online apic=3"),
+            Some(Marker::CpuOnline(3))
+        );
+        assert_eq!(parse_line("(XEN) CPU0 online"), Some(Marker::CpuOnline(0)));
+        assert!(matches!(
+            parse_line("(XEN) CPU0 offline"),
+            Some(Marker::Other(_))
+        ));
+        assert_eq!(
+            parse_line("(XEN) SMP: 2/4 CPUs online"),
+            Some(Marker::Smp {
+                online: 2,
+                total: 4
+            })
+        );
+        assert_eq!(
+            parse_line("(XEN) cmdline: unknown option 'bogus_opt'"),
+            Some(Marker::UnknownOption("bogus_opt".into()))
+        );
+        assert_eq!(
+            parse_line("(XEN) cmdline: bad value for 'smp': 'abc'"),
+            Some(Marker::BadValue {
+                name: "smp".into(),
+                value: "abc".into()
+            })
+        );
+        assert_eq!(
+            parse_line("(XEN) boot modules: archive rejected: entry 1: truncated"),
+            Some(Marker::ArchiveRejected("entry 1: truncated".into()))
+        );
+        assert!(matches!(
+            parse_line("(XEN) *** FATAL: #PF"),
+            Some(Marker::Fatal(_))
+        ));
+        assert_eq!(
+            parse_line("(XEN) ERROR: cmdline: unknown option 'bogus_opt'"),
+            Some(Marker::UnknownOption("bogus_opt".into()))
+        );
+        assert_eq!(
+            parse_line("(XEN) WARNING: boot modules: archive rejected: x (truncated)"),
+            Some(Marker::ArchiveRejected("x (truncated)".into()))
+        );
+        assert_eq!(parse_line("BdsDxe: loading Boot0001"), None);
+        assert_eq!(
+            parse_line("keel-test: PASS boot cpus=1/1"),
+            None,
+            "no prefix, not keel's"
+        );
+    }
+
+    #[test]
+    fn prefix_glued_to_firmware_output() {
+        assert_eq!(
+            parse_line("\x1b[0mINFO: jumping to kernel(XEN) keel: powering off"),
+            Some(Marker::PoweringOff)
+        );
+    }
+
+    #[test]
+    fn bootloader_panic_is_found() {
+        let log = "BdsDxe: starting Boot0001\r\n\x1b[2J\x1b[01;01Hpanicked at /x/bootloader-x86_64-common-0.11.15/src/lib.rs:107:18:\r\n\
+                   bootloader config section not found; kernel must be compiled against bootloader_api\r\n";
+        let c = Console::parse(log);
+        let p = c.loader_panic().unwrap();
+        assert!(p.starts_with("panicked at /x/bootloader"), "{p}");
+        assert!(p.ends_with("compiled against bootloader_api"), "{p}");
+        assert_eq!(
+            Console::parse("(XEN) keel: panicked at foo\n").loader_panic(),
+            None
+        );
+    }
+
+    #[test]
+    fn console_summary() {
+        let log = "SeaBIOS (version 1.16)\r\n(XEN) CPU0 online\r\n(XEN) CPU1 online\r\n\
+                   (XEN) CPU1 online\r\n(XEN) SMP: 2/2 CPUs online\r\n\
+                   (XEN) keel-test: PASS boot cpus=2/2\r\n(XEN) keel: powering off\r\n";
+        let c = Console::parse(log);
+        assert_eq!(c.lines.len(), 7);
+        assert_eq!(c.cpus_online(), vec![0, 1]);
+        assert_eq!(c.smp(), Some((2, 2)));
+        assert_eq!(c.pass().unwrap().0, "boot");
+        assert!(c.powered_off());
+        assert!(c.has_result());
+        assert!(c.fail().is_none() && c.fatal().is_none());
+        assert!(c.contains("SMP: 2/2"));
+        assert!(c.contains("(XEN) SMP: 2/2"));
+        assert!(!c.contains("SeaBIOS"), "only keel lines are searched");
+        assert_eq!(
+            c.tail(2),
+            [
+                "(XEN) keel-test: PASS boot cpus=2/2",
+                "(XEN) keel: powering off"
+            ]
+        );
+    }
+}

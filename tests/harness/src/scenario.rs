@@ -1,0 +1,635 @@
+//! What a test run is (a [`Scenario`]) and how its outcome is decided
+//! ([`decide`]). The required set is [`required`]; `docs/testing.md` explains
+//! how to add one.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::markers::Console;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emulator {
+    Qemu,
+    Bochs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vendor {
+    Amd,
+    Intel,
+}
+
+/// How keel is booted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// `bootloader` crate BIOS disk image (cmdline + modules in a KEELMODS ramdisk).
+    Bios,
+    /// `bootloader` crate UEFI disk image, OVMF firmware.
+    Uefi,
+    /// GRUB ISO: `multiboot2` + `module2` (BIOS firmware underneath).
+    Grub,
+}
+
+macro_rules! names {
+    ($t:ty { $($v:ident = $s:literal),* }) => {
+        impl $t {
+            pub fn name(self) -> &'static str { match self { $(Self::$v => $s),* } }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.name()) }
+        }
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($s => Ok(Self::$v),)*
+                    _ => Err(format!("'{}' is not one of: {}", s, [$($s),*].join(", "))),
+                }
+            }
+        }
+    };
+}
+names!(Emulator { Qemu = "qemu", Bochs = "bochs" });
+names!(Vendor { Amd = "amd", Intel = "intel" });
+names!(Firmware { Bios = "bios", Uefi = "uefi", Grub = "grub" });
+
+/// The outcome a scenario expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// `keel-test: PASS <test> cpus=N/N`, then `keel: powering off` and a
+    /// clean exit (QEMU status 0; Bochs always exits 1, so markers decide).
+    Pass { test: String },
+    /// An expected failure: every pattern must appear on keel's console and
+    /// QEMU must exit with `qemu_status` (isa-debug-exit: 1 -> 3). A run that
+    /// passes instead is a failure of the suite.
+    Failure {
+        patterns: Vec<String>,
+        qemu_status: i32,
+    },
+    /// Only the `must_contain` lines matter (no FATAL allowed); once they are
+    /// all seen the harness stops the emulator if keel does not.
+    Lines,
+}
+
+/// Per-CPU-model settings the launchers use.
+impl Vendor {
+    pub fn qemu_cpu(self) -> &'static str {
+        match self {
+            // TCG implements SVM+NPT; EPYC advertises them.
+            Vendor::Amd => "EPYC",
+            // TCG has no VMX at all: this only checks that keel boots on an
+            // Intel-branded CPU without VT-x. Use Bochs for VMX.
+            Vendor::Intel => "Skylake-Client",
+        }
+    }
+    pub fn bochs_cpu(self) -> &'static str {
+        match self {
+            Vendor::Amd => "ryzen",
+            Vendor::Intel => "corei7_skylake_x",
+        }
+    }
+}
+
+/// One emulator run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scenario {
+    /// Short unique name (also the work-directory name).
+    pub name: String,
+    pub description: String,
+    pub emulator: Emulator,
+    pub vendor: Vendor,
+    pub firmware: Firmware,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// The complete hypervisor command line.
+    pub cmdline: String,
+    /// Boot modules (name, contents): `module2` lines for GRUB, archive
+    /// entries after "cmdline" for BIOS/UEFI.
+    pub modules: Vec<(String, Vec<u8>)>,
+    /// Cut the KEELMODS archive this many bytes short (BIOS/UEFI only).
+    pub truncate_archive: Option<usize>,
+    /// Hard bound on the emulator's wall time.
+    pub timeout: Duration,
+    /// Stop early if COM1 has stayed completely empty this long (firmware or
+    /// bootloader hang: nothing will come).
+    pub silence_timeout: Duration,
+    pub expect: Expect,
+    /// keel console lines (substrings of the text after `(XEN) `) that must appear.
+    pub must_contain: Vec<String>,
+}
+
+/// The base command line of every test run.
+pub fn test_cmdline(cpus: u32) -> String {
+    format!("console=com1 loglvl=info smp={cpus} test=boot debug_exit=0xf4")
+}
+
+impl Scenario {
+    /// A scenario that must boot to `keel-test: PASS boot cpus=N/N` and power off.
+    pub fn boot(
+        name: &str,
+        emulator: Emulator,
+        vendor: Vendor,
+        firmware: Firmware,
+        cpus: u32,
+    ) -> Self {
+        let (timeout, silence_timeout) = match emulator {
+            Emulator::Qemu => (Duration::from_secs(120), Duration::from_secs(60)),
+            Emulator::Bochs => (Duration::from_secs(360), Duration::from_secs(120)),
+        };
+        Scenario {
+            name: name.to_string(),
+            description: format!(
+                "{emulator} {vendor} {firmware}, {cpus} CPU{}: boot, all CPUs online, power off",
+                if cpus == 1 { "" } else { "s" }
+            ),
+            emulator,
+            vendor,
+            firmware,
+            cpus,
+            memory_mib: match emulator {
+                Emulator::Qemu => 512,
+                Emulator::Bochs => 256,
+            },
+            cmdline: test_cmdline(cpus),
+            modules: Vec::new(),
+            truncate_archive: None,
+            timeout,
+            silence_timeout,
+            expect: Expect::Pass {
+                test: "boot".into(),
+            },
+            must_contain: Vec::new(),
+        }
+    }
+
+    pub fn describe(mut self, d: &str) -> Self {
+        self.description = d.to_string();
+        self
+    }
+    pub fn extra_cmdline(mut self, extra: &str) -> Self {
+        self.cmdline = format!("{} {extra}", self.cmdline);
+        self
+    }
+    pub fn module(mut self, name: &str, data: Vec<u8>) -> Self {
+        self.modules.push((name.to_string(), data));
+        self
+    }
+    pub fn expect(mut self, e: Expect) -> Self {
+        self.expect = e;
+        self
+    }
+    pub fn must_contain(mut self, lines: &[&str]) -> Self {
+        self.must_contain
+            .extend(lines.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Whether a failure verdict is what this scenario wants.
+    pub fn expects_failure(&self) -> bool {
+        matches!(self.expect, Expect::Failure { .. })
+    }
+}
+
+/// A stand-in dom0 module: recognisable bytes, several pages long.
+pub fn dummy_module(pages: usize) -> Vec<u8> {
+    let mut v = b"keel test module\n".repeat(pages * 4096 / 17 + 1);
+    v.truncate(pages * 4096 - 123);
+    v
+}
+
+/// The scenarios `cargo xtask test` runs.
+pub fn required() -> Vec<Scenario> {
+    use Emulator::*;
+    use Firmware::*;
+    use Vendor::*;
+    vec![
+        Scenario::boot("qemu-uefi-4cpu", Qemu, Amd, Uefi, 4),
+        Scenario::boot("qemu-bios-2cpu", Qemu, Amd, Bios, 2),
+        Scenario::boot("bochs-intel-grub-2cpu", Bochs, Intel, Grub, 2)
+            .describe("Bochs corei7_skylake_x (VMX), GRUB multiboot2, 2 CPUs: boot, power off"),
+        Scenario::boot("bochs-amd-grub-2cpu", Bochs, Amd, Grub, 2)
+            .describe("Bochs ryzen (SVM), GRUB multiboot2, 2 CPUs: boot, power off"),
+        Scenario::boot("qemu-bios-fault-pf", Qemu, Amd, Bios, 2)
+            .describe("deliberate page fault (test_fault=pf): FATAL diagnostic, exit status 3")
+            .extra_cmdline("test_fault=pf")
+            .expect(Expect::Failure {
+                patterns: vec!["*** FATAL".into(), "RIP".into(), "CR2".into()],
+                qemu_status: 3,
+            }),
+        Scenario::boot("qemu-bios-bad-cmdline", Qemu, Amd, Bios, 2)
+            .describe("unknown option and bad value are reported, boot still passes")
+            .extra_cmdline("bogus_opt=1 smp=abc")
+            .must_contain(&[
+                "cmdline: unknown option 'bogus_opt'",
+                "cmdline: bad value for 'smp': 'abc'",
+            ]),
+        {
+            let mut s = Scenario::boot("qemu-bios-truncated-archive", Qemu, Amd, Bios, 2)
+                .describe("boot-module archive cut short: rejected as truncated, no crash")
+                .module("dom0", dummy_module(16))
+                .expect(Expect::Lines)
+                .must_contain(&["boot modules: archive rejected:", "truncated"]);
+            s.truncate_archive = Some(8 * 4096);
+            s
+        },
+        Scenario::boot("qemu-bios-missing-module", Qemu, Amd, Bios, 2)
+            .describe(
+                "test_require_module=dom0 without a dom0 module: FAIL boot reason=missing-module",
+            )
+            .extra_cmdline("test_require_module=dom0")
+            .expect(Expect::Failure {
+                patterns: vec!["keel-test: FAIL boot reason=missing-module dom0".into()],
+                qemu_status: 3,
+            }),
+        Scenario::boot("qemu-bios-module-present", Qemu, Amd, Bios, 2)
+            .describe("test_require_module=dom0 with a dom0 module in the archive: PASS")
+            .extra_cmdline("test_require_module=dom0")
+            .module("dom0", dummy_module(4)),
+    ]
+}
+
+/// How the emulator run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited by itself with this status (`None`: killed by a signal).
+    Status(Option<i32>),
+    /// The harness stopped it after the result was on the console.
+    Stopped,
+    /// It ran past the scenario's timeout and was killed.
+    TimedOut,
+    /// Nothing at all appeared on COM1 within the silence timeout; killed.
+    Silent,
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Status(Some(c)) => write!(f, "exit status {c}"),
+            Exit::Status(None) => write!(f, "killed by a signal"),
+            Exit::Stopped => write!(f, "stopped by the harness after its result"),
+            Exit::TimedOut => write!(f, "timed out"),
+            Exit::Silent => write!(
+                f,
+                "killed: COM1 stayed empty (firmware or bootloader hang?)"
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Passed as expected.
+    Passed,
+    /// Failed exactly the way the scenario expects.
+    ExpectedFailure,
+    /// Anything else.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub status: Status,
+    /// One line: why it failed, or what was seen.
+    pub reason: String,
+}
+
+impl Verdict {
+    pub fn ok(&self) -> bool {
+        self.status != Status::Failed
+    }
+    fn fail(reason: impl Into<String>) -> Verdict {
+        Verdict {
+            status: Status::Failed,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Decides a run from its console and exit. Pure: unit-tested on canned logs.
+pub fn decide(s: &Scenario, console: &Console, exit: Exit) -> Verdict {
+    let missing: Vec<&str> = s
+        .must_contain
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !console.contains(l))
+        .collect();
+    let missing_msg = || format!("missing console line(s): {}", quote_all(&missing));
+    let timed_out =
+        |what: &str| Verdict::fail(format!("timed out after {}s {what}", s.timeout.as_secs()));
+    if console.markers.is_empty() {
+        if let Some(p) = console.loader_panic() {
+            return Verdict::fail(format!("the bootloader panicked before keel ran: {p}"));
+        }
+    }
+    match &s.expect {
+        Expect::Pass { test } => {
+            if let Some(f) = console.fatal() {
+                return Verdict::fail(format!("unexpected FATAL: {f}"));
+            }
+            if let Some((sc, reason)) = console.fail() {
+                return Verdict::fail(format!("keel-test: FAIL {sc} reason={reason}"));
+            }
+            let Some((sc, fields)) = console.pass() else {
+                return match exit {
+                    Exit::TimedOut => timed_out("without a PASS/FAIL marker"),
+                    e => Verdict::fail(format!("no PASS marker ({e})")),
+                };
+            };
+            if sc != test {
+                return Verdict::fail(format!("PASS for test '{sc}', expected '{test}'"));
+            }
+            let want = format!("{0}/{0}", s.cpus);
+            match fields.get("cpus") {
+                Some(c) if *c == want => {}
+                Some(c) => return Verdict::fail(format!("cpus={c} online, expected {want}")),
+                None => return Verdict::fail("PASS line has no cpus= field"),
+            }
+            if let Some((n, m)) = console.smp() {
+                if n != s.cpus || m != s.cpus {
+                    return Verdict::fail(format!("SMP: {n}/{m} CPUs online, expected {want}"));
+                }
+            }
+            let online = console.cpus_online();
+            if !online.is_empty() && online != (0..s.cpus).collect::<Vec<_>>() {
+                return Verdict::fail(format!(
+                    "CPU online lines for {online:?}, expected 0..{}",
+                    s.cpus
+                ));
+            }
+            if !missing.is_empty() {
+                return Verdict::fail(missing_msg());
+            }
+            if !console.powered_off() {
+                return match exit {
+                    Exit::TimedOut => timed_out("after PASS without 'keel: powering off'"),
+                    e => Verdict::fail(format!("no 'keel: powering off' line ({e})")),
+                };
+            }
+            match (s.emulator, exit) {
+                (Emulator::Qemu, Exit::Status(Some(0))) | (Emulator::Bochs, _) => Verdict {
+                    status: Status::Passed,
+                    reason: format!("PASS {sc} cpus={want}, powered off"),
+                },
+                (Emulator::Qemu, e) => {
+                    Verdict::fail(format!("powered off but QEMU did not exit cleanly ({e})"))
+                }
+            }
+        }
+        Expect::Failure {
+            patterns,
+            qemu_status,
+        } => {
+            if let Some((sc, _)) = console.pass() {
+                if console.fatal().is_none() && console.fail().is_none() {
+                    return Verdict::fail(format!(
+                        "expected failure not detected: keel reported PASS {sc}"
+                    ));
+                }
+            }
+            let absent: Vec<&str> = patterns
+                .iter()
+                .map(String::as_str)
+                .filter(|p| !console.contains(p))
+                .collect();
+            if !absent.is_empty() {
+                return match exit {
+                    Exit::TimedOut => timed_out(&format!(
+                        "without the expected failure: {}",
+                        quote_all(&absent)
+                    )),
+                    e => Verdict::fail(format!(
+                        "expected failure not detected ({e}): missing {}",
+                        quote_all(&absent)
+                    )),
+                };
+            }
+            if !missing.is_empty() {
+                return Verdict::fail(missing_msg());
+            }
+            if s.emulator == Emulator::Qemu && exit != Exit::Status(Some(*qemu_status)) {
+                return Verdict::fail(format!(
+                    "failure seen but QEMU {exit}, expected exit status {qemu_status} (debug_exit)"
+                ));
+            }
+            let what = console
+                .fail()
+                .map(|(sc, r)| format!("FAIL {sc} reason={r}"))
+                .or_else(|| console.fatal().map(str::to_string))
+                .unwrap_or_default();
+            Verdict {
+                status: Status::ExpectedFailure,
+                reason: format!("expected failure detected: {what} ({exit})"),
+            }
+        }
+        Expect::Lines => {
+            if let Some(f) = console.fatal() {
+                return Verdict::fail(format!("unexpected FATAL: {f}"));
+            }
+            if !missing.is_empty() {
+                return match exit {
+                    Exit::TimedOut => timed_out(&format!("; {}", missing_msg())),
+                    e => Verdict::fail(format!("{} ({e})", missing_msg())),
+                };
+            }
+            Verdict {
+                status: Status::Passed,
+                reason: format!("all expected lines seen ({exit})"),
+            }
+        }
+    }
+}
+
+fn quote_all(v: &[&str]) -> String {
+    v.iter()
+        .map(|l| format!("'{l}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What the runner should do now, given the console so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Keep waiting.
+    Running,
+    /// The result is on the console: wait at most a short grace period for
+    /// the emulator to exit by itself, then stop it.
+    Done,
+}
+
+/// Whether a run's result is already on the console.
+pub fn progress(s: &Scenario, console: &Console) -> Progress {
+    if console.markers.is_empty() && console.loader_panic().is_some() {
+        return Progress::Done;
+    }
+    let done = match s.expect {
+        Expect::Lines => {
+            console.fatal().is_some()
+                || console.has_result()
+                || s.must_contain.iter().all(|l| console.contains(l))
+        }
+        _ => console.fatal().is_some() || console.fail().is_some() || console.powered_off(),
+    };
+    if done {
+        Progress::Done
+    } else {
+        Progress::Running
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(name: &str) -> Scenario {
+        required().into_iter().find(|s| s.name == name).unwrap()
+    }
+
+    const GOOD2: &str = "SeaBIOS\n(XEN) keel: booting\n(XEN) CPU0 online\n(XEN) CPU1 online\n\
+        (XEN) SMP: 2/2 CPUs online\n(XEN) keel-test: PASS boot cpus=2/2\n(XEN) keel: powering off\n";
+
+    #[test]
+    fn required_scenarios_are_complete_and_unique() {
+        let all = required();
+        let mut names: Vec<_> = all.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all.len());
+        assert!(all
+            .iter()
+            .any(|s| s.emulator == Emulator::Qemu && s.firmware == Firmware::Uefi && s.cpus == 4));
+        assert!(all
+            .iter()
+            .any(|s| s.emulator == Emulator::Bochs && s.vendor == Vendor::Intel));
+        assert!(all
+            .iter()
+            .any(|s| s.emulator == Emulator::Bochs && s.vendor == Vendor::Amd));
+        assert!(all
+            .iter()
+            .any(|s| s.expects_failure() && s.cmdline.contains("test_fault=pf")));
+        for s in &all {
+            assert!(s.cmdline.contains("debug_exit=0xf4"), "{}", s.name);
+            assert!(s.truncate_archive.is_none() || s.firmware != Firmware::Grub);
+        }
+    }
+
+    #[test]
+    fn clean_pass() {
+        let s = scenario("qemu-bios-2cpu");
+        let v = decide(&s, &Console::parse(GOOD2), Exit::Status(Some(0)));
+        assert_eq!(v.status, Status::Passed, "{v:?}");
+        assert_eq!(progress(&s, &Console::parse(GOOD2)), Progress::Done);
+    }
+
+    #[test]
+    fn pass_needs_clean_qemu_exit_and_power_off() {
+        let s = scenario("qemu-bios-2cpu");
+        let c = Console::parse(GOOD2);
+        assert!(!decide(&s, &c, Exit::Status(Some(3))).ok());
+        assert!(!decide(&s, &c, Exit::Stopped).ok());
+        let no_off = GOOD2.replace("(XEN) keel: powering off\n", "");
+        let c = Console::parse(&no_off);
+        assert_eq!(progress(&s, &c), Progress::Running);
+        // A triple fault with -no-reboot also exits QEMU with status 0.
+        let v = decide(&s, &c, Exit::Status(Some(0)));
+        assert!(!v.ok() && v.reason.contains("powering off"), "{v:?}");
+    }
+
+    #[test]
+    fn bochs_exit_status_does_not_matter() {
+        let s = scenario("bochs-intel-grub-2cpu");
+        let c = Console::parse(GOOD2);
+        assert!(decide(&s, &c, Exit::Status(Some(1))).ok());
+        assert!(decide(&s, &c, Exit::Stopped).ok());
+    }
+
+    #[test]
+    fn missing_cpu_is_a_failure() {
+        let s = scenario("qemu-uefi-4cpu");
+        let log = "(XEN) CPU0 online\n(XEN) CPU1 online\n(XEN) SMP: 2/4 CPUs online\n\
+                   (XEN) keel-test: PASS boot cpus=2/4\n(XEN) keel: powering off\n";
+        let v = decide(&s, &Console::parse(log), Exit::Status(Some(0)));
+        assert!(!v.ok());
+        assert!(v.reason.contains("cpus=2/4"), "{v:?}");
+    }
+
+    #[test]
+    fn unexpected_fatal_and_fail() {
+        let s = scenario("qemu-bios-2cpu");
+        let log =
+            "(XEN) CPU0 online\n(XEN) *** FATAL: #GP vector=13 error=0 cpu=1\n(XEN) RIP=ffff8000\n";
+        let v = decide(&s, &Console::parse(log), Exit::Status(Some(3)));
+        assert!(!v.ok() && v.reason.contains("FATAL"), "{v:?}");
+        let log = "(XEN) keel-test: FAIL boot reason=smp-timeout\n";
+        let v = decide(&s, &Console::parse(log), Exit::Status(Some(3)));
+        assert!(!v.ok() && v.reason.contains("smp-timeout"), "{v:?}");
+    }
+
+    #[test]
+    fn bootloader_panic_ends_the_run() {
+        let s = scenario("qemu-uefi-4cpu");
+        let c =
+            Console::parse("panicked at /b/lib.rs:107:18:\nbootloader config section not found\n");
+        assert_eq!(progress(&s, &c), Progress::Done);
+        let v = decide(&s, &c, Exit::Stopped);
+        assert!(!v.ok() && v.reason.contains("bootloader panicked"), "{v:?}");
+    }
+
+    #[test]
+    fn timeout_without_marker() {
+        let s = scenario("qemu-bios-2cpu");
+        let v = decide(&s, &Console::parse("(XEN) keel: booting\n"), Exit::TimedOut);
+        assert!(!v.ok() && v.reason.contains("timed out"), "{v:?}");
+    }
+
+    #[test]
+    fn deliberate_fault_is_an_expected_failure() {
+        let s = scenario("qemu-bios-fault-pf");
+        let log = "(XEN) CPU0 online\n(XEN) *** FATAL: page fault (vector 14) on CPU0\n\
+                   (XEN)     error code 0002 RIP ffff800000101234 CR2 0000dead0000beef\n";
+        let c = Console::parse(log);
+        assert_eq!(progress(&s, &c), Progress::Done);
+        let v = decide(&s, &c, Exit::Status(Some(3)));
+        assert_eq!(v.status, Status::ExpectedFailure, "{v:?}");
+        // Wrong exit status (e.g. debug_exit not written): not accepted.
+        assert!(!decide(&s, &c, Exit::Stopped).ok());
+        // The fault not happening at all is a failure of the suite.
+        let v = decide(&s, &Console::parse(GOOD2), Exit::Status(Some(0)));
+        assert!(!v.ok() && v.reason.contains("not detected"), "{v:?}");
+    }
+
+    #[test]
+    fn missing_module() {
+        let s = scenario("qemu-bios-missing-module");
+        let log = "(XEN) keel-test: FAIL boot reason=missing-module dom0\n";
+        assert_eq!(
+            decide(&s, &Console::parse(log), Exit::Status(Some(3))).status,
+            Status::ExpectedFailure
+        );
+        let log = "(XEN) keel-test: FAIL boot reason=smp-timeout\n";
+        assert!(!decide(&s, &Console::parse(log), Exit::Status(Some(3))).ok());
+    }
+
+    #[test]
+    fn bad_cmdline_needs_both_lines_and_a_pass() {
+        let s = scenario("qemu-bios-bad-cmdline");
+        let both = format!(
+            "(XEN) cmdline: unknown option 'bogus_opt'\n(XEN) cmdline: bad value for 'smp': 'abc'\n{GOOD2}"
+        );
+        assert!(decide(&s, &Console::parse(&both), Exit::Status(Some(0))).ok());
+        let one = format!("(XEN) cmdline: unknown option 'bogus_opt'\n{GOOD2}");
+        let v = decide(&s, &Console::parse(&one), Exit::Status(Some(0)));
+        assert!(!v.ok() && v.reason.contains("bad value"), "{v:?}");
+    }
+
+    #[test]
+    fn truncated_archive() {
+        let s = scenario("qemu-bios-truncated-archive");
+        let log = "(XEN) boot modules: archive rejected: entry 1: data runs past the end of the archive (truncated)\n";
+        let c = Console::parse(log);
+        assert_eq!(progress(&s, &c), Progress::Done);
+        assert!(decide(&s, &c, Exit::Stopped).ok());
+        let c = Console::parse("(XEN) boot modules: archive rejected: bad magic\n");
+        assert_eq!(progress(&s, &c), Progress::Running);
+        assert!(!decide(&s, &c, Exit::TimedOut).ok());
+    }
+}

@@ -1,0 +1,667 @@
+//! `cargo xtask <command>`: build, run and test keel.
+//!
+//! ```text
+//! cargo xtask build                 kernel + image builder + BIOS/UEFI images + GRUB ISO
+//! cargo xtask image [opts]          one boot image
+//! cargo xtask run [opts]            boot keel in QEMU or Bochs
+//! cargo xtask test [opts]           host unit tests + every emulator scenario
+//! cargo xtask bench                 benchmarks -> docs/benchmarks.md
+//! ```
+//! Run `cargo xtask help` for the options.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use keel_harness::emulator::{self, Accel, Launch};
+use keel_harness::host;
+use keel_harness::images::{self, Tools};
+use keel_harness::markers::Console;
+use keel_harness::runner::{self, Report};
+use keel_harness::scenario::{Emulator, Exit, Firmware, Progress, Status, Vendor};
+
+const HELP: &str = "\
+cargo xtask <command> [options]
+
+commands:
+  build                 build the kernel, the image builder and the default images
+                        (target/keel/keel-bios.img, keel-uefi.img, keel.iso)
+  image                 build one boot image
+      --firmware bios|uefi|grub   (default uefi)
+      --cmdline \"...\"             hypervisor command line (default: console=com1 loglvl=info)
+      --module NAME=FILE          add a boot module (repeatable)
+      --out PATH                  (default target/keel/keel-<firmware>.{img,iso})
+  run                   boot keel in an emulator
+      --vendor amd|intel          (default amd)
+      --emulator qemu|bochs       (default: qemu for amd, bochs for intel)
+      --firmware uefi|bios|grub   (default: uefi for qemu; bochs: grub only)
+      --cpus N                    (default 2)
+      --memory MiB                (default 512 for qemu, 256 for bochs)
+      --cmdline \"...\"             extra hypervisor options
+      --module NAME=FILE          add a boot module (repeatable)
+      --accel tcg|kvm             (default tcg; QEMU only)
+      --headless                  no terminal console: stream the log, stop at the result and
+                                  exit with the run's status (adds test=boot unless --cmdline has test=)
+      --timeout SECS              (headless default 300)
+      QEMU console: Ctrl-A X quits. Bochs console: Ctrl-C quits.
+  test                  host `cargo test` + every emulator scenario, with a summary
+      --only SUBSTR               run only scenarios whose name contains SUBSTR (repeatable)
+      --no-host-tests             skip the host `cargo test`
+      --list                      list the scenarios and exit
+  bench                 run the available benchmarks and write docs/benchmarks.md
+
+environment:
+  KEEL_KERNEL=PATH      use this kernel ELF instead of building keel-hypervisor
+";
+
+type Result<T> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((cmd, rest)) = args.split_first() else {
+        eprint!("{HELP}");
+        return ExitCode::from(2);
+    };
+    if std::env::var_os("CARGO_TARGET_DIR").is_some() {
+        eprintln!(
+            "warning: CARGO_TARGET_DIR is set; xtask removes it for the builds it runs (the \
+             bootloader's nested cargo install deadlocks on it) and uses target/"
+        );
+    }
+    let r = match cmd.as_str() {
+        "build" => cmd_build(rest),
+        "image" => cmd_image(rest),
+        "run" => cmd_run(rest),
+        "test" => cmd_test(rest),
+        "bench" => cmd_bench(rest),
+        "help" | "-h" | "--help" => {
+            print!("{HELP}");
+            Ok(0)
+        }
+        other => Err(format!("unknown command '{other}'\n\n{HELP}")),
+    };
+    match r {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------- arguments
+
+struct Args {
+    items: Vec<String>,
+    pos: usize,
+}
+
+impl Args {
+    fn new(a: &[String]) -> Args {
+        Args {
+            items: a.to_vec(),
+            pos: 0,
+        }
+    }
+    fn next(&mut self) -> Option<String> {
+        let v = self.items.get(self.pos).cloned();
+        self.pos += 1;
+        v
+    }
+    fn value(&mut self, flag: &str) -> Result<String> {
+        self.next().ok_or_else(|| format!("{flag} needs a value"))
+    }
+    fn parsed<T: std::str::FromStr>(&mut self, flag: &str) -> Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let v = self.value(flag)?;
+        v.parse().map_err(|e| format!("{flag} {v}: {e}"))
+    }
+}
+
+fn parse_module(v: &str) -> Result<(String, Vec<u8>)> {
+    let (name, path) = v.split_once('=').ok_or("--module wants NAME=FILE")?;
+    let data = std::fs::read(path).map_err(|e| format!("--module {path}: {e}"))?;
+    Ok((name.to_string(), data))
+}
+
+// ------------------------------------------------------------------- builds
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn out_dir() -> PathBuf {
+    root().join("target").join("keel")
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root()).env_remove("CARGO_TARGET_DIR");
+    c
+}
+
+fn status(mut c: Command, what: &str) -> Result<()> {
+    let st = c.status().map_err(|e| format!("cannot run {what}: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({st})"))
+    }
+}
+
+fn kernel_path() -> PathBuf {
+    root().join("target/x86_64-unknown-none/release/keel")
+}
+
+fn build_kernel() -> Result<PathBuf> {
+    if let Some(k) = std::env::var_os("KEEL_KERNEL") {
+        eprintln!(
+            "==> using KEEL_KERNEL={} (no kernel build)",
+            Path::new(&k).display()
+        );
+        return Ok(PathBuf::from(k));
+    }
+    eprintln!("==> building the kernel (keel-hypervisor, x86_64-unknown-none, release)");
+    let mut c = cargo();
+    c.args([
+        "build",
+        "-p",
+        "keel-hypervisor",
+        "--bin",
+        "keel",
+        "--target",
+        "x86_64-unknown-none",
+        "--release",
+    ]);
+    status(c, "kernel build")?;
+    Ok(kernel_path())
+}
+
+fn build_image_builder() -> Result<PathBuf> {
+    let bin = root().join("target/debug/keel-boot");
+    if bin.exists() {
+        eprintln!("==> building the image builder (keel-boot)");
+    } else {
+        eprintln!(
+            "==> building the image builder (keel-boot): the first build compiles the bootloader's \
+             BIOS and UEFI stages (a few minutes, ~2 GB)"
+        );
+    }
+    let t = Instant::now();
+    let mut c = cargo();
+    c.args(["build", "-p", "keel-boot", "--bin", "keel-boot"]);
+    status(c, "image builder build")?;
+    eprintln!(
+        "    image builder ready in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(bin)
+}
+
+fn build_tools() -> Result<Tools> {
+    let kernel = build_kernel()?;
+    let keel_boot = build_image_builder()?;
+    Ok(Tools { kernel, keel_boot })
+}
+
+const DEFAULT_CMDLINE: &str = "console=com1 loglvl=info";
+
+fn make_image(
+    tools: &Tools,
+    firmware: Firmware,
+    cmdline: &str,
+    modules: &[(String, Vec<u8>)],
+    out: &Path,
+) -> Result<()> {
+    if let Some(p) = out.parent() {
+        std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    match firmware {
+        Firmware::Grub => {
+            host::ensure_packages(&emulator::GRUB_PACKAGES)?;
+            images::grub_iso(&tools.kernel, cmdline, modules, out)
+        }
+        fw => {
+            let ramdisk = out.with_extension("keelmods");
+            std::fs::write(&ramdisk, images::archive(cmdline, modules)?)
+                .map_err(|e| format!("{}: {e}", ramdisk.display()))?;
+            images::disk_image(tools, fw, &ramdisk, out)
+        }
+    }
+}
+
+fn default_image_path(firmware: Firmware) -> PathBuf {
+    match firmware {
+        Firmware::Grub => out_dir().join("keel.iso"),
+        fw => out_dir().join(format!("keel-{}.img", fw.name())),
+    }
+}
+
+fn cmd_build(a: &[String]) -> Result<u8> {
+    if let Some(x) = a.first() {
+        return Err(format!("build takes no options (got '{x}')"));
+    }
+    let tools = build_tools()?;
+    for fw in [Firmware::Bios, Firmware::Uefi, Firmware::Grub] {
+        let out = default_image_path(fw);
+        let t = Instant::now();
+        make_image(&tools, fw, DEFAULT_CMDLINE, &[], &out)?;
+        eprintln!("    {} ({:.1}s)", out.display(), t.elapsed().as_secs_f64());
+    }
+    println!("kernel: {}", tools.kernel.display());
+    Ok(0)
+}
+
+fn cmd_image(a: &[String]) -> Result<u8> {
+    let mut args = Args::new(a);
+    let (mut firmware, mut cmdline, mut modules, mut out) = (
+        Firmware::Uefi,
+        DEFAULT_CMDLINE.to_string(),
+        Vec::new(),
+        None,
+    );
+    while let Some(f) = args.next() {
+        match f.as_str() {
+            "--firmware" => firmware = args.parsed(&f)?,
+            "--cmdline" => cmdline = args.value(&f)?,
+            "--module" => modules.push(parse_module(&args.value(&f)?)?),
+            "--out" => out = Some(PathBuf::from(args.value(&f)?)),
+            other => return Err(format!("image: unknown option '{other}'")),
+        }
+    }
+    let tools = build_tools()?;
+    let out = out.unwrap_or_else(|| default_image_path(firmware));
+    make_image(&tools, firmware, &cmdline, &modules, &out)?;
+    println!("{}", out.display());
+    Ok(0)
+}
+
+// ---------------------------------------------------------------------- run
+
+fn cmd_run(a: &[String]) -> Result<u8> {
+    let mut args = Args::new(a);
+    let mut vendor = Vendor::Amd;
+    let (mut emu, mut fw, mut memory, mut timeout) = (None, None, None, None);
+    let mut cpus = 2u32;
+    let mut extra = String::new();
+    let mut modules = Vec::new();
+    let mut accel = Accel::Tcg;
+    let mut headless = false;
+    while let Some(f) = args.next() {
+        match f.as_str() {
+            "--vendor" => vendor = args.parsed(&f)?,
+            "--emulator" => emu = Some(args.parsed::<Emulator>(&f)?),
+            "--firmware" => fw = Some(args.parsed::<Firmware>(&f)?),
+            "--cpus" => cpus = args.parsed(&f)?,
+            "--memory" => memory = Some(args.parsed::<u32>(&f)?),
+            "--cmdline" => extra = format!("{extra} {}", args.value(&f)?),
+            "--module" => modules.push(parse_module(&args.value(&f)?)?),
+            "--accel" => accel = args.parsed(&f)?,
+            "--headless" => headless = true,
+            "--timeout" => timeout = Some(Duration::from_secs(args.parsed(&f)?)),
+            other => return Err(format!("run: unknown option '{other}'")),
+        }
+    }
+    if cpus == 0 {
+        return Err("--cpus must be at least 1".into());
+    }
+    let emulator = emu.unwrap_or(match vendor {
+        Vendor::Amd => Emulator::Qemu,
+        Vendor::Intel => Emulator::Bochs,
+    });
+    let firmware = fw.unwrap_or(match emulator {
+        Emulator::Qemu => Firmware::Uefi,
+        Emulator::Bochs => Firmware::Grub,
+    });
+    if emulator == Emulator::Bochs && firmware != Firmware::Grub {
+        return Err(
+            "under Bochs keel boots through GRUB only: use --firmware grub (the default)".into(),
+        );
+    }
+    if emulator == Emulator::Qemu && vendor == Vendor::Intel && accel == Accel::Tcg {
+        eprintln!("note: QEMU TCG has no VMX; use --emulator bochs to exercise VT-x");
+    }
+    let memory = memory.unwrap_or(match emulator {
+        Emulator::Qemu => 512,
+        Emulator::Bochs => 256,
+    });
+    let mut cmdline = format!("{DEFAULT_CMDLINE} debug_exit=0xf4");
+    if headless && !extra.split_whitespace().any(|w| w.starts_with("test=")) {
+        cmdline += " test=boot";
+    }
+    cmdline += &extra;
+    host::ensure_packages(&emulator::packages_for(emulator, firmware))?;
+    let tools = build_tools()?;
+    let work_dir = out_dir().join("run");
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let image = work_dir.join(match firmware {
+        Firmware::Grub => "keel.iso".to_string(),
+        fw => format!("keel-{}.img", fw.name()),
+    });
+    make_image(&tools, firmware, &cmdline, &modules, &image)?;
+    let launch = Launch {
+        emulator,
+        vendor,
+        firmware,
+        cpus,
+        memory_mib: memory,
+        image,
+        work_dir: work_dir.clone(),
+        console: if headless {
+            emulator::Console::File
+        } else {
+            emulator::Console::Terminal
+        },
+        accel,
+    };
+    eprintln!(
+        "==> {emulator} ({vendor}, {firmware}, {cpus} CPUs, {memory} MiB): {cmdline}\n    logs: {}",
+        work_dir.display()
+    );
+    if !headless {
+        match emulator {
+            Emulator::Qemu => eprintln!("    console on this terminal; Ctrl-A X quits QEMU\n"),
+            Emulator::Bochs => eprintln!("    console follows; Ctrl-C quits Bochs\n"),
+        }
+        let r = runner::run(&launch, timeout, None, false, &|_| Progress::Running)?;
+        return Ok(match r.exit {
+            Exit::Status(Some(c)) => c.clamp(0, 255) as u8,
+            _ => 1,
+        });
+    }
+    let timeout = timeout.unwrap_or(Duration::from_secs(300));
+    let done = |c: &Console| {
+        if c.has_result() || c.powered_off() {
+            Progress::Done
+        } else {
+            Progress::Running
+        }
+    };
+    let r = runner::run(&launch, Some(timeout), None, true, &done)?;
+    let c = &r.console;
+    let clean = c.fatal().is_none() && c.fail().is_none() && c.powered_off();
+    let code: u8 = match (emulator, r.exit) {
+        (_, Exit::TimedOut | Exit::Silent) => 124,
+        (Emulator::Qemu, Exit::Status(Some(s))) => s.clamp(0, 255) as u8,
+        (_, _) if clean => 0,
+        _ => 1,
+    };
+    eprintln!(
+        "\n==> {} after {:.1}s ({}): exit {code}",
+        if code == 0 {
+            "clean power-off"
+        } else {
+            "run failed"
+        },
+        r.wall.as_secs_f64(),
+        r.exit
+    );
+    Ok(code)
+}
+
+// --------------------------------------------------------------------- test
+
+fn cmd_test(a: &[String]) -> Result<u8> {
+    let mut args = Args::new(a);
+    let (mut only, mut host_tests, mut list) = (Vec::new(), true, false);
+    while let Some(f) = args.next() {
+        match f.as_str() {
+            "--only" => only.push(args.value(&f)?),
+            "--no-host-tests" => host_tests = false,
+            "--list" => list = true,
+            other => return Err(format!("test: unknown option '{other}'")),
+        }
+    }
+    let scenarios: Vec<_> = keel_harness::required()
+        .into_iter()
+        .filter(|s| only.is_empty() || only.iter().any(|o| s.name.contains(o.as_str())))
+        .collect();
+    if list {
+        for s in &scenarios {
+            println!(
+                "{:30} {:>4}s  {}",
+                s.name,
+                s.timeout.as_secs(),
+                s.description
+            );
+        }
+        return Ok(0);
+    }
+    if scenarios.is_empty() {
+        return Err(format!("no scenario matches {only:?} (see --list)"));
+    }
+    let t_all = Instant::now();
+    host::ensure_packages(&emulator::ALL_PACKAGES)?;
+
+    let mut host_result: Option<(bool, Duration)> = None;
+    if host_tests {
+        eprintln!("==> host tests: cargo test (workspace default members)");
+        let t = Instant::now();
+        let mut c = cargo();
+        c.arg("test");
+        let ok = status(c, "cargo test")
+            .map_err(|e| eprintln!("{e}"))
+            .is_ok();
+        host_result = Some((ok, t.elapsed()));
+    }
+
+    let t_build = Instant::now();
+    let tools = match build_tools() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("xtask: {e}: no emulator scenario can run");
+            print_summary(host_result, &[], t_build.elapsed(), t_all.elapsed());
+            return Ok(1);
+        }
+    };
+    let build_time = t_build.elapsed();
+
+    let work_root = out_dir().join("test");
+    let mut reports: Vec<Report> = Vec::new();
+    for (i, s) in scenarios.iter().enumerate() {
+        eprintln!(
+            "==> [{}/{}] {}: {} (timeout {}s)",
+            i + 1,
+            scenarios.len(),
+            s.name,
+            s.description,
+            s.timeout.as_secs()
+        );
+        let r = runner::run_scenario(s, &tools, &work_root);
+        let tag = match r.verdict.status {
+            Status::Passed => "PASS",
+            Status::ExpectedFailure => "PASS (expected failure seen)",
+            Status::Failed => "FAIL",
+        };
+        eprintln!(
+            "    {tag} in {:.1}s: {}",
+            r.wall.as_secs_f64(),
+            r.verdict.reason
+        );
+        if !r.verdict.ok() {
+            eprint!("{}", r.details());
+        }
+        reports.push(r);
+    }
+    let ok = print_summary(host_result, &reports, build_time, t_all.elapsed());
+    Ok(if ok { 0 } else { 1 })
+}
+
+fn print_summary(
+    host_result: Option<(bool, Duration)>,
+    reports: &[Report],
+    build: Duration,
+    total: Duration,
+) -> bool {
+    let mut out = String::from("\n================ keel test summary ================\n");
+    let mut ok = true;
+    if let Some((h, t)) = host_result {
+        ok &= h;
+        out += &format!(
+            "{:<6} {:<30} {:>7.1}s  cargo test (workspace default members)\n",
+            if h { "ok" } else { "FAIL" },
+            "host-tests",
+            t.as_secs_f64()
+        );
+    }
+    out += &format!(
+        "{:<6} {:<30} {:>7.1}s  kernel + image builder\n",
+        "",
+        "build",
+        build.as_secs_f64()
+    );
+    for r in reports {
+        let (tag, what) = match r.verdict.status {
+            Status::Passed => ("ok", String::new()),
+            Status::ExpectedFailure => ("ok", " [expected failure detected]".to_string()),
+            Status::Failed => ("FAIL", format!(" -- {}", r.verdict.reason)),
+        };
+        ok &= r.verdict.ok();
+        out += &format!(
+            "{tag:<6} {:<30} {:>7.1}s  {}{what}\n",
+            r.scenario.name,
+            r.wall.as_secs_f64(),
+            r.scenario.description
+        );
+    }
+    let failed = reports.iter().filter(|r| !r.verdict.ok()).count();
+    out += &format!(
+        "---------------------------------------------------\n{}: {} scenario(s), {} failed, total {:.0}s\n",
+        if ok { "PASSED" } else { "FAILED" },
+        reports.len(),
+        failed,
+        total.as_secs_f64()
+    );
+    print!("{out}");
+    let _ = std::fs::create_dir_all(out_dir());
+    let _ = std::fs::write(out_dir().join("test-summary.txt"), &out);
+    ok
+}
+
+// -------------------------------------------------------------------- bench
+
+/// A benchmark binary: prints a Markdown section on stdout, progress on stderr.
+struct Bench {
+    name: &'static str,
+    package: &'static str,
+    package_dir: &'static str,
+    bin: &'static str,
+    packages: &'static [&'static str],
+}
+
+const BENCHES: &[Bench] = &[Bench {
+    name: "xenstored",
+    package: "keel-xenstored",
+    package_dir: "dom0-tools/xenstored",
+    bin: "xenstored-bench",
+    packages: &["xenstore-utils"],
+}];
+
+fn cmd_bench(a: &[String]) -> Result<u8> {
+    if let Some(x) = a.first() {
+        return Err(format!("bench takes no options (got '{x}')"));
+    }
+    let mut sections = Vec::new();
+    let mut skipped = Vec::new();
+    let mut failed = false;
+    for b in BENCHES {
+        let manifest = root().join(b.package_dir).join("Cargo.toml");
+        let declared = std::fs::read_to_string(&manifest)
+            .map(|m| m.contains(&format!("name = \"{}\"", b.bin)))
+            .unwrap_or(false);
+        if !declared {
+            skipped.push(format!(
+                "{}: no `{}` binary in {} yet",
+                b.name, b.bin, b.package_dir
+            ));
+            continue;
+        }
+        host::ensure_packages(b.packages)?;
+        eprintln!(
+            "==> bench {}: cargo run --release -p {} --bin {}",
+            b.name, b.package, b.bin
+        );
+        let t = Instant::now();
+        let out = cargo()
+            .args([
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                b.package,
+                "--bin",
+                b.bin,
+            ])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() {
+            failed = true;
+            skipped.push(format!("{}: failed ({})", b.name, out.status));
+            continue;
+        }
+        if body.is_empty() {
+            skipped.push(format!("{}: printed nothing", b.name));
+            continue;
+        }
+        sections.push(format!(
+            "## {}\n\n`cargo run --release -p {} --bin {}` ({:.0}s)\n\n{body}\n",
+            b.name,
+            b.package,
+            b.bin,
+            t.elapsed().as_secs_f64()
+        ));
+    }
+    for s in &skipped {
+        eprintln!("skipped: {s}");
+    }
+    if sections.is_empty() {
+        eprintln!("no benchmark ran; docs/benchmarks.md left as it is");
+        return Ok(if failed { 1 } else { 0 });
+    }
+    let mut doc =
+        String::from("# Benchmarks\n\nGenerated by `cargo xtask bench`; do not edit by hand.\n\n");
+    doc += &format!("Host: {}\n\n", host_description());
+    for s in &sections {
+        doc += s;
+        doc.push('\n');
+    }
+    if !skipped.is_empty() {
+        doc += "## Skipped\n\n";
+        for s in &skipped {
+            doc += &format!("- {s}\n");
+        }
+    }
+    let path = root().join("docs/benchmarks.md");
+    std::fs::write(&path, doc).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn host_description() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let rustc = Command::new("rustc")
+        .arg("--version")
+        .current_dir(root())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!("{cpu}, {n} CPUs; {rustc}")
+}
