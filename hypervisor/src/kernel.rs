@@ -444,7 +444,9 @@ fn run_test(scenario: &str, bi: &BootInfo, online: u32, wanted: u32) -> ! {
                 guest_bench(image)
             };
             match result {
-                Ok(summary) => log::info!("keel-test: PASS {scenario} {summary}"),
+                Ok(summary) => {
+                    log::info!("keel-test: PASS {scenario} cpus={online}/{wanted} {summary}")
+                }
                 Err(why) => fail(format_args!("{why}")),
             }
             power::power_off()

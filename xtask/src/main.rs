@@ -182,6 +182,34 @@ fn build_kernel() -> Result<PathBuf> {
     Ok(kernel_path())
 }
 
+/// Builds keel's test guest (`tests/guests`), the `testguest` boot module.
+fn build_test_guest() -> Result<Vec<u8>> {
+    eprintln!("==> building the test guest (keel-test-guest, x86_64-unknown-none, release)");
+    let mut c = cargo();
+    c.args([
+        "build",
+        "-p",
+        "keel-test-guest",
+        "--target",
+        "x86_64-unknown-none",
+        "--release",
+    ]);
+    status(c, "test guest build")?;
+    let path = root().join("target/x86_64-unknown-none/release/keel-test-guest");
+    std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Puts the built test guest into every scenario that carries one.
+fn fill_test_guest(scenarios: &mut [keel_harness::Scenario], guest: &[u8]) {
+    for s in scenarios {
+        for (name, data) in &mut s.modules {
+            if name == "testguest" {
+                *data = guest.to_vec();
+            }
+        }
+    }
+}
+
 fn build_image_builder() -> Result<PathBuf> {
     let bin = root().join("target/debug/keel-boot");
     if bin.exists() {
@@ -417,8 +445,10 @@ fn cmd_test(a: &[String]) -> Result<u8> {
             other => return Err(format!("test: unknown option '{other}'")),
         }
     }
-    let scenarios: Vec<_> = keel_harness::required()
+    // The guest scenarios get the built test guest after the build below.
+    let mut scenarios: Vec<_> = keel_harness::required()
         .into_iter()
+        .chain(keel_harness::guest_scenarios(&[]))
         .filter(|s| only.is_empty() || only.iter().any(|o| s.name.contains(o.as_str())))
         .collect();
     if list {
@@ -459,6 +489,19 @@ fn cmd_test(a: &[String]) -> Result<u8> {
             return Ok(1);
         }
     };
+    if scenarios
+        .iter()
+        .any(|s| s.modules.iter().any(|(n, _)| n == "testguest"))
+    {
+        match build_test_guest() {
+            Ok(g) => fill_test_guest(&mut scenarios, &g),
+            Err(e) => {
+                eprintln!("xtask: {e}: the guest scenarios cannot run");
+                print_summary(host_result, &[], t_build.elapsed(), t_all.elapsed());
+                return Ok(1);
+            }
+        }
+    }
     let build_time = t_build.elapsed();
 
     let work_root = out_dir().join("test");
@@ -618,6 +661,13 @@ fn cmd_bench(a: &[String]) -> Result<u8> {
             t.elapsed().as_secs_f64()
         ));
     }
+    match bench_vm_exits() {
+        Ok(section) => sections.push(section),
+        Err(e) => {
+            failed = true;
+            skipped.push(format!("VM exits: {e}"));
+        }
+    }
     for s in &skipped {
         eprintln!("skipped: {s}");
     }
@@ -642,6 +692,67 @@ fn cmd_bench(a: &[String]) -> Result<u8> {
     std::fs::write(&path, doc).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(if failed { 1 } else { 0 })
+}
+
+/// VM-exit round trips per second on each emulator, side by side in one run.
+fn bench_vm_exits() -> Result<String> {
+    host::ensure_packages(&emulator::ALL_PACKAGES)?;
+    let tools = build_tools()?;
+    let guest = build_test_guest()?;
+    let work_root = out_dir().join("bench");
+    let mut rows = Vec::new();
+    for s in keel_harness::bench_scenarios(&guest) {
+        eprintln!("==> bench {}: {}", s.name, s.description);
+        let r = runner::run_scenario(&s, &tools, &work_root);
+        if !r.verdict.ok() {
+            eprint!("{}", r.details());
+            return Err(format!("{} failed: {}", s.name, r.verdict.reason));
+        }
+        let lines = r
+            .record
+            .as_ref()
+            .map(|rec| rec.console.lines.clone())
+            .unwrap_or_default();
+        // "(XEN) bench: hypercall: 100114 exits in 1577094 us = 63480 exits/s (AMD-V)"
+        let rate = |what: &str| -> Option<(u64, String)> {
+            let l = lines
+                .iter()
+                .find(|l| l.contains(&format!("bench: {what}: ")))?;
+            let (_, rest) = l.split_once(" = ")?;
+            let (n, rest) = rest.split_once(" exits/s (")?;
+            Some((
+                n.trim().parse().ok()?,
+                rest.trim_end_matches(')').to_string(),
+            ))
+        };
+        let (Some((hc, backend)), Some((cpuid, _))) = (rate("hypercall"), rate("cpuid")) else {
+            return Err(format!("{}: no bench lines on the console", s.name));
+        };
+        let model = match s.emulator {
+            keel_harness::Emulator::Qemu => format!("QEMU TCG -cpu {}", s.vendor.qemu_cpu()),
+            keel_harness::Emulator::Bochs => format!("Bochs 2.7 {}", s.vendor.bochs_cpu()),
+        };
+        rows.push((model, backend, hc, cpuid, r.wall.as_secs_f64()));
+    }
+    let base = rows.first().map(|r| r.2.max(1)).unwrap_or(1) as f64;
+    let mut out = String::from(
+        "## VM exits (keel's test guest)\n\n\
+         `cargo xtask bench`: keel boots with `test=bench` and runs its test guest through 100,000 \
+         null hypercalls (VMCALL/VMMCALL) and 100,000 CPUIDs, each a full VM exit and re-entry. \
+         Rates are exits per second of the emulated machine's TSC, which keel calibrates against \
+         the PIT. **These are emulated figures**, measured side by side in one run: they compare \
+         emulators and keel versions, not hardware. Real timings need KVM with nested \
+         virtualization (`--accel kvm`).\n\n\
+         | machine | backend | null hypercall exits/s | CPUID exits/s | hypercall rate vs first row | run wall time |\n\
+         |---|---|---:|---:|---:|---:|\n",
+    );
+    for (model, backend, hc, cpuid, wall) in &rows {
+        out += &format!(
+            "| {model} | {backend} | {hc} | {cpuid} | {:.2} | {wall:.1} s |\n",
+            *hc as f64 / base
+        );
+    }
+    Ok(out)
 }
 
 fn host_description() -> String {

@@ -164,7 +164,7 @@ impl Launch {
              megs: {megs}\n\
              romimage: file={BOCHS_BIOS}\n\
              vgaromimage: file={BOCHS_VGABIOS}\n\
-             cpu: model={model}, count={cpus}, ips=100000000, reset_on_triple_fault=0\n\
+             cpu: model={model}, count={cpus}, ips=100000000, reset_on_triple_fault=1\n\
              display_library: rfb, options=\"timeout=0\"\n\
              {boot}\
              com1: enabled=1, mode=file, dev={serial}\n\

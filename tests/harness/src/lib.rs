@@ -16,4 +16,7 @@ pub mod markers;
 pub mod runner;
 pub mod scenario;
 
-pub use scenario::{required, Emulator, Expect, Firmware, Scenario, Status, Vendor};
+pub use scenario::{
+    bench_scenarios, guest_scenarios, required, Emulator, Expect, Firmware, Scenario, Status,
+    Vendor,
+};

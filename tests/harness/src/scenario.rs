@@ -248,6 +248,93 @@ pub fn required() -> Vec<Scenario> {
     ]
 }
 
+/// The virtualization scenarios (issue 3): keel runs its test guest
+/// (`tests/guests`, passed as the `testguest` boot module) on each vendor.
+/// `guest_elf` is the built guest.
+pub fn guest_scenarios(guest_elf: &[u8]) -> Vec<Scenario> {
+    use Emulator::*;
+    use Firmware::*;
+    use Vendor::*;
+    let guests = |name: &str, emulator, vendor, firmware, what: &str| {
+        let mut s = Scenario::boot(name, emulator, vendor, firmware, 2)
+            .describe(what)
+            .module("testguest", guest_elf.to_vec())
+            .expect(Expect::Pass { test: "guests".into() })
+            .must_contain(&[
+                "(d1) suite: 9/9 checks passed",
+                "guests: d1 suite: Done(0)",
+                "guests: d2 bad access: Killed(\"read of guest-physical 0x80000000, which the guest does not own\")",
+                "guests: d3 triple fault: Killed(\"triple fault\")",
+                "guests: d4 long run (on CPU1, alongside d3): Done(0)",
+            ]);
+        s.cmdline = s.cmdline.replace("test=boot", "test=guests");
+        s
+    };
+    vec![
+        guests(
+            "qemu-amd-guests",
+            Qemu,
+            Amd,
+            Bios,
+            "QEMU TCG EPYC (AMD-V+NPT, no next-RIP): test guests: every exit path, a bad access and a triple fault killed, a parallel guest finishes",
+        ),
+        guests(
+            "bochs-intel-guests",
+            Bochs,
+            Intel,
+            Grub,
+            "Bochs corei7_skylake_x (VT-x+EPT): the same test guests",
+        ),
+        guests(
+            "bochs-amd-guests",
+            Bochs,
+            Amd,
+            Grub,
+            "Bochs ryzen (AMD-V+NPT, next-RIP): the same test guests",
+        ),
+        {
+            // QEMU TCG has no VMX: an Intel CPU model without VT-x.
+            let mut s = Scenario::boot("qemu-no-vmx-guests", Qemu, Intel, Bios, 2)
+                .describe("a CPU without VT-x/AMD-V: a clear boot message, guests refused, no crash")
+                .module("testguest", guest_elf.to_vec())
+                .expect(Expect::Failure {
+                    patterns: vec![
+                        "HVM: VT-x unavailable: no VMX".into(),
+                        "keel-test: FAIL guests reason=suite-guest Killed(\"cannot create a vCPU".into(),
+                    ],
+                    qemu_status: 3,
+                });
+            s.cmdline = s.cmdline.replace("test=boot", "test=guests");
+            s
+        },
+    ]
+}
+
+/// The VM-exit benchmark runs (`cargo xtask bench`): `test=bench` on each
+/// emulator; keel prints `bench: <loop>: ... = N exits/s (<backend>)`.
+pub fn bench_scenarios(guest_elf: &[u8]) -> Vec<Scenario> {
+    use Emulator::*;
+    use Firmware::*;
+    use Vendor::*;
+    [
+        ("bench-qemu-amd", Qemu, Amd, Bios),
+        ("bench-bochs-intel", Bochs, Intel, Grub),
+        ("bench-bochs-amd", Bochs, Amd, Grub),
+    ]
+    .into_iter()
+    .map(|(name, e, v, f)| {
+        let mut s = Scenario::boot(name, e, v, f, 1)
+            .describe("VM-exit round trips: null hypercall and CPUID loops")
+            .module("testguest", guest_elf.to_vec())
+            .expect(Expect::Pass {
+                test: "bench".into(),
+            });
+        s.cmdline = s.cmdline.replace("test=boot", "test=bench");
+        s
+    })
+    .collect()
+}
+
 /// How the emulator run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
