@@ -200,3 +200,45 @@ pub fn halt_forever() -> ! {
         unsafe { asm!("cli", "hlt", options(nomem, nostack)) }
     }
 }
+
+/// Enables SSE for this guest (CR0.EM clear, CR0.MP and CR4.OSFXSR set), so
+/// it can look at its own XMM/MXCSR state.
+pub fn enable_sse() {
+    // SAFETY (guest): ring 0, long mode; only FPU/SSE control bits change.
+    unsafe {
+        asm!(
+            "mov rax, cr0",
+            "and rax, ~4",
+            "or rax, 2",
+            "mov cr0, rax",
+            "mov rax, cr4",
+            "or rax, 0x200",
+            "mov cr4, rax",
+            out("rax") _,
+            options(nostack)
+        )
+    }
+}
+
+/// XMM0's low 64 bits and MXCSR.
+pub fn sse_state() -> (u64, u32) {
+    let (x, mut m) = (0u64, 0u32);
+    let mut x = x;
+    // SAFETY (guest): SSE is enabled (enable_sse); stmxcsr writes 4 bytes.
+    unsafe {
+        asm!("movq {}, xmm0", out(reg) x, options(nostack, preserves_flags));
+        asm!("stmxcsr [{}]", in(reg) &mut m as *mut u32, options(nostack, preserves_flags));
+    }
+    (x, m)
+}
+
+/// Leaves a recognisable value in XMM0 and a non-default MXCSR, for the next
+/// guest on this CPU to (not) see.
+pub fn dirty_sse(pattern: u64) {
+    let m: u32 = 0x1f80 ^ 0x6000; // rounding control changed
+                                  // SAFETY (guest): as above.
+    unsafe {
+        asm!("movq xmm0, {}", in(reg) pattern, options(nostack, preserves_flags));
+        asm!("ldmxcsr [{}]", in(reg) &m as *const u32, options(nostack, preserves_flags));
+    }
+}

@@ -42,6 +42,15 @@ pub extern "C" fn guest_main() -> ! {
         scenario,
         proto::scenario_name(scenario)
     );
+    // Every guest starts with the x87/SSE state of a freshly reset CPU: the
+    // hypervisor must not leak another guest's registers into it. Then it
+    // leaves a marker behind for the next guest on this CPU to (not) see.
+    arch::enable_sse();
+    match arch::sse_state() {
+        (0, 0x1f80) => println!("fpu state: clean"),
+        (x, m) => println!("fpu state: DIRTY (xmm0 {:#x}, mxcsr {:#x})", x, m),
+    }
+    arch::dirty_sse(0x6b65_656c_0000_0000 | scenario as u64);
     match scenario {
         proto::SUITE => suite::run(),
         proto::TRIPLE_FAULT => scenarios::triple_fault(),

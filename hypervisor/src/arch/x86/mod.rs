@@ -9,6 +9,8 @@ pub mod apic;
 #[cfg(target_os = "none")]
 pub mod cpu;
 #[cfg(target_os = "none")]
+pub mod fpu;
+#[cfg(target_os = "none")]
 pub mod gdt;
 #[cfg(target_os = "none")]
 pub mod hvm;

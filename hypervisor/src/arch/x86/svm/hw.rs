@@ -1,6 +1,7 @@
 //! The hardware-touching half of the SVM backend.
 use super::asid::{Asid, AsidPool, Flush};
 use super::vmcb::{self, exit, intercept, Seg, Vmcb};
+use crate::arch::x86::fpu::{self, GuestFpu};
 use crate::arch::x86::{cpu, gdt};
 use crate::hvm::decode;
 use crate::hvm::guestmem::{self, P2mReader};
@@ -82,6 +83,7 @@ pub fn enable_cpu() -> Result<(), &'static str> {
         let hsave = zeroed_frames(1)?;
         let host_vmcb = zeroed_frames(1)?;
         cpu::wrmsr(cpu::MSR_EFER, cpu::rdmsr(cpu::MSR_EFER) | EFER_SVME);
+        fpu::enable_on_this_cpu();
         cpu::wrmsr(MSR_VM_HSAVE_PA, hsave);
         *slot = Some(PerCpu {
             hsave,
@@ -110,6 +112,8 @@ pub struct SvmVcpu {
     p2m: Option<P2m>,
     /// The guest's view of EFER (SVME hidden).
     guest_efer: u64,
+    /// The guest's x87/SSE state (see `arch::x86::fpu`).
+    fpu: GuestFpu,
 }
 
 // SAFETY: the VMCB and maps are owned by this vCPU alone.
@@ -138,6 +142,7 @@ impl SvmVcpu {
             flush: true,
             p2m: None,
             guest_efer: 0,
+            fpu: GuestFpu::new(),
         };
         Ok(v)
     }
@@ -248,6 +253,12 @@ impl SvmVcpu {
 
 impl Drop for SvmVcpu {
     fn drop(&mut self) {
+        if self.cpu == gdt::cpu_index() as usize {
+            self.fpu.release();
+        } else if self.cpu != usize::MAX {
+            // Another CPU may still hold (and later save into) this state.
+            core::mem::take(&mut self.fpu).leak();
+        }
         let mut f = FRAMES.lock();
         f.free(self.vmcb_pa, 1);
         f.free(self.iopm_pa, 3);
@@ -443,6 +454,7 @@ impl Vcpu for SvmVcpu {
         }
         VMRUNS.fetch_add(1, Ordering::Relaxed);
         x86_64::instructions::interrupts::disable();
+        self.fpu.load();
         // SAFETY: SVM is enabled on this CPU (checked above); the VMCB,
         // maps and host save area are valid frames; host interrupts are off
         // and the stub saves and restores every callee-saved register.

@@ -3,12 +3,11 @@
 //! away from common code (EFER/LMA, CR0/CR4 shadows, event re-injection).
 use super::defs::{self, ar, bits, entry_ctl, intr, msr, proc, reason, Field, RawExit, Seg};
 use super::hw::{self, Caps, VmFail};
+use crate::arch::x86::fpu::GuestFpu;
 use crate::arch::x86::{cpu, gdt};
 use crate::hvm::vcpu::{Event, Exit, Regs, StartMode, Vcpu};
 use crate::mm::p2m::{self, Format, P2m};
-use alloc::boxed::Box;
 use core::arch::{asm, global_asm};
-use core::sync::atomic::{AtomicPtr, Ordering};
 
 // Entry and exit. `keel_vmx_enter(regs, launched)` saves the host's
 // callee-saved registers and the `regs` pointer on the stack, records that
@@ -114,37 +113,6 @@ extern "C" {
 /// value) and CD/NW (kept clear in the real CR0; the guest sees the reset
 /// value 0x60000010 and may change it).
 const CR0_HOST_OWNED: u64 = bits::CR0_NE | bits::CR0_CD | bits::CR0_NW;
-/// An FXSAVE image: a guest's x87/SSE state while it is not in the CPU.
-#[repr(C, align(16))]
-struct FxArea([u8; 512]);
-
-impl FxArea {
-    /// The state after INIT: FCW 0x37f, MXCSR 0x1f80, all registers empty.
-    fn initial() -> Box<FxArea> {
-        let mut a = Box::new(FxArea([0; 512]));
-        a.0[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
-        a.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
-        a
-    }
-}
-
-/// Per CPU: whose x87/SSE state the CPU holds. keel itself never uses the
-/// FPU (soft-float target), so a guest's state stays in the registers
-/// across exits and is switched lazily when another vCPU runs here.
-static FPU_OWNER: [AtomicPtr<FxArea>; hw::MAX_CPUS] =
-    [const { AtomicPtr::new(core::ptr::null_mut()) }; hw::MAX_CPUS];
-
-fn fxsave(a: *mut FxArea) {
-    // SAFETY: `a` is a live, 16-byte aligned 512-byte area (owned by a vCPU
-    // registered in FPU_OWNER, which unregisters before freeing it).
-    unsafe { asm!("fxsave64 [{}]", in(reg) a, options(nostack)) };
-}
-
-fn fxrstor(a: *const FxArea) {
-    // SAFETY: as above; the image came from FXSAVE or `FxArea::initial`.
-    unsafe { asm!("fxrstor64 [{}]", in(reg) a, options(nostack)) };
-}
-
 /// EFER bits a guest may set on an Intel CPU.
 const EFER_WRITABLE: u64 = bits::EFER_SCE | bits::EFER_LME | bits::EFER_NXE;
 
@@ -180,8 +148,8 @@ pub struct VmxVcpu {
     entry: u32,
     interruptibility: u32,
     interruptibility_dirty: bool,
-    /// The guest's x87/SSE state when it is not in the CPU.
-    fpu: Box<FxArea>,
+    /// The guest's x87/SSE state (see `arch::x86::fpu`).
+    fpu: GuestFpu,
     /// Exits served inside the backend (for diagnostics).
     pub internal_exits: u64,
 }
@@ -257,7 +225,7 @@ impl VmxVcpu {
             entry: caps.entry,
             interruptibility: 0,
             interruptibility_dirty: false,
-            fpu: FxArea::initial(),
+            fpu: GuestFpu::new(),
             internal_exits: 0,
         };
         v.reset(StartMode::RealModeSipi { vector: 0 });
@@ -269,16 +237,7 @@ impl VmxVcpu {
     pub fn release(&mut self) {
         let here = gdt::cpu_index();
         if self.cpu == Some(here) {
-            let me = &mut *self.fpu as *mut FxArea;
-            let was = x86_64::instructions::interrupts::are_enabled();
-            x86_64::instructions::interrupts::disable();
-            if FPU_OWNER[here as usize].load(Ordering::Relaxed) == me {
-                fxsave(me);
-                FPU_OWNER[here as usize].store(core::ptr::null_mut(), Ordering::Relaxed);
-            }
-            if was {
-                x86_64::instructions::interrupts::enable();
-            }
+            self.fpu.release();
             let _ = hw::vmclear(self.vmcs);
             self.cpu = None;
             self.launched = false;
@@ -458,16 +417,7 @@ impl VmxVcpu {
 
     /// Makes this vCPU's x87/SSE state the CPU's (interrupts are off).
     fn switch_fpu(&mut self) {
-        let me = &mut *self.fpu as *mut FxArea;
-        let owner = &FPU_OWNER[gdt::cpu_index() as usize];
-        let cur = owner.load(Ordering::Relaxed);
-        if cur != me {
-            if !cur.is_null() {
-                fxsave(cur);
-            }
-            fxrstor(me);
-            owner.store(me, Ordering::Relaxed);
-        }
+        self.fpu.load();
     }
 
     /// Everything that must be in the VMCS before an entry.
@@ -966,7 +916,7 @@ impl Drop for VmxVcpu {
                 // back at any time and may hold its FPU state, so neither
                 // its frames nor its FXSAVE area can be reused.
                 log::warn!("VT-x: vCPU dropped while active on CPU{c}; leaking its VMCS");
-                Box::leak(core::mem::replace(&mut self.fpu, FxArea::initial()));
+                core::mem::take(&mut self.fpu).leak();
                 return;
             }
             Some(_) => self.release(),
