@@ -1,11 +1,12 @@
 //! The hardware-touching half of the SVM backend.
 use super::asid::{Asid, AsidPool, Flush};
+use super::exit::RawExit;
 use super::vmcb::{self, exit, intercept, Seg, Vmcb};
 use crate::arch::x86::fpu::{self, GuestFpu};
 use crate::arch::x86::{cpu, gdt};
 use crate::hvm::decode;
 use crate::hvm::guestmem::{self, P2mReader};
-use crate::hvm::vcpu::{Access, Event, Exit, Regs, StartMode, Vcpu};
+use crate::hvm::vcpu::{Event, Exit, Regs, StartMode, Vcpu};
 use crate::kernel::FRAMES;
 use crate::mm::p2m::{Format, P2m};
 use alloc::string::String;
@@ -465,7 +466,15 @@ impl Vcpu for SvmVcpu {
         }
         let (code, info1, info2) = {
             let v = self.vmcb();
-            v.control.event_inj = 0;
+            // An event whose delivery the exit interrupted (EXITINTINFO
+            // valid, e.g. a #NPF on the guest's IDT) is delivered again on
+            // the next entry; anything else injected has been delivered.
+            let interrupted = v.control.exit_int_info;
+            v.control.event_inj = if interrupted & (1 << 31) != 0 {
+                interrupted
+            } else {
+                0
+            };
             (
                 v.control.exit_code,
                 v.control.exit_info1,
@@ -479,98 +488,61 @@ impl Vcpu for SvmVcpu {
             self.regs.rip = s.rip;
             self.regs.rflags = s.rflags;
         }
+        // Exits the backend finishes itself, then the neutral decoding.
         match code {
             exit::INTR | exit::NMI => {
                 // Let the host take it now.
                 x86_64::instructions::interrupts::enable();
                 x86_64::instructions::nop();
                 x86_64::instructions::interrupts::disable();
-                Exit::ExternalInterrupt
             }
-            exit::VINTR => {
-                self.vmcb().control.vintr &= !(1 << 8);
-                Exit::InterruptWindow
-            }
-            exit::INIT => Exit::Init,
-            exit::CPUID => Exit::Cpuid { len: self.insn_len(code) },
-            exit::HLT => Exit::Hlt { len: self.insn_len(code) },
-            exit::PAUSE => Exit::Pause { len: self.insn_len(code) },
-            exit::VMMCALL => Exit::Hypercall { len: self.insn_len(code) },
-            exit::XSETBV => Exit::Xsetbv { len: self.insn_len(code) },
-            exit::SHUTDOWN => Exit::TripleFault,
+            exit::VINTR => self.vmcb().control.vintr &= !(1 << 8),
             exit::VMRUN => {
                 // Nested SVM is not offered: the guest gets #UD.
-                self.inject(Event::Exception { vector: 6, error_code: None });
-                self.run()
+                self.inject(Event::Exception {
+                    vector: 6,
+                    error_code: None,
+                });
+                return self.run();
             }
-            exit::IOIO => {
-                let size = ((info1 >> 4) & 7) as u8; // SZ8/SZ16/SZ32 as bits 4-6
-                Exit::Io {
-                    port: (info1 >> 16) as u16,
-                    size: match size {
-                        1 => 1,
-                        2 => 2,
-                        _ => 4,
-                    },
-                    write: info1 & 1 == 0,
-                    string: info1 & 4 != 0,
-                    rep: info1 & 8 != 0,
-                    // EXITINFO2 holds the next RIP for IOIO, with or without nRIP.
-                    len: info2.wrapping_sub(self.regs.rip) as u8,
-                }
-            }
-            exit::MSR => {
-                let msr = self.regs.rcx as u32;
+            exit::MSR if self.regs.rcx as u32 == cpu::MSR_EFER => {
+                // Architectural bookkeeping stays here: SVME stays set
+                // underneath and is hidden from the guest.
                 let len = self.insn_len(code);
-                if msr == cpu::MSR_EFER {
-                    // Architectural bookkeeping stays here: SVME stays set
-                    // underneath and is hidden from the guest.
-                    if info1 == 1 {
-                        let val = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
-                        self.guest_efer = val;
-                        self.vmcb().save.efer = val | EFER_SVME;
-                    } else {
-                        let val = self.vmcb_ref().save.efer & !EFER_SVME;
-                        self.regs.rax = val & 0xffff_ffff;
-                        self.regs.rdx = val >> 32;
-                    }
-                    self.skip(len);
-                    return self.run();
-                }
                 if info1 == 1 {
-                    Exit::MsrWrite { msr, value: (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff), len }
+                    let val = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
+                    self.guest_efer = val;
+                    self.vmcb().save.efer = val | EFER_SVME;
                 } else {
-                    Exit::MsrRead { msr, len }
+                    let val = self.vmcb_ref().save.efer & !EFER_SVME;
+                    self.regs.rax = val & 0xffff_ffff;
+                    self.regs.rdx = val >> 32;
                 }
+                self.skip(len);
+                return self.run();
             }
-            exit::NPF => Exit::NestedPageFault {
-                gpa: info2,
-                access: if info1 & 0x10 != 0 {
-                    Access::Execute
-                } else if info1 & 2 != 0 {
-                    Access::Write
-                } else {
-                    Access::Read
-                },
-                present: info1 & 1 != 0,
-            },
-            c if c & 0xffff_ffff == exit::INVALID_LOW32 => Exit::InvalidGuestState {
-                detail: "VMRUN refused the VMCB (VMEXIT_INVALID); no named check failed in keel's pre-check",
-                code: c,
-            },
             c if c == exit::EXCP_BASE + 8 => {
                 if self.double_fault_is_shutdown() {
-                    Exit::TripleFault
-                } else {
-                    self.inject(Event::Exception { vector: 8, error_code: Some(0) });
-                    self.run()
+                    return Exit::TripleFault;
                 }
+                self.inject(Event::Exception {
+                    vector: 8,
+                    error_code: Some(0),
+                });
+                return self.run();
             }
-            c if (exit::EXCP_BASE..exit::EXCP_BASE + 32).contains(&c) => {
-                Exit::Exception { vector: (c - exit::EXCP_BASE) as u8, error_code: Some(info1 as u32) }
-            }
-            c => Exit::Unhandled { reason: c },
+            _ => {}
         }
+        let raw = RawExit {
+            code,
+            info1,
+            info2,
+            rip: self.regs.rip,
+            rax: self.regs.rax,
+            rcx: self.regs.rcx,
+            rdx: self.regs.rdx,
+        };
+        super::exit::decode(&raw, || self.insn_len(code))
     }
 
     fn skip(&mut self, len: u8) {
@@ -599,7 +571,11 @@ impl Vcpu for SvmVcpu {
     }
 
     fn can_inject_interrupt(&self) -> bool {
-        self.regs.rflags & (1 << 9) != 0 && self.vmcb_ref().control.interrupt_shadow & 1 == 0
+        let c = &self.vmcb_ref().control;
+        // Not while an event is still queued (e.g. one being re-delivered).
+        self.regs.rflags & (1 << 9) != 0
+            && c.interrupt_shadow & 1 == 0
+            && c.event_inj & (1 << 31) == 0
     }
 
     fn request_interrupt_window(&mut self, on: bool) {

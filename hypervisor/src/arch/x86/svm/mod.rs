@@ -8,6 +8,7 @@
 //! the guest's p2m. Without next-RIP saving (QEMU TCG), instruction lengths
 //! are decoded from the guest's instruction bytes.
 pub mod asid;
+pub mod exit;
 pub mod vmcb;
 
 #[cfg(target_os = "none")]
