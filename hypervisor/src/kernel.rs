@@ -340,8 +340,9 @@ extern "C" fn on_keel_tables() -> ! {
 
     match opts.test {
         Some(scenario) => run_test(scenario, bi, online, wanted),
+        None if bi.module("dom0").is_some() => boot_dom0(bi),
         None => {
-            log::error!("no dom0: running domains is not implemented yet; nothing to do");
+            log::error!("no dom0 kernel: no boot module named 'dom0'; nothing to run");
             power::power_off()
         }
     }
@@ -475,6 +476,43 @@ fn run_test(scenario: &str, bi: &BootInfo, online: u32, wanted: u32) -> ! {
         bi.modules().len()
     );
     power::power_off()
+}
+
+fn module_bytes(m: &crate::bootinfo::Module) -> &'static [u8] {
+    // SAFETY: boot modules are reserved physical memory that nothing else
+    // uses; the direct map covers them.
+    unsafe { core::slice::from_raw_parts(cpu::phys_to_virt(m.phys) as *const u8, m.len as usize) }
+}
+
+/// Boots the `dom0` module as the initial domain (PVH, Xen ABI). Work in
+/// progress: see `hvm::pvh` for what a domain can do today.
+fn boot_dom0(bi: &BootInfo) -> ! {
+    let kernel = module_bytes(bi.module("dom0").expect("checked by the caller"));
+    let initrd = bi.module("dom0-initrd").map(module_bytes);
+    let cmdline = bi
+        .module("dom0-cmdline")
+        .map(module_bytes)
+        .and_then(|b| core::str::from_utf8(b).ok())
+        .map(|s| s.trim_matches(|c: char| c == '\0' || c.is_whitespace()))
+        .unwrap_or("console=hvc0 earlyprintk=xen");
+    let free = FRAMES.lock().free_bytes();
+    let mem = options().dom0_mem.size.unwrap_or(256 << 20).min(free / 2) & !((2 << 20) - 1);
+    let out = crate::hvm::pvh::run(&crate::hvm::pvh::Config {
+        domid: 0,
+        kernel,
+        initrd,
+        cmdline,
+        mem_bytes: mem,
+        initial: true,
+    });
+    match out {
+        crate::hvm::pvh::Outcome::Shutdown(0) => power::power_off(),
+        crate::hvm::pvh::Outcome::Shutdown(1) => power::reboot(),
+        o => {
+            log::error!("dom0 ended: {o:?}");
+            power::power_off()
+        }
+    }
 }
 
 /// The test-guest scenarios of issue 3, in order; returns a summary.

@@ -91,25 +91,10 @@ impl Drop for Guest {
 }
 
 fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
-    let sig = |s: &[u8; 4]| u32::from_le_bytes(*s);
-    match leaf {
-        // keel speaks the Xen ABI, so it says so the way Xen does.
-        0x4000_0000 => [0x4000_0002, sig(b"XenV"), sig(b"MMXe"), sig(b"nVMM")],
-        0x4000_0001 => [(4 << 16) | 17, 0, 0, 0],
-        0x4000_0002 => [1, 0x4000_0000, 0, 0],
-        0x4000_0003..=0x4000_00ff => [0; 4],
-        _ => {
-            let r = core::arch::x86_64::__cpuid_count(leaf, sub);
-            let (mut a, b, mut c, d) = (r.eax, r.ebx, r.ecx, r.edx);
-            match leaf {
-                1 => c = (c | (1 << 31)) & !(1 << 5), // hypervisor present; no nested VMX
-                0x8000_0001 => c &= !(1 << 2),        // no nested SVM
-                0x8000_000a => a = 0,
-                _ => {}
-            }
-            [a, b, c, d]
-        }
-    }
+    super::cpuid::guest_cpuid(leaf, sub, 0, 0, |l, s| {
+        let r = core::arch::x86_64::__cpuid_count(l, s);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    })
 }
 
 fn alloc_guest(id: u32, scenario: Scenario, image: &[u8]) -> Result<Guest, String> {

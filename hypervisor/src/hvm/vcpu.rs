@@ -188,6 +188,10 @@ pub enum StartMode {
     /// Real mode at `vector << 12`, the way a SIPI starts a CPU
     /// (CS = vector << 8, IP = 0).
     RealModeSipi { vector: u8 },
+    /// The PVH boot ABI (Xen's docs/misc/pvh.pandoc): 32-bit protected mode,
+    /// paging off, flat 4 GiB code and data segments, a 32-bit TSS, EIP =
+    /// `entry`, EBX = `ebx` (the hvm_start_info address), other GPRs zero.
+    Pvh32 { entry: u32, ebx: u32 },
 }
 
 /// The vendor-neutral guest CPU.

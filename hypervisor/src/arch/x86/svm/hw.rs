@@ -346,7 +346,6 @@ fn seg(selector: u16, base: u64, limit: u32, vmx_ar: u16) -> Seg {
 
 impl Vcpu for SvmVcpu {
     fn reset(&mut self, mode: StartMode) {
-        let StartMode::RealModeSipi { vector } = mode;
         let (iopm, msrpm) = (self.iopm_pa, self.msrpm_pa);
         let v = self.vmcb();
         let c = &mut v.control;
@@ -368,29 +367,45 @@ impl Vcpu for SvmVcpu {
         c.event_inj = 0;
         c.vintr = 1 << 24; // V_INTR_MASKING: the host keeps physical interrupts
         let s = &mut v.save;
-        let cs = (vector as u16) << 8;
-        s.cs = seg(cs, (vector as u64) << 12, 0xffff, 0x9b);
-        for d in [&mut s.ds, &mut s.es, &mut s.ss, &mut s.fs, &mut s.gs] {
-            *d = seg(0, 0, 0xffff, 0x93);
-        }
+        let (rip, rbx) = match mode {
+            StartMode::RealModeSipi { vector } => {
+                s.cs = seg((vector as u16) << 8, (vector as u64) << 12, 0xffff, 0x9b);
+                for d in [&mut s.ds, &mut s.es, &mut s.ss, &mut s.fs, &mut s.gs] {
+                    *d = seg(0, 0, 0xffff, 0x93);
+                }
+                s.tr = seg(0, 0, 0xffff, 0x8b);
+                s.cr0 = 0x30; // ET | NE
+                (0, 0)
+            }
+            StartMode::Pvh32 { entry, ebx } => {
+                // Flat 32-bit segments (G, D/B set), a 32-bit TSS, PE on.
+                s.cs = seg(0x8, 0, 0xffff_ffff, 0xc09b);
+                for d in [&mut s.ds, &mut s.es, &mut s.ss, &mut s.fs, &mut s.gs] {
+                    *d = seg(0x10, 0, 0xffff_ffff, 0xc093);
+                }
+                s.tr = seg(0x18, 0, 0x67, 0x8b);
+                s.cr0 = 0x31; // PE | ET | NE
+                (entry as u64, ebx as u64)
+            }
+        };
         s.gdtr = seg(0, 0, 0xffff, 0);
         s.idtr = seg(0, 0, 0xffff, 0);
         s.ldtr = seg(0, 0, 0xffff, 0x82);
-        s.tr = seg(0, 0, 0xffff, 0x8b);
         s.cpl = 0;
         s.efer = EFER_SVME;
-        s.cr0 = 0x30; // ET | NE
         s.cr3 = 0;
         s.cr4 = 0;
         s.dr6 = 0xffff_0ff0;
         s.dr7 = 0x400;
         s.rflags = 2;
-        s.rip = 0;
+        s.rip = rip;
         s.rsp = 0;
         s.rax = 0;
         s.g_pat = 0x0007_0406_0007_0406;
         self.regs = Regs {
             rflags: 2,
+            rip,
+            rbx,
             ..Regs::default()
         };
         self.guest_efer = 0;

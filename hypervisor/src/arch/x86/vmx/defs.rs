@@ -648,6 +648,10 @@ pub mod ar {
     pub const REAL_DATA: u32 = 0x93;
     /// Busy 32/64-bit TSS, present (valid in every mode).
     pub const TSS_BUSY: u32 = 0x8b;
+    /// Flat 32-bit code: type 0xb, S, P, D/B, G.
+    pub const FLAT32_CODE: u32 = 0x9b | DB | G;
+    /// Flat 32-bit data: type 0x3, S, P, D/B, G.
+    pub const FLAT32_DATA: u32 = 0x93 | DB | G;
 
     pub const fn seg_type(ar: u32) -> u32 {
         ar & 15

@@ -369,18 +369,23 @@ impl VmxVcpu {
 
     /// Writes the architectural reset state for `mode` into the VMCS.
     fn write_reset_state(&mut self, mode: StartMode) -> Result<(), Exit> {
-        let StartMode::RealModeSipi { vector } = mode;
         for s in Seg::ALL {
             let (sel, base, limit, arf) = s.fields();
-            let (selector, b, a) = match s {
-                Seg::Cs => ((vector as u64) << 8, (vector as u64) << 12, ar::REAL_CODE),
-                Seg::Tr => (0, 0, ar::TSS_BUSY),
-                Seg::Ldtr => (0, 0, ar::UNUSABLE),
-                _ => (0, 0, ar::REAL_DATA),
+            let (selector, b, lim, a) = match (mode, s) {
+                (StartMode::RealModeSipi { vector }, Seg::Cs) => {
+                    ((vector as u64) << 8, (vector as u64) << 12, 0xffff, ar::REAL_CODE)
+                }
+                (StartMode::RealModeSipi { .. }, Seg::Tr) => (0, 0, 0xffff, ar::TSS_BUSY),
+                (_, Seg::Ldtr) => (0, 0, 0xffff, ar::UNUSABLE),
+                (StartMode::RealModeSipi { .. }, _) => (0, 0, 0xffff, ar::REAL_DATA),
+                // PVH: flat 4 GiB segments and a 32-bit TSS.
+                (StartMode::Pvh32 { .. }, Seg::Cs) => (0x8, 0, 0xffff_ffff, ar::FLAT32_CODE),
+                (StartMode::Pvh32 { .. }, Seg::Tr) => (0x18, 0, 0x67, ar::TSS_BUSY),
+                (StartMode::Pvh32 { .. }, _) => (0x10, 0, 0xffff_ffff, ar::FLAT32_DATA),
             };
             w(sel, selector)?;
             w(base, b)?;
-            w(limit, 0xffff)?;
+            w(limit, lim)?;
             w(arf, a as u64)?;
         }
         w(Field::GuestGdtrBase, 0)?;
@@ -826,12 +831,16 @@ impl VmxVcpu {
 
 impl Vcpu for VmxVcpu {
     fn reset(&mut self, mode: StartMode) {
-        let StartMode::RealModeSipi { .. } = mode;
         self.regs = Regs {
             rflags: bits::RFLAGS_FIXED,
             ..Regs::default()
         };
         self.cr0 = bits::CR0_CD | bits::CR0_NW | bits::CR0_ET;
+        if let StartMode::Pvh32 { entry, ebx } = mode {
+            self.regs.rip = entry as u64;
+            self.regs.rbx = ebx as u64;
+            self.cr0 = bits::CR0_ET | bits::CR0_PE;
+        }
         self.cr3 = 0;
         self.cr4 = 0;
         self.efer = 0;
