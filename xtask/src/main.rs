@@ -9,6 +9,8 @@
 //! ```
 //! Run `cargo xtask help` for the options.
 
+mod linux;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -49,6 +51,9 @@ commands:
       --no-host-tests             skip the host `cargo test`
       --list                      list the scenarios and exit
   bench                 run the available benchmarks and write docs/benchmarks.md
+  linux                 fetch Debian's standard kernel + busybox-static and build a PVH test
+                        guest: DIR/vmlinux + DIR/initrd.cpio.gz (cached; docs/linux-guest.md)
+      --out DIR                   (default target/keel/linux)
 
 environment:
   KEEL_KERNEL=PATH      use this kernel ELF instead of building keel-hypervisor
@@ -74,6 +79,7 @@ fn main() -> ExitCode {
         "run" => cmd_run(rest),
         "test" => cmd_test(rest),
         "bench" => cmd_bench(rest),
+        "linux" => linux::cmd_linux(rest),
         "help" | "-h" | "--help" => {
             print!("{HELP}");
             Ok(0)
@@ -208,6 +214,29 @@ fn fill_test_guest(scenarios: &mut [keel_harness::Scenario], guest: &[u8]) {
             }
         }
     }
+}
+
+/// Fetches Debian's kernel and builds the initramfs (`cargo xtask linux`,
+/// cached), then puts them into the scenarios' `dom0` and `dom0-initrd`.
+fn fill_linux(scenarios: &mut [keel_harness::Scenario]) -> Result<()> {
+    let code = linux::cmd_linux(&[])?;
+    if code != 0 {
+        return Err("cargo xtask linux failed".into());
+    }
+    let dir = root().join("target/keel/linux");
+    let read =
+        |f: &str| std::fs::read(dir.join(f)).map_err(|e| format!("{}: {e}", dir.join(f).display()));
+    let (kernel, initrd) = (read("vmlinux")?, read("initrd.cpio.gz")?);
+    for s in scenarios {
+        for (name, data) in &mut s.modules {
+            match name.as_str() {
+                "dom0" => *data = kernel.clone(),
+                "dom0-initrd" => *data = initrd.clone(),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 fn build_image_builder() -> Result<PathBuf> {
@@ -449,6 +478,7 @@ fn cmd_test(a: &[String]) -> Result<u8> {
     let mut scenarios: Vec<_> = keel_harness::required()
         .into_iter()
         .chain(keel_harness::guest_scenarios(&[]))
+        .chain(keel_harness::linux_scenarios())
         .filter(|s| only.is_empty() || only.iter().any(|o| s.name.contains(o.as_str())))
         .collect();
     if list {
@@ -500,6 +530,16 @@ fn cmd_test(a: &[String]) -> Result<u8> {
                 print_summary(host_result, &[], t_build.elapsed(), t_all.elapsed());
                 return Ok(1);
             }
+        }
+    }
+    if scenarios
+        .iter()
+        .any(|s| s.modules.iter().any(|(n, _)| n == "dom0"))
+    {
+        if let Err(e) = fill_linux(&mut scenarios) {
+            eprintln!("xtask: {e}: the Linux scenarios cannot run");
+            print_summary(host_result, &[], t_build.elapsed(), t_all.elapsed());
+            return Ok(1);
         }
     }
     let build_time = t_build.elapsed();

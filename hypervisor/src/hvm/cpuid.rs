@@ -16,7 +16,13 @@ const HVM_VCPU_ID_PRESENT: u32 = 1 << 3;
 const HVM_DOMID_PRESENT: u32 = 1 << 4;
 
 /// CPUID `leaf`/`sub` as the guest sees it.
-pub fn guest_cpuid(leaf: u32, sub: u32, vcpu_id: u32, domid: u16, native: impl Fn(u32, u32) -> [u32; 4]) -> [u32; 4] {
+pub fn guest_cpuid(
+    leaf: u32,
+    sub: u32,
+    vcpu_id: u32,
+    domid: u16,
+    native: impl Fn(u32, u32) -> [u32; 4],
+) -> [u32; 4] {
     let sig = |s: &[u8; 4]| u32::from_le_bytes(*s);
     match leaf {
         0x4000_0000 => [MAX_LEAF, sig(b"XenV"), sig(b"MMXe"), sig(b"nVMM")],
@@ -25,7 +31,12 @@ pub fn guest_cpuid(leaf: u32, sub: u32, vcpu_id: u32, domid: u16, native: impl F
         0x4000_0002 => [1, HYPERCALL_PAGE_MSR, 0, 0],
         // Time leaf: no TSC scaling information offered.
         0x4000_0003 => [0; 4],
-        0x4000_0004 => [HVM_VCPU_ID_PRESENT | HVM_DOMID_PRESENT, vcpu_id, domid as u32, 0],
+        0x4000_0004 => [
+            HVM_VCPU_ID_PRESENT | HVM_DOMID_PRESENT,
+            vcpu_id,
+            domid as u32,
+            0,
+        ],
         0x4000_0005..=0x4000_00ff => [0; 4],
         _ => {
             let [mut a, b, mut c, d] = native(leaf, sub);
@@ -66,7 +77,10 @@ mod tests {
         assert_eq!(&sig, b"XenVMMXenVMM");
         assert!(l0[0] >= 0x4000_0002, "Linux needs at least base + 2");
         assert_eq!(guest_cpuid(0x4000_0001, 0, 0, 0, host)[0], 0x0004_0011);
-        assert_eq!(guest_cpuid(0x4000_0002, 0, 0, 0, host)[1], HYPERCALL_PAGE_MSR);
+        assert_eq!(
+            guest_cpuid(0x4000_0002, 0, 0, 0, host)[1],
+            HYPERCALL_PAGE_MSR
+        );
         assert_eq!(guest_cpuid(0x4000_0004, 0, 3, 7, host), [0x18, 3, 7, 0]);
     }
 
@@ -75,7 +89,11 @@ mod tests {
         let l1 = guest_cpuid(1, 0, 0, 0, host);
         assert!(l1[2] & (1 << 31) != 0, "hypervisor bit");
         assert_eq!(l1[2] & ((1 << 5) | (1 << 3)), 0, "no VMX, no MONITOR");
-        assert_eq!(guest_cpuid(0x8000_0001, 0, 0, 0, host)[2] & (1 << 2), 0, "no SVM");
+        assert_eq!(
+            guest_cpuid(0x8000_0001, 0, 0, 0, host)[2] & (1 << 2),
+            0,
+            "no SVM"
+        );
         assert_eq!(guest_cpuid(0x8000_000a, 0, 0, 0, host)[0], 0);
         assert_eq!(guest_cpuid(7, 0, 0, 0, host), [7, 1, 2, 3]);
     }

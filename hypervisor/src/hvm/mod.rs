@@ -8,9 +8,9 @@ pub mod cpuid;
 pub mod decode;
 #[cfg(target_os = "none")]
 pub mod guestmem;
-pub mod testproto;
 #[cfg(target_os = "none")]
 pub mod pvh;
+pub mod testproto;
 #[cfg(target_os = "none")]
 pub mod testrun;
 pub mod vcpu;

@@ -13,13 +13,15 @@ use super::cpuid;
 use super::decode;
 use super::guestmem::{self, HostTables, P2mReader};
 use super::vcpu::{Access, Event, Exit, StartMode, Vcpu};
+use crate::arch::x86::time;
 use crate::arch::x86::{cpu, hvm};
 use crate::domain::acpi;
 use crate::kernel::FRAMES;
 use crate::loader::pvh::{MemType, PvhImage, StartInfoBuilder, SIF_INITDOMAIN, SIF_PRIVILEGED};
 use crate::mm::p2m::{P2m, Perm};
 use crate::mm::paging::PageSize;
-use crate::xen::abi::{self, Errno, Hypercall};
+use crate::xen::abi::{self, Errno, Hypercall, SharedInfo};
+use crate::xen::time::{publish, TimeScale};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -61,12 +63,16 @@ struct Domain {
     upcall_vector: u8,
     unimplemented: u64,
     hypercalls: u64,
+    /// The TSC when the domain started: its system time counts from here.
+    tsc_start: u64,
+    scale: TimeScale,
 }
 
 impl Drop for Domain {
     fn drop(&mut self) {
         let mut tables = Vec::new();
-        self.p2m.free_tables(&mut HostTables, &mut |t| tables.push(t));
+        self.p2m
+            .free_tables(&mut HostTables, &mut |t| tables.push(t));
         let mut f = FRAMES.lock();
         for t in tables {
             f.free(t, 1);
@@ -88,7 +94,10 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
         .lock()
         .alloc_in(ram_pages, 2 << 20, 0x10_0000, u64::MAX)
         .ok_or_else(|| format!("not enough memory for a {} MiB domain", cfg.mem_bytes >> 20))?;
-    let shared_info = FRAMES.lock().alloc(1).ok_or("out of memory for shared_info")?;
+    let shared_info = FRAMES
+        .lock()
+        .alloc(1)
+        .ok_or("out of memory for shared_info")?;
     zero(shared_info, 4096);
     let p2m = P2m::new(format, &mut HostTables).map_err(|e| format!("p2m: {e:?}"))?;
     let mut d = Domain {
@@ -104,18 +113,36 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
         upcall_vector: 0,
         unimplemented: 0,
         hypercalls: 0,
+        tsc_start: cpu::rdtsc(),
+        scale: TimeScale::from_hz(time::tsc_khz() * 1000),
     };
     zero(ram, cfg.mem_bytes);
     // 4 KiB pages: pages get replaced (shared_info, grant frames) by gfn.
     for i in 0..ram_pages {
         d.p2m
-            .map(&mut HostTables, i * 4096, ram + i * 4096, PageSize::Size4K, Perm::RWX)
+            .map(
+                &mut HostTables,
+                i * 4096,
+                ram + i * 4096,
+                PageSize::Size4K,
+                Perm::RWX,
+            )
             .map_err(|e| format!("p2m: {e:?}"))?;
     }
-    let img = PvhImage::parse(cfg.kernel, cfg.mem_bytes).map_err(|e| format!("kernel refused: {e}"))?;
+    let img =
+        PvhImage::parse(cfg.kernel, cfg.mem_bytes).map_err(|e| format!("kernel refused: {e}"))?;
     img.notes.log();
-    img.elf.load(|gpa, b| assert!(guestmem::write(&d.p2m, gpa, b)), |_, _| {} /* RAM is zeroed */);
-    let kernel_end = img.elf.segments().iter().map(|s| s.paddr + s.memsz).max().unwrap_or(0);
+    img.elf.load(
+        |gpa, b| assert!(guestmem::write(&d.p2m, gpa, b)),
+        |_, _| {}, /* RAM is zeroed */
+    );
+    let kernel_end = img
+        .elf
+        .segments()
+        .iter()
+        .map(|s| s.paddr + s.memsz)
+        .max()
+        .unwrap_or(0);
     let mut sib = StartInfoBuilder::new().cmdline(cfg.cmdline);
     if cfg.initial {
         sib = sib.flags(SIF_PRIVILEGED | SIF_INITDOMAIN);
@@ -123,7 +150,10 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
     if let Some(initrd) = cfg.initrd {
         let at = (kernel_end + (2 << 20) - 1) & !((2 << 20) - 1);
         if at + initrd.len() as u64 > cfg.mem_bytes {
-            return Err(format!("initrd ({} bytes) does not fit after the kernel", initrd.len()));
+            return Err(format!(
+                "initrd ({} bytes) does not fit after the kernel",
+                initrd.len()
+            ));
         }
         assert!(guestmem::write(&d.p2m, at, initrd));
         sib = sib.initrd(at, initrd.len() as u64);
@@ -134,7 +164,11 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
     d.e820 = alloc::vec![
         (0, START_INFO_BASE, MemType::Ram),
         (START_INFO_BASE, START_INFO_LEN, MemType::Reserved),
-        (START_INFO_BASE + START_INFO_LEN, 0x9_f000 - (START_INFO_BASE + START_INFO_LEN), MemType::Ram),
+        (
+            START_INFO_BASE + START_INFO_LEN,
+            0x9_f000 - (START_INFO_BASE + START_INFO_LEN),
+            MemType::Ram
+        ),
         (0x9_f000, ACPI_BASE - 0x9_f000, MemType::Reserved),
         (ACPI_BASE, acpi_end - ACPI_BASE, MemType::Acpi),
         (acpi_end, 0x10_0000 - acpi_end, MemType::Reserved),
@@ -144,7 +178,9 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
     for &(a, s, k) in &d.e820 {
         sib = sib.memmap(a, s, k);
     }
-    let layout = sib.build(START_INFO_BASE, START_INFO_LEN).map_err(|e| format!("start_info: {e:?}"))?;
+    let layout = sib
+        .build(START_INFO_BASE, START_INFO_LEN)
+        .map_err(|e| format!("start_info: {e:?}"))?;
     for (gpa, bytes) in &layout.writes {
         assert!(guestmem::write(&d.p2m, *gpa, bytes));
     }
@@ -170,7 +206,10 @@ pub fn run(cfg: &Config) -> Outcome {
         Ok(v) => v,
         Err(e) => return Outcome::Stopped(format!("cannot create a vCPU: {e}")),
     };
-    v.reset(StartMode::Pvh32 { entry, ebx: start_info });
+    v.reset(StartMode::Pvh32 {
+        entry,
+        ebx: start_info,
+    });
     v.set_p2m_root(d.p2m.root);
     let mut exits = 0u64;
     let outcome = loop {
@@ -204,8 +243,27 @@ impl Domain {
             log::info!("(d{}) {}", self.id, self.line);
             self.line.clear();
         } else if b != b'\r' {
-            self.line.push(if b.is_ascii_graphic() || b == b' ' || b == b'\t' { b as char } else { '.' });
+            self.line
+                .push(if b.is_ascii_graphic() || b == b' ' || b == b'\t' {
+                    b as char
+                } else {
+                    '.'
+                });
         }
+    }
+
+    fn shared_info(&mut self) -> &mut SharedInfo {
+        // SAFETY: keel's own shared_info frame, direct-mapped; the guest
+        // may write it concurrently only on its own CPU, which is here.
+        unsafe { &mut *(cpu::phys_to_virt(self.shared_info) as *mut SharedInfo) }
+    }
+
+    /// Publishes vCPU 0's PV clock: system time = ns since the domain started.
+    fn update_time(&mut self) {
+        let now = cpu::rdtsc();
+        let (scale, start) = (self.scale, self.tsc_start);
+        let t = &mut self.shared_info().vcpu_info[0].time;
+        publish(t, scale, now, scale.ns(now - start));
     }
 
     fn gpa_of(&self, v: &dyn Vcpu, gva: u64) -> Option<u64> {
@@ -247,22 +305,29 @@ impl Domain {
         match exit {
             Exit::Cpuid { len } => {
                 let r = v.regs_mut();
-                let [a, b, c, dx] = cpuid::guest_cpuid(r.rax as u32, r.rcx as u32, 0, self.id, |l, s| {
-                    let r = core::arch::x86_64::__cpuid_count(l, s);
-                    [r.eax, r.ebx, r.ecx, r.edx]
-                });
+                let [a, b, c, dx] =
+                    cpuid::guest_cpuid(r.rax as u32, r.rcx as u32, 0, self.id, |l, s| {
+                        let r = core::arch::x86_64::__cpuid_count(l, s);
+                        [r.eax, r.ebx, r.ecx, r.edx]
+                    });
                 (r.rax, r.rbx, r.rcx, r.rdx) = (a as u64, b as u64, c as u64, dx as u64);
                 v.skip(len);
             }
             Exit::MsrWrite { msr, value, len } => {
-                if msr == cpuid::HYPERCALL_PAGE_MSR {
+                if msr == 0x1a0 {
+                    // IA32_MISC_ENABLE: writes are accepted and ignored.
+                    v.skip(len);
+                } else if msr == cpuid::HYPERCALL_PAGE_MSR {
                     if let Err(e) = self.write_hypercall_page(v, value & !0xfff) {
                         return Some(Outcome::Stopped(e));
                     }
                     v.skip(len);
                 } else {
                     log::debug!("d{}: wrmsr {msr:#x} <- {value:#x}: #GP", self.id);
-                    v.inject(Event::Exception { vector: 13, error_code: Some(0) });
+                    v.inject(Event::Exception {
+                        vector: 13,
+                        error_code: Some(0),
+                    });
                 }
             }
             Exit::MsrRead { msr, len } => {
@@ -270,6 +335,15 @@ impl Domain {
                     0x10 => Some(cpu::rdtsc()), // TSC
                     // APIC base: the BSP's, enabled, xAPIC mode.
                     0x1b => Some(0xfee0_0000 | (1 << 11) | (1 << 8)),
+                    // MTRRcap, MTRRdefType: no MTRRs (Linux then treats the
+                    // memory types as the hypervisor's business, as on Xen).
+                    0xfe | 0x2ff => Some(0),
+                    // AMD SYSCFG: nothing enabled.
+                    0xc001_0010 => Some(0),
+                    // IA32_MISC_ENABLE: fast strings; no BTS, no PEBS; XD
+                    // not disabled. Linux's early verify_cpu reads it
+                    // without a fault handler on Intel CPUs.
+                    0x1a0 => Some(1 | (1 << 11) | (1 << 12)),
                     _ => None,
                 };
                 match val {
@@ -281,19 +355,39 @@ impl Domain {
                     }
                     None => {
                         log::debug!("d{}: rdmsr {msr:#x}: #GP", self.id);
-                        v.inject(Event::Exception { vector: 13, error_code: Some(0) });
+                        v.inject(Event::Exception {
+                            vector: 13,
+                            error_code: Some(0),
+                        });
                     }
                 }
             }
-            Exit::Io { port, size, write, string, len, .. } => {
+            Exit::Io {
+                port,
+                size,
+                write,
+                string,
+                len,
+                ..
+            } => {
                 if string {
-                    return Some(Outcome::Stopped(format!("string I/O on port {port:#x} is not supported")));
+                    return Some(Outcome::Stopped(format!(
+                        "string I/O on port {port:#x} is not supported"
+                    )));
                 }
                 if !write {
                     // No device: reads return all ones.
-                    let mask = if size >= 4 { 0xffff_ffffu64 } else { (1u64 << (size * 8)) - 1 };
+                    let mask = if size >= 4 {
+                        0xffff_ffffu64
+                    } else {
+                        (1u64 << (size * 8)) - 1
+                    };
                     let r = v.regs_mut();
-                    r.rax = if size >= 4 { mask } else { (r.rax & !mask) | mask };
+                    r.rax = if size >= 4 {
+                        mask
+                    } else {
+                        (r.rax & !mask) | mask
+                    };
                 }
                 v.skip(len);
             }
@@ -314,7 +408,10 @@ impl Domain {
                 )));
             }
             Exit::Pause { len } => v.skip(len),
-            Exit::Xsetbv { .. } => v.inject(Event::Exception { vector: 13, error_code: Some(0) }),
+            Exit::Xsetbv { .. } => v.inject(Event::Exception {
+                vector: 13,
+                error_code: Some(0),
+            }),
             Exit::NestedPageFault { gpa, access, .. } => {
                 let what = match access {
                     Access::Read => "read",
@@ -334,7 +431,11 @@ impl Domain {
 
     /// Fills the hypercall page: entry `i` is `mov eax, i; vmcall|vmmcall; ret`.
     fn write_hypercall_page(&self, v: &dyn Vcpu, gpa: u64) -> Result<(), String> {
-        let call: [u8; 3] = if v.backend() == "VT-x" { [0x0f, 0x01, 0xc1] } else { [0x0f, 0x01, 0xd9] };
+        let call: [u8; 3] = if v.backend() == "VT-x" {
+            [0x0f, 0x01, 0xc1]
+        } else {
+            [0x0f, 0x01, 0xd9]
+        };
         let mut page = [0xccu8; 4096];
         for i in 0..(4096 / abi::HYPERCALL_PAGE_ENTRY_SIZE) {
             let e = &mut page[i * abi::HYPERCALL_PAGE_ENTRY_SIZE..];
@@ -344,7 +445,9 @@ impl Domain {
             e[8] = 0xc3;
         }
         if !guestmem::write(&self.p2m, gpa, &page) {
-            return Err(format!("hypercall page at {gpa:#x} is outside the domain's memory"));
+            return Err(format!(
+                "hypercall page at {gpa:#x} is outside the domain's memory"
+            ));
         }
         log::debug!("d{}: hypercall page at {gpa:#x}", self.id);
         Ok(())
@@ -377,7 +480,10 @@ impl Domain {
                 _ => Err(Errno::EINVAL),
             },
             Hypercall::XenVersion => match a1 {
-                abi::xenver::VERSION => ok(v, abi::xenver::encode(cpuid::XEN_MAJOR as u16, cpuid::XEN_MINOR as u16)),
+                abi::xenver::VERSION => ok(
+                    v,
+                    abi::xenver::encode(cpuid::XEN_MAJOR as u16, cpuid::XEN_MINOR as u16),
+                ),
                 abi::xenver::EXTRAVERSION => {
                     let mut s = [0u8; abi::xenver::EXTRAVERSION_LEN];
                     s[..6].copy_from_slice(b"-keel\0");
@@ -396,7 +502,11 @@ impl Domain {
                         self.read(v, a2, &mut b)?;
                         u32::from_le_bytes(b)
                     };
-                    let map = if idx == 0 { abi::xenfeat::pvh_submap(self.initial) } else { 0 };
+                    let map = if idx == 0 {
+                        abi::xenfeat::pvh_submap(self.initial)
+                    } else {
+                        0
+                    };
                     self.write(v, a2 + 4, &map.to_le_bytes())?;
                     ok(v, 0)
                 }
@@ -437,14 +547,23 @@ impl Domain {
                     let gpa = gpfn << 12;
                     let _ = self.p2m.unmap(&mut HostTables, gpa, PageSize::Size4K);
                     self.p2m
-                        .map(&mut HostTables, gpa, self.shared_info, PageSize::Size4K, Perm::RW)
+                        .map(
+                            &mut HostTables,
+                            gpa,
+                            self.shared_info,
+                            PageSize::Size4K,
+                            Perm::RW,
+                        )
                         .map_err(|_| Errno::EINVAL)?;
                     // Flush point: a present gfn now points elsewhere.
                     v.flush_p2m();
+                    self.update_time();
                     log::debug!("d{}: shared_info at gfn {gpfn:#x}", self.id);
                     ok(v, 0)
                 }
-                abi::xenmem::CURRENT_RESERVATION | abi::xenmem::MAXIMUM_RESERVATION => ok(v, self.ram_pages),
+                abi::xenmem::CURRENT_RESERVATION | abi::xenmem::MAXIMUM_RESERVATION => {
+                    ok(v, self.ram_pages)
+                }
                 abi::xenmem::MAXIMUM_GPFN => ok(v, self.ram_pages - 1),
                 _ => {
                     self.unimplemented += 1;
@@ -495,7 +614,11 @@ impl Domain {
             }
             other => {
                 self.unimplemented += 1;
-                log::debug!("d{}: hypercall {other:?} ({a1:#x}, {a2:#x}, {a3:#x}): -ENOSYS", self.id);
+                log::debug!(
+                    "d{}: hypercall {other:?} ({a1:#x}, {a2:#x}, {a3:#x}) at RIP {:#x}: -ENOSYS",
+                    self.id,
+                    r.rip
+                );
                 Err(Errno::ENOSYS)
             }
         }

@@ -17,6 +17,6 @@ pub mod runner;
 pub mod scenario;
 
 pub use scenario::{
-    bench_scenarios, guest_scenarios, required, Emulator, Expect, Firmware, Scenario, Status,
-    Vendor,
+    bench_scenarios, guest_scenarios, linux_scenarios, required, Emulator, Expect, Firmware,
+    Scenario, Status, Vendor,
 };

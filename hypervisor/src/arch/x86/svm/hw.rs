@@ -101,6 +101,23 @@ pub fn disable_cpu() {
 
 static VMRUNS: AtomicU64 = AtomicU64::new(0);
 
+/// MSRs the guest reads and writes directly: VMRUN/#VMEXIT or VMLOAD/VMSAVE
+/// switch them (FS/GS bases, KernelGSbase, the SYSCALL and SYSENTER MSRs),
+/// or nested paging redirects them to the VMCB (PAT goes to G_PAT).
+const PASSTHROUGH_MSRS: &[u32] = &[
+    0x174,       // SYSENTER_CS
+    0x175,       // SYSENTER_ESP
+    0x176,       // SYSENTER_EIP
+    0x277,       // PAT (G_PAT under nested paging)
+    0xc000_0081, // STAR
+    0xc000_0082, // LSTAR
+    0xc000_0083, // CSTAR
+    0xc000_0084, // SFMASK
+    0xc000_0100, // FS_BASE
+    0xc000_0101, // GS_BASE
+    0xc000_0102, // KERNEL_GS_BASE
+];
+
 pub struct SvmVcpu {
     vmcb_pa: u64,
     iopm_pa: u64,
@@ -126,11 +143,19 @@ impl SvmVcpu {
         let vmcb_pa = zeroed_frames(1)?;
         let iopm_pa = zeroed_frames(3)?;
         let msrpm_pa = zeroed_frames(2)?;
-        // Intercept every port and every MSR: common code decides.
+        // Intercept every port and every MSR (common code decides), except
+        // the MSRs whose guest values the hardware keeps in the VMCB.
         // SAFETY: just allocated, direct-mapped.
         unsafe {
             core::ptr::write_bytes(cpu::phys_to_virt(iopm_pa) as *mut u8, 0xff, 3 * 4096);
             core::ptr::write_bytes(cpu::phys_to_virt(msrpm_pa) as *mut u8, 0xff, 2 * 4096);
+        }
+        // SAFETY: the MSR permission map is 8 KiB, direct-mapped, ours.
+        let msrpm = unsafe { &mut *(cpu::phys_to_virt(msrpm_pa) as *mut [u8; 8192]) };
+        for &msr in PASSTHROUGH_MSRS {
+            let bit = super::vmcb::msrpm_bit(msr).expect("MSR in a mapped range");
+            // Clear the read and the write intercept (two adjacent bits).
+            msrpm[bit / 8] &= !(0b11 << (bit % 8));
         }
         let v = SvmVcpu {
             vmcb_pa,

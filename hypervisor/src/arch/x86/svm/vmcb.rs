@@ -167,6 +167,19 @@ pub const fn pack_attr(vmx_ar: u16) -> u16 {
     (vmx_ar & 0xff) | ((vmx_ar >> 4) & 0xf00)
 }
 
+/// Bit index of `msr`'s read-intercept bit in the MSR permission map (the
+/// write bit follows it), or `None` for MSRs outside the three mapped ranges
+/// (always intercepted). APM vol. 2, 15.11.
+pub fn msrpm_bit(msr: u32) -> Option<usize> {
+    let (base, range_off) = match msr {
+        0x0000_0000..=0x0000_1fff => (0x0000_0000, 0x0000),
+        0xc000_0000..=0xc000_1fff => (0xc000_0000, 0x0800),
+        0xc001_0000..=0xc001_1fff => (0xc001_0000, 0x1000),
+        _ => return None,
+    };
+    Some(range_off * 8 + (msr - base) as usize * 2)
+}
+
 /// EVENTINJ encoding.
 pub fn event_inj(vector: u8, kind: u64, error_code: Option<u32>) -> u64 {
     let mut v = vector as u64 | (kind << 8) | (1 << 31);
@@ -188,6 +201,16 @@ mod tests {
         assert_eq!(pack_attr(0xa09b), 0xa9b); // 64-bit code: L + G
         assert_eq!(pack_attr(0xc093), 0xc93);
     }
+    #[test]
+    fn msr_permission_map_bits() {
+        assert_eq!(msrpm_bit(0), Some(0));
+        assert_eq!(msrpm_bit(0x174), Some(0x2e8));
+        assert_eq!(msrpm_bit(0xc000_0080), Some(0x800 * 8 + 0x100)); // EFER
+        assert_eq!(msrpm_bit(0xc001_0114), Some(0x1000 * 8 + 0x228));
+        assert_eq!(msrpm_bit(0x4000_0000), None);
+        assert!(msrpm_bit(0xc001_1fff).unwrap() / 8 < 0x1800);
+    }
+
     #[test]
     fn event_encoding() {
         assert_eq!(event_inj(0x30, EVENT_INTR, None), 0x8000_0030);

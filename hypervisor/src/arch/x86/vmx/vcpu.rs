@@ -372,9 +372,12 @@ impl VmxVcpu {
         for s in Seg::ALL {
             let (sel, base, limit, arf) = s.fields();
             let (selector, b, lim, a) = match (mode, s) {
-                (StartMode::RealModeSipi { vector }, Seg::Cs) => {
-                    ((vector as u64) << 8, (vector as u64) << 12, 0xffff, ar::REAL_CODE)
-                }
+                (StartMode::RealModeSipi { vector }, Seg::Cs) => (
+                    (vector as u64) << 8,
+                    (vector as u64) << 12,
+                    0xffff,
+                    ar::REAL_CODE,
+                ),
                 (StartMode::RealModeSipi { .. }, Seg::Tr) => (0, 0, 0xffff, ar::TSS_BUSY),
                 (_, Seg::Ldtr) => (0, 0, 0xffff, ar::UNUSABLE),
                 (StartMode::RealModeSipi { .. }, _) => (0, 0, 0xffff, ar::REAL_DATA),
