@@ -54,6 +54,18 @@ pub fn guest_cpuid(
     }
 }
 
+/// Serves a CPUID exit: the guest's view of the leaf in RAX/RCX, then skip.
+#[cfg(target_os = "none")]
+pub fn emulate(v: &mut dyn super::vcpu::Vcpu, vcpu_id: u32, domid: u16, len: u8) {
+    let r = v.regs_mut();
+    let [a, b, c, d] = guest_cpuid(r.rax as u32, r.rcx as u32, vcpu_id, domid, |l, s| {
+        let x = core::arch::x86_64::__cpuid_count(l, s);
+        [x.eax, x.ebx, x.ecx, x.edx]
+    });
+    (r.rax, r.rbx, r.rcx, r.rdx) = (a as u64, b as u64, c as u64, d as u64);
+    v.skip(len);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

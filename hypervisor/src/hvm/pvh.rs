@@ -12,7 +12,7 @@
 use super::cpuid;
 use super::decode;
 use super::guestmem::{self, HostTables, P2mReader};
-use super::vcpu::{Access, Event, Exit, StartMode, Vcpu};
+use super::vcpu::{io_in_result, Exit, StartMode, Vcpu};
 use crate::arch::x86::time;
 use crate::arch::x86::{cpu, hvm};
 use crate::domain::acpi;
@@ -303,16 +303,7 @@ impl Domain {
 
     fn handle(&mut self, v: &mut dyn Vcpu, exit: Exit) -> Option<Outcome> {
         match exit {
-            Exit::Cpuid { len } => {
-                let r = v.regs_mut();
-                let [a, b, c, dx] =
-                    cpuid::guest_cpuid(r.rax as u32, r.rcx as u32, 0, self.id, |l, s| {
-                        let r = core::arch::x86_64::__cpuid_count(l, s);
-                        [r.eax, r.ebx, r.ecx, r.edx]
-                    });
-                (r.rax, r.rbx, r.rcx, r.rdx) = (a as u64, b as u64, c as u64, dx as u64);
-                v.skip(len);
-            }
+            Exit::Cpuid { len } => cpuid::emulate(v, 0, self.id, len),
             Exit::MsrWrite { msr, value, len } => {
                 if msr == 0x1a0 {
                     // IA32_MISC_ENABLE: writes are accepted and ignored.
@@ -324,10 +315,7 @@ impl Domain {
                     v.skip(len);
                 } else {
                     log::debug!("d{}: wrmsr {msr:#x} <- {value:#x}: #GP", self.id);
-                    v.inject(Event::Exception {
-                        vector: 13,
-                        error_code: Some(0),
-                    });
+                    v.inject_gp();
                 }
             }
             Exit::MsrRead { msr, len } => {
@@ -355,10 +343,7 @@ impl Domain {
                     }
                     None => {
                         log::debug!("d{}: rdmsr {msr:#x}: #GP", self.id);
-                        v.inject(Event::Exception {
-                            vector: 13,
-                            error_code: Some(0),
-                        });
+                        v.inject_gp();
                     }
                 }
             }
@@ -377,17 +362,8 @@ impl Domain {
                 }
                 if !write {
                     // No device: reads return all ones.
-                    let mask = if size >= 4 {
-                        0xffff_ffffu64
-                    } else {
-                        (1u64 << (size * 8)) - 1
-                    };
                     let r = v.regs_mut();
-                    r.rax = if size >= 4 {
-                        mask
-                    } else {
-                        (r.rax & !mask) | mask
-                    };
+                    r.rax = io_in_result(r.rax, size, u64::MAX);
                 }
                 v.skip(len);
             }
@@ -408,16 +384,9 @@ impl Domain {
                 )));
             }
             Exit::Pause { len } => v.skip(len),
-            Exit::Xsetbv { .. } => v.inject(Event::Exception {
-                vector: 13,
-                error_code: Some(0),
-            }),
+            Exit::Xsetbv { .. } => v.inject_gp(),
             Exit::NestedPageFault { gpa, access, .. } => {
-                let what = match access {
-                    Access::Read => "read",
-                    Access::Write => "write",
-                    Access::Execute => "execute",
-                };
+                let what = access.name();
                 return Some(Outcome::Stopped(format!(
                     "{what} of guest-physical {gpa:#x}: no memory or emulated device there (MMIO emulation is not implemented yet)"
                 )));

@@ -5,7 +5,7 @@
 
 use super::guestmem::{self, HostTables};
 use super::testproto::{self as tp, Scenario};
-use super::vcpu::{Access, Event, Exit, StartMode, Vcpu};
+use super::vcpu::{io_in_result, Event, Exit, StartMode, Vcpu};
 use crate::arch::x86::{cpu, hvm, time};
 use crate::kernel::FRAMES;
 use crate::loader::elf;
@@ -88,13 +88,6 @@ impl Drop for Guest {
             f.free(*d, 1);
         }
     }
-}
-
-fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
-    super::cpuid::guest_cpuid(leaf, sub, 0, 0, |l, s| {
-        let r = core::arch::x86_64::__cpuid_count(l, s);
-        [r.eax, r.ebx, r.ecx, r.edx]
-    })
 }
 
 fn alloc_guest(id: u32, scenario: Scenario, image: &[u8]) -> Result<Guest, String> {
@@ -209,12 +202,7 @@ pub fn run(id: u32, scenario: Scenario, image: &[u8]) -> Report {
 
 fn handle(g: &mut Guest, v: &mut dyn Vcpu, exit: Exit) -> Option<Outcome> {
     match exit {
-        Exit::Cpuid { len } => {
-            let r = v.regs_mut();
-            let [a, b, c, d] = cpuid(r.rax as u32, r.rcx as u32);
-            (r.rax, r.rbx, r.rcx, r.rdx) = (a as u64, b as u64, c as u64, d as u64);
-            v.skip(len);
-        }
+        Exit::Cpuid { len } => super::cpuid::emulate(v, 0, 0, len),
         Exit::MsrRead { msr, len } => {
             if msr == tp::SCRATCH_MSR {
                 let r = v.regs_mut();
@@ -222,10 +210,7 @@ fn handle(g: &mut Guest, v: &mut dyn Vcpu, exit: Exit) -> Option<Outcome> {
                 r.rdx = g.scratch_msr >> 32;
                 v.skip(len);
             } else {
-                v.inject(Event::Exception {
-                    vector: 13,
-                    error_code: Some(0),
-                });
+                v.inject_gp();
             }
         }
         Exit::MsrWrite { msr, value, len } => {
@@ -233,10 +218,7 @@ fn handle(g: &mut Guest, v: &mut dyn Vcpu, exit: Exit) -> Option<Outcome> {
                 g.scratch_msr = value;
                 v.skip(len);
             } else {
-                v.inject(Event::Exception {
-                    vector: 13,
-                    error_code: Some(0),
-                });
+                v.inject_gp();
             }
         }
         Exit::Io {
@@ -272,10 +254,9 @@ fn handle(g: &mut Guest, v: &mut dyn Vcpu, exit: Exit) -> Option<Outcome> {
                     tp::SCENARIO => g.scenario as u64,
                     tp::EXPECT => g.npf_served as u64,
                     _ => u64::MAX, // no device: all ones
-                } & mask;
+                };
                 let regs = v.regs_mut();
-                // A 32-bit result zero-extends into RAX; 8/16-bit ones merge.
-                regs.rax = if size >= 4 { r } else { (regs.rax & !mask) | r };
+                regs.rax = io_in_result(regs.rax, size, r);
             }
             v.skip(len);
         }
@@ -309,10 +290,7 @@ fn handle(g: &mut Guest, v: &mut dyn Vcpu, exit: Exit) -> Option<Outcome> {
             r.rax = if r.rax == 0 { 0 } else { tp::ENOSYS as u64 };
             v.skip(len);
         }
-        Exit::Xsetbv { .. } => v.inject(Event::Exception {
-            vector: 13,
-            error_code: Some(0),
-        }),
+        Exit::Xsetbv { .. } => v.inject_gp(),
         Exit::NestedPageFault {
             gpa,
             access,
@@ -343,11 +321,7 @@ fn handle(g: &mut Guest, v: &mut dyn Vcpu, exit: Exit) -> Option<Outcome> {
                 // keel flushes anyway on the next entry for simplicity.
                 v.flush_p2m();
             } else {
-                let what = match access {
-                    Access::Read => "read",
-                    Access::Write => "write",
-                    Access::Execute => "execute",
-                };
+                let what = access.name();
                 return Some(Outcome::Killed(format!(
                     "{what} of guest-physical {gpa:#x}, which the guest does not own"
                 )));

@@ -79,6 +79,28 @@ pub enum Access {
     Execute,
 }
 
+impl Access {
+    pub fn name(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::Execute => "execute",
+        }
+    }
+}
+
+/// Stores the result of an `in` of `size` bytes into RAX the way the CPU
+/// does: a 32-bit result zero-extends into RAX, 8- and 16-bit ones leave
+/// the other bits alone.
+pub fn io_in_result(rax: u64, size: u8, value: u64) -> u64 {
+    if size >= 4 {
+        value & 0xffff_ffff
+    } else {
+        let mask = (1u64 << (size * 8)) - 1;
+        (rax & !mask) | (value & mask)
+    }
+}
+
 /// Why the guest stopped running. Every backend maps its exit codes onto
 /// this; `len` fields are the instruction length (for skipping it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,4 +247,25 @@ pub trait Vcpu {
     fn flush_p2m(&mut self);
     /// Which backend: "VT-x" or "AMD-V".
     fn backend(&self) -> &'static str;
+
+    /// Injects #GP(0), the answer to an MSR or instruction keel refuses.
+    fn inject_gp(&mut self) {
+        self.inject(Event::Exception {
+            vector: 13,
+            error_code: Some(0),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_results_merge_or_zero_extend() {
+        let rax = 0xa5a5_a5a5_dead_beef;
+        assert_eq!(io_in_result(rax, 1, 0x1234), 0xa5a5_a5a5_dead_be34);
+        assert_eq!(io_in_result(rax, 2, 0x1234), 0xa5a5_a5a5_dead_1234);
+        assert_eq!(io_in_result(rax, 4, 0xffff_ffff_1234), 0xffff_1234);
+    }
 }

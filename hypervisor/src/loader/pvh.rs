@@ -24,28 +24,8 @@
 use super::elf::{ElfError, Image};
 use alloc::vec::Vec;
 
-/// `XEN_ELFNOTE_*` note types (Xen `public/elfnote.h`).
-pub mod note {
-    pub const INFO: u32 = 0;
-    pub const ENTRY: u32 = 1;
-    pub const HYPERCALL_PAGE: u32 = 2;
-    pub const VIRT_BASE: u32 = 3;
-    pub const PADDR_OFFSET: u32 = 4;
-    pub const XEN_VERSION: u32 = 5;
-    pub const GUEST_OS: u32 = 6;
-    pub const GUEST_VERSION: u32 = 7;
-    pub const LOADER: u32 = 8;
-    pub const PAE_MODE: u32 = 9;
-    pub const FEATURES: u32 = 10;
-    pub const BSD_SYMTAB: u32 = 11;
-    pub const HV_START_LOW: u32 = 12;
-    pub const L1_MFN_VALID: u32 = 13;
-    pub const SUSPEND_CANCEL: u32 = 14;
-    pub const INIT_P2M: u32 = 15;
-    pub const MOD_START_PFN: u32 = 16;
-    pub const SUPPORTED_FEATURES: u32 = 17;
-    pub const PHYS32_ENTRY: u32 = 18;
-}
+/// `XEN_ELFNOTE_*` note types: defined once, in the Xen ABI module.
+pub use crate::xen::abi::elfnote as note;
 
 const PT_NOTE: u32 = 4;
 const SHT_NOTE: u32 = 7;
@@ -380,7 +360,7 @@ impl<'a> PvhImage<'a> {
 // ---------------------------------------------------------------------------
 
 /// `XEN_HVM_START_MAGIC_VALUE`.
-pub const START_MAGIC: u32 = 0x336e_c578;
+pub const START_MAGIC: u32 = crate::xen::abi::XEN_HVM_START_MAGIC_VALUE;
 /// Version 1 adds the memory map.
 pub const START_VERSION: u32 = 1;
 /// `SIF_PRIVILEGED`: the domain may touch hardware (dom0).
@@ -388,42 +368,44 @@ pub const SIF_PRIVILEGED: u32 = 1 << 0;
 /// `SIF_INITDOMAIN`: the initial domain.
 pub const SIF_INITDOMAIN: u32 = 1 << 1;
 
-/// `struct hvm_start_info`: 56 bytes. Field offsets:
-/// magic 0 (u32), version 4 (u32), flags 8 (u32), nr_modules 12 (u32),
-/// modlist_paddr 16, cmdline_paddr 24, rsdp_paddr 32, memmap_paddr 40 (u64),
-/// memmap_entries 48 (u32), reserved 52 (u32).
+/// Byte offsets in `struct hvm_start_info`, from the ABI struct (whose
+/// layout is asserted against the public headers in `xen::abi`).
 pub mod start_info {
-    pub const SIZE: usize = 56;
-    pub const MAGIC: usize = 0;
-    pub const VERSION: usize = 4;
-    pub const FLAGS: usize = 8;
-    pub const NR_MODULES: usize = 12;
-    pub const MODLIST_PADDR: usize = 16;
-    pub const CMDLINE_PADDR: usize = 24;
-    pub const RSDP_PADDR: usize = 32;
-    pub const MEMMAP_PADDR: usize = 40;
-    pub const MEMMAP_ENTRIES: usize = 48;
-    pub const RESERVED: usize = 52;
+    use crate::xen::abi::HvmStartInfo as S;
+    use core::mem::{offset_of, size_of};
+    pub const SIZE: usize = size_of::<S>();
+    pub const MAGIC: usize = offset_of!(S, magic);
+    pub const VERSION: usize = offset_of!(S, version);
+    pub const FLAGS: usize = offset_of!(S, flags);
+    pub const NR_MODULES: usize = offset_of!(S, nr_modules);
+    pub const MODLIST_PADDR: usize = offset_of!(S, modlist_paddr);
+    pub const CMDLINE_PADDR: usize = offset_of!(S, cmdline_paddr);
+    pub const RSDP_PADDR: usize = offset_of!(S, rsdp_paddr);
+    pub const MEMMAP_PADDR: usize = offset_of!(S, memmap_paddr);
+    pub const MEMMAP_ENTRIES: usize = offset_of!(S, memmap_entries);
+    pub const RESERVED: usize = offset_of!(S, reserved);
 }
 
-/// `struct hvm_modlist_entry`: 32 bytes: paddr 0, size 8, cmdline_paddr 16,
-/// reserved 24 (all u64).
+/// Byte offsets in `struct hvm_modlist_entry`.
 pub mod modlist_entry {
-    pub const SIZE: usize = 32;
-    pub const PADDR: usize = 0;
-    pub const LEN: usize = 8;
-    pub const CMDLINE_PADDR: usize = 16;
-    pub const RESERVED: usize = 24;
+    use crate::xen::abi::HvmModlistEntry as M;
+    use core::mem::{offset_of, size_of};
+    pub const SIZE: usize = size_of::<M>();
+    pub const PADDR: usize = offset_of!(M, paddr);
+    pub const LEN: usize = offset_of!(M, size);
+    pub const CMDLINE_PADDR: usize = offset_of!(M, cmdline_paddr);
+    pub const RESERVED: usize = offset_of!(M, reserved);
 }
 
-/// `struct hvm_memmap_table_entry`: 24 bytes: addr 0 (u64), size 8 (u64),
-/// type 16 (u32), reserved 20 (u32).
+/// Byte offsets in `struct hvm_memmap_table_entry`.
 pub mod memmap_entry {
-    pub const SIZE: usize = 24;
-    pub const ADDR: usize = 0;
-    pub const LEN: usize = 8;
-    pub const TYPE: usize = 16;
-    pub const RESERVED: usize = 20;
+    use crate::xen::abi::HvmMemmapTableEntry as E;
+    use core::mem::{offset_of, size_of};
+    pub const SIZE: usize = size_of::<E>();
+    pub const ADDR: usize = offset_of!(E, addr);
+    pub const LEN: usize = offset_of!(E, size);
+    pub const TYPE: usize = offset_of!(E, kind);
+    pub const RESERVED: usize = offset_of!(E, reserved);
 }
 
 /// `XEN_HVM_MEMMAP_TYPE_*` (the e820 types).
