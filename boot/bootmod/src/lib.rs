@@ -139,7 +139,7 @@ impl<'a> Archive<'a> {
             core::str::from_utf8(&raw_name[..name_len]).map_err(|_| Error::BadName { index })?;
         let offset = u64_at(self.bytes, e + NAME_LEN);
         let len = u64_at(self.bytes, e + NAME_LEN + 8);
-        if offset % ALIGN as u64 != 0 {
+        if !offset.is_multiple_of(ALIGN as u64) {
             return Err(Error::Misaligned { index });
         }
         let end = offset.checked_add(len).ok_or(Error::Truncated { index })?;
