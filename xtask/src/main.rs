@@ -205,12 +205,21 @@ fn build_test_guest() -> Result<Vec<u8>> {
     std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Puts the built test guest into every scenario that carries one.
-fn fill_test_guest(scenarios: &mut [keel_harness::Scenario], guest: &[u8]) {
+/// Whether any scenario has an empty placeholder module named `name`
+/// (filled in by xtask once the real thing is built or fetched).
+fn wants(scenarios: &[keel_harness::Scenario], name: &str) -> bool {
+    scenarios
+        .iter()
+        .any(|s| s.modules.iter().any(|(n, d)| n == name && d.is_empty()))
+}
+
+/// Fills the empty placeholder modules called `name` with `data`; modules
+/// that already have contents (e.g. a stand-in `dom0`) are left alone.
+fn fill(scenarios: &mut [keel_harness::Scenario], name: &str, data: &[u8]) {
     for s in scenarios {
-        for (name, data) in &mut s.modules {
-            if name == "testguest" {
-                *data = guest.to_vec();
+        for (n, d) in &mut s.modules {
+            if n == name && d.is_empty() {
+                *d = data.to_vec();
             }
         }
     }
@@ -226,16 +235,8 @@ fn fill_linux(scenarios: &mut [keel_harness::Scenario]) -> Result<()> {
     let dir = root().join("target/keel/linux");
     let read =
         |f: &str| std::fs::read(dir.join(f)).map_err(|e| format!("{}: {e}", dir.join(f).display()));
-    let (kernel, initrd) = (read("vmlinux")?, read("initrd.cpio.gz")?);
-    for s in scenarios {
-        for (name, data) in &mut s.modules {
-            match name.as_str() {
-                "dom0" => *data = kernel.clone(),
-                "dom0-initrd" => *data = initrd.clone(),
-                _ => {}
-            }
-        }
-    }
+    fill(scenarios, "dom0", &read("vmlinux")?);
+    fill(scenarios, "dom0-initrd", &read("initrd.cpio.gz")?);
     Ok(())
 }
 
@@ -519,12 +520,9 @@ fn cmd_test(a: &[String]) -> Result<u8> {
             return Ok(1);
         }
     };
-    if scenarios
-        .iter()
-        .any(|s| s.modules.iter().any(|(n, _)| n == "testguest"))
-    {
+    if wants(&scenarios, "testguest") {
         match build_test_guest() {
-            Ok(g) => fill_test_guest(&mut scenarios, &g),
+            Ok(g) => fill(&mut scenarios, "testguest", &g),
             Err(e) => {
                 eprintln!("xtask: {e}: the guest scenarios cannot run");
                 print_summary(host_result, &[], t_build.elapsed(), t_all.elapsed());
@@ -532,10 +530,7 @@ fn cmd_test(a: &[String]) -> Result<u8> {
             }
         }
     }
-    if scenarios
-        .iter()
-        .any(|s| s.modules.iter().any(|(n, _)| n == "dom0"))
-    {
+    if wants(&scenarios, "dom0") {
         if let Err(e) = fill_linux(&mut scenarios) {
             eprintln!("xtask: {e}: the Linux scenarios cannot run");
             print_summary(host_result, &[], t_build.elapsed(), t_all.elapsed());
