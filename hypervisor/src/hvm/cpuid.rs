@@ -39,13 +39,22 @@ pub fn guest_cpuid(
         ],
         0x4000_0005..=0x4000_00ff => [0; 4],
         _ => {
-            let [mut a, b, mut c, d] = native(leaf, sub);
+            let [mut a, b, mut c, mut d] = native(leaf, sub);
+            // No machine-check architecture is offered (no MCG MSRs).
+            const MCE_MCA: u32 = (1 << 7) | (1 << 14);
             match leaf {
-                // Hypervisor present; no nested VMX; no MONITOR/MWAIT (TCG
-                // raises #GP on MWAIT hints) .
-                1 => c = (c | (1 << 31)) & !(1 << 5) & !(1 << 3),
-                // No nested SVM.
-                0x8000_0001 => c &= !(1 << 2),
+                // Hypervisor present; x2APIC (keel's virtual local APIC is
+                // x2APIC-only); no nested VMX; no MONITOR/MWAIT (TCG raises
+                // #GP on MWAIT hints).
+                1 => {
+                    c = (c | (1 << 31) | (1 << 21)) & !(1 << 5) & !(1 << 3);
+                    d &= !MCE_MCA;
+                }
+                // No nested SVM; AMD mirrors MCE/MCA here.
+                0x8000_0001 => {
+                    c &= !(1 << 2);
+                    d &= !MCE_MCA;
+                }
                 0x8000_000a => a = 0,
                 _ => {}
             }
@@ -100,6 +109,8 @@ mod tests {
     fn host_leaves_adjusted() {
         let l1 = guest_cpuid(1, 0, 0, 0, host);
         assert!(l1[2] & (1 << 31) != 0, "hypervisor bit");
+        assert!(l1[2] & (1 << 21) != 0, "x2APIC");
+        assert_eq!(l1[3] & ((1 << 7) | (1 << 14)), 0, "no MCE/MCA");
         assert_eq!(l1[2] & ((1 << 5) | (1 << 3)), 0, "no VMX, no MONITOR");
         assert_eq!(
             guest_cpuid(0x8000_0001, 0, 0, 0, host)[2] & (1 << 2),

@@ -14,3 +14,4 @@ pub mod testproto;
 #[cfg(target_os = "none")]
 pub mod testrun;
 pub mod vcpu;
+pub mod vlapic;

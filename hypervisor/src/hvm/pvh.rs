@@ -12,7 +12,8 @@
 use super::cpuid;
 use super::decode;
 use super::guestmem::{self, HostTables, P2mReader};
-use super::vcpu::{io_in_result, Exit, StartMode, Vcpu};
+use super::vcpu::{io_in_result, Event, Exit, StartMode, Vcpu};
+use super::vlapic::{self, Vlapic};
 use crate::arch::x86::time;
 use crate::arch::x86::{cpu, hvm};
 use crate::domain::acpi;
@@ -20,7 +21,8 @@ use crate::kernel::FRAMES;
 use crate::loader::pvh::{MemType, PvhImage, StartInfoBuilder, SIF_INITDOMAIN, SIF_PRIVILEGED};
 use crate::mm::p2m::{P2m, Perm};
 use crate::mm::paging::PageSize;
-use crate::xen::abi::{self, Errno, Hypercall, SharedInfo};
+use crate::xen::abi::{self, Errno, Hypercall, SharedInfo, VcpuInfo};
+use crate::xen::evtchn::{Channels, Peer, Pending, VcpuInfoRef};
 use crate::xen::time::{publish, TimeScale};
 use alloc::format;
 use alloc::string::String;
@@ -66,6 +68,23 @@ struct Domain {
     /// The TSC when the domain started: its system time counts from here.
     tsc_start: u64,
     scale: TimeScale,
+    lapic: Vlapic,
+    /// Guest-physical address of vCPU 0's registered vcpu_info, if any
+    /// (VCPUOP_register_vcpu_info); else the slot in shared_info is used.
+    vcpu_info_gpa: Option<u64>,
+    /// IA32_TSC_AUX (what RDTSCP/RDPID report: Linux stores the CPU number).
+    tsc_aux: u64,
+    /// Event channels (2-level).
+    chans: Channels,
+    /// The upcall vector came from HVMOP_set_evtchn_upcall_vector: it goes
+    /// through the local APIC and the guest EOIs it. Through
+    /// HVM_PARAM_CALLBACK_IRQ it is injected directly, never acknowledged.
+    upcall_via_lapic: bool,
+    /// A direct (non-LAPIC) callback-vector upcall is due.
+    callback_pending: bool,
+    /// Xen's single-shot vCPU timer (VCPUOP_set_singleshot_timer,
+    /// set_timer_op): system time in ns at which VIRQ_TIMER fires.
+    xen_timer_ns: Option<u64>,
 }
 
 impl Drop for Domain {
@@ -115,6 +134,13 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
         hypercalls: 0,
         tsc_start: cpu::rdtsc(),
         scale: TimeScale::from_hz(time::tsc_khz() * 1000),
+        lapic: Vlapic::new(0),
+        vcpu_info_gpa: None,
+        tsc_aux: 0,
+        chans: Channels::new(cfg.domid, 1),
+        upcall_via_lapic: false,
+        callback_pending: false,
+        xen_timer_ns: None,
     };
     zero(ram, cfg.mem_bytes);
     // 4 KiB pages: pages get replaced (shared_info, grant frames) by gfn.
@@ -216,6 +242,7 @@ pub fn run(cfg: &Config) -> Outcome {
         if exits >= MAX_EXITS {
             break Outcome::Stopped(format!("exceeded {MAX_EXITS} exits"));
         }
+        d.deliver_interrupts(&mut *v);
         let e = v.run();
         exits += 1;
         if let Some(o) = d.handle(&mut *v, e) {
@@ -252,18 +279,128 @@ impl Domain {
         }
     }
 
+    /// Nanoseconds since the domain started (its system time).
+    fn now_ns(&self) -> u64 {
+        self.scale.ns(cpu::rdtsc() - self.tsc_start)
+    }
+
+    /// Injects the local APIC's highest pending interrupt if the vCPU can
+    /// take it now, else asks for an interrupt window.
+    fn deliver_interrupts(&mut self, v: &mut dyn Vcpu) {
+        let now = self.now_ns();
+        if self.xen_timer_ns.is_some_and(|t| now >= t) {
+            self.xen_timer_ns = None;
+            if let Some(port) = self.chans.virq_port(abi::virq::TIMER, 0) {
+                self.signal(port);
+            }
+        }
+        self.lapic.tick(now);
+        if self.callback_pending {
+            if v.can_inject_interrupt() {
+                v.inject(Event::Interrupt(self.upcall_vector));
+                self.callback_pending = false;
+            } else {
+                v.request_interrupt_window(true);
+            }
+            return;
+        }
+        match self.lapic.pending() {
+            Some(vec) if v.can_inject_interrupt() => {
+                v.inject(Event::Interrupt(vec));
+                self.lapic.accept(vec);
+                v.request_interrupt_window(false);
+            }
+            Some(_) => v.request_interrupt_window(true),
+            None => v.request_interrupt_window(false),
+        }
+    }
+
+    /// The earliest moment something will wake a halted vCPU.
+    fn next_wakeup(&self) -> Option<u64> {
+        match (self.lapic.next_deadline(), self.xen_timer_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A halted vCPU (HLT or SCHEDOP_block) sleeps until its next timer;
+    /// false if nothing could ever wake it.
+    fn sleep(&mut self) -> bool {
+        if self.lapic.pending().is_some() || self.callback_pending {
+            return true;
+        }
+        let Some(dl) = self.next_wakeup() else {
+            return false;
+        };
+        while self.now_ns() < dl {
+            cpu::pause();
+        }
+        true
+    }
+
+    /// Sets `port` pending for its vCPU (2-level ABI) and, when that makes
+    /// an upcall due, raises the upcall vector in the local APIC.
+    fn signal(&mut self, port: u32) {
+        let Ok(vcpu) = self.chans.notify_vcpu(port) else {
+            return;
+        };
+        let si = cpu::phys_to_virt(self.shared_info) as *mut SharedInfo;
+        let registered = self.registered_vcpu_info().map(|r| r as *mut VcpuInfo);
+        // SAFETY: shared_info is keel's frame and the registered vcpu_info
+        // lies in the guest's RAM; they are distinct memory, both mapped,
+        // and the guest does not run while keel updates them.
+        let vi = match registered {
+            Some(p) => VcpuInfoRef::Registered(unsafe { &mut *p }),
+            None => VcpuInfoRef::Legacy,
+        };
+        // SAFETY: as above.
+        let d = Pending::new(unsafe { &mut *si }).set(port, vcpu, vi);
+        if d.is_ok_and(|d| d.upcall) {
+            self.raise_upcall();
+        }
+    }
+
+    fn raise_upcall(&mut self) {
+        if self.upcall_vector < 16 {
+            return;
+        }
+        if self.upcall_via_lapic {
+            self.lapic.raise(self.upcall_vector);
+        } else {
+            self.callback_pending = true;
+        }
+    }
+
     fn shared_info(&mut self) -> &mut SharedInfo {
         // SAFETY: keel's own shared_info frame, direct-mapped; the guest
         // may write it concurrently only on its own CPU, which is here.
         unsafe { &mut *(cpu::phys_to_virt(self.shared_info) as *mut SharedInfo) }
     }
 
+    /// vCPU 0's registered vcpu_info in guest memory (checked to lie in
+    /// one page of the domain's RAM when it was registered).
+    fn registered_vcpu_info(&mut self) -> Option<&mut VcpuInfo> {
+        let gpa = self.vcpu_info_gpa?;
+        let (hpa, _, _) = self.p2m.translate(&mut HostTables, gpa)?;
+        // SAFETY: `hpa` backs the guest page holding the structure (which
+        // does not cross a page, checked at registration); the guest runs
+        // only on this CPU, and only while keel is not in here.
+        Some(unsafe { &mut *(cpu::phys_to_virt(hpa) as *mut VcpuInfo) })
+    }
+
     /// Publishes vCPU 0's PV clock: system time = ns since the domain started.
     fn update_time(&mut self) {
         let now = cpu::rdtsc();
         let (scale, start) = (self.scale, self.tsc_start);
-        let t = &mut self.shared_info().vcpu_info[0].time;
-        publish(t, scale, now, scale.ns(now - start));
+        publish(
+            &mut self.shared_info().vcpu_info[0].time,
+            scale,
+            now,
+            scale.ns(now - start),
+        );
+        if let Some(vi) = self.registered_vcpu_info() {
+            publish(&mut vi.time, scale, now, scale.ns(now - start));
+        }
     }
 
     fn gpa_of(&self, v: &dyn Vcpu, gva: u64) -> Option<u64> {
@@ -305,7 +442,19 @@ impl Domain {
         match exit {
             Exit::Cpuid { len } => cpuid::emulate(v, 0, self.id, len),
             Exit::MsrWrite { msr, value, len } => {
-                if msr == 0x1a0 {
+                if (vlapic::MSR_BASE..=vlapic::MSR_END).contains(&msr) {
+                    let now = self.now_ns();
+                    match self.lapic.write(msr, value, now) {
+                        Ok(()) => v.skip(len),
+                        Err(_) => v.inject_gp(),
+                    }
+                } else if msr == 0xc000_0103 {
+                    self.tsc_aux = value & 0xffff_ffff;
+                    v.skip(len);
+                } else if msr == 0x1b {
+                    // APIC base: x2APIC stays enabled (keel has no xAPIC MMIO).
+                    v.skip(len);
+                } else if msr == 0x1a0 {
                     // IA32_MISC_ENABLE: writes are accepted and ignored.
                     v.skip(len);
                 } else if msr == cpuid::HYPERCALL_PAGE_MSR {
@@ -321,11 +470,19 @@ impl Domain {
             Exit::MsrRead { msr, len } => {
                 let val = match msr {
                     0x10 => Some(cpu::rdtsc()), // TSC
-                    // APIC base: the BSP's, enabled, xAPIC mode.
-                    0x1b => Some(0xfee0_0000 | (1 << 11) | (1 << 8)),
+                    // APIC base: the BSP's, enabled, in x2APIC mode (EXTD), as
+                    // firmware that enabled x2APIC leaves it.
+                    0x1b => Some(0xfee0_0000 | (1 << 11) | (1 << 10) | (1 << 8)),
+                    m if (vlapic::MSR_BASE..=vlapic::MSR_END).contains(&m) => {
+                        match self.lapic.read(m, self.now_ns()) {
+                            Ok(x) => Some(x),
+                            Err(_) => None,
+                        }
+                    }
                     // MTRRcap, MTRRdefType: no MTRRs (Linux then treats the
                     // memory types as the hypervisor's business, as on Xen).
                     0xfe | 0x2ff => Some(0),
+                    0xc000_0103 => Some(self.tsc_aux),
                     // AMD SYSCFG: nothing enabled.
                     0xc001_0010 => Some(0),
                     // IA32_MISC_ENABLE: fast strings; no BTS, no PEBS; XD
@@ -379,12 +536,27 @@ impl Domain {
             }
             Exit::Hlt { len } => {
                 v.skip(len);
-                return Some(Outcome::Stopped(String::from(
-                    "vCPU halted to wait for an event or timer: event delivery and timers are not implemented yet",
-                )));
+                if v.regs().rflags & (1 << 9) == 0 {
+                    return Some(Outcome::Stopped(String::from(
+                        "halted with interrupts disabled",
+                    )));
+                }
+                if !self.sleep() {
+                    return Some(Outcome::Stopped(String::from(
+                        "vCPU halted with no timer armed and no event pending: nothing can wake it",
+                    )));
+                }
             }
             Exit::Pause { len } => v.skip(len),
-            Exit::Xsetbv { .. } => v.inject_gp(),
+            Exit::Xsetbv { len } => {
+                let r = *v.regs();
+                let value = (r.rdx << 32) | (r.rax & 0xffff_ffff);
+                if r.rcx as u32 == 0 && crate::arch::x86::fpu::set_guest_xcr0(value).is_ok() {
+                    v.skip(len);
+                } else {
+                    v.inject_gp();
+                }
+            }
             Exit::NestedPageFault { gpa, access, .. } => {
                 let what = access.name();
                 return Some(Outcome::Stopped(format!(
@@ -396,6 +568,80 @@ impl Domain {
             other => return Some(Outcome::Stopped(format!("unexpected exit {other:?}"))),
         }
         None
+    }
+
+    /// EVENT_CHANNEL_OP: the 2-level ABI on this domain's own table.
+    fn evtchn_op(
+        &mut self,
+        v: &mut dyn Vcpu,
+        cmd: u64,
+        arg: u64,
+    ) -> Result<Option<Outcome>, Errno> {
+        let mut b = [0u8; 12];
+        let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        match cmd {
+            abi::evtchnop::BIND_VIRQ => {
+                self.read(v, arg, &mut b)?;
+                let port = self.chans.bind_virq(u32_at(&b, 0), u32_at(&b, 4))?;
+                self.write(v, arg + 8, &port.to_le_bytes())?;
+            }
+            abi::evtchnop::BIND_IPI => {
+                self.read(v, arg, &mut b[..8])?;
+                let port = self.chans.bind_ipi(u32_at(&b, 0))?;
+                self.write(v, arg + 4, &port.to_le_bytes())?;
+            }
+            abi::evtchnop::ALLOC_UNBOUND => {
+                self.read(v, arg, &mut b[..8])?;
+                let remote = u16::from_le_bytes([b[2], b[3]]);
+                let port = self
+                    .chans
+                    .alloc_unbound(abi::resolve_domid(remote, self.id))?;
+                self.write(v, arg + 4, &port.to_le_bytes())?;
+            }
+            abi::evtchnop::SEND => {
+                self.read(v, arg, &mut b[..4])?;
+                if let Some(sig) = self.chans.send(u32_at(&b, 0))? {
+                    if sig.dom == self.id {
+                        self.signal(sig.port);
+                    }
+                }
+            }
+            abi::evtchnop::UNMASK => {
+                self.read(v, arg, &mut b[..4])?;
+                let port = u32_at(&b, 0);
+                let vcpu = self.chans.notify_vcpu(port)?;
+                let si = cpu::phys_to_virt(self.shared_info) as *mut SharedInfo;
+                let registered = self.registered_vcpu_info().map(|r| r as *mut VcpuInfo);
+                // SAFETY: see `signal`.
+                let vi = match registered {
+                    Some(p) => VcpuInfoRef::Registered(unsafe { &mut *p }),
+                    None => VcpuInfoRef::Legacy,
+                };
+                // SAFETY: see `signal`.
+                if unsafe { Pending::new(&mut *si) }.unmask(port, vcpu, vi)? {
+                    self.raise_upcall();
+                }
+            }
+            abi::evtchnop::CLOSE => {
+                self.read(v, arg, &mut b[..4])?;
+                let port = u32_at(&b, 0);
+                self.chans.close(Peer::Local, port)?;
+                let _ = Pending::new(self.shared_info()).clear(port);
+            }
+            abi::evtchnop::BIND_VCPU => {
+                self.read(v, arg, &mut b[..8])?;
+                self.chans.bind_vcpu(u32_at(&b, 0), u32_at(&b, 4))?;
+            }
+            // No FIFO event channels: Linux falls back to 2-level.
+            abi::evtchnop::INIT_CONTROL => return Err(Errno::ENOSYS),
+            _ => {
+                self.unimplemented += 1;
+                log::debug!("d{}: event_channel_op {cmd}: -ENOSYS", self.id);
+                return Err(Errno::ENOSYS);
+            }
+        }
+        v.regs_mut().rax = 0;
+        Ok(None)
     }
 
     /// Fills the hypercall page: entry `i` is `mov eax, i; vmcall|vmmcall; ret`.
@@ -547,7 +793,13 @@ impl Domain {
                     let index = u32::from_le_bytes(b[4..8].try_into().unwrap()) as usize;
                     let slot = self.params.get_mut(index).ok_or(Errno::EINVAL)?;
                     if a1 == abi::hvmop::SET_PARAM {
-                        *slot = u64::from_le_bytes(b[8..].try_into().unwrap());
+                        let val = u64::from_le_bytes(b[8..].try_into().unwrap());
+                        *slot = val;
+                        // CALLBACK_IRQ of type 2 (vector) names the upcall vector.
+                        if index == abi::hvm_param::CALLBACK_IRQ as usize && val >> 56 == 2 {
+                            self.upcall_vector = val as u8;
+                            self.upcall_via_lapic = false;
+                        }
                     } else {
                         let val = *slot;
                         self.write(v, a2 + 8, &val.to_le_bytes())?;
@@ -558,6 +810,7 @@ impl Domain {
                     let mut b = [0u8; 5];
                     self.read(v, a2, &mut b)?;
                     self.upcall_vector = b[4];
+                    self.upcall_via_lapic = true;
                     ok(v, 0)
                 }
                 _ => {
@@ -567,6 +820,15 @@ impl Domain {
             },
             Hypercall::SchedOp => match a1 {
                 abi::schedop::YIELD => ok(v, 0),
+                abi::schedop::BLOCK => {
+                    // Block until an event: sleep to the next timer.
+                    if !self.sleep() {
+                        return Ok(Some(Outcome::Stopped(String::from(
+                            "SCHEDOP_block with no timer armed and no event pending: nothing can wake it",
+                        ))));
+                    }
+                    ok(v, 0)
+                }
                 abi::schedop::SHUTDOWN => {
                     let mut b = [0u8; 4];
                     self.read(v, a2, &mut b)?;
@@ -577,10 +839,77 @@ impl Domain {
                     Err(Errno::ENOSYS)
                 }
             },
-            Hypercall::EventChannelOp if a1 == abi::evtchnop::INIT_CONTROL => {
-                // No FIFO event channels: Linux falls back to 2-level.
-                Err(Errno::ENOSYS)
+            Hypercall::VcpuOp => {
+                // a2 = vCPU number; keel runs one vCPU per domain so far.
+                if a2 != 0 {
+                    return Err(if a1 == abi::vcpuop::IS_UP {
+                        Errno::EINVAL
+                    } else {
+                        Errno::ENOENT
+                    });
+                }
+                match a1 {
+                    abi::vcpuop::IS_UP => ok(v, 1),
+                    abi::vcpuop::REGISTER_VCPU_INFO => {
+                        // struct vcpu_register_vcpu_info { u64 mfn; u32 offset; u32 rsvd }
+                        let mut b = [0u8; 16];
+                        self.read(v, a3, &mut b)?;
+                        let gfn = u64::from_le_bytes(b[..8].try_into().unwrap());
+                        let offset = u32::from_le_bytes(b[8..12].try_into().unwrap()) as u64;
+                        let size = core::mem::size_of::<VcpuInfo>() as u64;
+                        if offset + size > 4096 || gfn >= self.ram_pages {
+                            return Err(Errno::EINVAL);
+                        }
+                        if self.vcpu_info_gpa.is_some() {
+                            return Err(Errno::EINVAL); // Xen allows it once
+                        }
+                        self.vcpu_info_gpa = Some((gfn << 12) + offset);
+                        self.update_time();
+                        log::debug!("d{}: vcpu_info at {:#x}", self.id, (gfn << 12) + offset);
+                        ok(v, 0)
+                    }
+                    abi::vcpuop::SET_SINGLESHOT_TIMER => {
+                        // struct vcpu_set_singleshot_timer { u64 timeout_abs_ns; u32 flags }
+                        let mut b = [0u8; 12];
+                        self.read(v, a3, &mut b)?;
+                        let t = u64::from_le_bytes(b[..8].try_into().unwrap());
+                        let flags = u32::from_le_bytes(b[8..12].try_into().unwrap());
+                        if flags & abi::vcpuop::VCPU_SSHOTTMR_FUTURE != 0 && t < self.now_ns() {
+                            return Err(Errno::ETIME);
+                        }
+                        self.xen_timer_ns = Some(t);
+                        log::trace!(
+                            "d{}: singleshot timer at {t} (now {})",
+                            self.id,
+                            self.now_ns()
+                        );
+                        ok(v, 0)
+                    }
+                    abi::vcpuop::STOP_SINGLESHOT_TIMER => {
+                        log::trace!("d{}: singleshot timer stopped", self.id);
+                        self.xen_timer_ns = None;
+                        ok(v, 0)
+                    }
+                    // keel has no periodic vCPU timer to stop.
+                    abi::vcpuop::STOP_PERIODIC_TIMER => ok(v, 0),
+                    abi::vcpuop::REGISTER_RUNSTATE_MEMORY_AREA => {
+                        // Accepted; keel does not account steal time yet, so
+                        // the area stays as the guest left it (all zero).
+                        ok(v, 0)
+                    }
+                    _ => {
+                        self.unimplemented += 1;
+                        log::debug!("d{}: vcpu_op {a1}: -ENOSYS", self.id);
+                        Err(Errno::ENOSYS)
+                    }
+                }
             }
+            Hypercall::SetTimerOp => {
+                // a1 = absolute system time in ns; 0 cancels.
+                self.xen_timer_ns = (a1 != 0).then_some(a1);
+                ok(v, 0)
+            }
+            Hypercall::EventChannelOp => self.evtchn_op(v, a1, a2),
             other => {
                 self.unimplemented += 1;
                 log::debug!(

@@ -14,6 +14,7 @@ use core::arch::asm;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 const CR4_OSFXSR: u64 = 1 << 9;
+const CR4_OSXSAVE: u64 = 1 << 18;
 
 /// An FXSAVE image: a guest's x87/SSE state while it is not in the CPU.
 #[repr(C, align(16))]
@@ -34,14 +35,43 @@ fn fxrstor(a: *const FxArea) {
     unsafe { asm!("fxrstor64 [{}]", in(reg) a, options(nostack)) };
 }
 
-/// Lets FXSAVE/FXRSTOR cover the SSE registers on this CPU.
+/// Lets FXSAVE/FXRSTOR cover the SSE registers on this CPU, and enables
+/// XSETBV (CR4.OSXSAVE) where the CPU has XSAVE, so keel can load a
+/// guest's XCR0.
 pub fn enable_on_this_cpu() {
     let cr4 = cpu::read_cr4();
-    if cr4 & CR4_OSFXSR == 0 {
-        // SAFETY: setting OSFXSR only changes what FXSAVE/FXRSTOR cover and
-        // allows SSE instructions, which keel itself does not use.
-        unsafe { asm!("mov cr4, {}", in(reg) cr4 | CR4_OSFXSR, options(nostack)) };
+    let xsave = core::arch::x86_64::__cpuid(1).ecx & (1 << 26) != 0;
+    let want = cr4 | CR4_OSFXSR | if xsave { CR4_OSXSAVE } else { 0 };
+    if want != cr4 {
+        // SAFETY: OSFXSR/OSXSAVE only change what FXSAVE/FXRSTOR cover and
+        // allow SSE and XSETBV, which keel itself does not otherwise use.
+        unsafe { asm!("mov cr4, {}", in(reg) want, options(nostack)) };
     }
+}
+
+/// XCR0 bits this CPU supports (CPUID 0xD.0), 0 without XSAVE.
+pub fn supported_xcr0() -> u64 {
+    if core::arch::x86_64::__cpuid(1).ecx & (1 << 26) == 0 {
+        return 0;
+    }
+    let r = core::arch::x86_64::__cpuid_count(0xd, 0);
+    r.eax as u64 | ((r.edx as u64) << 32)
+}
+
+/// Loads a guest's XCR0 after checking it as XSETBV would (x87 always on,
+/// AVX only with SSE, only supported bits). keel never uses XSAVE state
+/// itself, so the guest's value can simply stay loaded.
+pub fn set_guest_xcr0(value: u64) -> Result<(), ()> {
+    let ok = value & 1 != 0 && value & !supported_xcr0() == 0 && (value & 4 == 0 || value & 2 != 0);
+    if !ok || cpu::read_cr4() & CR4_OSXSAVE == 0 {
+        return Err(());
+    }
+    // SAFETY: the value passed the architectural checks above and
+    // CR4.OSXSAVE is set, so XSETBV cannot fault.
+    unsafe {
+        asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack))
+    };
+    Ok(())
 }
 
 /// One vCPU's x87/SSE state.

@@ -306,7 +306,10 @@ pub fn enable_cpu() -> Result<(), &'static str> {
         write_cr0(want0);
     }
     // CR4.OSFXSR makes FXSAVE/FXRSTOR (guest FPU switching) cover the
-    // SSE registers; keel itself executes no SSE instructions.
+    // SSE registers, OSXSAVE lets keel load a guest's XCR0 (see
+    // arch::x86::fpu); keel itself executes no SSE or XSAVE instructions.
+    // Before the VMCS's host CR4 is captured.
+    crate::arch::x86::fpu::enable_on_this_cpu();
     let cr4 = cpu::read_cr4() | bits::CR4_VMXE | bits::CR4_OSFXSR;
     if defs::apply_fixed(cr4, caps.cr4_fixed.0, caps.cr4_fixed.1, 0) != cr4 {
         return Err("VT-x: host CR4 does not meet the VMX fixed bits");
