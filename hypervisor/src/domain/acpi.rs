@@ -331,6 +331,8 @@ mod tests {
         for n in [1u32, 2, 8, 255] {
             let b = build(0x9_0000, n).unwrap();
             let mem = Mem(Rc::new((b.base, b.bytes.clone())));
+            // SAFETY: the handler maps "physical" addresses into the bytes
+            // just built, and the RSDP address is the one `build` reported.
             let tables = unsafe { acpi::AcpiTables::from_rsdp(mem, b.rsdp_gpa as usize) }.unwrap();
             assert_eq!(tables.revision(), 2);
             let fadt = tables.find_table::<acpi::fadt::Fadt>().unwrap();
