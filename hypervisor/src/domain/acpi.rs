@@ -9,7 +9,7 @@
 //! base + 0x000  RSDP  (ACPI 2.0+, 36 bytes, revision 2, both checksums)
 //! base + 0x040  XSDT  (36 + 8 * 2: FADT, MADT)
 //! base + 0x080  FADT  (revision 6, 276 bytes, HW_REDUCED_ACPI)
-//! base + 0x1a0  DSDT  (header only: an empty AML body)
+//! base + 0x1a0  DSDT  (just `Name(_S5, Package() {5, 5})`)
 //! base + 0x1d0  MADT  (44 + 8 per vCPU: one enabled Processor Local APIC each)
 //! ```
 //!
@@ -33,7 +33,32 @@ pub const HEADER_LEN: usize = 36;
 pub const XSDT_LEN: usize = HEADER_LEN + 8 * 2;
 /// ACPI 6.0+ FADT (through the Hypervisor Vendor Identity field).
 pub const FADT_LEN: usize = 276;
-pub const DSDT_LEN: usize = HEADER_LEN;
+pub const DSDT_LEN: usize = HEADER_LEN + S5_AML.len();
+
+/// `Name (_S5, Package () { SLEEP_TYPE_S5, SLEEP_TYPE_S5 })`: the soft-off
+/// sleep type a guest writes to the sleep control register.
+const S5_AML: [u8; 12] = [
+    0x08,
+    b'_',
+    b'S',
+    b'5',
+    b'_',
+    0x12,
+    0x06,
+    0x02,
+    0x0a,
+    SLEEP_TYPE_S5,
+    0x0a,
+    SLEEP_TYPE_S5,
+];
+pub const SLEEP_TYPE_S5: u8 = 5;
+/// I/O ports of the hardware-reduced sleep control and status registers
+/// (FADT SLEEP_CONTROL_REG / SLEEP_STATUS_REG). A guest powers off by
+/// writing `SLP_EN | SLEEP_TYPE_S5 << 2` to the control register.
+pub const SLEEP_CONTROL_PORT: u16 = 0x0600;
+pub const SLEEP_STATUS_PORT: u16 = 0x0601;
+/// SLP_EN in the sleep control register (ACPI 6, 4.8.3.7).
+pub const SLP_EN: u8 = 1 << 5;
 pub const MADT_HEADER_LEN: usize = 44;
 pub const MADT_LAPIC_LEN: usize = 8;
 
@@ -165,11 +190,18 @@ pub fn build(base: u64, nr_vcpus: u32) -> Result<AcpiBlob, AcpiBuildError> {
     put_u32(&mut fadt, 112, FADT_HW_REDUCED_ACPI); // Flags
     fadt[131] = 0; // FADT minor version: 6.0
     put_u64(&mut fadt, 140, dsdt_gpa); // X_DSDT
+                                       // SLEEP_CONTROL_REG (244) and SLEEP_STATUS_REG (256): 8-bit System I/O
+                                       // registers (GAS: space 1, width 8, offset 0, byte access).
+    for (off, port) in [(244, SLEEP_CONTROL_PORT), (256, SLEEP_STATUS_PORT)] {
+        fadt[off..off + 4].copy_from_slice(&[1, 8, 0, 1]);
+        put_u64(&mut fadt, off + 4, port as u64);
+    }
     fadt[268..276].copy_from_slice(b"KeelVMM\0"); // Hypervisor Vendor Identity
     fix_checksum(&mut fadt, 9);
 
-    // DSDT: revision 2 (64-bit AML integers), empty AML body.
+    // DSDT: revision 2 (64-bit AML integers); the AML names only _S5.
     let mut dsdt = sdt(b"DSDT", DSDT_LEN, 2);
+    dsdt[HEADER_LEN..].copy_from_slice(&S5_AML);
     fix_checksum(&mut dsdt, 9);
 
     // MADT (ACPI 6.x 5.2.12), revision 5: local APIC address, flags 0 (no
@@ -342,7 +374,17 @@ mod tests {
             assert!(tables.find_table::<acpi::madt::Madt>().is_ok());
             let dsdt = tables.dsdt().unwrap();
             assert_eq!(dsdt.address as u64, b.dsdt_gpa + 36);
-            assert_eq!(dsdt.length, 0);
+            assert_eq!(dsdt.length as usize, S5_AML.len());
+            let aml =
+                &b.bytes[(DSDT_OFFSET as usize + HEADER_LEN)..(DSDT_OFFSET as usize + DSDT_LEN)];
+            assert_eq!(
+                crate::acpi_aml::s5_sleep_types(aml),
+                Some((SLEEP_TYPE_S5, SLEEP_TYPE_S5))
+            );
+            let f = tables.find_table::<acpi::fadt::Fadt>().unwrap();
+            let ctl = f.sleep_control_register().unwrap().unwrap();
+            assert_eq!((ctl.address, ctl.bit_width), (SLEEP_CONTROL_PORT as u64, 8));
+            drop(f);
             let info = tables.platform_info().unwrap();
             assert!(info.pm_timer.is_none());
             match info.interrupt_model {

@@ -517,6 +517,13 @@ impl Domain {
                         "string I/O on port {port:#x} is not supported"
                     )));
                 }
+                if write && port == acpi::SLEEP_CONTROL_PORT {
+                    // ACPI soft-off (hardware-reduced): SLP_EN with S5's type.
+                    let val = v.regs().rax as u8;
+                    if val & acpi::SLP_EN != 0 && (val >> 2) & 7 == acpi::SLEEP_TYPE_S5 {
+                        return Some(Outcome::Shutdown(abi::shutdown::POWEROFF));
+                    }
+                }
                 if !write {
                     // No device: reads return all ones.
                     let r = v.regs_mut();

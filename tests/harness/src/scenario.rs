@@ -320,9 +320,9 @@ pub fn guest_scenarios(guest_elf: &[u8]) -> Vec<Scenario> {
 /// `dom0-initrd` modules) as the initial domain with one vCPU.
 ///
 /// `qemu-amd-linux` checks userspace: the initramfs's markers, Xen detected
-/// in sysfs, and `sleep 1` (timer events through event channels). The
-/// domain then halts: keel's hardware-reduced ACPI tables offer no S5, so
-/// the kernel's power-off ends in "System halted", which keel reports.
+/// in sysfs, `sleep 1` (timer events through event channels), and the
+/// kernel's power-off through ACPI S5 (keel's sleep control register),
+/// which ends the domain with SHUTDOWN_poweroff.
 /// `bochs-intel-linux-early` checks early boot on VT-x (Bochs is too slow
 /// for the whole boot within CI's time).
 pub fn linux_scenarios() -> Vec<Scenario> {
@@ -333,6 +333,8 @@ pub fn linux_scenarios() -> Vec<Scenario> {
             "(d0) KEEL-LINUX: hypervisor type: xen",
             "(d0) KEEL-LINUX: sleep 1 took",
             "(d0) KEEL-LINUX: powering off",
+            "reboot: Power down",
+            "d0: Shutdown(0)",
         ]);
     full.timeout = std::time::Duration::from_secs(180);
     let early = linux("bochs-intel-linux-early", Emulator::Bochs, Vendor::Intel)
