@@ -44,6 +44,8 @@ pub struct Options<'a> {
     pub dom0_mem: Dom0Mem,
     /// Bring up at most this many CPUs (`smp=` or Xen's `maxcpus=`).
     pub max_cpus: Option<u32>,
+    /// dom0's vCPUs (Xen's `dom0_max_vcpus=`; default: one per CPU).
+    pub dom0_max_vcpus: Option<u32>,
     pub noreboot: bool,
     /// Test mode: the scenario to run (`test=boot`).
     pub test: Option<&'a str>,
@@ -61,6 +63,7 @@ impl Default for Options<'_> {
             loglvl: LogLevel::Info,
             dom0_mem: Dom0Mem::default(),
             max_cpus: None,
+            dom0_max_vcpus: None,
             noreboot: false,
             test: None,
             test_fault: None,
@@ -176,6 +179,10 @@ pub fn parse<'a>(s: &'a str, mut report: impl FnMut(Problem<'a>)) -> Options<'a>
                 Some(n) if (1..=4096).contains(&n) => o.max_cpus = Some(n as u32),
                 _ => bad(&mut report),
             },
+            "dom0_max_vcpus" => match value.and_then(parse_u64) {
+                Some(n) if (1..=4096).contains(&n) => o.dom0_max_vcpus = Some(n as u32),
+                _ => bad(&mut report),
+            },
             "noreboot" => match value.map_or(Some(true), parse_bool) {
                 Some(b) => o.noreboot = b,
                 None => bad(&mut report),
@@ -242,10 +249,11 @@ mod tests {
     #[test]
     fn xen_style_options() {
         let (o, p) = parse_all(
-            "console=com1 loglvl=debug dom0_mem=512M,max:1G smp=4 test=boot debug-exit=0xf4 noreboot",
+            "console=com1 loglvl=debug dom0_mem=512M,max:1G smp=4 test=boot debug-exit=0xf4 noreboot dom0_max_vcpus=2",
         );
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(o.loglvl, LogLevel::Debug);
+        assert_eq!(o.dom0_max_vcpus, Some(2));
         assert_eq!(
             o.dom0_mem,
             Dom0Mem {

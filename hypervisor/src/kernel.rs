@@ -316,6 +316,7 @@ extern "C" fn on_keel_tables() -> ! {
         src,
         if apic::is_x2apic() { "x2APIC" } else { "xAPIC" }
     );
+    apic::calibrate_timer(khz);
     let bsp_apic = apic::id();
     gdt::mark_online(bsp_apic);
     smp::set_apic_id(0, bsp_apic);
@@ -497,6 +498,17 @@ fn boot_dom0(bi: &BootInfo) -> ! {
         .unwrap_or("console=hvc0 earlyprintk=xen");
     let free = FRAMES.lock().free_bytes();
     let mem = options().dom0_mem.size.unwrap_or(256 << 20).min(free / 2) & !((2 << 20) - 1);
+    // One vCPU per online CPU (vCPUs are pinned), as Xen's default.
+    let online = smp::online_count();
+    let max = crate::hvm::pvh::MAX_VCPUS.min(online);
+    let vcpus = match options().dom0_max_vcpus {
+        Some(n) if n > max => {
+            log::warn!("dom0_max_vcpus={n}: only {max} (one per online CPU, at most {})", crate::hvm::pvh::MAX_VCPUS);
+            max
+        }
+        Some(n) => n,
+        None => max,
+    };
     let out = crate::hvm::pvh::run(&crate::hvm::pvh::Config {
         domid: 0,
         kernel,
@@ -504,6 +516,7 @@ fn boot_dom0(bi: &BootInfo) -> ! {
         cmdline,
         mem_bytes: mem,
         initial: true,
+        vcpus,
     });
     match out {
         crate::hvm::pvh::Outcome::Shutdown(0) => power::power_off(),

@@ -202,7 +202,7 @@ pub fn run(id: u32, scenario: Scenario, image: &[u8]) -> Report {
 
 fn handle(g: &mut Guest, v: &mut dyn Vcpu, exit: Exit) -> Option<Outcome> {
     match exit {
-        Exit::Cpuid { len } => super::cpuid::emulate(v, 0, 0, len),
+        Exit::Cpuid { len } => super::cpuid::emulate(v, super::cpuid::Ctx::new(0, 0), len),
         Exit::MsrRead { msr, len } => {
             if msr == tp::SCRATCH_MSR {
                 let r = v.regs_mut();

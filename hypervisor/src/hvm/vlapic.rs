@@ -4,8 +4,9 @@
 //!
 //! keel offers guests x2APIC already enabled (APIC base MSR with EXTD set),
 //! so Linux talks to it through MSR exits and never needs MMIO emulation.
-//! Not yet: IPIs to other vCPUs (one vCPU per domain today), NMI/SMI/INIT
-//! delivery modes, LINT pins, thermal/performance interrupts.
+//! IPIs written to the ICR come back to the caller as an [`Ipi`], which the
+//! domain routes to its vCPUs (fixed interrupts, INIT and start-up IPIs).
+//! Not yet: NMI/SMI delivery, LINT pins, thermal/performance interrupts.
 
 pub const MSR_BASE: u32 = 0x800;
 pub const MSR_END: u32 = 0x8ff;
@@ -38,6 +39,46 @@ const SVR_ENABLED: u32 = 1 << 8;
 /// The virtual APIC timer's input clock (the "bus"): 1 GHz, so a count is
 /// a nanosecond before division.
 pub const BUS_HZ: u64 = 1_000_000_000;
+
+/// Who an IPI is for (x2APIC: IDs are 32 bits; vCPU `n` has APIC ID `n`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// Physical destination mode: one APIC ID.
+    Physical(u32),
+    /// x2APIC logical (cluster) mode: cluster in bits 31-16, a bitmap of
+    /// the 16 APICs of that cluster in bits 15-0.
+    Logical(u32),
+    /// Shorthands.
+    SelfOnly,
+    All,
+    AllButSelf,
+}
+
+impl Dest {
+    /// Whether the APIC with `id` is a target, when `from` sends.
+    pub fn matches(self, id: u32, from: u32) -> bool {
+        match self {
+            Dest::Physical(d) => d == id || d == u32::MAX,
+            Dest::Logical(d) => d >> 16 == id >> 4 && d & (1 << (id & 15)) != 0,
+            Dest::SelfOnly => id == from,
+            Dest::All => true,
+            Dest::AllButSelf => id != from,
+        }
+    }
+}
+
+/// What an ICR write asks the domain to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ipi {
+    Fixed { dest: Dest, vector: u8 },
+    /// INIT, level assert: the target waits for a start-up IPI.
+    Init { dest: Dest },
+    /// Start-up IPI: the target starts in real mode at `vector << 12`.
+    Startup { dest: Dest, vector: u8 },
+    /// NMI, SMI, lowest priority and the INIT level de-assert: no effect
+    /// in keel (the de-assert has none on modern CPUs either).
+    Ignored { mode: u32 },
+}
 
 /// The guest touched a register in a way the hardware refuses: #GP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,7 +245,9 @@ impl Vlapic {
         })
     }
 
-    pub fn write(&mut self, msr: u32, val: u64, now_ns: u64) -> Result<(), Gp> {
+    /// Writes a register; an ICR write returns the IPI it sends (a fixed
+    /// IPI to this APIC alone is raised here directly).
+    pub fn write(&mut self, msr: u32, val: u64, now_ns: u64) -> Result<Option<Ipi>, Gp> {
         let v32 = val as u32;
         match msr {
             TPR => self.tpr = v32 & 0xff,
@@ -219,15 +262,25 @@ impl Vlapic {
             SVR => self.svr = v32 & 0x1ff,
             ESR => self.esr = 0,
             ICR => {
-                // Fixed-mode interrupts to self (shorthand "self", or our ID);
-                // anything else needs other vCPUs, which keel does not run yet.
                 let vector = v32 as u8;
-                let shorthand = (v32 >> 18) & 3;
-                let mode = (v32 >> 8) & 7;
-                let dest = (val >> 32) as u32;
-                if mode == 0 && (shorthand == 1 || (shorthand == 0 && dest == self.id)) {
-                    self.raise(vector);
-                }
+                let dest = match (v32 >> 18) & 3 {
+                    1 => Dest::SelfOnly,
+                    2 => Dest::All,
+                    3 => Dest::AllButSelf,
+                    _ if v32 & (1 << 11) != 0 => Dest::Logical((val >> 32) as u32),
+                    _ => Dest::Physical((val >> 32) as u32),
+                };
+                let ipi = match (v32 >> 8) & 7 {
+                    0 if dest == Dest::SelfOnly || dest == Dest::Physical(self.id) => {
+                        self.raise(vector);
+                        return Ok(None);
+                    }
+                    0 => Ipi::Fixed { dest, vector },
+                    5 if v32 & (1 << 14) != 0 => Ipi::Init { dest },
+                    6 => Ipi::Startup { dest, vector },
+                    mode => Ipi::Ignored { mode },
+                };
+                return Ok(Some(ipi));
             }
             TIMER_INIT => {
                 self.timer_init = v32;
@@ -242,7 +295,7 @@ impl Vlapic {
                 None => return Err(Gp),
             },
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -322,8 +375,36 @@ mod tests {
         c.tick(1_000_000);
         assert_eq!(c.pending(), None, "masked LVT");
         // self IPI through the ICR and SELF_IPI
-        c.write(ICR, (1 << 18) | 0x55, 0).unwrap();
+        assert_eq!(c.write(ICR, (1 << 18) | 0x55, 0), Ok(None));
         c.write(SELF_IPI, 0x66, 0).unwrap();
         assert_eq!(c.pending(), Some(0x66));
+    }
+
+    #[test]
+    fn icr_ipis_to_other_vcpus() {
+        let mut a = Vlapic::new(0);
+        // Linux's INIT (level, assert), INIT de-assert, then SIPI to APIC 1.
+        let init = a.write(ICR, (1u64 << 32) | 0xc500, 0).unwrap();
+        assert_eq!(init, Some(Ipi::Init { dest: Dest::Physical(1) }));
+        assert_eq!(
+            a.write(ICR, (1u64 << 32) | 0x8500, 0).unwrap(),
+            Some(Ipi::Ignored { mode: 5 })
+        );
+        let sipi = a.write(ICR, (1u64 << 32) | 0x0699, 0).unwrap();
+        assert_eq!(sipi, Some(Ipi::Startup { dest: Dest::Physical(1), vector: 0x99 }));
+        // Fixed to another APIC, in logical cluster mode, and all-but-self.
+        assert_eq!(
+            a.write(ICR, (1u64 << 32) | 0x0800 | 0xfd, 0).unwrap(),
+            Some(Ipi::Fixed { dest: Dest::Logical(1), vector: 0xfd })
+        );
+        assert_eq!(
+            a.write(ICR, (3 << 18) | 0x40, 0).unwrap(),
+            Some(Ipi::Fixed { dest: Dest::AllButSelf, vector: 0x40 })
+        );
+        assert!(Dest::Logical(0x0000_0002).matches(1, 0));
+        assert!(!Dest::Logical(0x0001_0002).matches(1, 0), "other cluster");
+        assert!(Dest::Logical(0x0001_0001).matches(16, 0));
+        assert!(Dest::AllButSelf.matches(1, 0) && !Dest::AllButSelf.matches(0, 0));
+        assert!(Dest::Physical(u32::MAX).matches(5, 0), "broadcast");
     }
 }

@@ -16,6 +16,16 @@ const REG_EOI: u32 = 0xb0;
 const REG_SVR: u32 = 0xf0;
 const REG_ICR_LOW: u32 = 0x300;
 const REG_ICR_HIGH: u32 = 0x310;
+const REG_LVT_TIMER: u32 = 0x320;
+const REG_TIMER_INIT: u32 = 0x380;
+const REG_TIMER_CUR: u32 = 0x390;
+const REG_TIMER_DIV: u32 = 0x3e0;
+const LVT_MASKED: u32 = 1 << 16;
+/// Divide configuration 0b1011: divide by 1.
+const TIMER_DIV_1: u32 = 0b1011;
+
+/// The local APIC timer's rate (kHz, divide by 1), from [`calibrate_timer`].
+static TIMER_KHZ: AtomicU64 = AtomicU64::new(0);
 const ICR_PENDING: u32 = 1 << 12;
 
 fn read(reg: u32) -> u32 {
@@ -110,4 +120,44 @@ pub fn send_init(dest: u32) {
 /// Start-up IPI: the CPU begins in real mode at `page << 12`.
 pub fn send_sipi(dest: u32, page: u8) {
     send_ipi(dest, 0x0000_4600 | page as u32);
+}
+
+/// Measures the local APIC timer against the TSC (`tsc_khz`), over about
+/// 10 ms. All CPUs share the rate, so the boot CPU does this once.
+pub fn calibrate_timer(tsc_khz: u64) {
+    write(REG_TIMER_DIV, TIMER_DIV_1);
+    write(REG_LVT_TIMER, LVT_MASKED | super::trap::VECTOR_TIMER as u32);
+    let t0 = cpu::rdtsc();
+    write(REG_TIMER_INIT, u32::MAX);
+    let wait = tsc_khz * 10;
+    while cpu::rdtsc() - t0 < wait {
+        cpu::pause();
+    }
+    let left = read(REG_TIMER_CUR);
+    let elapsed = cpu::rdtsc() - t0;
+    write(REG_TIMER_INIT, 0);
+    let ticks = (u32::MAX - left) as u64;
+    let khz = (ticks as u128 * tsc_khz as u128 / elapsed.max(1) as u128) as u64;
+    TIMER_KHZ.store(khz, Ordering::SeqCst);
+    log::info!("apic: timer {} kHz (one-shot, divide by 1)", khz);
+}
+
+/// Arms this CPU's timer (one-shot, [`super::trap::VECTOR_TIMER`]) to fire
+/// at TSC value `deadline`, or soon if it has passed. A deadline beyond
+/// the counter's reach fires early; callers re-check and re-arm.
+pub fn arm_timer(deadline: u64, tsc_khz: u64) {
+    let khz = TIMER_KHZ.load(Ordering::Relaxed);
+    if khz == 0 || tsc_khz == 0 {
+        return;
+    }
+    let delta = deadline.saturating_sub(cpu::rdtsc());
+    let ticks = (delta as u128 * khz as u128 / tsc_khz as u128).clamp(1, u32::MAX as u128);
+    write(REG_TIMER_DIV, TIMER_DIV_1);
+    write(REG_LVT_TIMER, super::trap::VECTOR_TIMER as u32);
+    write(REG_TIMER_INIT, ticks as u32);
+}
+
+/// Stops this CPU's timer.
+pub fn disarm_timer() {
+    write(REG_TIMER_INIT, 0);
 }

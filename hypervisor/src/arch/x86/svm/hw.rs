@@ -497,12 +497,16 @@ impl Vcpu for SvmVcpu {
         x86_64::instructions::interrupts::disable();
         self.fpu.load();
         // SAFETY: SVM is enabled on this CPU (checked above); the VMCB,
-        // maps and host save area are valid frames; host interrupts are off
-        // and the stub saves and restores every callee-saved register.
+        // maps and host save area are valid frames; the stub saves and
+        // restores every callee-saved register. With GIF clear, STI lets no
+        // interrupt in here, but VMRUN saves the host's IF = 1: with
+        // V_INTR_MASKING that is what lets a physical interrupt (a kick, the
+        // host timer) end guest mode with an INTR exit. Without it such an
+        // interrupt would wait for the guest's next unrelated exit.
         unsafe {
-            core::arch::asm!("clgi");
+            core::arch::asm!("clgi", "sti");
             keel_svm_run(&mut self.regs, self.vmcb_pa, host_vmcb);
-            core::arch::asm!("stgi");
+            core::arch::asm!("cli", "stgi");
         }
         let (code, info1, info2) = {
             let v = self.vmcb();

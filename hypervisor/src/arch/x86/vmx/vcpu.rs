@@ -113,6 +113,22 @@ extern "C" {
 /// value) and CD/NW (kept clear in the real CR0; the guest sees the reset
 /// value 0x60000010 and may change it).
 const CR0_HOST_OWNED: u64 = bits::CR0_NE | bits::CR0_CD | bits::CR0_NW;
+/// The SYSCALL MSRs and KERNEL_GS_BASE: the VMCS has no fields for them,
+/// so the guest reads and writes the CPU's own registers (the MSR bitmap
+/// lets these through) and keel, which never uses SYSCALL or SWAPGS,
+/// switches them only when another vCPU ran on this CPU in between.
+const SYSCALL_MSRS: [u32; 5] = [
+    0xc000_0081, // STAR
+    0xc000_0082, // LSTAR
+    0xc000_0083, // CSTAR
+    0xc000_0084, // SFMASK
+    0xc000_0102, // KERNEL_GS_BASE
+];
+
+/// Per CPU: the VMCS of the vCPU whose SYSCALL MSRs the CPU holds.
+static SYSCALL_OWNER: [core::sync::atomic::AtomicU64; crate::arch::x86::smp::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; crate::arch::x86::smp::MAX_CPUS];
+
 /// EFER bits a guest may set on an Intel CPU.
 const EFER_WRITABLE: u64 = bits::EFER_SCE | bits::EFER_LME | bits::EFER_NXE;
 
@@ -150,6 +166,11 @@ pub struct VmxVcpu {
     interruptibility_dirty: bool,
     /// The guest's x87/SSE state (see `arch::x86::fpu`).
     fpu: GuestFpu,
+    /// The guest's [`SYSCALL_MSRS`] while it is not on a CPU.
+    syscall_msrs: [u64; 5],
+    /// Load `syscall_msrs` on the next entry whoever owns the CPU's (after
+    /// a reset, and for a new vCPU whose VMCS frame may be a dead one's).
+    syscall_reload: bool,
     /// Exits served inside the backend (for diagnostics).
     pub internal_exits: u64,
 }
@@ -199,6 +220,15 @@ impl VmxVcpu {
             // Every MSR and every port exits: common code decides.
             core::ptr::write_bytes(cpu::phys_to_virt(msr_bitmap) as *mut u8, 0xff, 4096);
             core::ptr::write_bytes(cpu::phys_to_virt(io_bitmaps) as *mut u8, 0xff, 8192);
+            // ...but the SYSCALL MSRs (high range: read bitmap at 1024,
+            // write bitmap at 3072).
+            let bm = cpu::phys_to_virt(msr_bitmap) as *mut u8;
+            for m in SYSCALL_MSRS {
+                let bit = (m - 0xc000_0000) as usize;
+                for base in [1024, 3072] {
+                    *bm.add(base + bit / 8) &= !(1 << (bit % 8));
+                }
+            }
         }
         let mut v = VmxVcpu {
             vmcs,
@@ -226,6 +256,8 @@ impl VmxVcpu {
             interruptibility: 0,
             interruptibility_dirty: false,
             fpu: GuestFpu::new(),
+            syscall_msrs: [0; 5],
+            syscall_reload: true,
             internal_exits: 0,
         };
         v.reset(StartMode::RealModeSipi { vector: 0 });
@@ -839,6 +871,8 @@ impl Vcpu for VmxVcpu {
             ..Regs::default()
         };
         self.cr0 = bits::CR0_CD | bits::CR0_NW | bits::CR0_ET;
+        self.syscall_msrs = [0; 5];
+        self.syscall_reload = true;
         if let StartMode::Pvh32 { entry, ebx } = mode {
             self.regs.rip = entry as u64;
             self.regs.rbx = ebx as u64;
@@ -866,7 +900,19 @@ impl Vcpu for VmxVcpu {
     fn run(&mut self) -> Exit {
         let was = x86_64::instructions::interrupts::are_enabled();
         x86_64::instructions::interrupts::disable();
+        let owner = &SYSCALL_OWNER[gdt::cpu_index() as usize];
+        if self.syscall_reload || owner.load(core::sync::atomic::Ordering::Relaxed) != self.vmcs {
+            self.syscall_reload = false;
+            for (m, v) in SYSCALL_MSRS.iter().zip(self.syscall_msrs) {
+                cpu::wrmsr(*m, v);
+            }
+            owner.store(self.vmcs, core::sync::atomic::Ordering::Relaxed);
+        }
         let exit = self.run_inner();
+        // Common code may run another vCPU here next: keep ours.
+        for (m, v) in SYSCALL_MSRS.iter().zip(self.syscall_msrs.iter_mut()) {
+            *v = cpu::rdmsr(*m);
+        }
         if was {
             x86_64::instructions::interrupts::enable();
         }

@@ -1,0 +1,957 @@
+//! Building and running a PVH domain that speaks the Xen ABI (Linux's own
+//! Xen support): its memory and p2m, the kernel and initrd, hvm_start_info,
+//! ACPI tables, and the exits its vCPUs cause: CPUID, MSRs (the local APIC,
+//! the hypercall page), port I/O (ACPI soft-off) and hypercalls
+//! ([`hypercall`]).
+//!
+//! vCPUs: vCPU 0 starts at the kernel's PVH entry; the others wait, as real
+//! CPUs do, for INIT and a start-up IPI through their local APIC and then
+//! start in real mode at the SIPI vector. Each vCPU runs on its own
+//! physical CPU (vCPU `n` on CPU `n`, pinned); the domain's shared state
+//! sits behind one lock that a vCPU takes only between its VM exit and its
+//! next entry. A vCPU that makes an interrupt or event due on another one
+//! kicks that CPU with an IPI, so the target leaves guest mode (or its
+//! halt) and delivers it. Each CPU arms its local APIC timer for its vCPU's
+//! next timer, so a guest in a long loop still gets its timer interrupt,
+//! and a halted vCPU's CPU really halts until then.
+//!
+//! Not yet: vCPUs sharing a physical CPU (the credit scheduler in `sched`
+//! is host-tested but not wired in), dom0's 1:1 memory and device access.
+//! Hypercalls and sub-ops keel does not implement return -ENOSYS and are
+//! counted.
+
+mod hypercall;
+
+use super::cpuid;
+use super::decode;
+use super::guestmem::{self, HostTables, P2mReader};
+use super::vcpu::{io_in_result, Event, Exit, StartMode, Vcpu};
+use super::vlapic::{self, Ipi, Vlapic};
+use crate::arch::x86::time;
+use crate::arch::x86::{apic, cpu, fpu, hvm, smp, trap};
+use crate::domain::acpi;
+use crate::kernel::FRAMES;
+use crate::loader::pvh::{MemType, PvhImage, StartInfoBuilder, SIF_INITDOMAIN, SIF_PRIVILEGED};
+use crate::mm::p2m::{P2m, Perm};
+use crate::mm::paging::PageSize;
+use crate::xen::abi::{self, Errno, SharedInfo, VcpuInfo, VcpuTimeInfo};
+use crate::xen::evtchn::{Channels, Pending, VcpuInfoRef};
+use crate::xen::grant::GrantTable;
+use crate::xen::time::{publish, TimeScale};
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
+use spin::Mutex;
+
+/// Where keel puts the boot structures in a PVH guest's memory.
+const START_INFO_BASE: u64 = 0x1000;
+const START_INFO_LEN: u64 = 0x7000;
+const ACPI_BASE: u64 = 0xf_0000;
+/// A safety net: a vCPU that exits this often is stopped.
+const MAX_EXITS: u64 = 400_000_000;
+/// IA32_PAT's power-on value.
+const PAT_RESET: u64 = 0x0007_0406_0007_0406;
+/// The most vCPUs a PVH domain gets (legacy vcpu_info slots in shared_info).
+pub const MAX_VCPUS: u32 = abi::XEN_LEGACY_MAX_VCPUS as u32;
+
+pub struct Config<'a> {
+    pub domid: u16,
+    pub kernel: &'a [u8],
+    pub initrd: Option<&'a [u8]>,
+    pub cmdline: &'a str,
+    pub mem_bytes: u64,
+    /// The initial domain (dom0): privileged, console through console_io.
+    pub initial: bool,
+    /// vCPUs (1..=MAX_VCPUS, at most one per online physical CPU).
+    pub vcpus: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// SCHEDOP_shutdown (or ACPI soft-off) with this reason.
+    Shutdown(u32),
+    /// keel stopped the domain, for this reason.
+    Stopped(String),
+}
+
+/// Where a vCPU is in its start-up, as a real CPU's INIT/SIPI protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Power {
+    /// Waiting for INIT.
+    Down,
+    /// INIT received: waiting for a start-up IPI.
+    Init,
+    /// A start-up IPI arrived with this vector; its CPU starts it.
+    Start(u8),
+    Up,
+}
+
+/// What the vCPU loop does after an exit.
+#[derive(Debug)]
+enum Step {
+    Go,
+    /// HLT or SCHEDOP_block: sleep until an interrupt or event is due.
+    Halt,
+    /// HLT with interrupts off: nothing but INIT or NMI could wake it.
+    Park,
+    End(Outcome),
+}
+
+/// One vCPU's state that the domain's other vCPUs touch too (IPIs, event
+/// channels): it lives in the domain, under its lock.
+struct VcpuState {
+    lapic: Vlapic,
+    power: Power,
+    /// Guest-physical address of its registered vcpu_info, if any
+    /// (VCPUOP_register_vcpu_info); else its slot in shared_info is used.
+    vcpu_info_gpa: Option<u64>,
+    /// Guest-physical address of an extra vcpu_time_info copy
+    /// (VCPUOP_register_vcpu_time_memory_area, for the vDSO).
+    time_area_gpa: Option<u64>,
+    /// IA32_TSC_AUX (what RDTSCP/RDPID report: Linux stores the CPU number).
+    tsc_aux: u64,
+    /// IA32_PAT as the guest wrote it (VT-x exits on it; AMD-V keeps it in
+    /// the VMCB). Memory types are keel's (EPT/NPT), so it is only stored.
+    pat: u64,
+    /// HVMOP_set_evtchn_upcall_vector: upcalls go through the local APIC
+    /// and the guest EOIs them.
+    lapic_upcall: Option<u8>,
+    /// A direct (HVM_PARAM_CALLBACK_IRQ, never acknowledged) upcall is due.
+    callback_pending: bool,
+    /// Xen's single-shot vCPU timer (VCPUOP_set_singleshot_timer,
+    /// set_timer_op): system time in ns at which VIRQ_TIMER fires.
+    xen_timer_ns: Option<u64>,
+    /// Halted with nothing armed that could wake it.
+    parked: bool,
+    /// Local APIC ID of the physical CPU it runs on (for kicks).
+    host_apic: u32,
+    /// The p2m generation its TLB has seen (flushed before entry if older).
+    p2m_seen: u64,
+    exits: u64,
+}
+
+struct Domain {
+    id: u16,
+    initial: bool,
+    p2m: P2m,
+    ram: u64,
+    ram_pages: u64,
+    shared_info: u64,
+    e820: Vec<(u64, u64, MemType)>,
+    line: String,
+    params: [u64; 64],
+    /// HVM_PARAM_CALLBACK_IRQ of type "vector": injected directly.
+    callback_vector: u8,
+    unimplemented: u64,
+    hypercalls: u64,
+    /// The TSC when the domain started: its system time counts from here.
+    tsc_start: u64,
+    scale: TimeScale,
+    /// Event channels (2-level).
+    chans: Channels,
+    /// Grant table v1 (as a granter) and the host frames behind its
+    /// frames, allocated when the guest first maps them.
+    grant: GrantTable,
+    grant_frames: Vec<u64>,
+    vcpus: Vec<VcpuState>,
+    /// Bumped when a present p2m entry changes: every vCPU must flush.
+    p2m_gen: u64,
+    /// The vCPU whose exit is being handled (set under the lock).
+    cur: usize,
+    /// Set once, when the domain ends; every vCPU then stops.
+    outcome: Option<Outcome>,
+}
+
+impl Drop for Domain {
+    fn drop(&mut self) {
+        let mut tables = Vec::new();
+        self.p2m
+            .free_tables(&mut HostTables, &mut |t| tables.push(t));
+        let mut f = FRAMES.lock();
+        for t in tables {
+            f.free(t, 1);
+        }
+        f.free(self.ram, self.ram_pages);
+        f.free(self.shared_info, 1);
+        for &g in &self.grant_frames {
+            f.free(g, 1);
+        }
+    }
+}
+
+fn zero(hpa: u64, len: u64) {
+    // SAFETY: a range keel just allocated for this domain, direct-mapped.
+    unsafe { core::ptr::write_bytes(cpu::phys_to_virt(hpa) as *mut u8, 0, len as usize) };
+}
+
+fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
+    let format = hvm::p2m_format()?;
+    if cfg.vcpus == 0 || cfg.vcpus > MAX_VCPUS {
+        return Err(format!("{} vCPUs: keel offers 1 to {MAX_VCPUS}", cfg.vcpus));
+    }
+    let mut vcpus = Vec::new();
+    for i in 0..cfg.vcpus {
+        let host_apic = smp::apic_id_of(i).ok_or_else(|| {
+            format!(
+                "{} vCPUs need as many physical CPUs (vCPUs are pinned, one per CPU) but only {} are online",
+                cfg.vcpus,
+                smp::online_count()
+            )
+        })?;
+        vcpus.push(VcpuState {
+            lapic: Vlapic::new(i),
+            power: if i == 0 { Power::Up } else { Power::Down },
+            vcpu_info_gpa: None,
+            time_area_gpa: None,
+            tsc_aux: 0,
+            pat: PAT_RESET,
+            lapic_upcall: None,
+            callback_pending: false,
+            xen_timer_ns: None,
+            parked: false,
+            host_apic,
+            p2m_seen: 0,
+            exits: 0,
+        });
+    }
+    let ram_pages = cfg.mem_bytes / 4096;
+    let ram = FRAMES
+        .lock()
+        .alloc_in(ram_pages, 2 << 20, 0x10_0000, u64::MAX)
+        .ok_or_else(|| format!("not enough memory for a {} MiB domain", cfg.mem_bytes >> 20))?;
+    let shared_info = FRAMES
+        .lock()
+        .alloc(1)
+        .ok_or("out of memory for shared_info")?;
+    zero(shared_info, 4096);
+    let p2m = P2m::new(format, &mut HostTables).map_err(|e| format!("p2m: {e:?}"))?;
+    let mut d = Domain {
+        id: cfg.domid,
+        initial: cfg.initial,
+        p2m,
+        ram,
+        ram_pages,
+        shared_info,
+        e820: Vec::new(),
+        line: String::new(),
+        params: [0; 64],
+        callback_vector: 0,
+        unimplemented: 0,
+        hypercalls: 0,
+        tsc_start: cpu::rdtsc(),
+        scale: TimeScale::from_hz(time::tsc_khz() * 1000),
+        chans: Channels::new(cfg.domid, cfg.vcpus),
+        grant: GrantTable::default(),
+        grant_frames: Vec::new(),
+        vcpus,
+        p2m_gen: 0,
+        cur: 0,
+        outcome: None,
+    };
+    zero(ram, cfg.mem_bytes);
+    // 4 KiB pages: pages get replaced (shared_info, grant frames) by gfn.
+    for i in 0..ram_pages {
+        d.p2m
+            .map(
+                &mut HostTables,
+                i * 4096,
+                ram + i * 4096,
+                PageSize::Size4K,
+                Perm::RWX,
+            )
+            .map_err(|e| format!("p2m: {e:?}"))?;
+    }
+    let img =
+        PvhImage::parse(cfg.kernel, cfg.mem_bytes).map_err(|e| format!("kernel refused: {e}"))?;
+    img.notes.log();
+    img.elf.load(
+        |gpa, b| assert!(guestmem::write(&d.p2m, gpa, b)),
+        |_, _| {}, /* RAM is zeroed */
+    );
+    let kernel_end = img
+        .elf
+        .segments()
+        .iter()
+        .map(|s| s.paddr + s.memsz)
+        .max()
+        .unwrap_or(0);
+    let mut sib = StartInfoBuilder::new().cmdline(cfg.cmdline);
+    if cfg.initial {
+        sib = sib.flags(SIF_PRIVILEGED | SIF_INITDOMAIN);
+    }
+    if let Some(initrd) = cfg.initrd {
+        let at = (kernel_end + (2 << 20) - 1) & !((2 << 20) - 1);
+        if at + initrd.len() as u64 > cfg.mem_bytes {
+            return Err(format!(
+                "initrd ({} bytes) does not fit after the kernel",
+                initrd.len()
+            ));
+        }
+        assert!(guestmem::write(&d.p2m, at, initrd));
+        sib = sib.initrd(at, initrd.len() as u64);
+    }
+    let tables = acpi::build(ACPI_BASE, cfg.vcpus).map_err(|e| format!("ACPI tables: {e:?}"))?;
+    assert!(guestmem::write(&d.p2m, tables.base, &tables.bytes));
+    let acpi_end = (tables.base + tables.bytes.len() as u64 + 0xfff) & !0xfff;
+    d.e820 = alloc::vec![
+        (0, START_INFO_BASE, MemType::Ram),
+        (START_INFO_BASE, START_INFO_LEN, MemType::Reserved),
+        (
+            START_INFO_BASE + START_INFO_LEN,
+            0x9_f000 - (START_INFO_BASE + START_INFO_LEN),
+            MemType::Ram
+        ),
+        (0x9_f000, ACPI_BASE - 0x9_f000, MemType::Reserved),
+        (ACPI_BASE, acpi_end - ACPI_BASE, MemType::Acpi),
+        (acpi_end, 0x10_0000 - acpi_end, MemType::Reserved),
+        (0x10_0000, cfg.mem_bytes - 0x10_0000, MemType::Ram),
+    ];
+    sib = sib.rsdp(tables.rsdp_gpa);
+    for &(a, s, k) in &d.e820 {
+        sib = sib.memmap(a, s, k);
+    }
+    let layout = sib
+        .build(START_INFO_BASE, START_INFO_LEN)
+        .map_err(|e| format!("start_info: {e:?}"))?;
+    for (gpa, bytes) in &layout.writes {
+        assert!(guestmem::write(&d.p2m, *gpa, bytes));
+    }
+    log::info!(
+        "d{}: PVH kernel entry {:#x}, {} MiB, {} vCPU(s), initrd {} bytes, cmdline '{}'",
+        cfg.domid,
+        img.entry,
+        cfg.mem_bytes >> 20,
+        cfg.vcpus,
+        cfg.initrd.map_or(0, |i| i.len()),
+        cfg.cmdline
+    );
+    Ok((d, img.entry, layout.start_info_gpa as u32))
+}
+
+/// Builds the domain and runs it: vCPU 0 on this CPU (which must be CPU
+/// 0), vCPU `n` on CPU `n`, until it shuts down or keel has to stop it.
+pub fn run(cfg: &Config) -> Outcome {
+    let (d, entry, start_info) = match build(cfg) {
+        Ok(x) => x,
+        Err(e) => return Outcome::Stopped(e),
+    };
+    let dom = Arc::new(Mutex::new(d));
+    let others = Arc::new(AtomicU32::new(0));
+    for i in 1..cfg.vcpus {
+        let (dom2, others2) = (dom.clone(), others.clone());
+        others.fetch_add(1, Ordering::SeqCst);
+        let job = Box::new(move || {
+            vcpu_main(&dom2, i as usize, None);
+            others2.fetch_sub(1, Ordering::SeqCst);
+        });
+        if !crate::kernel::run_on_cpu(i, job) {
+            others.fetch_sub(1, Ordering::SeqCst);
+            dom.lock()
+                .end(Outcome::Stopped(format!("CPU{i} cannot take vCPU{i}")));
+        }
+    }
+    vcpu_main(
+        &dom,
+        0,
+        Some(StartMode::Pvh32 {
+            entry,
+            ebx: start_info,
+        }),
+    );
+    while others.load(Ordering::SeqCst) != 0 {
+        cpu::pause();
+    }
+    let mut d = dom.lock();
+    if !d.line.is_empty() {
+        d.console(b'\n');
+    }
+    let outcome = d.outcome.clone().unwrap_or(Outcome::Stopped(String::from("?")));
+    let exits: u64 = d.vcpus.iter().map(|v| v.exits).sum();
+    log::info!(
+        "d{}: {:?} after {exits} exits on {} vCPU(s), {} hypercalls ({} unimplemented)",
+        d.id,
+        outcome,
+        d.vcpus.len(),
+        d.hypercalls,
+        d.unimplemented,
+    );
+    outcome
+}
+
+/// One vCPU's life on this physical CPU: create it here, wait for its
+/// start-up IPI (all but vCPU 0), then run it until the domain ends.
+fn vcpu_main(dom: &Mutex<Domain>, idx: usize, boot: Option<StartMode>) {
+    let (domid, root) = {
+        let d = dom.lock();
+        (d.id, d.p2m.root)
+    };
+    // VPIDs (VT-x): distinct per vCPU; 0 is the host's.
+    let vpid = 1 + domid * MAX_VCPUS as u16 + idx as u16;
+    let mut v = match hvm::new_vcpu(vpid) {
+        Ok(v) => v,
+        Err(e) => {
+            dom.lock()
+                .end(Outcome::Stopped(format!("vCPU{idx}: cannot create: {e}")));
+            return;
+        }
+    };
+    v.set_p2m_root(root);
+    let mode = match boot {
+        Some(m) => m,
+        None => match wait_for_sipi(dom, idx) {
+            Some(vector) => {
+                log::info!("d{domid}v{idx}: started by SIPI at {:#x}", (vector as u32) << 12);
+                StartMode::RealModeSipi { vector }
+            }
+            None => return,
+        },
+    };
+    v.reset(mode);
+    let _ = fpu::set_guest_xcr0(1);
+    let khz = time::tsc_khz();
+    let mut armed = None;
+    loop {
+        {
+            let mut d = dom.lock();
+            if d.outcome.is_some() {
+                break;
+            }
+            d.cur = idx;
+            if d.vcpus[idx].p2m_seen != d.p2m_gen {
+                d.vcpus[idx].p2m_seen = d.p2m_gen;
+                v.flush_p2m();
+            }
+            d.deliver_interrupts(&mut *v);
+            let next = d.next_wakeup(idx).map(|ns| d.tsc_at(ns));
+            if next != armed {
+                match next {
+                    Some(t) => apic::arm_timer(t, khz),
+                    None => apic::disarm_timer(),
+                }
+                armed = next;
+            }
+        }
+        let e = v.run();
+        let mut d = dom.lock();
+        d.cur = idx;
+        d.vcpus[idx].exits += 1;
+        let step = if d.vcpus[idx].exits > MAX_EXITS {
+            Step::End(Outcome::Stopped(format!("vCPU{idx} exceeded {MAX_EXITS} exits")))
+        } else {
+            d.handle(&mut *v, e)
+        };
+        match step {
+            Step::Go => {}
+            Step::Halt | Step::Park => {
+                let park = matches!(step, Step::Park);
+                drop(d);
+                idle(dom, idx, park);
+                armed = None;
+            }
+            Step::End(o) => {
+                let [cr0, cr3, cr4, efer] = v.control_regs();
+                log::info!(
+                    "d{domid}v{idx}: ends the domain at RIP {:#x} CR0 {cr0:#x} CR3 {cr3:#x} CR4 {cr4:#x} EFER {efer:#x}",
+                    v.regs().rip
+                );
+                d.end(o);
+                break;
+            }
+        }
+    }
+    apic::disarm_timer();
+}
+
+/// A vCPU that is not vCPU 0 waits, halted, for INIT and a start-up IPI.
+fn wait_for_sipi(dom: &Mutex<Domain>, idx: usize) -> Option<u8> {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        {
+            let mut d = dom.lock();
+            if d.outcome.is_some() {
+                return None;
+            }
+            if let Power::Start(vector) = d.vcpus[idx].power {
+                d.vcpus[idx].power = Power::Up;
+                return Some(vector);
+            }
+        }
+        apic::disarm_timer();
+        // sti;hlt: a kick that arrives after the check still ends the hlt.
+        x86_64::instructions::interrupts::enable_and_hlt();
+    }
+}
+
+/// A halted vCPU: its CPU halts until the vCPU's next timer or a kick,
+/// and returns once an interrupt or event is due for it. `park`: halted
+/// with interrupts off, so only the end of the domain ends this.
+fn idle(dom: &Mutex<Domain>, idx: usize, park: bool) {
+    let khz = time::tsc_khz();
+    loop {
+        x86_64::instructions::interrupts::disable();
+        let deadline = {
+            let mut d = dom.lock();
+            if d.outcome.is_some() {
+                return;
+            }
+            d.cur = idx;
+            d.tick(idx);
+            let s = &d.vcpus[idx];
+            if !park && (s.lapic.pending().is_some() || s.callback_pending) {
+                d.vcpus[idx].parked = false;
+                return;
+            }
+            let next = if park { None } else { d.next_wakeup(idx) };
+            d.vcpus[idx].parked = next.is_none();
+            if d.vcpus.iter().all(|v| v.parked || v.power != Power::Up) {
+                d.end(Outcome::Stopped(String::from(
+                    "every vCPU is halted with nothing armed that could wake it",
+                )));
+                return;
+            }
+            next.map(|ns| d.tsc_at(ns))
+        };
+        match deadline {
+            Some(t) => apic::arm_timer(t, khz),
+            None => apic::disarm_timer(),
+        }
+        x86_64::instructions::interrupts::enable_and_hlt();
+    }
+}
+
+impl Domain {
+    fn console(&mut self, b: u8) {
+        if b == b'\n' || self.line.len() >= 400 {
+            log::info!("(d{}) {}", self.id, self.line);
+            self.line.clear();
+        } else if b != b'\r' {
+            self.line
+                .push(if b.is_ascii_graphic() || b == b' ' || b == b'\t' {
+                    b as char
+                } else {
+                    '.'
+                });
+        }
+    }
+
+    /// Ends the domain (the first outcome wins) and kicks every other vCPU
+    /// so its CPU notices.
+    fn end(&mut self, o: Outcome) {
+        if self.outcome.is_none() {
+            self.outcome = Some(o);
+        }
+        for i in 0..self.vcpus.len() {
+            self.kick(i);
+        }
+    }
+
+    /// Makes vCPU `i`'s CPU leave guest mode or its halt (unless it is the
+    /// CPU handling this exit), so it sees what changed for it.
+    fn kick(&self, i: usize) {
+        if i != self.cur {
+            apic::send_fixed(self.vcpus[i].host_apic, trap::VECTOR_WAKE);
+        }
+    }
+
+    /// A present p2m entry changed (the current vCPU has flushed): the
+    /// others flush before their next entry.
+    fn p2m_changed(&mut self) {
+        self.p2m_gen += 1;
+        let cur = self.cur;
+        self.vcpus[cur].p2m_seen = self.p2m_gen;
+        for i in 0..self.vcpus.len() {
+            self.kick(i);
+        }
+    }
+
+    /// Nanoseconds since the domain started (its system time).
+    fn now_ns(&self) -> u64 {
+        self.scale.ns(cpu::rdtsc() - self.tsc_start)
+    }
+
+    /// The TSC value at system time `ns`.
+    fn tsc_at(&self, ns: u64) -> u64 {
+        self.tsc_start + (ns as u128 * time::tsc_khz() as u128 / 1_000_000) as u64
+    }
+
+    /// Fires vCPU `i`'s timers that are due.
+    fn tick(&mut self, i: usize) {
+        let now = self.now_ns();
+        if self.vcpus[i].xen_timer_ns.is_some_and(|t| now >= t) {
+            self.vcpus[i].xen_timer_ns = None;
+            if let Some(port) = self.chans.virq_port(abi::virq::TIMER, i as u32) {
+                self.signal(port);
+            }
+        }
+        self.vcpus[i].lapic.tick(now);
+    }
+
+    /// Injects the current vCPU's highest pending interrupt if it can take
+    /// it now, else asks for an interrupt window.
+    fn deliver_interrupts(&mut self, v: &mut dyn Vcpu) {
+        let i = self.cur;
+        self.tick(i);
+        let s = &mut self.vcpus[i];
+        if s.callback_pending {
+            if v.can_inject_interrupt() {
+                v.inject(Event::Interrupt(self.callback_vector));
+                s.callback_pending = false;
+            } else {
+                v.request_interrupt_window(true);
+            }
+            return;
+        }
+        match s.lapic.pending() {
+            Some(vec) if v.can_inject_interrupt() => {
+                v.inject(Event::Interrupt(vec));
+                s.lapic.accept(vec);
+                v.request_interrupt_window(false);
+            }
+            Some(_) => v.request_interrupt_window(true),
+            None => v.request_interrupt_window(false),
+        }
+    }
+
+    /// The earliest moment a timer of vCPU `i` fires.
+    fn next_wakeup(&self, i: usize) -> Option<u64> {
+        let s = &self.vcpus[i];
+        match (s.lapic.next_deadline(), s.xen_timer_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Sets `port` pending for its vCPU (2-level ABI) and, when that makes
+    /// an upcall due, raises it on that vCPU.
+    fn signal(&mut self, port: u32) {
+        let Ok(vcpu) = self.chans.notify_vcpu(port) else {
+            return;
+        };
+        if let Ok(true) = self.with_pending(vcpu as usize, |p, vi| {
+            p.set(port, vcpu, vi).map(|d| d.upcall)
+        }) {
+            self.raise_upcall(vcpu as usize);
+        }
+    }
+
+    /// Runs `f` on the 2-level pending bitmaps and vCPU `i`'s vcpu_info.
+    fn with_pending<T>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut Pending, VcpuInfoRef) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        if i >= self.vcpus.len() {
+            return Err(Errno::EINVAL);
+        }
+        let si = cpu::phys_to_virt(self.shared_info) as *mut SharedInfo;
+        let registered = self.registered_vcpu_info(i).map(|r| r as *mut VcpuInfo);
+        // SAFETY: shared_info is keel's frame and a registered vcpu_info
+        // lies in the guest's RAM: distinct memory, both mapped. The guest
+        // may touch them concurrently from its vCPUs; the 2-level protocol
+        // uses atomic bit operations on both sides, as under Xen.
+        let vi = match registered {
+            Some(p) => VcpuInfoRef::Registered(unsafe { &mut *p }),
+            None => VcpuInfoRef::Legacy,
+        };
+        // SAFETY: as above.
+        let mut p = Pending::new(unsafe { &mut *si });
+        f(&mut p, vi)
+    }
+
+    fn raise_upcall(&mut self, i: usize) {
+        let s = &mut self.vcpus[i];
+        if let Some(vec) = s.lapic_upcall {
+            s.lapic.raise(vec);
+        } else if self.callback_vector >= 16 {
+            s.callback_pending = true;
+        } else {
+            return;
+        }
+        self.kick(i);
+    }
+
+    fn shared_info(&mut self) -> &mut SharedInfo {
+        // SAFETY: keel's own shared_info frame, direct-mapped.
+        unsafe { &mut *(cpu::phys_to_virt(self.shared_info) as *mut SharedInfo) }
+    }
+
+    /// A structure of type `T` at guest-physical `gpa`, checked at
+    /// registration to lie within one page of the domain's RAM.
+    fn guest_struct<T>(&self, gpa: u64) -> Option<&'static mut T> {
+        let (hpa, _, _) = self.p2m.translate(&mut HostTables, gpa)?;
+        // SAFETY: `hpa` backs the guest page holding the structure (which
+        // does not cross a page); RAM stays mapped while the domain lives,
+        // and keel only writes it under the domain's lock.
+        Some(unsafe { &mut *(cpu::phys_to_virt(hpa) as *mut T) })
+    }
+
+    /// vCPU `i`'s registered vcpu_info in guest memory.
+    fn registered_vcpu_info(&self, i: usize) -> Option<&'static mut VcpuInfo> {
+        self.guest_struct(self.vcpus[i].vcpu_info_gpa?)
+    }
+
+    /// Publishes every vCPU's PV clock: system time = ns since the domain
+    /// started (one invariant TSC, so one record fits all vCPUs).
+    fn update_time(&mut self) {
+        let now = cpu::rdtsc();
+        let (scale, start) = (self.scale, self.tsc_start);
+        let ns = scale.ns(now - start);
+        for i in 0..self.vcpus.len() {
+            publish(&mut self.shared_info().vcpu_info[i].time, scale, now, ns);
+            if let Some(vi) = self.registered_vcpu_info(i) {
+                publish(&mut vi.time, scale, now, ns);
+            }
+            if let Some(gpa) = self.vcpus[i].time_area_gpa {
+                if let Some(t) = self.guest_struct::<VcpuTimeInfo>(gpa) {
+                    publish(t, scale, now, ns);
+                }
+            }
+        }
+    }
+
+    /// Sends what the current vCPU wrote to its ICR.
+    fn route_ipi(&mut self, ipi: Ipi) {
+        let from = self.cur as u32;
+        let targets = |dest: vlapic::Dest, n: usize| {
+            (0..n).filter(move |&i| dest.matches(i as u32, from))
+        };
+        match ipi {
+            Ipi::Fixed { dest, vector } => {
+                for i in targets(dest, self.vcpus.len()) {
+                    self.vcpus[i].lapic.raise(vector);
+                    self.kick(i);
+                }
+            }
+            Ipi::Init { dest } => {
+                for i in targets(dest, self.vcpus.len()).filter(|&i| i != self.cur) {
+                    match self.vcpus[i].power {
+                        Power::Up => log::debug!(
+                            "d{}: INIT to running vCPU{i} ignored (no vCPU reset yet)",
+                            self.id
+                        ),
+                        _ => self.vcpus[i].power = Power::Init,
+                    }
+                }
+            }
+            Ipi::Startup { dest, vector } => {
+                for i in targets(dest, self.vcpus.len()) {
+                    if self.vcpus[i].power == Power::Init {
+                        self.vcpus[i].power = Power::Start(vector);
+                        self.kick(i);
+                    }
+                }
+            }
+            Ipi::Ignored { mode } => {
+                log::debug!("d{}: IPI delivery mode {mode} ignored", self.id)
+            }
+        }
+    }
+
+    fn gpa_of(&self, v: &dyn Vcpu, gva: u64) -> Option<u64> {
+        let [cr0, cr3, cr4, efer] = v.control_regs();
+        decode::linear_to_gpa(&mut P2mReader(&self.p2m), cr0, cr3, cr4, efer, gva)
+    }
+
+    /// Copies from a guest virtual address (page by page through the
+    /// guest's own page tables); -EFAULT if any byte is unmapped.
+    fn read(&self, v: &dyn Vcpu, gva: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        let mut done = 0;
+        while done < buf.len() {
+            let a = gva + done as u64;
+            let n = ((4096 - (a & 0xfff)) as usize).min(buf.len() - done);
+            let gpa = self.gpa_of(v, a).ok_or(Errno::EFAULT)?;
+            if !guestmem::read(&self.p2m, gpa, &mut buf[done..done + n]) {
+                return Err(Errno::EFAULT);
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn write(&self, v: &dyn Vcpu, gva: u64, data: &[u8]) -> Result<(), Errno> {
+        let mut done = 0;
+        while done < data.len() {
+            let a = gva + done as u64;
+            let n = ((4096 - (a & 0xfff)) as usize).min(data.len() - done);
+            let gpa = self.gpa_of(v, a).ok_or(Errno::EFAULT)?;
+            if !guestmem::write(&self.p2m, gpa, &data[done..done + n]) {
+                return Err(Errno::EFAULT);
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn wrmsr(&mut self, v: &mut dyn Vcpu, msr: u32, value: u64) -> Result<(), ()> {
+        let i = self.cur;
+        match msr {
+            vlapic::MSR_BASE..=vlapic::MSR_END => {
+                let now = self.now_ns();
+                match self.vcpus[i].lapic.write(msr, value, now) {
+                    Ok(Some(ipi)) => self.route_ipi(ipi),
+                    Ok(None) => {}
+                    Err(_) => return Err(()),
+                }
+            }
+            0xc000_0103 => self.vcpus[i].tsc_aux = value & 0xffff_ffff,
+            // IA32_PAT: each byte a valid type (0, 1, 4, 5, 6, 7).
+            0x277 => {
+                if value.to_le_bytes().iter().any(|&t| matches!(t, 2 | 3) || t > 7) {
+                    return Err(());
+                }
+                self.vcpus[i].pat = value;
+            }
+            // APIC base: x2APIC stays enabled (keel has no xAPIC MMIO).
+            0x1b => {}
+            // IA32_BIOS_SIGN_ID (Linux writes 0 before reading the
+            // microcode revision) and IA32_MISC_ENABLE: accepted, ignored.
+            0x8b | 0x1a0 => {}
+            // IA32_TSC_ADJUST: keel does not let a guest move the TSC;
+            // writing the value it reads (0) is all Linux does.
+            0x3b if value == 0 => {}
+            // AMD NB_CFG: accepted, ignored (see rdmsr).
+            0xc001_001f => {}
+            cpuid::HYPERCALL_PAGE_MSR => {
+                if let Err(e) = self.write_hypercall_page(v, value & !0xfff) {
+                    log::warn!("d{}: {e}", self.id);
+                    return Err(());
+                }
+            }
+            _ => {
+                log::debug!("d{}v{i}: wrmsr {msr:#x} <- {value:#x}: #GP", self.id);
+                return Err(());
+            }
+        }
+        Ok(())
+    }
+
+    fn rdmsr(&mut self, msr: u32) -> Option<u64> {
+        let i = self.cur;
+        Some(match msr {
+            0x10 => cpu::rdtsc(), // TSC
+            // APIC base: enabled, in x2APIC mode (EXTD), as firmware that
+            // enabled x2APIC leaves it; the BSP flag on vCPU 0.
+            0x1b => 0xfee0_0000 | (1 << 11) | (1 << 10) | (((i == 0) as u64) << 8),
+            vlapic::MSR_BASE..=vlapic::MSR_END => {
+                self.vcpus[i].lapic.read(msr, self.now_ns()).ok()?
+            }
+            // Microcode revision: none. IA32_TSC_ADJUST: 0 (keel never
+            // offsets the TSC; Linux reads it where CPUID offers it).
+            0x8b | 0x3b => 0,
+            // MTRRcap, MTRRdefType: no MTRRs (Linux then treats the memory
+            // types as the hypervisor's business, as on Xen).
+            0xfe | 0x2ff => 0,
+            0xc000_0103 => self.vcpus[i].tsc_aux,
+            0x277 => self.vcpus[i].pat,
+            // AMD SYSCFG: nothing enabled. NB_CFG: nothing set (Linux reads
+            // it, unguarded, on some AMD families).
+            0xc001_0010 | 0xc001_001f => 0,
+            // IA32_MISC_ENABLE: fast strings; no BTS, no PEBS; XD not
+            // disabled. Linux's early verify_cpu reads it without a fault
+            // handler on Intel CPUs.
+            0x1a0 => 1 | (1 << 11) | (1 << 12),
+            _ => {
+                log::debug!("d{}v{i}: rdmsr {msr:#x}: #GP", self.id);
+                return None;
+            }
+        })
+    }
+
+    fn handle(&mut self, v: &mut dyn Vcpu, exit: Exit) -> Step {
+        let i = self.cur;
+        match exit {
+            Exit::Cpuid { len } => {
+                cpuid::emulate(v, cpuid::Ctx::new(i as u32, self.id), len)
+            }
+            Exit::MsrWrite { msr, value, len } => match self.wrmsr(v, msr, value) {
+                Ok(()) => v.skip(len),
+                Err(()) => v.inject_gp(),
+            },
+            Exit::MsrRead { msr, len } => match self.rdmsr(msr) {
+                Some(x) => {
+                    let r = v.regs_mut();
+                    r.rax = x & 0xffff_ffff;
+                    r.rdx = x >> 32;
+                    v.skip(len);
+                }
+                None => v.inject_gp(),
+            },
+            Exit::Io {
+                port,
+                size,
+                write,
+                string,
+                len,
+                ..
+            } => {
+                if string {
+                    return Step::End(Outcome::Stopped(format!(
+                        "string I/O on port {port:#x} is not supported"
+                    )));
+                }
+                if write && port == acpi::SLEEP_CONTROL_PORT {
+                    // ACPI soft-off (hardware-reduced): SLP_EN with S5's type.
+                    let val = v.regs().rax as u8;
+                    if val & acpi::SLP_EN != 0 && (val >> 2) & 7 == acpi::SLEEP_TYPE_S5 {
+                        return Step::End(Outcome::Shutdown(abi::shutdown::POWEROFF));
+                    }
+                }
+                if !write {
+                    // No device: reads return all ones.
+                    let r = v.regs_mut();
+                    r.rax = io_in_result(r.rax, size, u64::MAX);
+                }
+                v.skip(len);
+            }
+            Exit::Hypercall { len } => {
+                self.hypercalls += 1;
+                let step = match self.hypercall(v) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        v.regs_mut().rax = e.to_ret() as u64;
+                        Step::Go
+                    }
+                };
+                v.skip(len);
+                return step;
+            }
+            Exit::Hlt { len } => {
+                v.skip(len);
+                return if v.regs().rflags & (1 << 9) == 0 {
+                    Step::Park
+                } else {
+                    Step::Halt
+                };
+            }
+            Exit::Pause { len } => v.skip(len),
+            Exit::Xsetbv { len } => {
+                let r = *v.regs();
+                let value = (r.rdx << 32) | (r.rax & 0xffff_ffff);
+                if r.rcx as u32 == 0 && fpu::set_guest_xcr0(value).is_ok() {
+                    v.skip(len);
+                } else {
+                    v.inject_gp();
+                }
+            }
+            Exit::NestedPageFault { gpa, access, .. } => {
+                let what = access.name();
+                return Step::End(Outcome::Stopped(format!(
+                    "vCPU{i}: {what} of guest-physical {gpa:#x}: no memory or emulated device there (MMIO emulation is not implemented yet)"
+                )));
+            }
+            Exit::ExternalInterrupt | Exit::InterruptWindow => {}
+            Exit::TripleFault => {
+                return Step::End(Outcome::Stopped(format!("vCPU{i}: triple fault")))
+            }
+            other => {
+                return Step::End(Outcome::Stopped(format!(
+                    "vCPU{i}: unexpected exit {other:?}"
+                )))
+            }
+        }
+        Step::Go
+    }
+}
