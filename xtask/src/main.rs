@@ -703,6 +703,13 @@ fn cmd_bench(a: &[String]) -> Result<u8> {
             skipped.push(format!("VM exits: {e}"));
         }
     }
+    match bench_linux_boot() {
+        Ok(section) => sections.push(section),
+        Err(e) => {
+            failed = true;
+            skipped.push(format!("Linux boot: {e}"));
+        }
+    }
     for s in &skipped {
         eprintln!("skipped: {s}");
     }
@@ -785,6 +792,106 @@ fn bench_vm_exits() -> Result<String> {
         out += &format!(
             "| {model} | {backend} | {hc} | {cpuid} | {:.2} | {wall:.1} s |\n",
             *hc as f64 / base
+        );
+    }
+    Ok(out)
+}
+
+/// The kernel's own clock at `Run /init` in a console line
+/// ("... [    2.488294] Run /init as init process").
+fn run_init_secs(lines: &[String]) -> Option<f64> {
+    let l = lines.iter().find(|l| l.contains("] Run /init"))?;
+    let (_, rest) = l.split_once('[')?;
+    rest.split_once(']')?.0.trim().parse().ok()
+}
+
+/// Debian's kernel to userspace and back: on keel (the `linux_scenarios`,
+/// each emulator) against the same kernel and initramfs booted straight
+/// under QEMU TCG (PVH entry, same vCPUs and memory), in one run.
+fn bench_linux_boot() -> Result<String> {
+    host::ensure_packages(&emulator::ALL_PACKAGES)?;
+    let tools = build_tools()?;
+    let mut scenarios = keel_harness::linux_scenarios();
+    fill_linux(&mut scenarios)?;
+    let dir = root().join("target/keel/linux");
+    let work_root = out_dir().join("bench");
+    std::fs::create_dir_all(&work_root).map_err(|e| e.to_string())?;
+
+    // The baseline: no hypervisor.
+    eprintln!("==> bench linux-direct: the same kernel straight under QEMU TCG (-cpu EPYC, 2 vCPUs, 256 MiB)");
+    let log = work_root.join("linux-direct.serial.log");
+    let t = Instant::now();
+    let st = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-cpu", "EPYC", "-smp", "2", "-m", "256"])
+        .args(["-nodefaults", "-display", "none", "-no-reboot", "-serial"])
+        .arg(format!("file:{}", log.display()))
+        .arg("-kernel")
+        .arg(dir.join("vmlinux"))
+        .arg("-initrd")
+        .arg(dir.join("initrd.cpio.gz"))
+        .args(["-append", "console=ttyS0 panic=-1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("qemu-system-x86_64: {e}"))?;
+    let direct_wall = t.elapsed().as_secs_f64();
+    let direct_lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect();
+    if !st.success() || !direct_lines.iter().any(|l| l.contains("KEEL-LINUX: powering off")) {
+        return Err(format!("the direct QEMU boot did not reach power-off (see {})", log.display()));
+    }
+    let direct_init = run_init_secs(&direct_lines).ok_or("direct boot: no 'Run /init' line")?;
+
+    let mut rows = vec![(
+        "QEMU TCG -cpu EPYC, no hypervisor".to_string(),
+        "-".to_string(),
+        direct_init,
+        direct_wall,
+    )];
+    for s in &scenarios {
+        eprintln!("==> bench {}: {}", s.name, s.description);
+        let r = runner::run_scenario(s, &tools, &work_root);
+        if !r.verdict.ok() {
+            eprint!("{}", r.details());
+            return Err(format!("{} failed: {}", s.name, r.verdict.reason));
+        }
+        let lines = r
+            .record
+            .as_ref()
+            .map(|rec| rec.console.lines.clone())
+            .unwrap_or_default();
+        let init = run_init_secs(&lines).ok_or(format!("{}: no 'Run /init' line", s.name))?;
+        let model = match s.emulator {
+            keel_harness::Emulator::Qemu => format!("QEMU TCG -cpu {}, keel", s.vendor.qemu_cpu()),
+            keel_harness::Emulator::Bochs => format!("Bochs 2.7 {}, keel", s.vendor.bochs_cpu()),
+        };
+        let backend = match s.vendor {
+            keel_harness::Vendor::Intel => "VT-x",
+            keel_harness::Vendor::Amd => "AMD-V",
+        };
+        rows.push((model, backend.to_string(), init, r.wall.as_secs_f64()));
+    }
+    let mut out = String::from(
+        "## Linux boot (Debian's kernel as a PVH domain, 2 vCPUs)\n\n\
+         `cargo xtask bench` boots Debian's stock kernel and the busybox initramfs of \
+         `cargo xtask linux` to userspace and back to power-off: as keel's dom0 (the \
+         `*-linux` test scenarios: GRUB, keel, then the kernel), and, as the baseline, straight \
+         under QEMU TCG with no hypervisor (`-kernel vmlinux`, its PVH entry). \
+         *Run /init* is the kernel's own clock at `Run /init`; *wall* is the emulator's whole \
+         run, firmware and keel's boot included. Ratios are against the baseline row, measured \
+         side by side in this run. **These are emulated figures**: they compare emulators and \
+         keel versions, not hardware.\n\n\
+         | machine | backend | Run /init (kernel clock) | ratio | wall, start to power-off | ratio |\n\
+         |---|---|---:|---:|---:|---:|\n",
+    );
+    for (model, backend, init, wall) in &rows {
+        out += &format!(
+            "| {model} | {backend} | {init:.2} s | {:.2} | {wall:.1} s | {:.2} |\n",
+            init / direct_init,
+            wall / direct_wall
         );
     }
     Ok(out)

@@ -117,13 +117,17 @@ pub fn guest_cpuid(
                 // #GP on MWAIT hints). The initial APIC ID is the vCPU's;
                 // OSXSAVE mirrors the guest's CR4, not keel's.
                 1 => {
-                    c = (c | (1 << 31) | (1 << 21)) & !(1 << 5) & !(1 << 3);
+                    // No PDCM either (IA32_PERF_CAPABILITIES is the host's).
+                    c = (c | (1 << 31) | (1 << 21)) & !(1 << 5) & !(1 << 3) & !(1 << 15);
                     c = (c & !(1 << 27)) | ((ctx.osxsave as u32) << 27);
                     // No thermal monitoring (ACPI, TM): its MSRs are the
                     // host's business.
                     d &= !MCE_MCA & !(1 << 22) & !(1 << 29);
                     b = (b & 0x00ff_ffff) | (vcpu_id << 24);
                 }
+                // Power management: only the always-running APIC timer;
+                // no APERF/MPERF, energy-performance bias or HWP MSRs.
+                6 => (a, b, c, d) = (a & (1 << 2), 0, 0, 0),
                 // Extended topology: the x2APIC ID is the vCPU's.
                 0xb | 0x1f => d = vcpu_id,
                 0x8000_001e => a = vcpu_id,

@@ -275,6 +275,36 @@ impl Domain {
                     v.regs_mut().rax = 0;
                     Ok(Step::Halt)
                 }
+                abi::schedop::POLL => {
+                    // struct sched_poll { handle ports; u32 nr_ports; u64 timeout }
+                    let mut b = [0u8; 24];
+                    self.read(v, a2, &mut b)?;
+                    let ptr = u64::from_le_bytes(b[..8].try_into().unwrap());
+                    let n = u32::from_le_bytes(b[8..12].try_into().unwrap()) as usize;
+                    let timeout = u64::from_le_bytes(b[16..24].try_into().unwrap());
+                    if n > 128 {
+                        return Err(Errno::EINVAL); // Xen's limit
+                    }
+                    let mut raw = alloc::vec![0u8; 4 * n];
+                    self.read(v, ptr, &mut raw)?;
+                    let ports: alloc::vec::Vec<u32> = raw
+                        .chunks(4)
+                        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                        .collect();
+                    if ports.iter().any(|&p| !self.chans.port_is_valid(p)) {
+                        return Err(Errno::EINVAL);
+                    }
+                    let i = self.cur;
+                    self.vcpus[i].poll = ports;
+                    self.vcpus[i].poll_timeout_ns = (timeout != 0).then_some(timeout);
+                    v.regs_mut().rax = 0;
+                    if self.poll_done(i) {
+                        self.vcpus[i].poll.clear();
+                        self.vcpus[i].poll_timeout_ns = None;
+                        return Ok(Step::Go);
+                    }
+                    Ok(Step::Halt)
+                }
                 abi::schedop::SHUTDOWN => {
                     let mut b = [0u8; 4];
                     self.read(v, a2, &mut b)?;

@@ -124,6 +124,11 @@ struct VcpuState {
     /// Xen's single-shot vCPU timer (VCPUOP_set_singleshot_timer,
     /// set_timer_op): system time in ns at which VIRQ_TIMER fires.
     xen_timer_ns: Option<u64>,
+    /// SCHEDOP_poll in progress: the ports it waits on (it also wakes on
+    /// its timers, its timeout, or any upcall).
+    poll: Vec<u32>,
+    /// SCHEDOP_poll's timeout (system time, ns).
+    poll_timeout_ns: Option<u64>,
     /// Halted with nothing armed that could wake it.
     parked: bool,
     /// Local APIC ID of the physical CPU it runs on (for kicks).
@@ -211,6 +216,8 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
             lapic_upcall: None,
             callback_pending: false,
             xen_timer_ns: None,
+            poll: Vec::new(),
+            poll_timeout_ns: None,
             parked: false,
             host_apic,
             p2m_seen: 0,
@@ -499,9 +506,12 @@ fn idle(dom: &Mutex<Domain>, idx: usize, park: bool) {
             }
             d.cur = idx;
             d.tick(idx);
+            let polled = !d.vcpus[idx].poll.is_empty() && d.poll_done(idx);
             let s = &d.vcpus[idx];
-            if !park && (s.lapic.pending().is_some() || s.callback_pending) {
+            if !park && (s.lapic.pending().is_some() || s.callback_pending || polled) {
                 d.vcpus[idx].parked = false;
+                d.vcpus[idx].poll.clear();
+                d.vcpus[idx].poll_timeout_ns = None;
                 return;
             }
             let next = if park { None } else { d.next_wakeup(idx) };
@@ -615,13 +625,26 @@ impl Domain {
         }
     }
 
-    /// The earliest moment a timer of vCPU `i` fires.
+    /// The earliest moment a timer of vCPU `i` fires (or its poll ends).
     fn next_wakeup(&self, i: usize) -> Option<u64> {
         let s = &self.vcpus[i];
-        match (s.lapic.next_deadline(), s.xen_timer_ns) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [s.lapic.next_deadline(), s.xen_timer_ns, s.poll_timeout_ns]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether vCPU `i`'s SCHEDOP_poll is over: a polled port is pending,
+    /// or its timeout passed.
+    fn poll_done(&mut self, i: usize) -> bool {
+        if self.vcpus[i].poll_timeout_ns.is_some_and(|t| self.now_ns() >= t) {
+            return true;
         }
+        let ports = core::mem::take(&mut self.vcpus[i].poll);
+        let si = self.shared_info();
+        let hit = ports.iter().any(|&p| Pending::new(&mut *si).is_pending(p));
+        self.vcpus[i].poll = ports;
+        hit
     }
 
     /// Sets `port` pending for its vCPU (2-level ABI) and, when that makes
@@ -634,6 +657,12 @@ impl Domain {
             p.set(port, vcpu, vi).map(|d| d.upcall)
         }) {
             self.raise_upcall(vcpu as usize);
+        }
+        // A vCPU polling this port (usually masked: no upcall) wakes too.
+        for i in 0..self.vcpus.len() {
+            if self.vcpus[i].poll.contains(&port) {
+                self.kick(i);
+            }
         }
     }
 
