@@ -503,7 +503,10 @@ fn boot_dom0(bi: &BootInfo) -> ! {
     let max = crate::hvm::pvh::MAX_VCPUS.min(online);
     let vcpus = match options().dom0_max_vcpus {
         Some(n) if n > max => {
-            log::warn!("dom0_max_vcpus={n}: only {max} (one per online CPU, at most {})", crate::hvm::pvh::MAX_VCPUS);
+            log::warn!(
+                "dom0_max_vcpus={n}: only {max} (one per online CPU, at most {})",
+                crate::hvm::pvh::MAX_VCPUS
+            );
             max
         }
         Some(n) => n,

@@ -840,8 +840,15 @@ fn bench_linux_boot() -> Result<String> {
         .lines()
         .map(String::from)
         .collect();
-    if !st.success() || !direct_lines.iter().any(|l| l.contains("KEEL-LINUX: powering off")) {
-        return Err(format!("the direct QEMU boot did not reach power-off (see {})", log.display()));
+    if !st.success()
+        || !direct_lines
+            .iter()
+            .any(|l| l.contains("KEEL-LINUX: powering off"))
+    {
+        return Err(format!(
+            "the direct QEMU boot did not reach power-off (see {})",
+            log.display()
+        ));
     }
     let direct_init = run_init_secs(&direct_lines).ok_or("direct boot: no 'Run /init' line")?;
 

@@ -61,11 +61,13 @@ fn xsave_leaf(sub: u32, xcr0: u64, native: &impl Fn(u32, u32) -> [u32; 4]) -> [u
         1 => {
             // XSAVEOPT, XSAVEC and XGETBV with ECX=1 stay; XSAVES goes.
             let [a, _, _, _] = native(0xd, 1);
-            let size = (2..63).filter(|&i| user(i)).fold(LEGACY_AND_HEADER, |at, i| {
-                let [sz, _, flags, _] = native(0xd, i);
-                let at = if flags & 2 != 0 { (at + 63) & !63 } else { at };
-                at + sz
-            });
+            let size = (2..63)
+                .filter(|&i| user(i))
+                .fold(LEGACY_AND_HEADER, |at, i| {
+                    let [sz, _, flags, _] = native(0xd, i);
+                    let at = if flags & 2 != 0 { (at + 63) & !63 } else { at };
+                    at + sz
+                });
             [a & !(1 << 3), size, 0, 0]
         }
         _ => {
@@ -203,7 +205,12 @@ mod tests {
 
     fn host_leaf(leaf: u32) -> [u32; 4] {
         match leaf {
-            1 => [0x800f12, 0x0301_0800, 0x7ed8_320b | (1 << 5) | (1 << 3) | (1 << 27), 0x178b_fbff],
+            1 => [
+                0x800f12,
+                0x0301_0800,
+                0x7ed8_320b | (1 << 5) | (1 << 3) | (1 << 27),
+                0x178b_fbff,
+            ],
             0x8000_0001 => [0, 0, 0x75c2_37ff, 0x2fd3_fbff],
             0x8000_000a => [1, 16, 0, 1],
             _ => [leaf, 1, 2, 3],
@@ -241,7 +248,11 @@ mod tests {
             "no SVM"
         );
         assert_eq!(guest_cpuid(0x8000_000a, 0, &c(0, 0), host)[0], 0);
-        assert_eq!(guest_cpuid(0x8000_001f, 0, &c(0, 0), host), [0; 4], "no SME/SEV");
+        assert_eq!(
+            guest_cpuid(0x8000_001f, 0, &c(0, 0), host),
+            [0; 4],
+            "no SME/SEV"
+        );
         assert_eq!(guest_cpuid(7, 0, &c(0, 0), host), [7, 1, 2, 3]);
     }
 
@@ -251,7 +262,10 @@ mod tests {
         assert_eq!(l1[1] >> 24, 1, "initial APIC ID");
         assert_eq!(l1[1] & 0xff_ffff, 0x01_0800, "the rest of EBX stays");
         assert_eq!(l1[2] & (1 << 27), 0, "guest CR4.OSXSAVE is clear");
-        let on = Ctx { osxsave: true, ..c(0, 0) };
+        let on = Ctx {
+            osxsave: true,
+            ..c(0, 0)
+        };
         assert_ne!(guest_cpuid(1, 0, &on, host)[2] & (1 << 27), 0);
         assert_eq!(guest_cpuid(0xb, 0, &c(1, 0), host)[3], 1, "x2APIC ID");
     }
@@ -260,14 +274,21 @@ mod tests {
     fn xsave_sizes_follow_the_guest_xcr0() {
         // Linux enables x87|SSE|AVX|AVX-512 (no MPX): standard size 2688,
         // compacted 2432, whatever the host reported for its own XCR0.
-        let ctx = Ctx { xcr0: 0xe7, ..c(0, 0) };
+        let ctx = Ctx {
+            xcr0: 0xe7,
+            ..c(0, 0)
+        };
         let l0 = guest_cpuid(0xd, 0, &ctx, host);
         assert_eq!(l0, [0xff, 2688, 2688, 0]);
         let l1 = guest_cpuid(0xd, 1, &ctx, host);
         assert_eq!(l1[0] & (1 << 3), 0, "no XSAVES");
         assert_eq!(l1[1], 576 + 256 + 64 + 512 + 1024);
         assert_eq!([l1[2], l1[3]], [0, 0], "no IA32_XSS components");
-        assert_eq!(guest_cpuid(0xd, 8, &ctx, host), [0; 4], "supervisor state hidden");
+        assert_eq!(
+            guest_cpuid(0xd, 8, &ctx, host),
+            [0; 4],
+            "supervisor state hidden"
+        );
         assert_eq!(guest_cpuid(0xd, 2, &ctx, host), [256, 576, 0, 0]);
         // Before XSETBV (XCR0 = x87 only): the legacy area and header.
         assert_eq!(guest_cpuid(0xd, 0, &c(0, 0), host)[1], 576);
@@ -279,7 +300,10 @@ mod tests {
         };
         let x = Ctx { xcr0: 7, ..c(0, 0) };
         assert_eq!(guest_cpuid(0xd, 1, &x, aligned)[1], 576 + 100);
-        let x = Ctx { xcr0: 0x27, ..c(0, 0) };
+        let x = Ctx {
+            xcr0: 0x27,
+            ..c(0, 0)
+        };
         assert_eq!(guest_cpuid(0xd, 1, &x, aligned)[1], 704 + 64);
     }
 }

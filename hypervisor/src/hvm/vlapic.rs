@@ -70,14 +70,24 @@ impl Dest {
 /// What an ICR write asks the domain to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ipi {
-    Fixed { dest: Dest, vector: u8 },
+    Fixed {
+        dest: Dest,
+        vector: u8,
+    },
     /// INIT, level assert: the target waits for a start-up IPI.
-    Init { dest: Dest },
+    Init {
+        dest: Dest,
+    },
     /// Start-up IPI: the target starts in real mode at `vector << 12`.
-    Startup { dest: Dest, vector: u8 },
+    Startup {
+        dest: Dest,
+        vector: u8,
+    },
     /// NMI, SMI, lowest priority and the INIT level de-assert: no effect
     /// in keel (the de-assert has none on modern CPUs either).
-    Ignored { mode: u32 },
+    Ignored {
+        mode: u32,
+    },
 }
 
 /// The guest touched a register in a way the hardware refuses: #GP.
@@ -385,21 +395,38 @@ mod tests {
         let mut a = Vlapic::new(0);
         // Linux's INIT (level, assert), INIT de-assert, then SIPI to APIC 1.
         let init = a.write(ICR, (1u64 << 32) | 0xc500, 0).unwrap();
-        assert_eq!(init, Some(Ipi::Init { dest: Dest::Physical(1) }));
+        assert_eq!(
+            init,
+            Some(Ipi::Init {
+                dest: Dest::Physical(1)
+            })
+        );
         assert_eq!(
             a.write(ICR, (1u64 << 32) | 0x8500, 0).unwrap(),
             Some(Ipi::Ignored { mode: 5 })
         );
         let sipi = a.write(ICR, (1u64 << 32) | 0x0699, 0).unwrap();
-        assert_eq!(sipi, Some(Ipi::Startup { dest: Dest::Physical(1), vector: 0x99 }));
+        assert_eq!(
+            sipi,
+            Some(Ipi::Startup {
+                dest: Dest::Physical(1),
+                vector: 0x99
+            })
+        );
         // Fixed to another APIC, in logical cluster mode, and all-but-self.
         assert_eq!(
             a.write(ICR, (1u64 << 32) | 0x0800 | 0xfd, 0).unwrap(),
-            Some(Ipi::Fixed { dest: Dest::Logical(1), vector: 0xfd })
+            Some(Ipi::Fixed {
+                dest: Dest::Logical(1),
+                vector: 0xfd
+            })
         );
         assert_eq!(
             a.write(ICR, (3 << 18) | 0x40, 0).unwrap(),
-            Some(Ipi::Fixed { dest: Dest::AllButSelf, vector: 0x40 })
+            Some(Ipi::Fixed {
+                dest: Dest::AllButSelf,
+                vector: 0x40
+            })
         );
         assert!(Dest::Logical(0x0000_0002).matches(1, 0));
         assert!(!Dest::Logical(0x0001_0002).matches(1, 0), "other cluster");

@@ -15,12 +15,7 @@ use alloc::string::String;
 
 impl Domain {
     /// EVENT_CHANNEL_OP: the 2-level ABI on this domain's own table.
-    fn evtchn_op(
-        &mut self,
-        v: &mut dyn Vcpu,
-        cmd: u64,
-        arg: u64,
-    ) -> Result<Step, Errno> {
+    fn evtchn_op(&mut self, v: &mut dyn Vcpu, cmd: u64, arg: u64) -> Result<Step, Errno> {
         let mut b = [0u8; 12];
         let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
         match cmd {
@@ -71,9 +66,7 @@ impl Domain {
             // No FIFO event channels: Linux falls back to 2-level, and
             // priorities are a FIFO feature (Xen's 2-level ABI answers
             // -ENOSYS too).
-            abi::evtchnop::INIT_CONTROL | abi::evtchnop::SET_PRIORITY => {
-                return Err(Errno::ENOSYS)
-            }
+            abi::evtchnop::INIT_CONTROL | abi::evtchnop::SET_PRIORITY => return Err(Errno::ENOSYS),
             _ => {
                 self.unimplemented += 1;
                 log::debug!("d{}: event_channel_op {cmd}: -ENOSYS", self.id);
@@ -520,7 +513,11 @@ impl Domain {
                 // settime64 { u64 secs; u32 nsecs; u32 mbz; u64 system_time }
                 let (secs, nsecs, system_time) = if cmd == SETTIME32 {
                     let w = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
-                    (w(8) as u64, w(12), u64::from_le_bytes(b[16..24].try_into().unwrap()))
+                    (
+                        w(8) as u64,
+                        w(12),
+                        u64::from_le_bytes(b[16..24].try_into().unwrap()),
+                    )
                 } else {
                     let mut t = [0u8; 32];
                     self.read(v, arg, &mut t)?;

@@ -375,7 +375,10 @@ pub fn run(cfg: &Config) -> Outcome {
     if !d.line.is_empty() {
         d.console(b'\n');
     }
-    let outcome = d.outcome.clone().unwrap_or(Outcome::Stopped(String::from("?")));
+    let outcome = d
+        .outcome
+        .clone()
+        .unwrap_or(Outcome::Stopped(String::from("?")));
     let exits: u64 = d.vcpus.iter().map(|v| v.exits).sum();
     log::info!(
         "d{}: {:?} after {exits} exits on {} vCPU(s), {} hypercalls ({} unimplemented)",
@@ -410,7 +413,10 @@ fn vcpu_main(dom: &Mutex<Domain>, idx: usize, boot: Option<StartMode>) {
         Some(m) => m,
         None => match wait_for_sipi(dom, idx) {
             Some(vector) => {
-                log::info!("d{domid}v{idx}: started by SIPI at {:#x}", (vector as u32) << 12);
+                log::info!(
+                    "d{domid}v{idx}: started by SIPI at {:#x}",
+                    (vector as u32) << 12
+                );
                 StartMode::RealModeSipi { vector }
             }
             None => return,
@@ -446,7 +452,9 @@ fn vcpu_main(dom: &Mutex<Domain>, idx: usize, boot: Option<StartMode>) {
         d.cur = idx;
         d.vcpus[idx].exits += 1;
         let step = if d.vcpus[idx].exits > MAX_EXITS {
-            Step::End(Outcome::Stopped(format!("vCPU{idx} exceeded {MAX_EXITS} exits")))
+            Step::End(Outcome::Stopped(format!(
+                "vCPU{idx} exceeded {MAX_EXITS} exits"
+            )))
         } else {
             d.handle(&mut *v, e)
         };
@@ -637,7 +645,10 @@ impl Domain {
     /// Whether vCPU `i`'s SCHEDOP_poll is over: a polled port is pending,
     /// or its timeout passed.
     fn poll_done(&mut self, i: usize) -> bool {
-        if self.vcpus[i].poll_timeout_ns.is_some_and(|t| self.now_ns() >= t) {
+        if self.vcpus[i]
+            .poll_timeout_ns
+            .is_some_and(|t| self.now_ns() >= t)
+        {
             return true;
         }
         let ports = core::mem::take(&mut self.vcpus[i].poll);
@@ -744,9 +755,8 @@ impl Domain {
     /// Sends what the current vCPU wrote to its ICR.
     fn route_ipi(&mut self, ipi: Ipi) {
         let from = self.cur as u32;
-        let targets = |dest: vlapic::Dest, n: usize| {
-            (0..n).filter(move |&i| dest.matches(i as u32, from))
-        };
+        let targets =
+            |dest: vlapic::Dest, n: usize| (0..n).filter(move |&i| dest.matches(i as u32, from));
         match ipi {
             Ipi::Fixed { dest, vector } => {
                 for i in targets(dest, self.vcpus.len()) {
@@ -828,7 +838,11 @@ impl Domain {
             0xc000_0103 => self.vcpus[i].tsc_aux = value & 0xffff_ffff,
             // IA32_PAT: each byte a valid type (0, 1, 4, 5, 6, 7).
             0x277 => {
-                if value.to_le_bytes().iter().any(|&t| matches!(t, 2 | 3) || t > 7) {
+                if value
+                    .to_le_bytes()
+                    .iter()
+                    .any(|&t| matches!(t, 2 | 3) || t > 7)
+                {
                     return Err(());
                 }
                 self.vcpus[i].pat = value;
@@ -892,9 +906,7 @@ impl Domain {
     fn handle(&mut self, v: &mut dyn Vcpu, exit: Exit) -> Step {
         let i = self.cur;
         match exit {
-            Exit::Cpuid { len } => {
-                cpuid::emulate(v, cpuid::Ctx::new(i as u32, self.id), len)
-            }
+            Exit::Cpuid { len } => cpuid::emulate(v, cpuid::Ctx::new(i as u32, self.id), len),
             Exit::MsrWrite { msr, value, len } => match self.wrmsr(v, msr, value) {
                 Ok(()) => v.skip(len),
                 Err(()) => v.inject_gp(),
