@@ -205,10 +205,7 @@ fn handle(g: &mut Guest, v: &mut dyn Vcpu, exit: Exit) -> Option<Outcome> {
         Exit::Cpuid { len } => super::cpuid::emulate(v, super::cpuid::Ctx::new(0, 0), len),
         Exit::MsrRead { msr, len } => {
             if msr == tp::SCRATCH_MSR {
-                let r = v.regs_mut();
-                r.rax = g.scratch_msr & 0xffff_ffff;
-                r.rdx = g.scratch_msr >> 32;
-                v.skip(len);
+                v.complete_rdmsr(g.scratch_msr, len);
             } else {
                 v.inject_gp();
             }

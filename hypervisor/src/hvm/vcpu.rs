@@ -255,6 +255,14 @@ pub trait Vcpu {
             error_code: Some(0),
         });
     }
+
+    /// Completes an RDMSR of `len` bytes: EDX:EAX = `value`, then skip it.
+    fn complete_rdmsr(&mut self, value: u64, len: u8) {
+        let r = self.regs_mut();
+        r.rax = value & 0xffff_ffff;
+        r.rdx = value >> 32;
+        self.skip(len);
+    }
 }
 
 #[cfg(test)]

@@ -912,12 +912,7 @@ impl Domain {
                 Err(()) => v.inject_gp(),
             },
             Exit::MsrRead { msr, len } => match self.rdmsr(msr) {
-                Some(x) => {
-                    let r = v.regs_mut();
-                    r.rax = x & 0xffff_ffff;
-                    r.rdx = x >> 32;
-                    v.skip(len);
-                }
+                Some(x) => v.complete_rdmsr(x, len),
                 None => v.inject_gp(),
             },
             Exit::Io {
