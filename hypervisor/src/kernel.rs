@@ -670,3 +670,77 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     ));
     fatal_stop("panic")
 }
+
+/// What the management hypercall reports about this machine
+/// ([`crate::mgmt::Host`]).
+pub struct KeelHost;
+
+impl crate::mgmt::Host for KeelHost {
+    fn host_info(&self) -> keel_mgmt::HostInfo {
+        use keel_mgmt::{feature, FixedStr, Vendor};
+        let (vendor, features) = match cpu::features().vendor {
+            cpu::Vendor::Intel => (
+                Vendor::Intel,
+                feature::VMX | feature::EPT | feature::TAGGED_TLB,
+            ),
+            cpu::Vendor::Amd => (
+                Vendor::Amd,
+                feature::SVM | feature::NPT | feature::TAGGED_TLB,
+            ),
+            cpu::Vendor::Other => (Vendor::Unknown, 0),
+        };
+        keel_mgmt::HostInfo {
+            version: FixedStr::new(env!("CARGO_PKG_VERSION")),
+            vendor: vendor as u32,
+            hvm_features: features,
+            nr_cpus: smp::online_count(),
+            tsc_khz: time::tsc_khz() as u32,
+            total_bytes: BOOT.get().map_or(0, |b| b.usable_bytes()),
+            free_bytes: FRAMES.lock().free_bytes(),
+            // vCPU n runs on CPU n; the credit scheduler is not wired in.
+            scheduler: FixedStr::new("pinned"),
+            console_ring_bytes: crate::conring::RING_BYTES as u32,
+        }
+    }
+
+    fn domains(&self, first: u32) -> alloc::vec::Vec<keel_mgmt::DomainEntry> {
+        crate::domain::live::entries(first, time::tsc_khz())
+    }
+
+    fn console_read(&self, out: &mut [u8], clear: bool) -> usize {
+        console::ring_read(out, clear)
+    }
+}
+
+/// A key typed while serial input goes to keel (three Ctrl-A switch),
+/// like Xen's debug keys.
+pub fn debug_key(c: u8) {
+    match c {
+        b'h' => log::info!(
+            "keel keys: 'h' this help, 'l' list domains, 'm' memory, 'R' reboot the machine; CTRL-a three times returns input to dom0"
+        ),
+        b'l' => {
+            let khz = time::tsc_khz();
+            for e in crate::domain::live::entries(0, khz) {
+                log::info!(
+                    "d{} {:<16} vcpus {} mem {} MiB flags {:#x} cpu {}.{:03} s",
+                    e.domid,
+                    e.name.as_str(),
+                    e.vcpus,
+                    e.mem_bytes >> 20,
+                    e.flags,
+                    e.cpu_time_ns / 1_000_000_000,
+                    e.cpu_time_ns / 1_000_000 % 1000
+                );
+            }
+        }
+        b'm' => {
+            let free = FRAMES.lock().free_bytes();
+            let total = BOOT.get().map_or(0, |b| b.usable_bytes());
+            log::info!("memory: {} MiB total, {} MiB free", total >> 20, free >> 20);
+        }
+        b'R' => power::reboot(),
+        b'\r' | b'\n' => {}
+        c => log::info!("key {c:#04x} does nothing: 'h' for help"),
+    }
+}

@@ -10,9 +10,12 @@
 pub mod acpi_aml;
 pub mod bootinfo;
 pub mod cmdline;
+pub mod conring;
+pub mod conswitch;
 pub mod domain;
 pub mod hvm;
 pub mod loader;
+pub mod mgmt;
 pub mod mm;
 pub mod sched;
 pub mod xen;

@@ -17,6 +17,8 @@
 //! and the p2m.
 
 pub mod acpi;
+pub mod hostacpi;
+pub mod live;
 
 use alloc::string::String;
 use alloc::vec::Vec;

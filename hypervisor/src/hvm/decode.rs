@@ -59,14 +59,33 @@ pub fn linear_to_gpa<M: GuestPhys>(
     efer: u64,
     la: u64,
 ) -> Option<u64> {
+    linear_to_gpa_for(m, cr0, cr3, cr4, efer, la, false)
+}
+
+/// As [`linear_to_gpa`]; with `write`, every level must also allow
+/// writes (R/W, bit 1), so keel never writes through a read-only guest
+/// mapping (a copy-on-write page, the shared zero page) on the guest's
+/// behalf.
+pub fn linear_to_gpa_for<M: GuestPhys>(
+    m: &mut M,
+    cr0: u64,
+    cr3: u64,
+    cr4: u64,
+    efer: u64,
+    la: u64,
+    write: bool,
+) -> Option<u64> {
     if cr0 & CR0_PG == 0 {
         return Some(la & 0xffff_ffff);
     }
+    // Present, and writable when asked.
+    let need = if write { 0b11 } else { 0b01 };
+    let ok = |e: u64| e & need == need;
     if efer & EFER_LMA != 0 {
         let mut table = cr3 & ADDR;
         for level in (1..=4).rev() {
             let e = m.read_u64(table + ((la >> (12 + 9 * (level - 1))) & 0x1ff) * 8)?;
-            if e & 1 == 0 {
+            if !ok(e) {
                 return None;
             }
             if level == 1 || (level <= 3 && e & 0x80 != 0) {
@@ -82,28 +101,28 @@ pub fn linear_to_gpa<M: GuestPhys>(
             return None;
         }
         let pde = m.read_u64((pdpte & ADDR) + ((la >> 21) & 0x1ff) * 8)?;
-        if pde & 1 == 0 {
+        if !ok(pde) {
             return None;
         }
         if pde & 0x80 != 0 {
             return Some((pde & ADDR & !0x1f_ffff) | (la & 0x1f_ffff));
         }
         let pte = m.read_u64((pde & ADDR) + ((la >> 12) & 0x1ff) * 8)?;
-        (pte & 1 != 0).then(|| (pte & ADDR) | (la & 0xfff))
+        ok(pte).then(|| (pte & ADDR) | (la & 0xfff))
     } else {
         let rd32 = |m: &mut M, a: u64| {
             m.read_u64(a & !7)
                 .map(|v| if a & 4 != 0 { v >> 32 } else { v & 0xffff_ffff })
         };
         let pde = rd32(m, (cr3 & 0xffff_f000) + ((la >> 22) & 0x3ff) * 4)?;
-        if pde & 1 == 0 {
+        if !ok(pde) {
             return None;
         }
         if pde & 0x80 != 0 && cr4 & CR4_PSE != 0 {
             return Some((pde & 0xffc0_0000) | (la & 0x3f_ffff));
         }
         let pte = rd32(m, (pde & 0xffff_f000) + ((la >> 12) & 0x3ff) * 4)?;
-        (pte & 1 != 0).then(|| (pte & 0xffff_f000) | (la & 0xfff))
+        ok(pte).then(|| (pte & 0xffff_f000) | (la & 0xfff))
     }
 }
 
@@ -172,5 +191,26 @@ mod tests {
             linear_to_gpa(&mut m, CR0_PG, 0x7000, CR4_PAE, 0, 0x1_2345),
             Some(0x61_2345)
         );
+    }
+
+    #[test]
+    fn writes_need_writable_mappings() {
+        // long mode, 4 KiB page whose PTE is read-only (a COW or zero page).
+        let mut m = Mem(HashMap::from([
+            (0x1000, 0x2003),
+            (0x2000, 0x3003),
+            (0x3000, 0x4003),
+            (0x4000, 0x9001), // page 0: present, read-only
+            (0x4008, 0xa003), // page 1: writable
+        ]));
+        let (cr0, lma) = (CR0_PG | 1, EFER_LMA | 0x100);
+        let walk = |m: &mut Mem, la, w| linear_to_gpa_for(m, cr0, 0x1000, CR4_PAE, lma, la, w);
+        assert_eq!(walk(&mut m, 0x10, false), Some(0x9010));
+        assert_eq!(walk(&mut m, 0x10, true), None);
+        assert_eq!(walk(&mut m, 0x1010, true), Some(0xa010));
+        // A read-only upper level forbids writes below it too.
+        m.0.insert(0x2000, 0x3001);
+        assert_eq!(walk(&mut m, 0x1010, true), None);
+        assert_eq!(walk(&mut m, 0x1010, false), Some(0xa010));
     }
 }

@@ -12,6 +12,7 @@
 //! | `TIMER` 0x514 | out (4 bytes) | arm a one-shot virtual timer: interrupt [`TIMER_VECTOR`] after N µs |
 //! | `EXPECT` 0x515 | in (4 bytes) | a counter keel keeps: number of nested-paging faults it served |
 //! | VMCALL / VMMCALL, RAX = 0 | | null hypercall: returns 0 in RAX |
+//! | VMCALL / VMMCALL, RAX = `keel_mgmt::HYPERCALL` | | keel's management call: -EPERM (-1), test guests are not dom0 |
 //! | VMCALL / VMMCALL, RAX = other | | returns -ENOSYS (-38) |
 //! | MSR `SCRATCH_MSR` | rdmsr / wrmsr | a 64-bit register keel emulates |
 //! | any other MSR | rdmsr | keel injects #GP(0) |

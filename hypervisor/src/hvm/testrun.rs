@@ -42,6 +42,16 @@ pub fn exits_so_far(id: u32) -> u64 {
         .map_or(0, |p| p.load(core::sync::atomic::Ordering::Relaxed))
 }
 
+/// A test guest's memory as the management call sees it: unreachable.
+struct NoMemory;
+
+impl crate::mgmt::CallerMem for NoMemory {
+    fn write(&mut self, gva: u64, _: &[u8]) -> Result<(), keel_mgmt::Errno> {
+        log::warn!("mgmt: wrote to a test guest's buffer at {gva:#x}");
+        Err(keel_mgmt::Errno::EFAULT)
+    }
+}
+
 /// Upper bound on exits per run, so a runaway guest cannot hang a test.
 const MAX_EXITS: u64 = 20_000_000;
 
@@ -283,8 +293,21 @@ fn handle(g: &mut Guest, v: &mut dyn Vcpu, exit: Exit) -> Option<Outcome> {
         }
         Exit::Pause { len } => v.skip(len),
         Exit::Hypercall { len } => {
-            let r = v.regs_mut();
-            r.rax = if r.rax == 0 { 0 } else { tp::ENOSYS as u64 };
+            let r = *v.regs();
+            v.regs_mut().rax = if r.rax == keel_mgmt::HYPERCALL {
+                // Test guests are never dom0: keel must refuse before it
+                // touches their memory (which NoMemory would report).
+                let args = [r.rdi, r.rsi, r.rdx, r.r10];
+                match crate::mgmt::call(g.id as u16, args, &crate::kernel::KeelHost, &mut NoMemory)
+                {
+                    Ok(x) => x,
+                    Err(e) => e.to_ret() as u64,
+                }
+            } else if r.rax == 0 {
+                0
+            } else {
+                tp::ENOSYS as u64
+            };
             v.skip(len);
         }
         Exit::Xsetbv { .. } => v.inject_gp(),

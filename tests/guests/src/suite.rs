@@ -22,6 +22,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("on-demand", on_demand),
     ("hlt-timer", hlt_timer),
     ("hypercall", hypercall),
+    ("mgmt-eperm", mgmt_eperm),
     ("ud-exception", ud_exception),
 ];
 
@@ -286,6 +287,28 @@ fn hypercall() -> Result<(), Msg> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// keel's management hypercall (`keel_mgmt`) is dom0's alone: this guest
+/// is not dom0, so every command gets -EPERM.
+fn mgmt_eperm() -> Result<(), Msg> {
+    let insn = HypercallInsn::detect();
+    let nr = keel_mgmt::HYPERCALL;
+    let ((rax, _), f) = expect_fault(3, || arch::hypercall_checked(insn, nr));
+    if f.count != 0 {
+        fail!("{} rax={}: raised vector {}", insn.name(), nr, f.vector);
+    }
+    let want = keel_mgmt::Errno::EPERM.to_ret();
+    if rax as i64 != want {
+        fail!(
+            "{} rax={} (keel management): returned {}, want {} (EPERM)",
+            insn.name(),
+            nr,
+            rax as i64,
+            want
+        );
     }
     Ok(())
 }

@@ -13,6 +13,20 @@ use crate::xen::evtchn::{Peer, Pending};
 use alloc::format;
 use alloc::string::String;
 
+/// The calling vCPU's memory, by guest-virtual address.
+struct CallerMem<'a> {
+    d: &'a Domain,
+    v: &'a dyn Vcpu,
+}
+
+impl crate::mgmt::CallerMem for CallerMem<'_> {
+    fn write(&mut self, gva: u64, bytes: &[u8]) -> Result<(), keel_mgmt::Errno> {
+        self.d
+            .write(self.v, gva, bytes)
+            .map_err(|e| keel_mgmt::Errno(e.0))
+    }
+}
+
 impl Domain {
     /// EVENT_CHANNEL_OP: the 2-level ABI on this domain's own table.
     fn evtchn_op(&mut self, v: &mut dyn Vcpu, cmd: u64, arg: u64) -> Result<Step, Errno> {
@@ -109,6 +123,15 @@ impl Domain {
             v.regs_mut().rax = x;
             Ok(Step::Go)
         };
+        if r.rax == keel_mgmt::HYPERCALL {
+            let args = [a1, a2, a3, r.r10];
+            let mut mem = CallerMem { d: self, v };
+            let res = crate::mgmt::call(self.id, args, &crate::kernel::KeelHost, &mut mem);
+            return match res {
+                Ok(x) => ok(v, x),
+                Err(e) => Err(Errno(e.0)),
+            };
+        }
         let Some(call) = Hypercall::from_u64(r.rax) else {
             self.unimplemented += 1;
             log::debug!("d{}: hypercall {} unknown: -ENOSYS", self.id, r.rax);
@@ -119,10 +142,25 @@ impl Domain {
                 abi::consoleio::WRITE => {
                     let mut buf = alloc::vec![0u8; (a2 as usize).min(16 * 1024)];
                     self.read(v, a3, &mut buf)?;
-                    for b in buf {
-                        self.console(b);
+                    if self.initial {
+                        // dom0 owns the console: its bytes go out as they are.
+                        crate::console::guest_write(&buf);
+                    } else {
+                        for b in buf {
+                            self.console(b);
+                        }
                     }
                     ok(v, 0)
+                }
+                // Serial input switched to dom0 (three Ctrl-A toggle).
+                abi::consoleio::READ if self.initial => {
+                    let mut res = Ok(());
+                    let n = crate::console::take_input(a2 as usize, |b| {
+                        res = self.write(v, a3, b);
+                        res.is_ok()
+                    });
+                    res?;
+                    ok(v, n as u64)
                 }
                 abi::consoleio::READ => ok(v, 0),
                 _ => Err(Errno::EINVAL),
@@ -374,7 +412,7 @@ impl Domain {
                 if gva & 0xfff > 4096 - size {
                     return Err(Errno::EINVAL);
                 }
-                let gpa = self.gpa_of(v, gva).ok_or(Errno::EFAULT)?;
+                let gpa = self.gpa_of(v, gva, false).ok_or(Errno::EFAULT)?;
                 if gpa >> 12 >= self.ram_pages {
                     return Err(Errno::EINVAL);
                 }

@@ -30,6 +30,7 @@ use super::vlapic::{self, Ipi, Vlapic};
 use crate::arch::x86::time;
 use crate::arch::x86::{apic, cpu, fpu, hvm, smp, trap};
 use crate::domain::acpi;
+use crate::domain::live::{self, LiveDomain};
 use crate::kernel::FRAMES;
 use crate::loader::pvh::{MemType, PvhImage, StartInfoBuilder, SIF_INITDOMAIN, SIF_PRIVILEGED};
 use crate::mm::p2m::{P2m, Perm};
@@ -168,6 +169,8 @@ struct Domain {
     cur: usize,
     /// Set once, when the domain ends; every vCPU then stops.
     outcome: Option<Outcome>,
+    /// What `keelctl list` shows of it (read without this lock).
+    live: Arc<LiveDomain>,
 }
 
 impl Drop for Domain {
@@ -257,6 +260,17 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
         p2m_gen: 0,
         cur: 0,
         outcome: None,
+        live: Arc::new(LiveDomain::new(
+            cfg.domid,
+            &if cfg.domid == 0 {
+                String::from("Domain-0")
+            } else {
+                format!("d{}", cfg.domid)
+            },
+            cfg.vcpus,
+            cfg.mem_bytes,
+            cfg.initial,
+        )),
     };
     zero(ram, cfg.mem_bytes);
     // 4 KiB pages: pages get replaced (shared_info, grant frames) by gfn.
@@ -345,6 +359,8 @@ pub fn run(cfg: &Config) -> Outcome {
         Ok(x) => x,
         Err(e) => return Outcome::Stopped(e),
     };
+    let id = d.id;
+    live::register(d.live.clone());
     let dom = Arc::new(Mutex::new(d));
     let others = Arc::new(AtomicU32::new(0));
     for i in 1..cfg.vcpus {
@@ -380,6 +396,7 @@ pub fn run(cfg: &Config) -> Outcome {
         .clone()
         .unwrap_or(Outcome::Stopped(String::from("?")));
     let exits: u64 = d.vcpus.iter().map(|v| v.exits).sum();
+    live::unregister(id);
     log::info!(
         "d{}: {:?} after {exits} exits on {} vCPU(s), {} hypercalls ({} unimplemented)",
         d.id,
@@ -394,9 +411,9 @@ pub fn run(cfg: &Config) -> Outcome {
 /// One vCPU's life on this physical CPU: create it here, wait for its
 /// start-up IPI (all but vCPU 0), then run it until the domain ends.
 fn vcpu_main(dom: &Mutex<Domain>, idx: usize, boot: Option<StartMode>) {
-    let (domid, root) = {
+    let (domid, root, live) = {
         let d = dom.lock();
-        (d.id, d.p2m.root)
+        (d.id, d.p2m.root, d.live.clone())
     };
     // VPIDs (VT-x): distinct per vCPU; 0 is the host's.
     let vpid = 1 + domid * MAX_VCPUS as u16 + idx as u16;
@@ -423,6 +440,7 @@ fn vcpu_main(dom: &Mutex<Domain>, idx: usize, boot: Option<StartMode>) {
         },
     };
     v.reset(mode);
+    live.set_halted(idx, false);
     let _ = fpu::set_guest_xcr0(1);
     let khz = time::tsc_khz();
     let mut armed = None;
@@ -437,8 +455,10 @@ fn vcpu_main(dom: &Mutex<Domain>, idx: usize, boot: Option<StartMode>) {
                 d.vcpus[idx].p2m_seen = d.p2m_gen;
                 v.flush_p2m();
             }
+            d.poll_console(idx);
             d.deliver_interrupts(&mut *v);
             let next = d.next_wakeup(idx).map(|ns| d.tsc_at(ns));
+            let next = d.console_poll_deadline(idx, next);
             if next != armed {
                 match next {
                     Some(t) => apic::arm_timer(t, khz),
@@ -447,7 +467,9 @@ fn vcpu_main(dom: &Mutex<Domain>, idx: usize, boot: Option<StartMode>) {
                 armed = next;
             }
         }
+        let t0 = cpu::rdtsc();
         let e = v.run();
+        live.add_guest_tsc(cpu::rdtsc().wrapping_sub(t0));
         let mut d = dom.lock();
         d.cur = idx;
         d.vcpus[idx].exits += 1;
@@ -463,7 +485,9 @@ fn vcpu_main(dom: &Mutex<Domain>, idx: usize, boot: Option<StartMode>) {
             Step::Halt | Step::Park => {
                 let park = matches!(step, Step::Park);
                 drop(d);
+                live.set_halted(idx, true);
                 idle(dom, idx, park);
+                live.set_halted(idx, false);
                 armed = None;
             }
             Step::End(o) => {
@@ -513,6 +537,7 @@ fn idle(dom: &Mutex<Domain>, idx: usize, park: bool) {
                 return;
             }
             d.cur = idx;
+            d.poll_console(idx);
             d.tick(idx);
             let polled = !d.vcpus[idx].poll.is_empty() && d.poll_done(idx);
             let s = &d.vcpus[idx];
@@ -530,7 +555,8 @@ fn idle(dom: &Mutex<Domain>, idx: usize, park: bool) {
                 )));
                 return;
             }
-            next.map(|ns| d.tsc_at(ns))
+            let next = next.map(|ns| d.tsc_at(ns));
+            d.console_poll_deadline(idx, next)
         };
         match deadline {
             Some(t) => apic::arm_timer(t, khz),
@@ -540,7 +566,33 @@ fn idle(dom: &Mutex<Domain>, idx: usize, park: bool) {
     }
 }
 
+/// How often dom0's CPU 0 looks at the serial port for input.
+const CONSOLE_POLL_MS: u64 = 20;
+
 impl Domain {
+    /// dom0's vCPU 0 takes the serial port's input: bytes for dom0 raise
+    /// VIRQ_CONSOLE (Linux's hvc0 then reads them with console_io).
+    fn poll_console(&mut self, idx: usize) {
+        if !self.initial || idx != 0 {
+            return;
+        }
+        if crate::console::poll_input(&mut crate::kernel::debug_key) {
+            if let Some(port) = self.chans.virq_port(abi::virq::CONSOLE, 0) {
+                self.signal(port);
+            }
+        }
+    }
+
+    /// dom0's vCPU 0 wakes at least every [`CONSOLE_POLL_MS`] to poll the
+    /// serial port (keel leaves the port's interrupt alone).
+    fn console_poll_deadline(&self, idx: usize, next: Option<u64>) -> Option<u64> {
+        if !self.initial || idx != 0 {
+            return next;
+        }
+        let poll = cpu::rdtsc() + time::tsc_khz() * CONSOLE_POLL_MS;
+        Some(next.map_or(poll, |t| t.min(poll)))
+    }
+
     fn console(&mut self, b: u8) {
         if b == b'\n' || self.line.len() >= 400 {
             log::info!("(d{}) {}", self.id, self.line);
@@ -560,6 +612,7 @@ impl Domain {
     fn end(&mut self, o: Outcome) {
         if self.outcome.is_none() {
             self.outcome = Some(o);
+            self.live.set_shutdown();
         }
         for i in 0..self.vcpus.len() {
             self.kick(i);
@@ -789,9 +842,9 @@ impl Domain {
         }
     }
 
-    fn gpa_of(&self, v: &dyn Vcpu, gva: u64) -> Option<u64> {
+    fn gpa_of(&self, v: &dyn Vcpu, gva: u64, write: bool) -> Option<u64> {
         let [cr0, cr3, cr4, efer] = v.control_regs();
-        decode::linear_to_gpa(&mut P2mReader(&self.p2m), cr0, cr3, cr4, efer, gva)
+        decode::linear_to_gpa_for(&mut P2mReader(&self.p2m), cr0, cr3, cr4, efer, gva, write)
     }
 
     /// Copies from a guest virtual address (page by page through the
@@ -801,7 +854,7 @@ impl Domain {
         while done < buf.len() {
             let a = gva + done as u64;
             let n = ((4096 - (a & 0xfff)) as usize).min(buf.len() - done);
-            let gpa = self.gpa_of(v, a).ok_or(Errno::EFAULT)?;
+            let gpa = self.gpa_of(v, a, false).ok_or(Errno::EFAULT)?;
             if !guestmem::read(&self.p2m, gpa, &mut buf[done..done + n]) {
                 return Err(Errno::EFAULT);
             }
@@ -815,7 +868,7 @@ impl Domain {
         while done < data.len() {
             let a = gva + done as u64;
             let n = ((4096 - (a & 0xfff)) as usize).min(data.len() - done);
-            let gpa = self.gpa_of(v, a).ok_or(Errno::EFAULT)?;
+            let gpa = self.gpa_of(v, a, true).ok_or(Errno::EFAULT)?;
             if !guestmem::write(&self.p2m, gpa, &data[done..done + n]) {
                 return Err(Errno::EFAULT);
             }
