@@ -1,9 +1,9 @@
 //! The hypervisor backend seam.
 //!
 //! Every command that needs the hypervisor goes through [`Hypervisor`].
-//! Today the only real implementation is [`NotAvailable`]; a privcmd
-//! backend (ioctls on `/dev/xen/privcmd`, running in dom0 on keel) will
-//! implement the same trait later without touching the CLI code.
+//! In dom0 on keel that is [`crate::keel::KeelBackend`] over
+//! `/dev/xen/privcmd`; anywhere else [`open`] returns [`NotAvailable`],
+//! which explains why.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,11 @@ use keel_xlcfg::{CpuList, DomainConfig};
 pub const PRIVCMD_PATH: &str = "/dev/xen/privcmd";
 /// Environment variable overriding [`PRIVCMD_PATH`] (used by tests).
 pub const PRIVCMD_ENV: &str = "KEELCTL_PRIVCMD";
+/// Linux's name for the hypervisor it runs on ("xen" on keel, which
+/// speaks Xen's ABI).
+pub const HYPERVISOR_TYPE_PATH: &str = "/sys/hypervisor/type";
+/// Environment variable overriding [`HYPERVISOR_TYPE_PATH`] (used by tests).
+pub const HYPERVISOR_TYPE_ENV: &str = "KEELCTL_HYPERVISOR_TYPE";
 
 /// A domain named by id (all digits) or by name, as xl accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,13 +91,26 @@ pub struct DomainInfo {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostInfo {
+    /// dom0's host name.
     pub host: String,
+    /// "keel".
     pub hypervisor: String,
+    /// The hypervisor's version, e.g. "0.1.0".
     pub version: String,
+    /// The management ABI the hypervisor speaks, "major.minor".
+    pub mgmt_abi: String,
+    /// CPUID vendor string, e.g. "AuthenticAMD".
+    pub cpu_vendor: String,
+    /// Virtualization features in use, e.g. ["svm", "npt", "tagged-tlb"].
+    pub virt_caps: Vec<String>,
     pub nr_cpus: u32,
     pub nr_nodes: u32,
+    /// TSC frequency, kHz.
+    pub tsc_khz: u32,
     pub total_mem_mib: u64,
     pub free_mem_mib: u64,
+    /// The scheduler, e.g. "pinned".
+    pub scheduler: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,18 +247,41 @@ pub fn privcmd_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(PRIVCMD_PATH))
 }
 
-/// Pick the backend for this host.
+/// `$KEELCTL_HYPERVISOR_TYPE` or `/sys/hypervisor/type`.
+pub fn hypervisor_type_path() -> PathBuf {
+    std::env::var_os(HYPERVISOR_TYPE_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(HYPERVISOR_TYPE_PATH))
+}
+
+/// Pick the backend for this host (see [`open_with`]).
 pub fn open(privcmd: &Path) -> Box<dyn Hypervisor> {
-    let reason = if privcmd.exists() {
-        format!(
-            "{} exists, but keelctl's privcmd backend is not implemented yet",
-            privcmd.display()
-        )
-    } else {
-        format!(
-            "{} not found: not running as dom0 on keel",
-            privcmd.display()
-        )
+    open_with(privcmd, &hypervisor_type_path())
+}
+
+/// The keel backend over `privcmd`, or a [`NotAvailable`] saying what is
+/// missing; `hypervisor_type` (`/sys/hypervisor/type`) tells "not on a
+/// Xen-ABI hypervisor" from "privcmd driver not loaded".
+pub fn open_with(privcmd: &Path, hypervisor_type: &Path) -> Box<dyn Hypervisor> {
+    use crate::privcmd::{OpenError, Privcmd};
+    let p = privcmd.display();
+    let reason = match Privcmd::open(privcmd) {
+        Ok(dev) => return Box::new(crate::keel::KeelBackend::new(dev)),
+        Err(OpenError::Missing) => {
+            let xen = std::fs::read_to_string(hypervisor_type).is_ok_and(|t| t.trim() == "xen");
+            if xen {
+                format!(
+                    "{p} not found: load the xen-privcmd module \
+                     (modprobe xen-privcmd / insmod xen-privcmd.ko)"
+                )
+            } else {
+                format!("{p} not found: not running on keel (no Xen-ABI hypervisor detected)")
+            }
+        }
+        Err(OpenError::Permission(e)) => {
+            format!("cannot open {p}: {e}: run keelctl as root in dom0")
+        }
+        Err(OpenError::Other(e)) => format!("cannot open {p}: {e}"),
     };
     Box::new(NotAvailable { reason })
 }
@@ -264,17 +305,42 @@ mod tests {
 
     #[test]
     fn missing_privcmd_reason() {
-        let b = open(Path::new("/nonexistent/keel/privcmd"));
-        let e = b.list_domains().unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "/nonexistent/keel/privcmd not found: not running as dom0 on keel"
+        let dir = std::env::temp_dir().join(format!("keelctl-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = Path::new("/nonexistent/keel/privcmd");
+        let hv_type = dir.join("type");
+        let reason = |hv_type: &Path| open_with(missing, hv_type).list_domains().unwrap_err();
+        let not_keel = BackendError::Unavailable(
+            "/nonexistent/keel/privcmd not found: not running on keel \
+             (no Xen-ABI hypervisor detected)"
+                .into(),
         );
-        let b = open(Path::new("/"));
-        assert!(b
-            .host_info()
-            .unwrap_err()
-            .to_string()
-            .contains("not implemented yet"));
+        // No /sys/hypervisor/type, or another hypervisor's name.
+        assert_eq!(reason(&hv_type), not_keel);
+        std::fs::write(&hv_type, "kvm\n").unwrap();
+        assert_eq!(reason(&hv_type), not_keel);
+        // A Xen-ABI hypervisor without the privcmd driver.
+        std::fs::write(&hv_type, "xen\n").unwrap();
+        assert_eq!(
+            reason(&hv_type),
+            BackendError::Unavailable(
+                "/nonexistent/keel/privcmd not found: load the xen-privcmd module \
+                 (modprobe xen-privcmd / insmod xen-privcmd.ko)"
+                    .into()
+            )
+        );
+        // Something that cannot be opened read-write (a directory).
+        let e = open_with(&dir, &hv_type).host_info().unwrap_err();
+        assert!(
+            matches!(&e, BackendError::Unavailable(m) if m.starts_with(&format!("cannot open {}: ", dir.display()))),
+            "{e:?}"
+        );
+        // A file that opens but is no privcmd: the ioctl fails, cleanly.
+        let e = open_with(&hv_type, &hv_type).host_info().unwrap_err();
+        assert_eq!(
+            e,
+            BackendError::Failed("keel management call Version failed: ENOTTY (errno 25)".into())
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

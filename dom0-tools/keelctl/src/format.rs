@@ -122,15 +122,32 @@ pub fn vcpu_json(vcpus: &[VcpuInfo]) -> String {
     format!("[{}]\n", items.join(","))
 }
 
+/// `xl info` style MHz: "2994.000" for 2994000 kHz.
+fn mhz(khz: u32) -> String {
+    format!("{}.{:03}", khz / 1000, khz % 1000)
+}
+
+/// `xl info` style `key : value` lines.
 pub fn info_text(h: &HostInfo) -> String {
+    let caps = if h.virt_caps.is_empty() {
+        "(none)".to_string()
+    } else {
+        h.virt_caps.join(" ")
+    };
     let rows = [
         ("host", h.host.clone()),
         ("hypervisor", h.hypervisor.clone()),
-        ("hypervisor_version", h.version.clone()),
+        ("keel_version", h.version.clone()),
+        ("mgmt_abi", h.mgmt_abi.clone()),
+        ("cpu_vendor", h.cpu_vendor.clone()),
+        ("virt_caps", caps),
         ("nr_cpus", h.nr_cpus.to_string()),
         ("nr_nodes", h.nr_nodes.to_string()),
+        ("cpu_mhz", mhz(h.tsc_khz)),
+        ("tsc_khz", h.tsc_khz.to_string()),
         ("total_memory", h.total_mem_mib.to_string()),
         ("free_memory", h.free_mem_mib.to_string()),
+        ("scheduler", h.scheduler.clone()),
         ("keelctl_version", env!("CARGO_PKG_VERSION").to_string()),
     ];
     rows.iter()
@@ -139,15 +156,21 @@ pub fn info_text(h: &HostInfo) -> String {
 }
 
 pub fn info_json(h: &HostInfo) -> String {
+    let caps: Vec<String> = h.virt_caps.iter().map(|c| json_str(c)).collect();
     format!(
-        "{{\"host\":{},\"hypervisor\":{},\"hypervisor_version\":{},\"nr_cpus\":{},\"nr_nodes\":{},\"total_memory_mib\":{},\"free_memory_mib\":{},\"keelctl_version\":{}}}\n",
+        "{{\"host\":{},\"hypervisor\":{},\"keel_version\":{},\"mgmt_abi\":{},\"cpu_vendor\":{},\"virt_caps\":[{}],\"nr_cpus\":{},\"nr_nodes\":{},\"tsc_khz\":{},\"total_memory_mib\":{},\"free_memory_mib\":{},\"scheduler\":{},\"keelctl_version\":{}}}\n",
         json_str(&h.host),
         json_str(&h.hypervisor),
         json_str(&h.version),
+        json_str(&h.mgmt_abi),
+        json_str(&h.cpu_vendor),
+        caps.join(","),
         h.nr_cpus,
         h.nr_nodes,
+        h.tsc_khz,
         h.total_mem_mib,
         h.free_mem_mib,
+        json_str(&h.scheduler),
         json_str(env!("CARGO_PKG_VERSION"))
     )
 }
@@ -159,5 +182,12 @@ mod tests {
     #[test]
     fn json_escaping() {
         assert_eq!(json_str("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\u0001é\"");
+    }
+
+    #[test]
+    fn mhz_keeps_khz_digits() {
+        assert_eq!(mhz(2_994_000), "2994.000");
+        assert_eq!(mhz(3_600_042), "3600.042");
+        assert_eq!(mhz(999), "0.999");
     }
 }

@@ -1,14 +1,18 @@
 //! `keelctl`: xl-style management tool for keel domains.
 //!
 //! The binary is a thin wrapper around [`run`]; all hypervisor access goes
-//! through the [`backend::Hypervisor`] trait so a privcmd-based backend can
-//! be dropped in later, and tests can use an in-memory fake.
+//! through the [`backend::Hypervisor`] trait: [`keel::KeelBackend`] speaks
+//! keel's management hypercall through `/dev/xen/privcmd` ([`privcmd`]),
+//! and tests use in-memory fakes.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod backend;
 pub mod cli;
 pub mod format;
+pub mod keel;
+#[allow(unsafe_code)]
+pub mod privcmd;
 
 use std::io::Write;
 use std::path::Path;

@@ -11,11 +11,13 @@ fn xlcfg_fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Run keelctl with a privcmd path that certainly does not exist.
+/// Run keelctl with a privcmd path that certainly does not exist, on a
+/// host that looks like no Xen-ABI hypervisor.
 fn keelctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_keelctl"))
         .args(args)
         .env("KEELCTL_PRIVCMD", "/nonexistent/keel-test/privcmd")
+        .env("KEELCTL_HYPERVISOR_TYPE", "/nonexistent/keel-test/type")
         .output()
         .expect("run keelctl")
 }
@@ -105,7 +107,7 @@ fn create_valid_config_is_not_supported_yet() {
         "{err}"
     );
     assert!(
-        err.ends_with("keelctl: 'create' is not supported yet: /nonexistent/keel-test/privcmd not found: not running as dom0 on keel\n"),
+        err.ends_with("keelctl: 'create' is not supported yet: /nonexistent/keel-test/privcmd not found: not running on keel (no Xen-ABI hypervisor detected)\n"),
         "{err}"
     );
     assert!(o.stdout.is_empty());
@@ -139,7 +141,7 @@ fn list_without_privcmd_gives_clear_error() {
         assert_eq!(o.status.code(), Some(3));
         assert_eq!(
             text(&o.stderr),
-            "keelctl: 'list' is not supported yet: /nonexistent/keel-test/privcmd not found: not running as dom0 on keel\n"
+            "keelctl: 'list' is not supported yet: /nonexistent/keel-test/privcmd not found: not running on keel (no Xen-ABI hypervisor detected)\n"
         );
         assert!(o.stdout.is_empty());
     }
@@ -148,17 +150,64 @@ fn list_without_privcmd_gives_clear_error() {
 #[test]
 fn default_privcmd_path_is_dev_xen_privcmd() {
     if Path::new("/dev/xen/privcmd").exists() {
-        return; // really in a dom0: the message differs.
+        return; // really in a dom0 (or a Xen guest): the message differs.
     }
     let o = Command::new(env!("CARGO_BIN_EXE_keelctl"))
         .arg("info")
         .env_remove("KEELCTL_PRIVCMD")
+        .env_remove("KEELCTL_HYPERVISOR_TYPE")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(3));
+    let on_xen = std::fs::read_to_string("/sys/hypervisor/type").is_ok_and(|t| t.trim() == "xen");
+    let why = if on_xen {
+        "load the xen-privcmd module (modprobe xen-privcmd / insmod xen-privcmd.ko)"
+    } else {
+        "not running on keel (no Xen-ABI hypervisor detected)"
+    };
     assert_eq!(
         text(&o.stderr),
-        "keelctl: 'info' is not supported yet: /dev/xen/privcmd not found: not running as dom0 on keel\n"
+        format!("keelctl: 'info' is not supported yet: /dev/xen/privcmd not found: {why}\n")
+    );
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn xen_without_privcmd_says_load_the_module() {
+    let dir = std::env::temp_dir().join(format!("keelctl-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ty = dir.join("type");
+    std::fs::write(&ty, "xen\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_keelctl"))
+        .arg("dmesg")
+        .env("KEELCTL_PRIVCMD", dir.join("privcmd"))
+        .env("KEELCTL_HYPERVISOR_TYPE", &ty)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(
+        text(&o.stderr),
+        format!(
+            "keelctl: 'dmesg' is not supported yet: {}/privcmd not found: load the xen-privcmd \
+             module (modprobe xen-privcmd / insmod xen-privcmd.ko)\n",
+            dir.display()
+        )
+    );
+}
+
+#[test]
+fn a_device_that_is_not_privcmd_fails_cleanly() {
+    // /dev/null opens read-write, but is no privcmd: the ioctl gets ENOTTY.
+    let o = Command::new(env!("CARGO_BIN_EXE_keelctl"))
+        .arg("info")
+        .env("KEELCTL_PRIVCMD", "/dev/null")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o.stderr),
+        "keelctl: info: keel management call Version failed: ENOTTY (errno 25)\n"
     );
 }
 

@@ -1,0 +1,189 @@
+//! Linux's `/dev/xen/privcmd`: the transport that carries keel's
+//! management hypercall from dom0 userspace to the hypervisor.
+//!
+//! This is the only module of keelctl with `unsafe` code (one `ioctl` and
+//! the volatile page touches before it).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use keel_mgmt::Cmd;
+
+use crate::keel::{CallError, MgmtCall};
+
+/// `struct privcmd_hypercall` from Linux's `include/uapi/xen/privcmd.h`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrivcmdHypercall {
+    pub op: u64,
+    pub arg: [u64; 5],
+}
+
+const _: () = assert!(std::mem::size_of::<PrivcmdHypercall>() == 48);
+
+/// Linux's `_IOC(dir, type, nr, size)` (asm-generic encoding, as on x86).
+const fn ioc(dir: u32, ty: u8, nr: u8, size: usize) -> u32 {
+    (dir << 30) | ((size as u32) << 16) | ((ty as u32) << 8) | nr as u32
+}
+
+/// `_IOC_NONE`.
+const IOC_NONE: u32 = 0;
+
+/// `IOCTL_PRIVCMD_HYPERCALL`:
+/// `_IOC(_IOC_NONE, 'P', 0, sizeof(struct privcmd_hypercall))`.
+pub const IOCTL_PRIVCMD_HYPERCALL: u32 =
+    ioc(IOC_NONE, b'P', 0, std::mem::size_of::<PrivcmdHypercall>());
+
+const _: () = assert!(IOCTL_PRIVCMD_HYPERCALL == 0x0030_5000);
+
+/// Why the device could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// ENOENT: no such device node.
+    Missing,
+    /// EACCES/EPERM: not allowed to open it.
+    Permission(io::Error),
+    Other(io::Error),
+}
+
+/// An open privcmd device.
+#[derive(Debug)]
+pub struct Privcmd {
+    file: File,
+    path: PathBuf,
+}
+
+impl Privcmd {
+    /// Open `path` with `O_RDWR | O_CLOEXEC`.
+    pub fn open(path: &Path) -> Result<Privcmd, OpenError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => OpenError::Missing,
+                io::ErrorKind::PermissionDenied => OpenError::Permission(e),
+                _ => OpenError::Other(e),
+            })?;
+        Ok(Privcmd {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Issue hypercall `op` with `args`; returns its (non-negative) value,
+    /// or the errno of a negative one (or of the ioctl itself).
+    pub fn hypercall(&self, op: u64, args: [u64; 5]) -> Result<u64, CallError> {
+        let mut hc = PrivcmdHypercall { op, arg: args };
+        // SAFETY: `hc` is a live, properly aligned `struct privcmd_hypercall`
+        // exactly as IOCTL_PRIVCMD_HYPERCALL expects (size asserted above);
+        // the kernel only reads it during the call. The fd is owned by
+        // `self.file` and open. Any buffer named in `args` is the caller's
+        // responsibility (see `MgmtCall::call` below).
+        let ret = unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                IOCTL_PRIVCMD_HYPERCALL as _,
+                &mut hc as *mut PrivcmdHypercall,
+            )
+        };
+        if ret < 0 {
+            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            Err(CallError { errno })
+        } else {
+            Ok(ret as u64)
+        }
+    }
+}
+
+/// Make every page of `buf` present and writable in dom0's page tables.
+///
+/// keel reaches the buffer by walking dom0's page tables; a fresh
+/// allocation may still be unpopulated, or map the shared zero page
+/// read-only, and the hypervisor does not fault pages in for us.
+fn prefault(buf: &mut [u8]) {
+    const PAGE: usize = 4096;
+    let len = buf.len();
+    let p = buf.as_mut_ptr();
+    let touch = |i: usize| {
+        // SAFETY: `i < len`, so `p.add(i)` is inside `buf`, which we borrow
+        // mutably; reading a byte and writing it back changes nothing.
+        // Volatile so the compiler cannot drop the write as redundant.
+        unsafe {
+            let v = std::ptr::read_volatile(p.add(i));
+            std::ptr::write_volatile(p.add(i), v);
+        }
+    };
+    // A page stride from index 0 hits every page but maybe the last.
+    (0..len).step_by(PAGE).for_each(touch);
+    if len > 0 {
+        touch(len - 1);
+    }
+}
+
+impl MgmtCall for Privcmd {
+    fn call(&self, cmd: Cmd, buf: &mut [u8], arg: u64) -> Result<u64, CallError> {
+        prefault(buf);
+        let addr = if buf.is_empty() {
+            0
+        } else {
+            buf.as_mut_ptr() as u64
+        };
+        // `buf` stays mutably borrowed for the whole hypercall, so the
+        // address and length keel writes to stay valid and unaliased.
+        self.hypercall(
+            keel_mgmt::HYPERCALL,
+            [cmd as u64, addr, buf.len() as u64, arg, 0],
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_numbers() {
+        assert_eq!(IOCTL_PRIVCMD_HYPERCALL, 0x0030_5000);
+        assert_eq!(std::mem::size_of::<PrivcmdHypercall>(), 48);
+        assert_eq!(std::mem::offset_of!(PrivcmdHypercall, arg), 8);
+    }
+
+    #[test]
+    fn open_errors() {
+        assert!(matches!(
+            Privcmd::open(Path::new("/nonexistent/keel-test/privcmd")),
+            Err(OpenError::Missing)
+        ));
+        // A regular file opens; the ioctl on it fails cleanly with ENOTTY.
+        let f = std::env::temp_dir().join(format!("keelctl-privcmd-{}", std::process::id()));
+        std::fs::write(&f, b"").unwrap();
+        let p = Privcmd::open(&f).unwrap();
+        assert_eq!(p.path(), f.as_path());
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            p.call(Cmd::Version, &mut buf, 0),
+            Err(CallError {
+                errno: libc::ENOTTY
+            })
+        );
+        std::fs::remove_file(&f).unwrap();
+    }
+
+    #[test]
+    fn prefault_keeps_contents() {
+        let mut v: Vec<u8> = (0..3 * 4096 + 17).map(|i| i as u8).collect();
+        let want = v.clone();
+        prefault(&mut v[5..]);
+        prefault(&mut []);
+        assert_eq!(v, want);
+    }
+}
