@@ -5,8 +5,10 @@
 //!    `DIR/root`;
 //! 2. pulls the uncompressed `vmlinux` ELF out of `boot/vmlinuz-*` (bzImage setup header ->
 //!    XZ payload -> ELF64 x86-64 with a Xen `PHYS32_ENTRY` note) into `DIR/vmlinux`;
-//! 3. writes `DIR/initrd.cpio.gz`: busybox, a few applet links and an `/init` that prints the
-//!    `KEEL-LINUX:` marker lines and powers off.
+//! 3. writes `DIR/initrd.cpio.gz`: busybox, a few applet links, the kernel modules in
+//!    [`MODULES`], `keelctl` (built static for musl) and an `/init` that prints the
+//!    `KEEL-LINUX:` marker lines, asks keel about itself with `keelctl`, and powers off (or,
+//!    with `keel.shell` on the kernel command line, starts a shell on the console).
 //!
 //! Every step is skipped when its output is already there (a `*.stamp` file next to each output
 //! records what it was built from). See docs/linux-guest.md.
@@ -29,9 +31,27 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+hostname dom0
 echo "KEEL-LINUX: userspace reached"
 echo "KEEL-LINUX: cpus online: $(cat /sys/devices/system/cpu/online)"
 echo "KEEL-LINUX: hypervisor type: $(cat /sys/hypervisor/type 2>/dev/null || echo none)"
+# keel's management hypercall goes through Linux's privcmd driver.
+for m in /lib/modules/*.ko; do
+    insmod "$m" || echo "KEEL-LINUX: insmod $m failed"
+done
+[ -e /dev/xen/privcmd ] && echo "KEEL-LINUX: /dev/xen/privcmd present"
+echo "KEEL-LINUX: keelctl info:"
+keelctl info
+echo "KEEL-LINUX: keelctl info exit $?"
+keelctl list
+echo "KEEL-LINUX: keelctl list exit $?"
+keelctl dmesg >/tmp/dmesg
+echo "KEEL-LINUX: keelctl dmesg exit $? lines $(grep -c . /tmp/dmesg)"
+grep -m1 "PVH kernel entry" /tmp/dmesg | sed 's/^(XEN) /KEEL-LINUX: keel log: /'
+if grep -q keel.shell /proc/cmdline; then
+    echo "KEEL-LINUX: shell (exit it to power off; keel's serial input: CTRL-a three times)"
+    setsid cttyhack sh -l
+fi
 # Milliseconds from `date +%s%N` where busybox supports %N, else from /proc/uptime (10 ms
 # resolution; "12.34" -> 12340; the leading 1 keeps "0.09" from reading as octal).
 now_ms() {
@@ -55,8 +75,40 @@ poweroff -f
 /// Busybox applets linked in `/bin` (the init needs the first eight; the rest help debugging).
 const APPLETS: &[&str] = &[
     "sh", "mount", "cat", "echo", "date", "sleep", "poweroff", "mkdir", "ash", "ls", "dmesg",
-    "uname", "insmod", "lsmod", "rmmod", "reboot", "umount", "ps", "grep", "sync",
+    "uname", "insmod", "lsmod", "rmmod", "reboot", "umount", "ps", "grep", "sync", "sed", "setsid",
+    "cttyhack", "tail", "head", "wc", "free", "df", "top", "vi", "ip", "ifconfig", "ping",
+    "udhcpc", "hostname", "env", "rm", "cp", "mv", "touch", "stty",
 ];
+
+/// Kernel modules put in the initramfs, in load order (`/init` insmods each; the
+/// package ships no modules.dep). Paths under `lib/modules/<release>/kernel/`.
+pub const MODULES: &[&str] = &[
+    // /dev/xen/privcmd: keelctl's way to keel's management hypercall.
+    "drivers/xen/xen-privcmd.ko",
+];
+
+/// `target/x86_64-unknown-linux-musl/release/keelctl`, built now (static, for dom0).
+pub fn build_keelctl() -> Result<PathBuf> {
+    eprintln!("==> keelctl: cargo build --release --target x86_64-unknown-linux-musl");
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root()).args([
+        "build",
+        "--release",
+        "-p",
+        "keelctl",
+        "--target",
+        "x86_64-unknown-linux-musl",
+    ]);
+    run_status(&mut c, "cargo build keelctl (musl)")?;
+    Ok(root().join("target/x86_64-unknown-linux-musl/release/keelctl"))
+}
+
+/// FNV-1a, to notice a changed input in a stamp.
+fn fnv(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+        (h ^ x as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -119,13 +171,31 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
     let t = Instant::now();
     let initrd = out.join("initrd.cpio.gz");
     let istamp = out.join("initrd.stamp");
-    let istamp_want = format!("{}\n{INIT_SCRIPT}", file_name(&bdeb));
+    let keelctl = read(&build_keelctl()?)?;
+    let kdir = rootfs.join("lib/modules").join(&release).join("kernel");
+    let mut modules = Vec::new();
+    for m in MODULES {
+        let name = Path::new(m)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        modules.push((name, read(&kdir.join(m))?));
+    }
+    let istamp_want = format!(
+        "{}\nkeelctl {:016x}\nmodules {MODULES:?}\n{INIT_SCRIPT}",
+        file_name(&bdeb),
+        fnv(&keelctl)
+    );
     if stamp_ok(&initrd, &istamp, &istamp_want) {
         eprintln!("==> initrd.cpio.gz: cached ({})", initrd.display());
     } else {
-        eprintln!("==> initrd.cpio.gz: busybox + /init");
+        eprintln!(
+            "==> initrd.cpio.gz: busybox + keelctl + {} module(s) + /init",
+            modules.len()
+        );
         let busybox = read(&rootfs.join("bin/busybox"))?;
-        let gz = gzip(&initramfs(&busybox))?;
+        let gz = gzip(&initramfs(&busybox, &keelctl, &modules))?;
         write_atomic(&initrd, &gz)?;
         write_atomic(&istamp, istamp_want.as_bytes())?;
     }
@@ -733,11 +803,17 @@ impl Cpio {
     }
 }
 
-/// The uncompressed initramfs: busybox, applet links, /init and the mount points.
-pub fn initramfs(busybox: &[u8]) -> Vec<u8> {
+/// The uncompressed initramfs: busybox, applet links, keelctl, kernel modules, /init and the
+/// mount points.
+pub fn initramfs(busybox: &[u8], keelctl: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut c = Cpio::default();
-    for d in ["bin", "dev", "proc", "sys"] {
+    for d in ["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"] {
         c.dir(d);
+    }
+    c.file("bin/keelctl", 0o755, keelctl);
+    // `sort`ed by the glob in /init: a number prefix keeps MODULES' order.
+    for (i, (name, ko)) in modules.iter().enumerate() {
+        c.file(&format!("lib/modules/{i:02}-{name}"), 0o644, ko);
     }
     // The kernel's built-in initramfs has it too; with it /init has a console before devtmpfs.
     c.chardev("dev/console", 0o600, 5, 1);
@@ -1005,16 +1081,27 @@ mod tests {
 
     #[test]
     fn initramfs_contents() {
-        let e = parse_cpio(&initramfs(b"\x7fELF fake busybox"));
+        let modules = [("xen-privcmd.ko".to_string(), b"\x7fELF ko".to_vec())];
+        let e = parse_cpio(&initramfs(
+            b"\x7fELF fake busybox",
+            b"\x7fELF keelctl",
+            &modules,
+        ));
         let get = |n: &str| e.iter().find(|x| x.1 == n).unwrap_or_else(|| panic!("{n}"));
         assert_eq!(get("bin/busybox").2, b"\x7fELF fake busybox");
+        assert_eq!(get("bin/keelctl").2, b"\x7fELF keelctl");
+        assert_eq!(get("bin/keelctl").0[1], S_IFREG | 0o755);
+        assert_eq!(get("lib/modules/00-xen-privcmd.ko").2, b"\x7fELF ko");
         assert_eq!(get("init").0[1], S_IFREG | 0o755);
         assert!(get("init").2.starts_with(b"#!/bin/sh\n"));
         for d in ["dev", "proc", "sys", "bin"] {
             assert_eq!(get(d).0[1] & 0o170000, S_IFDIR);
         }
         // Every command the init runs is an applet link.
-        for a in ["sh", "mount", "cat", "date", "sleep", "poweroff"] {
+        for a in [
+            "sh", "mount", "cat", "date", "sleep", "poweroff", "insmod", "grep", "sed", "setsid",
+            "cttyhack",
+        ] {
             assert_eq!(get(&format!("bin/{a}")).2, b"busybox");
         }
         for m in [
@@ -1022,6 +1109,9 @@ mod tests {
             "KEEL-LINUX: cpus online: $(cat /sys/devices/system/cpu/online)",
             "KEEL-LINUX: hypervisor type: $(cat /sys/hypervisor/type 2>/dev/null || echo none)",
             "KEEL-LINUX: sleep 1 took $(( t1 - t0 )) ms",
+            "keelctl info",
+            "keelctl list",
+            "keelctl dmesg",
             "poweroff -f",
         ] {
             assert!(INIT_SCRIPT.contains(m), "{m}");

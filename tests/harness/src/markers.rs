@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 /// Prefix of every line keel prints.
 pub const PREFIX: &str = "(XEN) ";
+/// Needle prefix for [`Console::contains`]: match dom0's console output.
+pub const DOM0: &str = "dom0> ";
 
 /// One recognised keel console line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,8 +234,16 @@ impl Console {
     }
 
     /// True if some keel line (text after the prefix) contains `needle`; a
-    /// needle that itself starts with `(XEN) ` is matched against whole lines.
+    /// needle that itself starts with `(XEN) ` is matched against whole lines;
+    /// one that starts with [`DOM0`] against the lines that are not keel's
+    /// (dom0's console output, which keel passes through as it is).
     pub fn contains(&self, needle: &str) -> bool {
+        if let Some(n) = needle.strip_prefix(DOM0) {
+            return self
+                .lines
+                .iter()
+                .any(|l| keel_text(l).is_none() && l.contains(n));
+        }
         self.lines
             .iter()
             .any(|l| match needle.strip_prefix(PREFIX) {
@@ -388,6 +398,11 @@ mod tests {
         assert!(c.contains("SMP: 2/2"));
         assert!(c.contains("(XEN) SMP: 2/2"));
         assert!(!c.contains("SeaBIOS"), "only keel lines are searched");
+        assert!(
+            c.contains("dom0> SeaBIOS"),
+            "dom0> searches the other lines"
+        );
+        assert!(!c.contains("dom0> SMP: 2/2"), "dom0> skips keel's lines");
         assert_eq!(
             c.tail(2),
             [

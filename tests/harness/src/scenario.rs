@@ -178,6 +178,13 @@ impl Scenario {
         self.expect = e;
         self
     }
+    /// Lines dom0 must print on its console (passed through raw by keel).
+    pub fn dom0_must_contain(mut self, lines: &[&str]) -> Self {
+        self.must_contain
+            .extend(lines.iter().map(|l| format!("{}{l}", crate::markers::DOM0)));
+        self
+    }
+
     pub fn must_contain(mut self, lines: &[&str]) -> Self {
         self.must_contain
             .extend(lines.iter().map(|s| s.to_string()));
@@ -261,7 +268,9 @@ pub fn guest_scenarios(guest_elf: &[u8]) -> Vec<Scenario> {
             .module("testguest", guest_elf.to_vec())
             .expect(Expect::Pass { test: "guests".into() })
             .must_contain(&[
-                "(d1) suite: 9/9 checks passed",
+                "(d1) suite: 10/10 checks passed",
+                // keel's management hypercall is refused to a domain that is not dom0.
+                "(d1) check mgmt-eperm: ok",
                 // Guests run one after another on a CPU: none may see another's FPU state.
                 "(d1) fpu state: clean",
                 "(d2) fpu state: clean",
@@ -329,16 +338,29 @@ pub fn guest_scenarios(guest_elf: &[u8]) -> Vec<Scenario> {
 pub fn linux_scenarios() -> Vec<Scenario> {
     let full = |name: &str, emulator: Emulator, vendor: Vendor, secs: u64| {
         let mut s = linux(name, emulator, vendor)
-            .describe("Debian's kernel as PVH dom0 (2 vCPUs) to userspace: KEEL-LINUX markers, both CPUs online, /sys/hypervisor/type = xen, sleep 1, ACPI power-off")
-            .must_contain(&[
-                "(d0) KEEL-LINUX: userspace reached",
-                "(d0) KEEL-LINUX: cpus online: 0-1",
-                "(d0) KEEL-LINUX: hypervisor type: xen",
-                "(d0) KEEL-LINUX: sleep 1 took",
-                "(d0) KEEL-LINUX: powering off",
+            .describe("Debian's kernel as PVH dom0 (2 vCPUs) to userspace: KEEL-LINUX markers, both CPUs online, /sys/hypervisor/type = xen, keelctl info/list/dmesg through privcmd, sleep 1, ACPI power-off")
+            .dom0_must_contain(&[
+                "KEEL-LINUX: userspace reached",
+                "KEEL-LINUX: cpus online: 0-1",
+                "KEEL-LINUX: hypervisor type: xen",
+                // keelctl, through privcmd and keel's management hypercall:
+                // the CPUs and memory the emulator was given (2 CPUs, 1024 MiB
+                // of which the firmware keeps 1 MiB), dom0's size, keel's log.
+                "KEEL-LINUX: /dev/xen/privcmd present",
+                "hypervisor            : keel",
+                "nr_cpus               : 2",
+                "total_memory          : 1023",
+                "scheduler             : pinned",
+                "KEEL-LINUX: keelctl info exit 0",
+                "Domain-0                                     0    256     2   r-----",
+                "KEEL-LINUX: keelctl list exit 0",
+                "KEEL-LINUX: keelctl dmesg exit 0",
+                "KEEL-LINUX: keel log: d0: PVH kernel entry",
+                "KEEL-LINUX: sleep 1 took",
+                "KEEL-LINUX: powering off",
                 "reboot: Power down",
-                "d0: Shutdown(0)",
-            ]);
+            ])
+            .must_contain(&["d0: Shutdown(0)"]);
         s.timeout = std::time::Duration::from_secs(secs);
         s
     };
@@ -354,10 +376,10 @@ fn linux(name: &str, emulator: Emulator, vendor: Vendor) -> Scenario {
         .module("dom0-initrd", Vec::new())
         .module("dom0-cmdline", b"console=hvc0 earlyprintk=xen".to_vec())
         .expect(Expect::Lines)
-        .must_contain(&[
-            "(d0) [    0.000000] Linux version 6.1",
-            "(d0) [    0.000000] Hypervisor detected: Xen HVM",
-            "(d0) [    0.000000] Xen version 4.17.",
+        .dom0_must_contain(&[
+            "[    0.000000] Linux version 6.1",
+            "[    0.000000] Hypervisor detected: Xen HVM",
+            "[    0.000000] Xen version 4.17.",
             "tsc: Detected",
             "ACPI: RSDP 0x00000000000F0000 000024 (v02 KEEL  )",
             "ACPI: APIC 0x00000000000F01D0",
