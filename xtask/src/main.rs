@@ -33,19 +33,22 @@ commands:
       --cmdline \"...\"             hypervisor command line (default: console=com1 loglvl=info)
       --module NAME=FILE          add a boot module (repeatable)
       --out PATH                  (default target/keel/keel-<firmware>.{img,iso})
-  run                   boot keel in an emulator
+  run                   boot keel and Debian's Linux as dom0 in an emulator: a dom0 shell on
+                        this terminal (keelctl info/list/dmesg); CTRL-a three times switches
+                        serial input between dom0 and keel; `poweroff` in dom0 ends the run
+      --no-dom0                   boot keel alone (no dom0 kernel)
       --vendor amd|intel          (default amd)
       --emulator qemu|bochs       (default: qemu for amd, bochs for intel)
       --firmware uefi|bios|grub   (default: uefi for qemu; bochs: grub only)
       --cpus N                    (default 2)
-      --memory MiB                (default 512 for qemu, 256 for bochs)
+      --memory MiB                (default 1024 with dom0, else 512 for qemu, 256 for bochs)
       --cmdline \"...\"             extra hypervisor options
       --module NAME=FILE          add a boot module (repeatable)
       --accel tcg|kvm             (default tcg; QEMU only)
       --headless                  no terminal console: stream the log, stop at the result and
                                   exit with the run's status (adds test=boot unless --cmdline has test=)
       --timeout SECS              (headless default 300)
-      QEMU console: Ctrl-A X quits. Bochs console: Ctrl-C quits.
+      QEMU console: Ctrl-] x quits. Bochs console: Ctrl-C quits.
   test                  host `cargo test` + every emulator scenario, with a summary
       --only SUBSTR               run only scenarios whose name contains SUBSTR (repeatable)
       --no-host-tests             skip the host `cargo test`
@@ -350,8 +353,10 @@ fn cmd_run(a: &[String]) -> Result<u8> {
     let mut modules = Vec::new();
     let mut accel = Accel::Tcg;
     let mut headless = false;
+    let mut dom0 = true;
     while let Some(f) = args.next() {
         match f.as_str() {
+            "--no-dom0" => dom0 = false,
             "--vendor" => vendor = args.parsed(&f)?,
             "--emulator" => emu = Some(args.parsed::<Emulator>(&f)?),
             "--firmware" => fw = Some(args.parsed::<Firmware>(&f)?),
@@ -373,6 +378,8 @@ fn cmd_run(a: &[String]) -> Result<u8> {
         Vendor::Intel => Emulator::Bochs,
     });
     let firmware = fw.unwrap_or(match emulator {
+        // dom0's kernel and initramfs are GRUB modules.
+        _ if dom0 => Firmware::Grub,
         Emulator::Qemu => Firmware::Uefi,
         Emulator::Bochs => Firmware::Grub,
     });
@@ -385,10 +392,30 @@ fn cmd_run(a: &[String]) -> Result<u8> {
         eprintln!("note: QEMU TCG has no VMX; use --emulator bochs to exercise VT-x");
     }
     let memory = memory.unwrap_or(match emulator {
+        _ if dom0 => 1024,
         Emulator::Qemu => 512,
         Emulator::Bochs => 256,
     });
     let mut cmdline = format!("{DEFAULT_CMDLINE} debug_exit=0xf4");
+    if dom0 {
+        if firmware != Firmware::Grub {
+            return Err("dom0 boots through GRUB only (--firmware grub, the default)".into());
+        }
+        let code = linux::cmd_linux(&[])?;
+        if code != 0 {
+            return Err("cargo xtask linux failed".into());
+        }
+        let dir = root().join("target/keel/linux");
+        let read = |f: &str| {
+            std::fs::read(dir.join(f)).map_err(|e| format!("{}: {e}", dir.join(f).display()))
+        };
+        modules.push(("dom0".into(), read("vmlinux")?));
+        modules.push(("dom0-initrd".into(), read("initrd.cpio.gz")?));
+        modules.push(("dom0-cmdline".into(), b"console=hvc0 keel.shell".to_vec()));
+        if !extra.contains("dom0_mem=") {
+            cmdline += " dom0_mem=512M";
+        }
+    }
     if headless && !extra.split_whitespace().any(|w| w.starts_with("test=")) {
         cmdline += " test=boot";
     }
@@ -423,7 +450,9 @@ fn cmd_run(a: &[String]) -> Result<u8> {
     );
     if !headless {
         match emulator {
-            Emulator::Qemu => eprintln!("    console on this terminal; Ctrl-A X quits QEMU\n"),
+            Emulator::Qemu => eprintln!(
+                "    console on this terminal; Ctrl-] x quits QEMU; CTRL-a three times switches serial input dom0 <-> keel\n"
+            ),
             Emulator::Bochs => eprintln!("    console follows; Ctrl-C quits Bochs\n"),
         }
         let r = runner::run(&launch, timeout, None, false, &|_| Progress::Running)?;

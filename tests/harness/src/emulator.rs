@@ -103,7 +103,9 @@ impl Launch {
                     .arg(format!("file:{}", serial.display()));
             }
             Console::Terminal => {
-                c.args(["-nographic", "-chardev"])
+                // Ctrl-] is QEMU's escape key here (Ctrl-] x quits): Ctrl-A
+                // must reach keel, which switches serial input on three.
+                c.args(["-nographic", "-echr", "0x1d", "-chardev"])
                     .arg(format!(
                         "stdio,id=com1,mux=on,signal=off,logfile={}",
                         serial.display()
