@@ -48,6 +48,10 @@ echo "KEEL-LINUX: keelctl list exit $?"
 keelctl dmesg >/tmp/dmesg
 echo "KEEL-LINUX: keelctl dmesg exit $? lines $(grep -c . /tmp/dmesg)"
 grep -m1 "PVH kernel entry" /tmp/dmesg | sed 's/^(XEN) /KEEL-LINUX: keel log: /'
+if grep -q keel.reboot /proc/cmdline; then
+    echo "KEEL-LINUX: rebooting"
+    reboot -f
+fi
 if grep -q keel.shell /proc/cmdline; then
     echo "KEEL-LINUX: shell (exit it to power off; keel's serial input: CTRL-a three times)"
     setsid cttyhack sh -l

@@ -69,6 +69,13 @@ pub const MAX_VCPUS: u32 = 255;
 
 /// FADT flags bit 20.
 pub const FADT_HW_REDUCED_ACPI: u32 = 1 << 20;
+/// FADT flags bit 10: RESET_REG is valid.
+pub const FADT_RESET_REG_SUP: u32 = 1 << 10;
+/// The reset register (FADT RESET_REG, 8-bit System I/O) and the value a
+/// guest writes there to reset: the PCI reset control port's "full reset"
+/// (system reset + reset CPU), as firmware commonly describes it.
+pub const RESET_PORT: u16 = 0x0cf9;
+pub const RESET_VALUE: u8 = 0x06;
 /// IAPC_BOOT_ARCH bit 2: VGA not present.
 pub const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
 /// IAPC_BOOT_ARCH bit 5: CMOS RTC not present.
@@ -187,7 +194,10 @@ pub fn build(base: u64, nr_vcpus: u32) -> Result<AcpiBlob, AcpiBuildError> {
         109,
         IAPC_VGA_NOT_PRESENT | IAPC_CMOS_RTC_NOT_PRESENT,
     ); // IAPC_BOOT_ARCH: no LEGACY_DEVICES, no 8042
-    put_u32(&mut fadt, 112, FADT_HW_REDUCED_ACPI); // Flags
+    put_u32(&mut fadt, 112, FADT_HW_REDUCED_ACPI | FADT_RESET_REG_SUP); // Flags
+    fadt[116..120].copy_from_slice(&[1, 8, 0, 1]); // RESET_REG: System I/O, 8 bits
+    put_u64(&mut fadt, 120, RESET_PORT as u64);
+    fadt[128] = RESET_VALUE; // RESET_VALUE
     fadt[131] = 0; // FADT minor version: 6.0
     put_u64(&mut fadt, 140, dsdt_gpa); // X_DSDT
                                        // SLEEP_CONTROL_REG (244) and SLEEP_STATUS_REG (256): 8-bit System I/O
@@ -384,6 +394,10 @@ mod tests {
             let f = tables.find_table::<acpi::fadt::Fadt>().unwrap();
             let ctl = f.sleep_control_register().unwrap().unwrap();
             assert_eq!((ctl.address, ctl.bit_width), (SLEEP_CONTROL_PORT as u64, 8));
+            assert!({ f.flags }.supports_system_reset_via_fadt());
+            let rst = f.reset_register().unwrap();
+            assert_eq!((rst.address, rst.bit_width), (RESET_PORT as u64, 8));
+            assert_eq!(f.reset_value, RESET_VALUE);
             drop(f);
             let info = tables.platform_info().unwrap();
             assert!(info.pm_timer.is_none());

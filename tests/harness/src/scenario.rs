@@ -170,7 +170,9 @@ impl Scenario {
         self.cmdline = format!("{} {extra}", self.cmdline);
         self
     }
+    /// Adds a boot module, or replaces the one of that name.
     pub fn module(mut self, name: &str, data: Vec<u8>) -> Self {
+        self.modules.retain(|(n, _)| n != name);
         self.modules.push((name.to_string(), data));
         self
     }
@@ -364,9 +366,16 @@ pub fn linux_scenarios() -> Vec<Scenario> {
         s.timeout = std::time::Duration::from_secs(secs);
         s
     };
+    let mut reboot = linux("qemu-amd-linux-reboot", Emulator::Qemu, Vendor::Amd)
+        .describe("dom0's `reboot -f` resets the machine: Linux writes the FADT reset register, keel ends dom0 with SHUTDOWN_reboot and resets (QEMU -no-reboot then exits)")
+        .module("dom0-cmdline", b"console=hvc0 keel.reboot".to_vec())
+        .dom0_must_contain(&["KEEL-LINUX: rebooting", "reboot: Restarting system"])
+        .must_contain(&["d0: Shutdown(1)", "keel: rebooting"]);
+    reboot.timeout = std::time::Duration::from_secs(180);
     vec![
         full("qemu-amd-linux", Emulator::Qemu, Vendor::Amd, 180),
         full("bochs-intel-linux", Emulator::Bochs, Vendor::Intel, 900),
+        reboot,
     ]
 }
 

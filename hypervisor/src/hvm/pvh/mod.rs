@@ -566,6 +566,12 @@ fn idle(dom: &Mutex<Domain>, idx: usize, park: bool) {
     }
 }
 
+/// A port write that resets a PC: the reset control register (0xcf9)
+/// with its reset bit (2), or command 0xfe (pulse reset) to the 8042.
+fn is_reset(port: u16, val: u8) -> bool {
+    (port == acpi::RESET_PORT && val & 0x04 != 0) || (port == 0x64 && val == 0xfe)
+}
+
 /// How often dom0's CPU 0 looks at the serial port for input.
 const CONSOLE_POLL_MS: u64 = 20;
 
@@ -987,6 +993,11 @@ impl Domain {
                     if val & acpi::SLP_EN != 0 && (val >> 2) & 7 == acpi::SLEEP_TYPE_S5 {
                         return Step::End(Outcome::Shutdown(abi::shutdown::POWEROFF));
                     }
+                }
+                if write && is_reset(port, v.regs().rax as u8) {
+                    // The FADT's reset register (0xcf9), or the 8042's
+                    // pulse-reset command: the guest asks for a reboot.
+                    return Step::End(Outcome::Shutdown(abi::shutdown::REBOOT));
                 }
                 if !write {
                     // No device: reads return all ones.
