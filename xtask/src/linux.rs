@@ -93,18 +93,31 @@ pub const MODULES: &[&str] = &[
 
 /// `target/x86_64-unknown-linux-musl/release/keelctl`, built now (static, for dom0).
 pub fn build_keelctl() -> Result<PathBuf> {
-    eprintln!("==> keelctl: cargo build --release --target x86_64-unknown-linux-musl");
+    const MUSL: &str = "x86_64-unknown-linux-musl";
+    // rust-toolchain.toml lists the target; a toolchain installed before it was
+    // added lacks it, and rustup does not always add it by itself.
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(root())
+        .output();
+    if let Ok(o) = installed {
+        if o.status.success()
+            && !String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l == MUSL)
+        {
+            eprintln!("==> rustup target add {MUSL}");
+            let mut c = Command::new("rustup");
+            c.current_dir(root()).args(["target", "add", MUSL]);
+            run_status(&mut c, &format!("rustup target add {MUSL}"))?;
+        }
+    }
+    eprintln!("==> keelctl: cargo build --release --target {MUSL}");
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(root()).args([
-        "build",
-        "--release",
-        "-p",
-        "keelctl",
-        "--target",
-        "x86_64-unknown-linux-musl",
-    ]);
+    c.current_dir(root())
+        .args(["build", "--release", "-p", "keelctl", "--target", MUSL]);
     run_status(&mut c, "cargo build keelctl (musl)")?;
-    Ok(root().join("target/x86_64-unknown-linux-musl/release/keelctl"))
+    Ok(root().join(format!("target/{MUSL}/release/keelctl")))
 }
 
 /// FNV-1a, to notice a changed input in a stamp.
