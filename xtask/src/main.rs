@@ -48,7 +48,7 @@ commands:
       --headless                  no terminal console: stream the log, stop at the result and
                                   exit with the run's status (adds test=boot unless --cmdline has test=)
       --timeout SECS              (headless default 300)
-      QEMU console: Ctrl-] x quits. Bochs console: Ctrl-C quits.
+      Console (QEMU and Bochs): Ctrl-] x quits the emulator; other keys go to the guest.
   test                  host `cargo test` + every emulator scenario, with a summary
       --only SUBSTR               run only scenarios whose name contains SUBSTR (repeatable)
       --no-host-tests             skip the host `cargo test`
@@ -453,10 +453,14 @@ fn cmd_run(a: &[String]) -> Result<u8> {
             Emulator::Qemu => eprintln!(
                 "    console on this terminal; Ctrl-] x quits QEMU; CTRL-a three times switches serial input dom0 <-> keel\n"
             ),
-            Emulator::Bochs => eprintln!("    console follows; Ctrl-C quits Bochs\n"),
+            Emulator::Bochs => eprintln!(
+                "    console on this terminal; Ctrl-] x quits Bochs; CTRL-a three times switches serial input dom0 <-> keel\n"
+            ),
         }
         let r = runner::run(&launch, timeout, None, false, &|_| Progress::Running)?;
         return Ok(match r.exit {
+            // Bochs exits with 1 after an ACPI power-off: a clean end all the same.
+            _ if emulator == Emulator::Bochs && r.console.powered_off() => 0,
             Exit::Status(Some(c)) => c.clamp(0, 255) as u8,
             _ => 1,
         });

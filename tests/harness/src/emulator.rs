@@ -2,6 +2,7 @@
 //! (VMX with `corei7_skylake_x`, SVM with `ryzen`). The facts behind these
 //! settings are in `docs/testing.md`.
 
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,9 +22,29 @@ pub const BOCHS_VGABIOS: &str = "/usr/share/vgabios/vgabios.bin";
 pub enum Console {
     /// COM1 only to the serial log file (tests, `run --headless`).
     File,
-    /// COM1 on the terminal (QEMU: multiplexed with the monitor, Ctrl-A X
-    /// quits) and also logged to the serial log file.
+    /// COM1 on the terminal and also logged to the serial log file. QEMU:
+    /// its stdio chardev, multiplexed with the monitor, Ctrl-] x quits.
+    /// Bochs: COM1 is a TCP server on a loopback port that the runner
+    /// connects to the terminal, Ctrl-] x quits (see `runner`).
     Terminal,
+}
+
+/// Where Bochs's COM1 goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BochsCom1 {
+    /// Output only, to the serial log file.
+    File,
+    /// A TCP server on this loopback address: Bochs waits for one client
+    /// before it starts the simulation, then COM1 is that connection.
+    Socket(SocketAddrV4),
+}
+
+/// What [`Launch::prepare`] returns: the command to spawn and, for Bochs
+/// with [`Console::Terminal`], the COM1 socket to connect to once spawned.
+#[derive(Debug)]
+pub struct Prepared {
+    pub command: Command,
+    pub serial_socket: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,12 +91,33 @@ impl Launch {
 
     /// Writes the run's support files and returns the command to spawn.
     pub fn command(&self) -> Result<Command, String> {
+        Ok(self.prepare()?.command)
+    }
+
+    /// Writes the run's support files and returns the command to spawn with
+    /// the serial socket it will serve, if any.
+    pub fn prepare(&self) -> Result<Prepared, String> {
         std::fs::create_dir_all(&self.work_dir)
             .map_err(|e| format!("creating {}: {e}", self.work_dir.display()))?;
         let _ = std::fs::remove_file(self.serial_log());
         match self.emulator {
-            Emulator::Qemu => self.qemu(),
-            Emulator::Bochs => self.bochs(),
+            Emulator::Qemu => Ok(Prepared {
+                command: self.qemu()?,
+                serial_socket: None,
+            }),
+            Emulator::Bochs => {
+                let com1 = match self.console {
+                    Console::File => BochsCom1::File,
+                    Console::Terminal => BochsCom1::Socket(free_loopback_addr()?),
+                };
+                Ok(Prepared {
+                    command: self.bochs(com1)?,
+                    serial_socket: match com1 {
+                        BochsCom1::File => None,
+                        BochsCom1::Socket(a) => Some(SocketAddr::V4(a)),
+                    },
+                })
+            }
         }
     }
 
@@ -145,8 +187,19 @@ impl Launch {
         Ok(c)
     }
 
+    /// The `com1:` line of the Bochs configuration.
+    pub fn bochs_com1(&self, com1: BochsCom1) -> String {
+        match com1 {
+            BochsCom1::File => format!(
+                "com1: enabled=1, mode=file, dev={}\n",
+                self.serial_log().display()
+            ),
+            BochsCom1::Socket(a) => format!("com1: enabled=1, mode=socket-server, dev={a}\n"),
+        }
+    }
+
     /// The Bochs configuration (see docs/testing.md for why each line).
-    pub fn bochs_rc(&self) -> Result<String, String> {
+    pub fn bochs_rc(&self, com1: BochsCom1) -> Result<String, String> {
         let boot = match self.firmware {
             Firmware::Grub => format!(
                 "ata0-master: type=cdrom, path={}, status=inserted\nboot: cdrom\n",
@@ -169,7 +222,7 @@ impl Launch {
              cpu: model={model}, count={cpus}, ips=100000000, reset_on_triple_fault=1\n\
              display_library: rfb, options=\"timeout=0\"\n\
              {boot}\
-             com1: enabled=1, mode=file, dev={serial}\n\
+             {com1}\
              port_e9_hack: enabled=1\n\
              clock: sync=none, time0=local\n\
              speaker: enabled=0\n\
@@ -181,24 +234,33 @@ impl Launch {
             megs = self.memory_mib,
             model = self.vendor.bochs_cpu(),
             cpus = self.cpus,
-            serial = self.serial_log().display(),
+            com1 = self.bochs_com1(com1),
             log = self.work_dir.join("bochs.log").display(),
         ))
     }
 
-    fn bochs(&self) -> Result<Command, String> {
+    fn bochs(&self, com1: BochsCom1) -> Result<Command, String> {
         if self.accel == Accel::Kvm {
             return Err("Bochs is an emulator: --accel kvm only applies to QEMU".into());
         }
         let rc = self.work_dir.join("keel.bochsrc");
         let dbg = self.work_dir.join("continue.rc");
-        write(&rc, &self.bochs_rc()?)?;
+        write(&rc, &self.bochs_rc(com1)?)?;
         // The built-in debugger stops at reset: continue, then quit.
         write(&dbg, "c\nq\n")?;
         let mut c = Command::new("bochs-bin");
         c.arg("-q").arg("-f").arg(&rc).arg("-rc").arg(&dbg);
         Ok(c)
     }
+}
+
+/// A loopback address with a port that was free a moment ago (bound to
+/// port 0, read, released): the emulator binds it next.
+fn free_loopback_addr() -> Result<SocketAddrV4, String> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| format!("finding a free loopback port: {e}"))?;
+    let port = l.local_addr().map_err(|e| e.to_string())?.port();
+    Ok(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
 }
 
 fn write(p: &Path, s: &str) -> Result<(), String> {
@@ -256,13 +318,55 @@ mod tests {
 
     #[test]
     fn bochs_rc_has_cpu_model_count_and_serial_file() {
-        let rc = launch(Emulator::Bochs, Firmware::Grub).bochs_rc().unwrap();
+        let l = launch(Emulator::Bochs, Firmware::Grub);
+        let rc = l.bochs_rc(BochsCom1::File).unwrap();
         assert!(rc.contains("cpu: model=corei7_skylake_x, count=2,"));
         assert!(rc.contains("type=cdrom, path=/tmp/keel.iso"));
-        assert!(rc.contains("com1: enabled=1, mode=file, dev="));
+        let serial = l.serial_log();
+        assert!(rc.contains(&format!(
+            "\ncom1: enabled=1, mode=file, dev={}\nport_e9_hack:",
+            serial.display()
+        )));
         assert!(rc.contains("megs: 256"));
-        assert!(launch(Emulator::Bochs, Firmware::Uefi).bochs_rc().is_err());
-        assert!(launch(Emulator::Bochs, Firmware::Bios).bochs_rc().is_err());
+        let uefi = launch(Emulator::Bochs, Firmware::Uefi);
+        assert!(uefi.bochs_rc(BochsCom1::File).is_err());
+        let bios = launch(Emulator::Bochs, Firmware::Bios);
+        assert!(bios.bochs_rc(BochsCom1::File).is_err());
+    }
+
+    #[test]
+    fn bochs_com1_socket_server_on_loopback() {
+        let l = launch(Emulator::Bochs, Firmware::Grub);
+        let a = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40123);
+        assert_eq!(
+            l.bochs_com1(BochsCom1::Socket(a)),
+            "com1: enabled=1, mode=socket-server, dev=127.0.0.1:40123\n"
+        );
+        let rc = l.bochs_rc(BochsCom1::Socket(a)).unwrap();
+        assert!(rc.contains("\ncom1: enabled=1, mode=socket-server, dev=127.0.0.1:40123\n"));
+        assert!(!rc.contains("mode=file"));
+    }
+
+    #[test]
+    fn prepare_picks_the_serial_socket_by_console() {
+        let mut l = launch(Emulator::Bochs, Firmware::Grub);
+        l.work_dir = std::env::temp_dir().join("keel-harness-unit-prepare");
+        assert!(l.prepare().unwrap().serial_socket.is_none());
+        let rc = std::fs::read_to_string(l.work_dir.join("keel.bochsrc")).unwrap();
+        assert!(rc.contains("mode=file"));
+        l.console = Console::Terminal;
+        let a = l.prepare().unwrap().serial_socket.unwrap();
+        assert!(a.ip().is_loopback() && a.port() != 0, "{a}");
+        let rc = std::fs::read_to_string(l.work_dir.join("keel.bochsrc")).unwrap();
+        assert!(
+            rc.contains(&format!("mode=socket-server, dev={a}\n")),
+            "{rc}"
+        );
+        let mut q = launch(Emulator::Qemu, Firmware::Bios);
+        q.console = Console::Terminal;
+        q.work_dir = l.work_dir.clone();
+        assert!(q.prepare().unwrap().serial_socket.is_none());
+        let _ = std::fs::remove_dir_all(&l.work_dir);
     }
 
     #[test]
