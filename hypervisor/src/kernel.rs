@@ -479,6 +479,41 @@ fn run_test(scenario: &str, bi: &BootInfo, online: u32, wanted: u32) -> ! {
     power::power_off()
 }
 
+/// A module's bytes; if they lie below `end` (in dom0's 1:1 memory to
+/// be), a copy at the top of memory, and the old range goes back to keel.
+fn movable_module(m: &crate::bootinfo::Module, end: u64) -> &'static [u8] {
+    let bytes = module_bytes(m);
+    let (start, stop) = (
+        m.phys & !(PAGE_SIZE - 1),
+        align_up(m.phys + m.len, PAGE_SIZE),
+    );
+    if stop <= crate::hvm::pvh::IDENTITY_BASE || start >= end || m.len == 0 {
+        return bytes;
+    }
+    let pages = (stop - start) / PAGE_SIZE;
+    let Some(new) = FRAMES.lock().alloc(pages) else {
+        log::warn!(
+            "module '{}': no memory to move it out of dom0's range",
+            m.name()
+        );
+        return bytes;
+    };
+    // SAFETY: `new` was just allocated for this copy (direct-mapped, not
+    // overlapping the module, which stays reserved until freed below).
+    let copy = unsafe {
+        let dst = cpu::phys_to_virt(new + (m.phys - start)) as *mut u8;
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len());
+        core::slice::from_raw_parts(dst as *const u8, bytes.len())
+    };
+    FRAMES.lock().free(start, pages);
+    log::info!(
+        "module '{}' moved to {:#x} (out of dom0's 1:1 memory)",
+        m.name(),
+        new + (m.phys - start)
+    );
+    copy
+}
+
 fn module_bytes(m: &crate::bootinfo::Module) -> &'static [u8] {
     // SAFETY: boot modules are reserved physical memory that nothing else
     // uses; the direct map covers them.
@@ -488,16 +523,42 @@ fn module_bytes(m: &crate::bootinfo::Module) -> &'static [u8] {
 /// Boots the `dom0` module as the initial domain (PVH, Xen ABI). Work in
 /// progress: see `hvm::pvh` for what a domain can do today.
 fn boot_dom0(bi: &BootInfo) -> ! {
-    let kernel = module_bytes(bi.module("dom0").expect("checked by the caller"));
-    let initrd = bi.module("dom0-initrd").map(module_bytes);
+    // dom0's RAM is host RAM 1:1 from 16 MiB, where GRUB may have put the
+    // modules: move those out of the way first (keel's own allocations are
+    // already at the top of memory).
+    let requested = options().dom0_mem.size.unwrap_or(256 << 20);
+    let want_end = crate::hvm::pvh::IDENTITY_BASE + requested;
+    let kernel = movable_module(bi.module("dom0").expect("checked by the caller"), want_end);
+    let initrd = bi
+        .module("dom0-initrd")
+        .map(|m| movable_module(m, want_end));
     let cmdline = bi
         .module("dom0-cmdline")
         .map(module_bytes)
         .and_then(|b| core::str::from_utf8(b).ok())
         .map(|s| s.trim_matches(|c: char| c == '\0' || c.is_whitespace()))
         .unwrap_or("console=hvc0 earlyprintk=xen");
-    let free = FRAMES.lock().free_bytes();
-    let mem = options().dom0_mem.size.unwrap_or(256 << 20).min(free / 2) & !((2 << 20) - 1);
+    // The free run of host RAM from 16 MiB up bounds dom0's 1:1 memory;
+    // keep 1/8 of what is free for keel (p2m tables, grant frames, ...).
+    let (run_end, free) = {
+        let f = FRAMES.lock();
+        let base = crate::hvm::pvh::IDENTITY_BASE;
+        let end = f
+            .ranges()
+            .iter()
+            .find(|r| r.start <= base && base < r.end)
+            .map_or(base, |r| r.end);
+        (end, f.free_bytes())
+    };
+    let room = (run_end - crate::hvm::pvh::IDENTITY_BASE).min(free - free / 8);
+    let mem = requested.min(room) & !((2 << 20) - 1);
+    if mem < requested {
+        log::warn!(
+            "dom0_mem={} MiB: only {} MiB of host RAM is free from 16 MiB up",
+            requested >> 20,
+            mem >> 20
+        );
+    }
     // One vCPU per online CPU (vCPUs are pinned), as Xen's default.
     let online = smp::online_count();
     let max = crate::hvm::pvh::MAX_VCPUS.min(online);
@@ -520,6 +581,7 @@ fn boot_dom0(bi: &BootInfo) -> ! {
         mem_bytes: mem,
         initial: true,
         vcpus,
+        identity: true,
     });
     match out {
         crate::hvm::pvh::Outcome::Shutdown(0) => power::power_off(),

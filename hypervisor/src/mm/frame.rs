@@ -129,10 +129,41 @@ impl FrameAllocator {
         None
     }
 
-    /// Allocates contiguous frames anywhere above 1 MiB (low memory is kept
-    /// for real-mode trampolines).
+    /// Allocates contiguous frames above 1 MiB, **from the top down**:
+    /// keel's own memory comes from the highest free addresses, so low and
+    /// middle memory stays in one piece for dom0, whose RAM is mapped 1:1
+    /// and whose kernel must sit at its link address (16 MiB).
     pub fn alloc(&mut self, pages: u64) -> Option<u64> {
-        self.alloc_in(pages, PAGE_SIZE, 0x10_0000, u64::MAX)
+        self.alloc_top(pages, PAGE_SIZE, 0x10_0000)
+    }
+
+    /// The highest `align`ed run of `pages` free frames at or above `min`.
+    pub fn alloc_top(&mut self, pages: u64, align: u64, min: u64) -> Option<u64> {
+        let len = pages.checked_mul(PAGE_SIZE)?;
+        let align = align.max(PAGE_SIZE);
+        for r in self.ranges().iter().rev() {
+            let Some(top) = r.end.checked_sub(len) else {
+                continue;
+            };
+            let start = align_down(top, align);
+            if start >= r.start && start >= min {
+                self.reserve(start, start + len);
+                return Some(start);
+            }
+        }
+        None
+    }
+
+    /// Takes exactly `[start, end)` if all of it is free.
+    pub fn take(&mut self, start: u64, end: u64) -> bool {
+        let free = self
+            .ranges()
+            .iter()
+            .any(|r| r.start <= start && end <= r.end);
+        if free && start < end {
+            self.reserve(start, end);
+        }
+        free && start < end
     }
 
     pub fn free(&mut self, start: u64, pages: u64) {
@@ -221,6 +252,23 @@ mod tests {
         assert_eq!(big % 0x20_0000, 0);
         assert!(a.alloc_in(1, PAGE_SIZE, 0, 0x10_0000).is_none());
         assert!(a.alloc_in(u64::MAX / 2, PAGE_SIZE, 0, u64::MAX).is_none());
+        check_invariants(&a);
+    }
+
+    #[test]
+    fn alloc_is_top_down_and_take_is_exact() {
+        let mut a = FrameAllocator::new();
+        a.add_free(0x10_0000, 0x20_0000);
+        a.add_free(0x100_0000, 0x120_0000);
+        assert_eq!(a.alloc(1), Some(0x11f_f000));
+        assert_eq!(a.alloc_top(0x100, 0x10_0000, 0), Some(0x100_0000));
+        // 0xff pages left up there: the range below.
+        assert_eq!(a.alloc(0x100), Some(0x10_0000));
+        assert_eq!(a.alloc_top(1, PAGE_SIZE, 0x11f_f000), None);
+        assert!(a.take(0x110_0000, 0x111_0000));
+        assert!(!a.take(0x110_0000, 0x111_0000), "already taken");
+        assert!(!a.take(0x11e_0000, 0x120_0000), "partly taken");
+        assert!(!a.take(0x5000, 0x4000));
         check_invariants(&a);
     }
 

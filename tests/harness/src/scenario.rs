@@ -385,7 +385,10 @@ fn linux(name: &str, emulator: Emulator, vendor: Vendor) -> Scenario {
         .module("dom0-initrd", Vec::new())
         .module("dom0-cmdline", b"console=hvc0 earlyprintk=xen".to_vec())
         .expect(Expect::Lines)
+        .must_contain(&["d0: RAM 1:1 with host memory at [0x1000000, 0x11000000)"])
         .dom0_must_contain(&[
+            // dom0_mem=256M of host RAM at the same addresses (1:1).
+            "BIOS-e820: [mem 0x0000000001000000-0x0000000010ffffff] usable",
             "[    0.000000] Linux version 6.1",
             "[    0.000000] Hypervisor detected: Xen HVM",
             "[    0.000000] Xen version 4.17.",

@@ -257,7 +257,7 @@ impl Domain {
                 abi::xenmem::CURRENT_RESERVATION | abi::xenmem::MAXIMUM_RESERVATION => {
                     ok(v, self.ram_pages)
                 }
-                abi::xenmem::MAXIMUM_GPFN => ok(v, self.ram_pages - 1),
+                abi::xenmem::MAXIMUM_GPFN => ok(v, self.gfn_limit - 1),
                 _ => {
                     self.unimplemented += 1;
                     Err(Errno::ENOSYS)
@@ -389,7 +389,7 @@ impl Domain {
                 let gfn = u64::from_le_bytes(b[..8].try_into().unwrap());
                 let offset = u32::from_le_bytes(b[8..12].try_into().unwrap()) as u64;
                 let size = core::mem::size_of::<VcpuInfo>() as u64;
-                if offset + size > 4096 || gfn >= self.ram_pages {
+                if offset + size > 4096 || gfn >= self.gfn_limit {
                     return Err(Errno::EINVAL);
                 }
                 if self.vcpus[vcpu].vcpu_info_gpa.is_some() {
@@ -413,7 +413,7 @@ impl Domain {
                     return Err(Errno::EINVAL);
                 }
                 let gpa = self.gpa_of(v, gva, false).ok_or(Errno::EFAULT)?;
-                if gpa >> 12 >= self.ram_pages {
+                if gpa >> 12 >= self.gfn_limit {
                     return Err(Errno::EINVAL);
                 }
                 self.vcpus[vcpu].time_area_gpa = Some(gpa);

@@ -47,6 +47,8 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 use spin::Mutex;
 
+/// Guest-physical [0, 1 MiB): RAM, boot structures and ACPI tables.
+const LOW_BYTES: u64 = 0x10_0000;
 /// Where keel puts the boot structures in a PVH guest's memory.
 const START_INFO_BASE: u64 = 0x1000;
 const START_INFO_LEN: u64 = 0x7000;
@@ -68,7 +70,16 @@ pub struct Config<'a> {
     pub initial: bool,
     /// vCPUs (1..=MAX_VCPUS, at most one per online physical CPU).
     pub vcpus: u32,
+    /// dom0's layout: RAM at [`IDENTITY_BASE`], `IDENTITY_BASE + mem_bytes`)
+    /// is the host RAM at the same addresses (so device DMA needs no
+    /// IOMMU); the caller must have left that range free. Otherwise RAM is
+    /// anywhere in host memory, seen from guest-physical 0.
+    pub identity: bool,
 }
+
+/// Where dom0's 1:1 RAM starts: Debian's kernel is linked (and, without a
+/// relocatable PVH entry, must run) at 16 MiB.
+pub const IDENTITY_BASE: u64 = 16 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -143,8 +154,12 @@ struct Domain {
     id: u16,
     initial: bool,
     p2m: P2m,
-    ram: u64,
+    /// Host frames behind its RAM: (host address, pages), keel's to free.
+    ram: Vec<(u64, u64)>,
+    /// Pages of RAM it has.
     ram_pages: u64,
+    /// Guest frame numbers below this may be RAM (the top of its RAM).
+    gfn_limit: u64,
     shared_info: u64,
     e820: Vec<(u64, u64, MemType)>,
     line: String,
@@ -182,7 +197,9 @@ impl Drop for Domain {
         for t in tables {
             f.free(t, 1);
         }
-        f.free(self.ram, self.ram_pages);
+        for &(hpa, pages) in &self.ram {
+            f.free(hpa, pages);
+        }
         f.free(self.shared_info, 1);
         for &g in &self.grant_frames {
             f.free(g, 1);
@@ -227,11 +244,37 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
             exits: 0,
         });
     }
-    let ram_pages = cfg.mem_bytes / 4096;
-    let ram = FRAMES
-        .lock()
-        .alloc_in(ram_pages, 2 << 20, 0x10_0000, u64::MAX)
-        .ok_or_else(|| format!("not enough memory for a {} MiB domain", cfg.mem_bytes >> 20))?;
+    // (guest-physical, host-physical, bytes) runs of RAM.
+    let mut runs: Vec<(u64, u64, u64)> = Vec::new();
+    let gpa_top;
+    if cfg.identity {
+        // Low memory (boot structures, Linux's AP trampoline) is keel's
+        // frames: nothing DMAs there. The rest is host RAM 1:1.
+        let low = FRAMES
+            .lock()
+            .alloc(LOW_BYTES / 4096)
+            .ok_or("out of memory for dom0's low memory")?;
+        runs.push((0, low, LOW_BYTES));
+        gpa_top = IDENTITY_BASE + cfg.mem_bytes;
+        if !FRAMES.lock().take(IDENTITY_BASE, gpa_top) {
+            FRAMES.lock().free(low, LOW_BYTES / 4096);
+            return Err(format!(
+                "dom0's 1:1 memory [{IDENTITY_BASE:#x}, {gpa_top:#x}) is not free host RAM"
+            ));
+        }
+        runs.push((IDENTITY_BASE, IDENTITY_BASE, cfg.mem_bytes));
+        log::info!(
+            "d{}: RAM 1:1 with host memory at [{IDENTITY_BASE:#x}, {gpa_top:#x}), low 1 MiB from keel at {low:#x}",
+            cfg.domid
+        );
+    } else {
+        gpa_top = cfg.mem_bytes;
+        let ram = FRAMES
+            .lock()
+            .alloc_in(cfg.mem_bytes / 4096, 2 << 20, 0x10_0000, u64::MAX)
+            .ok_or_else(|| format!("not enough memory for a {} MiB domain", cfg.mem_bytes >> 20))?;
+        runs.push((0, ram, cfg.mem_bytes));
+    }
     let shared_info = FRAMES
         .lock()
         .alloc(1)
@@ -242,8 +285,9 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
         id: cfg.domid,
         initial: cfg.initial,
         p2m,
-        ram,
-        ram_pages,
+        ram: runs.iter().map(|&(_, h, b)| (h, b / 4096)).collect(),
+        ram_pages: runs.iter().map(|&(_, _, b)| b / 4096).sum(),
+        gfn_limit: gpa_top / 4096,
         shared_info,
         e820: Vec::new(),
         line: String::new(),
@@ -272,21 +316,30 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
             cfg.initial,
         )),
     };
-    zero(ram, cfg.mem_bytes);
     // 4 KiB pages: pages get replaced (shared_info, grant frames) by gfn.
-    for i in 0..ram_pages {
-        d.p2m
-            .map(
-                &mut HostTables,
-                i * 4096,
-                ram + i * 4096,
-                PageSize::Size4K,
-                Perm::RWX,
-            )
-            .map_err(|e| format!("p2m: {e:?}"))?;
+    for &(gpa, hpa, bytes) in &runs {
+        zero(hpa, bytes);
+        for i in 0..bytes / 4096 {
+            d.p2m
+                .map(
+                    &mut HostTables,
+                    gpa + i * 4096,
+                    hpa + i * 4096,
+                    PageSize::Size4K,
+                    Perm::RWX,
+                )
+                .map_err(|e| format!("p2m: {e:?}"))?;
+        }
     }
-    let img =
-        PvhImage::parse(cfg.kernel, cfg.mem_bytes).map_err(|e| format!("kernel refused: {e}"))?;
+    let img = PvhImage::parse(cfg.kernel, gpa_top).map_err(|e| format!("kernel refused: {e}"))?;
+    if cfg.identity {
+        if let Some(s) = img.elf.segments().iter().find(|s| s.paddr < IDENTITY_BASE) {
+            return Err(format!(
+                "kernel segment at {:#x} is below dom0's RAM at {IDENTITY_BASE:#x}",
+                s.paddr
+            ));
+        }
+    }
     img.notes.log();
     img.elf.load(
         |gpa, b| assert!(guestmem::write(&d.p2m, gpa, b)),
@@ -305,7 +358,7 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
     }
     if let Some(initrd) = cfg.initrd {
         let at = (kernel_end + (2 << 20) - 1) & !((2 << 20) - 1);
-        if at + initrd.len() as u64 > cfg.mem_bytes {
+        if at + initrd.len() as u64 > gpa_top {
             return Err(format!(
                 "initrd ({} bytes) does not fit after the kernel",
                 initrd.len()
@@ -328,8 +381,16 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
         (0x9_f000, ACPI_BASE - 0x9_f000, MemType::Reserved),
         (ACPI_BASE, acpi_end - ACPI_BASE, MemType::Acpi),
         (acpi_end, 0x10_0000 - acpi_end, MemType::Reserved),
-        (0x10_0000, cfg.mem_bytes - 0x10_0000, MemType::Ram),
     ];
+    if cfg.identity {
+        // [1 MiB, 16 MiB) is keel's (its image) or the firmware's.
+        d.e820
+            .push((0x10_0000, IDENTITY_BASE - 0x10_0000, MemType::Reserved));
+        d.e820.push((IDENTITY_BASE, cfg.mem_bytes, MemType::Ram));
+    } else {
+        d.e820
+            .push((0x10_0000, cfg.mem_bytes - 0x10_0000, MemType::Ram));
+    }
     sib = sib.rsdp(tables.rsdp_gpa);
     for &(a, s, k) in &d.e820 {
         sib = sib.memmap(a, s, k);
