@@ -733,6 +733,16 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     fatal_stop("panic")
 }
 
+/// The firmware's memory map (empty before boot information exists).
+pub fn host_regions() -> &'static [crate::bootinfo::Region] {
+    BOOT.get().map_or(&[], |b| b.regions())
+}
+
+/// The firmware's RSDP, if the loader passed one.
+pub fn host_rsdp() -> Option<u64> {
+    BOOT.get().and_then(|b| b.rsdp)
+}
+
 /// What the management hypercall reports about this machine
 /// ([`crate::mgmt::Host`]).
 pub struct KeelHost;

@@ -48,6 +48,39 @@ echo "KEEL-LINUX: keelctl list exit $?"
 keelctl dmesg >/tmp/dmesg
 echo "KEEL-LINUX: keelctl dmesg exit $? lines $(grep -c . /tmp/dmesg)"
 grep -m1 "PVH kernel entry" /tmp/dmesg | sed 's/^(XEN) /KEEL-LINUX: keel log: /'
+# A disk with an ext4 file system (keel.disk=DEV): it must keep what dom0
+# wrote across a reboot of the machine. First boot: write, sync, reboot;
+# second boot: check, power off.
+disk=$(sed -n 's/.*keel.disk=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$disk" ]; then
+    mkdir -p /mnt
+    i=0
+    while [ ! -b "/dev/$disk" ] && [ $i -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
+    if mount -t ext4 "/dev/$disk" /mnt; then
+        echo "KEEL-LINUX: disk: /dev/$disk mounted read-write"
+        if [ -f /mnt/keel-persist ]; then
+            echo "KEEL-LINUX: disk: after reboot found '$(cat /mnt/keel-persist)'"
+            umount /mnt
+        else
+            echo "written by dom0 on keel, boot 1" >/mnt/keel-persist
+            sync
+            echo "KEEL-LINUX: disk: wrote '$(cat /mnt/keel-persist)', synced; rebooting"
+            umount /mnt
+            reboot -f
+        fi
+    else
+        echo "KEEL-LINUX: disk: cannot mount /dev/$disk"
+    fi
+fi
+# A network interface (keel.net): a DHCP lease from the emulator's network.
+if grep -q keel.net /proc/cmdline; then
+    ip link set eth0 up
+    if udhcpc -i eth0 -n -q -t 5 -T 2 -s /bin/true; then
+        echo "KEEL-LINUX: net: DHCP lease on eth0"
+    else
+        echo "KEEL-LINUX: net: no DHCP lease on eth0"
+    fi
+fi
 if grep -q keel.reboot /proc/cmdline; then
     echo "KEEL-LINUX: rebooting"
     reboot -f
@@ -81,7 +114,7 @@ const APPLETS: &[&str] = &[
     "sh", "mount", "cat", "echo", "date", "sleep", "poweroff", "mkdir", "ash", "ls", "dmesg",
     "uname", "insmod", "lsmod", "rmmod", "reboot", "umount", "ps", "grep", "sync", "sed", "setsid",
     "cttyhack", "tail", "head", "wc", "free", "df", "top", "vi", "ip", "ifconfig", "ping",
-    "udhcpc", "hostname", "env", "rm", "cp", "mv", "touch", "stty",
+    "udhcpc", "hostname", "env", "rm", "cp", "mv", "touch", "stty", "true",
 ];
 
 /// Kernel modules put in the initramfs, in load order (`/init` insmods each; the
@@ -89,6 +122,33 @@ const APPLETS: &[&str] = &[
 pub const MODULES: &[&str] = &[
     // /dev/xen/privcmd: keelctl's way to keel's management hypercall.
     "drivers/xen/xen-privcmd.ko",
+    // virtio over PCI: the disk and network of `cargo xtask run` and the QEMU scenarios.
+    "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
+    "drivers/virtio/virtio_pci_modern_dev.ko",
+    "drivers/virtio/virtio_pci_legacy_dev.ko",
+    "drivers/virtio/virtio_pci.ko",
+    "drivers/block/virtio_blk.ko",
+    "net/core/failover.ko",
+    "drivers/net/net_failover.ko",
+    "drivers/net/virtio_net.ko",
+    // ATA (PIIX): Bochs' disk.
+    "drivers/scsi/scsi_common.ko",
+    "drivers/scsi/scsi_mod.ko",
+    "drivers/ata/libata.ko",
+    "drivers/ata/ata_piix.ko",
+    "lib/crc64.ko",
+    "lib/crc64-rocksoft.ko",
+    "crypto/crct10dif_common.ko",
+    "lib/crc-t10dif.ko",
+    "block/t10-pi.ko",
+    "drivers/scsi/sd_mod.ko",
+    // ext4 (crc32c: ext4 asks the crypto API for it, and there is no modprobe here).
+    "crypto/crc32c_generic.ko",
+    "lib/crc16.ko",
+    "fs/mbcache.ko",
+    "fs/jbd2/jbd2.ko",
+    "fs/ext4/ext4.ko",
 ];
 
 /// `target/x86_64-unknown-linux-musl/release/keelctl`, built now (static, for dom0).

@@ -247,6 +247,9 @@ pub trait Vcpu {
     fn flush_p2m(&mut self);
     /// Which backend: "VT-x" or "AMD-V".
     fn backend(&self) -> &'static str;
+    /// Whether an access to I/O `port` exits (the default for every port)
+    /// or goes straight to the hardware (dom0's devices).
+    fn set_io_intercept(&mut self, port: u16, intercept: bool);
 
     /// Injects #GP(0), the answer to an MSR or instruction keel refuses.
     fn inject_gp(&mut self) {

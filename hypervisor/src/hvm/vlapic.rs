@@ -16,7 +16,7 @@ const ID: u32 = 0x802;
 const VERSION: u32 = 0x803;
 const TPR: u32 = 0x808;
 const PPR: u32 = 0x80a;
-const EOI: u32 = 0x80b;
+pub const EOI: u32 = 0x80b;
 const LDR: u32 = 0x80d;
 const SVR: u32 = 0x80f;
 const ISR0: u32 = 0x810;
@@ -189,6 +189,11 @@ impl Vlapic {
         }
         let v = Self::highest(&self.irr)?;
         ((v as u32 & 0xf0) > (self.ppr() & 0xf0)).then_some(v)
+    }
+
+    /// The vector an EOI would retire now (the highest in service).
+    pub fn in_service(&self) -> Option<u8> {
+        Self::highest(&self.isr)
     }
 
     /// The guest took `vector`: it moves from IRR to ISR.

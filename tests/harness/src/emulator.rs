@@ -78,6 +78,50 @@ pub struct Launch {
     pub work_dir: PathBuf,
     pub console: Console,
     pub accel: Accel,
+    /// Devices beyond the boot medium, for dom0 to drive.
+    pub devices: Devices,
+}
+
+/// Size of the test disk: 40 cylinders of 16 heads x 63 sectors (Bochs
+/// wants a CHS geometry for a flat image).
+pub const DISK_BYTES: u64 = 40 * 16 * 63 * 512;
+
+/// Makes a fresh ext4 file system image of [`DISK_BYTES`] at `path`
+/// (`mkfs.ext4` from e2fsprogs).
+pub fn make_ext4_image(path: &std::path::Path) -> Result<(), String> {
+    let f = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.set_len(DISK_BYTES)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    drop(f);
+    let mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4", "mkfs.ext4"]
+        .into_iter()
+        .find(|p| !p.starts_with('/') || std::path::Path::new(p).exists())
+        .unwrap();
+    let out = std::process::Command::new(mkfs)
+        .args(["-q", "-F", "-L", "keeltest"])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("{mkfs}: {e} (package e2fsprogs)"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "mkfs.ext4 {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// The machine's own devices (dom0 drives them with Linux's drivers).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Devices {
+    /// A raw disk image: virtio-blk under QEMU, an ATA disk under Bochs.
+    pub disk: Option<PathBuf>,
+    /// A network card on QEMU's user-mode network, always with
+    /// `restrict=on` (nothing leaves the machine): virtio-net.
+    pub net: bool,
+    /// Let a reset reboot the machine (else QEMU exits on reset).
+    pub allow_reboot: bool,
 }
 
 impl Launch {
@@ -133,7 +177,23 @@ impl Launch {
             "-m",
             &self.memory_mib.to_string(),
         ]);
-        c.args(["-nodefaults", "-no-reboot"]);
+        c.arg("-nodefaults");
+        if !self.devices.allow_reboot {
+            c.arg("-no-reboot");
+        }
+        if let Some(disk) = &self.devices.disk {
+            c.arg("-drive")
+                .arg(format!("file={},format=raw,if=virtio", disk.display()));
+        }
+        if self.devices.net {
+            // restrict=on: the guest reaches QEMU's DHCP/DNS and nothing else.
+            c.args([
+                "-netdev",
+                "user,id=net0,restrict=on",
+                "-device",
+                "virtio-net-pci,netdev=net0",
+            ]);
+        }
         c.args([
             "-device",
             &format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04"),
@@ -202,8 +262,16 @@ impl Launch {
     pub fn bochs_rc(&self, com1: BochsCom1) -> Result<String, String> {
         let boot = match self.firmware {
             Firmware::Grub => format!(
-                "ata0-master: type=cdrom, path={}, status=inserted\nboot: cdrom\n",
-                self.image.display()
+                "ata0-master: type=cdrom, path={}, status=inserted\n{}boot: cdrom\n",
+                self.image.display(),
+                match &self.devices.disk {
+                    // A flat image of DISK_BYTES: 40 cylinders, 16 heads, 63 sectors.
+                    Some(d) => format!(
+                        "ata0-slave: type=disk, path={}, mode=flat, cylinders=40, heads=16, spt=63\n",
+                        d.display()
+                    ),
+                    None => String::new(),
+                }
             ),
             Firmware::Bios => {
                 // Tried: Bochs 2.7 runs the bootloader crate's BIOS stages up
@@ -313,6 +381,7 @@ mod tests {
             work_dir: std::env::temp_dir().join("keel-harness-unit"),
             console: Console::File,
             accel: Accel::Tcg,
+            devices: Devices::default(),
         }
     }
 

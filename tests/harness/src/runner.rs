@@ -429,6 +429,18 @@ pub fn run_scenario(s: &Scenario, tools: &Tools, work_root: &Path) -> Report {
         Ok(i) => i,
         Err(e) => return fail(format!("image: {e}"), t0.elapsed()),
     };
+    let mut devices = emulator::Devices {
+        net: s.net,
+        allow_reboot: s.allow_reboot,
+        ..Default::default()
+    };
+    if s.disk {
+        let img = dir.join("disk.img");
+        if let Err(e) = emulator::make_ext4_image(&img) {
+            return fail(format!("disk image: {e}"), t0.elapsed());
+        }
+        devices.disk = Some(img);
+    }
     let prepare = t0.elapsed();
     let launch = Launch {
         emulator: s.emulator,
@@ -440,6 +452,7 @@ pub fn run_scenario(s: &Scenario, tools: &Tools, work_root: &Path) -> Report {
         work_dir: dir.clone(),
         console: emulator::Console::File,
         accel: emulator::Accel::Tcg,
+        devices,
     };
     let progress = |c: &Console| scenario::progress(s, c);
     match run(

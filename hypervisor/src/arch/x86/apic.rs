@@ -17,6 +17,10 @@ const REG_SVR: u32 = 0xf0;
 const REG_ICR_LOW: u32 = 0x300;
 const REG_ICR_HIGH: u32 = 0x310;
 const REG_LVT_TIMER: u32 = 0x320;
+const REG_LVT_LINT0: u32 = 0x350;
+const REG_LVT_LINT1: u32 = 0x360;
+/// LVT delivery mode NMI (0b100 << 8).
+const LVT_DELIVERY_NMI: u32 = 0b100 << 8;
 const REG_TIMER_INIT: u32 = 0x380;
 const REG_TIMER_CUR: u32 = 0x390;
 const REG_TIMER_DIV: u32 = 0x3e0;
@@ -76,6 +80,11 @@ pub fn init(bsp: bool, use_x2apic: bool, mmio_phys: u64) {
     }
     cpu::wrmsr(cpu::MSR_APIC_BASE, base);
     write(REG_SVR, 0x100 | super::trap::VECTOR_SPURIOUS as u32);
+    // LINT0 masked: firmware leaves the boot CPU in virtual-wire mode
+    // (ExtINT from the 8259), and a PIC interrupt arriving that way would
+    // look like one of dom0's device vectors. LINT1 stays NMI.
+    write(REG_LVT_LINT0, LVT_MASKED);
+    write(REG_LVT_LINT1, LVT_DELIVERY_NMI);
 }
 
 pub fn is_x2apic() -> bool {
@@ -93,6 +102,12 @@ pub fn id() -> u32 {
 
 pub fn eoi() {
     write(REG_EOI, 0);
+}
+
+/// Whether the interrupt in service with `vector` was level-triggered
+/// (its bit in the trigger mode register, TMR, at 0x180).
+pub fn is_level(vector: u8) -> bool {
+    read(0x180 + 0x10 * (vector as u32 / 32)) & (1 << (vector % 32)) != 0
 }
 
 fn send_ipi(dest: u32, low: u32) {

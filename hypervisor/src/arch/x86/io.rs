@@ -22,3 +22,7 @@ pub fn outl(port: u16, v: u32) {
     // SAFETY: as for outb.
     unsafe { Port::<u32>::new(port).write(v) }
 }
+pub fn inl(port: u16) -> u32 {
+    // SAFETY: as for outb.
+    unsafe { Port::<u32>::new(port).read() }
+}

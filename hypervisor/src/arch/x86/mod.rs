@@ -17,6 +17,8 @@ pub mod hvm;
 #[cfg(target_os = "none")]
 pub mod io;
 #[cfg(target_os = "none")]
+pub mod irq;
+#[cfg(target_os = "none")]
 pub mod power;
 #[cfg(target_os = "none")]
 pub mod smp;

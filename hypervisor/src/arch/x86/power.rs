@@ -8,6 +8,11 @@ pub fn set_acpi(pm1: super::acpi::Pm1) {
     PM1.call_once(|| pm1);
 }
 
+/// The host's ACPI power-management registers, if the FADT had them.
+pub fn acpi_pm1() -> Option<super::acpi::Pm1> {
+    PM1.get().copied()
+}
+
 const SLP_EN: u16 = 1 << 13;
 const SCI_EN: u16 = 1;
 

@@ -147,12 +147,17 @@ struct VcpuState {
     host_apic: u32,
     /// The p2m generation its TLB has seen (flushed before entry if older).
     p2m_seen: u64,
+    /// Level-triggered device vectors (dom0) whose physical EOI waits for
+    /// the guest's EOI.
+    phys_vectors: [u64; 4],
     exits: u64,
 }
 
 struct Domain {
     id: u16,
     initial: bool,
+    /// dom0's 1:1 layout: host devices, ports and MMIO are its own.
+    identity: bool,
     p2m: P2m,
     /// Host frames behind its RAM: (host address, pages), keel's to free.
     ram: Vec<(u64, u64)>,
@@ -241,6 +246,7 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
             parked: false,
             host_apic,
             p2m_seen: 0,
+            phys_vectors: [0; 4],
             exits: 0,
         });
     }
@@ -284,6 +290,7 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
     let mut d = Domain {
         id: cfg.domid,
         initial: cfg.initial,
+        identity: cfg.identity,
         p2m,
         ram: runs.iter().map(|&(_, h, b)| (h, b / 4096)).collect(),
         ram_pages: runs.iter().map(|&(_, _, b)| b / 4096).sum(),
@@ -367,9 +374,15 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
         assert!(guestmem::write(&d.p2m, at, initrd));
         sib = sib.initrd(at, initrd.len() as u64);
     }
-    let tables = acpi::build(ACPI_BASE, cfg.vcpus).map_err(|e| format!("ACPI tables: {e:?}"))?;
-    assert!(guestmem::write(&d.p2m, tables.base, &tables.bytes));
-    let acpi_end = (tables.base + tables.bytes.len() as u64 + 0xfff) & !0xfff;
+    let (base, bytes, rsdp) = match cfg.identity.then(|| host_acpi(cfg.vcpus)).flatten() {
+        Some(t) => t,
+        None => {
+            let t = acpi::build(ACPI_BASE, cfg.vcpus).map_err(|e| format!("ACPI tables: {e:?}"))?;
+            (t.base, t.bytes, t.rsdp_gpa)
+        }
+    };
+    assert!(guestmem::write(&d.p2m, base, &bytes));
+    let acpi_end = (base + bytes.len() as u64 + 0xfff) & !0xfff;
     d.e820 = alloc::vec![
         (0, START_INFO_BASE, MemType::Ram),
         (START_INFO_BASE, START_INFO_LEN, MemType::Reserved),
@@ -391,7 +404,23 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
         d.e820
             .push((0x10_0000, cfg.mem_bytes - 0x10_0000, MemType::Ram));
     }
-    sib = sib.rsdp(tables.rsdp_gpa);
+    if cfg.identity {
+        // The host's firmware ranges (ACPI tables, NVS, flash, MMCONFIG):
+        // dom0 reaches them 1:1, so its map names them as the host's does.
+        use crate::bootinfo::RegionKind;
+        for r in crate::kernel::host_regions() {
+            let t = match r.kind {
+                RegionKind::Reserved => MemType::Reserved,
+                RegionKind::AcpiReclaimable => MemType::Acpi,
+                RegionKind::AcpiNvs => MemType::Nvs,
+                _ => continue,
+            };
+            if r.start >= 0x10_0000 {
+                d.e820.push((r.start, r.end - r.start, t));
+            }
+        }
+    }
+    sib = sib.rsdp(rsdp);
     for &(a, s, k) in &d.e820 {
         sib = sib.memmap(a, s, k);
     }
@@ -413,6 +442,48 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
     Ok((d, img.entry, layout.start_info_gpa as u32))
 }
 
+/// dom0's ACPI tables: the host's, with a new root and MADT for its vCPUs
+/// (`domain::hostacpi`), placed at [`ACPI_BASE`]; `None` (keel's own tables
+/// then) if the host's cannot be used.
+fn host_acpi(vcpus: u32) -> Option<(u64, Vec<u8>, u64)> {
+    use crate::domain::hostacpi::{rebuild_for, Cpus};
+    let rsdp = crate::kernel::host_rsdp()?;
+    let ids: Vec<u32> = (0..vcpus).filter_map(smp::apic_id_of).collect();
+    let read = |pa: u64, buf: &mut [u8]| {
+        if pa.checked_add(buf.len() as u64).is_none_or(|e| e > 1 << 40) {
+            return false;
+        }
+        // SAFETY: firmware tables below 1 TiB, reached through the direct
+        // map (as keel's own ACPI parser reads them); read only.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                cpu::phys_to_virt(pa) as *const u8,
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        true
+    };
+    match rebuild_for(&read, rsdp, Cpus::ApicIds(&ids), ACPI_BASE) {
+        Ok(r) => {
+            log::info!(
+                "d0: the host's ACPI tables, MADT with {} of {} CPUs, {} table(s) hidden",
+                r.vcpus.len(),
+                r.host_cpus,
+                r.tables
+                    .iter()
+                    .filter(|t| matches!(t.action, crate::domain::hostacpi::Action::Dropped))
+                    .count()
+            );
+            Some((r.base, r.bytes, r.rsdp_addr))
+        }
+        Err(e) => {
+            log::warn!("d0: host ACPI tables unusable ({e}); dom0 gets keel's own");
+            None
+        }
+    }
+}
+
 /// Builds the domain and runs it: vCPU 0 on this CPU (which must be CPU
 /// 0), vCPU `n` on CPU `n`, until it shuts down or keel has to stop it.
 pub fn run(cfg: &Config) -> Outcome {
@@ -421,6 +492,9 @@ pub fn run(cfg: &Config) -> Outcome {
         Err(e) => return Outcome::Stopped(e),
     };
     let id = d.id;
+    if d.identity {
+        crate::arch::x86::irq::enable_forwarding();
+    }
     live::register(d.live.clone());
     let dom = Arc::new(Mutex::new(d));
     let others = Arc::new(AtomicU32::new(0));
@@ -487,6 +561,13 @@ fn vcpu_main(dom: &Mutex<Domain>, idx: usize, boot: Option<StartMode>) {
         }
     };
     v.set_p2m_root(root);
+    if dom.lock().identity {
+        // dom0 drives the machine's devices: their ports go straight to
+        // the hardware, but for the ones keel keeps or watches.
+        for port in 0..=u16::MAX {
+            v.set_io_intercept(port, keel_port(port));
+        }
+    }
     let mode = match boot {
         Some(m) => m,
         None => match wait_for_sipi(dom, idx) {
@@ -517,6 +598,7 @@ fn vcpu_main(dom: &Mutex<Domain>, idx: usize, boot: Option<StartMode>) {
                 v.flush_p2m();
             }
             d.poll_console(idx);
+            d.take_device_irqs(idx);
             d.deliver_interrupts(&mut *v);
             let next = d.next_wakeup(idx).map(|ns| d.tsc_at(ns));
             let next = d.console_poll_deadline(idx, next);
@@ -599,6 +681,7 @@ fn idle(dom: &Mutex<Domain>, idx: usize, park: bool) {
             }
             d.cur = idx;
             d.poll_console(idx);
+            d.take_device_irqs(idx);
             d.tick(idx);
             let polled = !d.vcpus[idx].poll.is_empty() && d.poll_done(idx);
             let s = &d.vcpus[idx];
@@ -633,10 +716,108 @@ fn is_reset(port: u16, val: u8) -> bool {
     (port == acpi::RESET_PORT && val & 0x04 != 0) || (port == 0x64 && val == 0xfe)
 }
 
+/// Ports keel keeps or watches even for dom0 (every other port goes
+/// straight to the hardware): COM1 (keel's console), the reset register and
+/// the 8042 (reboot), the sleep control registers of keel's FADT and of the
+/// host's (power-off).
+fn keel_port(port: u16) -> bool {
+    let pm1 = crate::arch::x86::power::acpi_pm1();
+    matches!(port, 0x3f8..=0x3ff | 0x64)
+        || absent_port(port)
+        || port == acpi::RESET_PORT
+        || port == acpi::SLEEP_CONTROL_PORT
+        || pm1.is_some_and(|p| (p.a_cnt != 0 && port == p.a_cnt) || p.b_cnt == Some(port))
+}
+
+/// Ports that look empty to dom0 (reads all ones, writes dropped): COM1,
+/// keel's console; and the 8259 PICs with their ELCR, which keel keeps
+/// masked: dom0 uses the IO-APIC and MSIs (as a Xen PVH dom0, it has no
+/// PIC; Linux then also skips its PIT-through-the-8259 timer checks).
+fn absent_port(port: u16) -> bool {
+    matches!(
+        port,
+        0x3f8..=0x3ff | 0x20 | 0x21 | 0xa0 | 0xa1 | 0x4d0 | 0x4d1
+    )
+}
+
+/// A write that puts the host into ACPI S5 through its PM1 control
+/// registers (SLP_EN with the DSDT's `_S5` type).
+fn is_host_soft_off(port: u16, val: u16) -> bool {
+    let Some(p) = crate::arch::x86::power::acpi_pm1() else {
+        return false;
+    };
+    let Some((a, b)) = p.slp_typ else {
+        return false;
+    };
+    let slp = |t: u8| (val & (1 << 13)) != 0 && (val >> 10) & 7 == t as u16;
+    (p.a_cnt != 0 && port == p.a_cnt && slp(a)) || (p.b_cnt == Some(port) && slp(b))
+}
+
+/// Is `pa` RAM in the firmware's memory map (keel's or a domain's)?
+fn host_ram(pa: u64) -> bool {
+    use crate::bootinfo::RegionKind;
+    crate::kernel::host_regions().iter().any(|r| {
+        r.start <= pa && pa < r.end && matches!(r.kind, RegionKind::Usable | RegionKind::Loader)
+    })
+}
+
 /// How often dom0's CPU 0 looks at the serial port for input.
 const CONSOLE_POLL_MS: u64 = 20;
 
 impl Domain {
+    /// dom0: moves the device vectors this CPU received into vCPU `idx`'s
+    /// virtual local APIC (vCPU n runs on CPU n, so they are its own).
+    fn take_device_irqs(&mut self, idx: usize) {
+        if !self.identity {
+            return;
+        }
+        let cpu = crate::arch::x86::gdt::cpu_index() as usize;
+        let (got, level) = crate::arch::x86::irq::take(cpu);
+        for (w, bits) in got.iter().enumerate() {
+            let mut b = *bits;
+            while b != 0 {
+                let vec = (w * 64) as u8 + b.trailing_zeros() as u8;
+                b &= b - 1;
+                self.vcpus[idx].lapic.raise(vec);
+            }
+            self.vcpus[idx].phys_vectors[w] |= level[w];
+        }
+    }
+
+    /// dom0 touched guest-physical `gpa` outside its RAM: if the host has
+    /// no RAM there (device MMIO, firmware tables), map that page 1:1,
+    /// uncached by the guest's own choice. The local APIC stays emulated.
+    fn map_host_mmio(&mut self, gpa: u64) -> bool {
+        let page = gpa & !0xfff;
+        if !self.identity || page == 0xfee0_0000 || gpa < 0x10_0000 || host_ram(page) {
+            return false;
+        }
+        self.p2m
+            .map(&mut HostTables, page, page, PageSize::Size4K, Perm::RWX)
+            .is_ok()
+    }
+
+    /// dom0's port I/O that keel traps but does not own: done on the
+    /// hardware for it.
+    fn forward_io(v: &mut dyn Vcpu, port: u16, size: u8, write: bool) {
+        use crate::arch::x86::io;
+        let r = v.regs_mut();
+        if write {
+            match size {
+                1 => io::outb(port, r.rax as u8),
+                2 => io::outw(port, r.rax as u16),
+                _ => io::outl(port, r.rax as u32),
+            }
+        } else {
+            let val = match size {
+                1 => io::inb(port) as u64,
+                2 => io::inw(port) as u64,
+                _ => io::inl(port) as u64,
+            };
+            r.rax = io_in_result(r.rax, size, val);
+        }
+    }
+
     /// dom0's vCPU 0 takes the serial port's input: bytes for dom0 raise
     /// VIRQ_CONSOLE (Linux's hvc0 then reads them with console_io).
     fn poll_console(&mut self, idx: usize) {
@@ -949,10 +1130,22 @@ impl Domain {
         match msr {
             vlapic::MSR_BASE..=vlapic::MSR_END => {
                 let now = self.now_ns();
+                let eoi = (msr == vlapic::EOI)
+                    .then(|| self.vcpus[i].lapic.in_service())
+                    .flatten();
                 match self.vcpus[i].lapic.write(msr, value, now) {
                     Ok(Some(ipi)) => self.route_ipi(ipi),
                     Ok(None) => {}
                     Err(_) => return Err(()),
+                }
+                if let Some(vec) = eoi {
+                    let pv = &mut self.vcpus[i].phys_vectors[vec as usize / 64];
+                    if *pv & (1 << (vec % 64)) != 0 {
+                        // dom0 is done with a device interrupt: now the
+                        // physical local APIC (and a level line) may go on.
+                        *pv &= !(1 << (vec % 64));
+                        apic::eoi();
+                    }
                 }
             }
             0xc000_0103 => self.vcpus[i].tsc_aux = value & 0xffff_ffff,
@@ -1060,6 +1253,15 @@ impl Domain {
                     // pulse-reset command: the guest asks for a reboot.
                     return Step::End(Outcome::Shutdown(abi::shutdown::REBOOT));
                 }
+                if self.identity && write && is_host_soft_off(port, v.regs().rax as u16) {
+                    // dom0 puts the machine into S5: keel does it itself.
+                    return Step::End(Outcome::Shutdown(abi::shutdown::POWEROFF));
+                }
+                if self.identity && !absent_port(port) {
+                    Self::forward_io(v, port, size, write);
+                    v.skip(len);
+                    return Step::Go;
+                }
                 if !write {
                     // No device: reads return all ones.
                     let r = v.regs_mut();
@@ -1097,6 +1299,7 @@ impl Domain {
                     v.inject_gp();
                 }
             }
+            Exit::NestedPageFault { gpa, .. } if self.map_host_mmio(gpa) => {}
             Exit::NestedPageFault { gpa, access, .. } => {
                 let what = access.name();
                 return Step::End(Outcome::Stopped(format!(
