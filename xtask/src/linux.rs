@@ -72,6 +72,21 @@ if [ -n "$disk" ]; then
         echo "KEEL-LINUX: disk: cannot mount /dev/$disk"
     fi
 fi
+# keel.mount=DEV: mount an ext4 disk, write a file, sync, read it back.
+dev=$(sed -n 's/.*keel.mount=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$dev" ]; then
+    mkdir -p /mnt
+    i=0
+    while [ ! -b "/dev/$dev" ] && [ $i -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
+    if mount -t ext4 "/dev/$dev" /mnt; then
+        echo "hello from dom0" >/mnt/hello
+        sync
+        echo "KEEL-LINUX: disk: /dev/$dev mounted, wrote and read back '$(cat /mnt/hello)'"
+        umount /mnt
+    else
+        echo "KEEL-LINUX: disk: cannot mount /dev/$dev"
+    fi
+fi
 # A network interface (keel.net): a DHCP lease from the emulator's network.
 if grep -q keel.net /proc/cmdline; then
     ip link set eth0 up

@@ -404,9 +404,20 @@ pub fn linux_scenarios() -> Vec<Scenario> {
     devices.net = true;
     devices.allow_reboot = true;
     devices.timeout = std::time::Duration::from_secs(300);
+    // Under Bochs, dom0 also drives an ATA disk (ata_piix) with ext4.
+    let mut bochs = full("bochs-intel-linux", Emulator::Bochs, Vendor::Intel, 900)
+        .module(
+            "dom0-cmdline",
+            format!("{DOM0_CMDLINE} keel.mount=sda").into_bytes(),
+        )
+        .dom0_must_contain(&[
+            "ata1.01: ATA-",
+            "KEEL-LINUX: disk: /dev/sda mounted, wrote and read back 'hello from dom0'",
+        ]);
+    bochs.disk = true;
     vec![
         full("qemu-amd-linux", Emulator::Qemu, Vendor::Amd, 180),
-        full("bochs-intel-linux", Emulator::Bochs, Vendor::Intel, 900),
+        bochs,
         reboot,
         devices,
     ]
