@@ -380,6 +380,8 @@ fn bring_up_aps(cpus: &[acpi::Cpu], bsp_apic: u32, wanted: u32) {
     };
     let mut m = Mapper::from_root(*KERNEL_CR3.get().unwrap(), &mut mem, *NX.get().unwrap());
     m.unmap_4k(tramp_phys);
+    // The page is free again: low memory is dom0's (1:1, for DMA).
+    mem.frames.free(tramp_phys, 1);
     // Flush: this CPU by reloading CR3; the APs never used the mapping
     // after jumping to the kernel, and each flushed it on its CR3 load.
     // SAFETY: reloading the current CR3 only flushes non-global entries.

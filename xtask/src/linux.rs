@@ -899,7 +899,16 @@ impl Cpio {
 /// mount points.
 pub fn initramfs(busybox: &[u8], keelctl: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut c = Cpio::default();
-    for d in ["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"] {
+    for d in [
+        "bin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "mnt",
+        "lib",
+        "lib/modules",
+    ] {
         c.dir(d);
     }
     c.file("bin/keelctl", 0o755, keelctl);

@@ -49,6 +49,8 @@ use spin::Mutex;
 
 /// Guest-physical [0, 1 MiB): RAM, boot structures and ACPI tables.
 const LOW_BYTES: u64 = 0x10_0000;
+/// The end of low RAM in a PVH guest's map (the EBDA and BIOS area above).
+const LOW_RAM_END: u64 = 0x9_f000;
 /// Where keel puts the boot structures in a PVH guest's memory.
 const START_INFO_BASE: u64 = 0x1000;
 const START_INFO_LEN: u64 = 0x7000;
@@ -254,24 +256,45 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
     let mut runs: Vec<(u64, u64, u64)> = Vec::new();
     let gpa_top;
     if cfg.identity {
-        // Low memory (boot structures, Linux's AP trampoline) is keel's
-        // frames: nothing DMAs there. The rest is host RAM 1:1.
-        let low = FRAMES
-            .lock()
-            .alloc(LOW_BYTES / 4096)
-            .ok_or("out of memory for dom0's low memory")?;
-        runs.push((0, low, LOW_BYTES));
+        // Low memory: the boot structures and ACPI tables (read, never a
+        // DMA target) are keel's frames; the RAM between them, where Linux
+        // puts its AP trampoline and may put DMA buffers, is 1:1 too.
+        let (lo_ram, hi_ram) = (START_INFO_BASE + START_INFO_LEN, LOW_RAM_END);
+        let identity_low = FRAMES.lock().take(lo_ram, hi_ram);
+        let keel_low: &[(u64, u64)] = if identity_low {
+            &[(0, lo_ram), (hi_ram, LOW_BYTES)]
+        } else {
+            log::warn!(
+                "d0: host RAM [{lo_ram:#x}, {hi_ram:#x}) is not free: dom0's low memory is not 1:1"
+            );
+            &[(0, LOW_BYTES)]
+        };
+        for &(g0, g1) in keel_low {
+            let pages = (g1 - g0) / 4096;
+            let hpa = FRAMES
+                .lock()
+                .alloc(pages)
+                .ok_or("out of memory for dom0's low memory")?;
+            runs.push((g0, hpa, g1 - g0));
+        }
+        if identity_low {
+            runs.push((lo_ram, lo_ram, hi_ram - lo_ram));
+        }
         gpa_top = IDENTITY_BASE + cfg.mem_bytes;
         if !FRAMES.lock().take(IDENTITY_BASE, gpa_top) {
-            FRAMES.lock().free(low, LOW_BYTES / 4096);
             return Err(format!(
                 "dom0's 1:1 memory [{IDENTITY_BASE:#x}, {gpa_top:#x}) is not free host RAM"
             ));
         }
         runs.push((IDENTITY_BASE, IDENTITY_BASE, cfg.mem_bytes));
         log::info!(
-            "d{}: RAM 1:1 with host memory at [{IDENTITY_BASE:#x}, {gpa_top:#x}), low 1 MiB from keel at {low:#x}",
-            cfg.domid
+            "d{}: RAM 1:1 with host memory at [{IDENTITY_BASE:#x}, {gpa_top:#x}){}",
+            cfg.domid,
+            if identity_low {
+                " and [0x8000, 0x9f000)"
+            } else {
+                ""
+            }
         );
     } else {
         gpa_top = cfg.mem_bytes;
@@ -384,14 +407,24 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
     assert!(guestmem::write(&d.p2m, base, &bytes));
     let acpi_end = (base + bytes.len() as u64 + 0xfff) & !0xfff;
     d.e820 = alloc::vec![
-        (0, START_INFO_BASE, MemType::Ram),
+        // Page 0 (real-mode IVT): RAM for domUs; dom0's is reserved (keel's
+        // frame, not 1:1, so no DMA may land there).
+        (
+            0,
+            START_INFO_BASE,
+            if cfg.identity {
+                MemType::Reserved
+            } else {
+                MemType::Ram
+            }
+        ),
         (START_INFO_BASE, START_INFO_LEN, MemType::Reserved),
         (
             START_INFO_BASE + START_INFO_LEN,
-            0x9_f000 - (START_INFO_BASE + START_INFO_LEN),
+            LOW_RAM_END - (START_INFO_BASE + START_INFO_LEN),
             MemType::Ram
         ),
-        (0x9_f000, ACPI_BASE - 0x9_f000, MemType::Reserved),
+        (LOW_RAM_END, ACPI_BASE - LOW_RAM_END, MemType::Reserved),
         (ACPI_BASE, acpi_end - ACPI_BASE, MemType::Acpi),
         (acpi_end, 0x10_0000 - acpi_end, MemType::Reserved),
     ];
