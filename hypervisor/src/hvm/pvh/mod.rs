@@ -15,8 +15,10 @@
 //! next timer, so a guest in a long loop still gets its timer interrupt,
 //! and a halted vCPU's CPU really halts until then.
 //!
-//! Not yet: vCPUs sharing a physical CPU (the credit scheduler in `sched`
-//! is host-tested but not wired in), dom0's 1:1 memory and device access.
+//! dom0 (`Config::identity`) owns the machine: RAM 1:1 with host memory,
+//! the host's ACPI tables, I/O ports, MMIO and device interrupts
+//! (docs/dom0.md). Not yet: vCPUs sharing a physical CPU (the credit
+//! scheduler in `sched` is host-tested but not wired in).
 //! Hypercalls and sub-ops keel does not implement return -ENOSYS and are
 //! counted.
 
@@ -453,6 +455,7 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
             }
         }
     }
+    d.e820.sort_by_key(|&(start, _, _)| start);
     sib = sib.rsdp(rsdp);
     for &(a, s, k) in &d.e820 {
         sib = sib.memmap(a, s, k);
