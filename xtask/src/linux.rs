@@ -48,14 +48,17 @@ echo "KEEL-LINUX: keelctl list exit $?"
 keelctl dmesg >/tmp/dmesg
 echo "KEEL-LINUX: keelctl dmesg exit $? lines $(grep -c . /tmp/dmesg)"
 grep -m1 "PVH kernel entry" /tmp/dmesg | sed 's/^(XEN) /KEEL-LINUX: keel log: /'
+# Waits up to 10 s for block device /dev/$1 (its driver probes in the background).
+wait_dev() {
+    i=0
+    while [ ! -b "/dev/$1" ] && [ $i -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
+}
 # A disk with an ext4 file system (keel.disk=DEV): it must keep what dom0
 # wrote across a reboot of the machine. First boot: write, sync, reboot;
 # second boot: check, power off.
 disk=$(sed -n 's/.*keel.disk=\([^ ]*\).*/\1/p' /proc/cmdline)
 if [ -n "$disk" ]; then
-    mkdir -p /mnt
-    i=0
-    while [ ! -b "/dev/$disk" ] && [ $i -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
+    wait_dev "$disk"
     if mount -t ext4 "/dev/$disk" /mnt; then
         echo "KEEL-LINUX: disk: /dev/$disk mounted read-write"
         if [ -f /mnt/keel-persist ]; then
@@ -75,9 +78,7 @@ fi
 # keel.mount=DEV: mount an ext4 disk, write a file, sync, read it back.
 dev=$(sed -n 's/.*keel.mount=\([^ ]*\).*/\1/p' /proc/cmdline)
 if [ -n "$dev" ]; then
-    mkdir -p /mnt
-    i=0
-    while [ ! -b "/dev/$dev" ] && [ $i -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
+    wait_dev "$dev"
     if mount -t ext4 "/dev/$dev" /mnt; then
         echo "hello from dom0" >/mnt/hello
         sync

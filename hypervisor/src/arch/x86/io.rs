@@ -26,3 +26,17 @@ pub fn inl(port: u16) -> u32 {
     // SAFETY: as for outb.
     unsafe { Port::<u32>::new(port).read() }
 }
+
+/// Sets or clears `port`'s bit in a one-bit-per-port I/O intercept bitmap
+/// at `bitmap_phys` (VT-x's bitmaps A and B back to back, AMD-V's IOPM:
+/// the same layout for ports 0-0xffff).
+pub fn set_bitmap_port(bitmap_phys: u64, port: u16, intercept: bool) {
+    let byte = super::cpu::phys_to_virt(bitmap_phys + port as u64 / 8) as *mut u8;
+    let bit = 1u8 << (port % 8);
+    // SAFETY: the bitmap is a vCPU's (8 KiB or more, direct-mapped), and
+    // the hardware reads it only while this CPU runs that vCPU.
+    unsafe {
+        let v = byte.read_volatile();
+        byte.write_volatile(if intercept { v | bit } else { v & !bit });
+    }
+}

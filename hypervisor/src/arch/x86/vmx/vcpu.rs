@@ -966,20 +966,7 @@ impl Vcpu for VmxVcpu {
     }
 
     fn set_io_intercept(&mut self, port: u16, intercept: bool) {
-        set_port_bit(self.io_bitmaps, port, intercept);
-    }
-}
-
-/// Sets or clears `port`'s bit in a one-bit-per-port I/O bitmap (VT-x's
-/// bitmaps A and B back to back, AMD-V's IOPM: the same layout).
-fn set_port_bit(bitmap_phys: u64, port: u16, intercept: bool) {
-    let byte = cpu::phys_to_virt(bitmap_phys + port as u64 / 8) as *mut u8;
-    let bit = 1u8 << (port % 8);
-    // SAFETY: the bitmap is this vCPU's (8 KiB or more, direct-mapped),
-    // and the hardware reads it only while this CPU runs the vCPU.
-    unsafe {
-        let v = byte.read_volatile();
-        byte.write_volatile(if intercept { v | bit } else { v & !bit });
+        crate::arch::x86::io::set_bitmap_port(self.io_bitmaps, port, intercept);
     }
 }
 
