@@ -864,7 +864,11 @@ fn run_init_secs(lines: &[String]) -> Option<f64> {
 fn bench_linux_boot() -> Result<String> {
     host::ensure_packages(&emulator::ALL_PACKAGES)?;
     let tools = build_tools()?;
-    let mut scenarios = keel_harness::linux_scenarios();
+    // The one-boot scenarios (not the reboot and device runs).
+    let mut scenarios: Vec<_> = keel_harness::linux_scenarios()
+        .into_iter()
+        .filter(|s| matches!(s.name.as_str(), "qemu-amd-linux" | "bochs-intel-linux"))
+        .collect();
     fill_linux(&mut scenarios)?;
     let dir = root().join("target/keel/linux");
     let work_root = out_dir().join("bench");
