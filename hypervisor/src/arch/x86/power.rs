@@ -8,12 +8,26 @@ pub fn set_acpi(pm1: super::acpi::Pm1) {
     PM1.call_once(|| pm1);
 }
 
-/// The host's ACPI power-management registers, if the FADT had them.
-pub fn acpi_pm1() -> Option<super::acpi::Pm1> {
-    PM1.get().copied()
+const SLP_EN: u16 = 1 << 13;
+
+/// Whether `port` is one of the host's PM1 control registers (FADT).
+pub fn is_pm1_control(port: u16) -> bool {
+    PM1.get()
+        .is_some_and(|p| (p.a_cnt != 0 && port == p.a_cnt) || p.b_cnt == Some(port))
 }
 
-const SLP_EN: u16 = 1 << 13;
+/// Whether writing `val` to `port` would put the host into ACPI S5 (SLP_EN
+/// with the DSDT's `_S5` sleep type in a PM1 control register).
+pub fn is_soft_off_write(port: u16, val: u16) -> bool {
+    let Some(p) = PM1.get() else {
+        return false;
+    };
+    let Some((a, b)) = p.slp_typ else {
+        return false;
+    };
+    let slp = |t: u8| val & SLP_EN != 0 && (val >> 10) & 7 == t as u16;
+    (p.a_cnt != 0 && port == p.a_cnt && slp(a)) || (p.b_cnt == Some(port) && slp(b))
+}
 const SCI_EN: u16 = 1;
 
 /// Soft-off (ACPI S5). Falls back to the Bochs/QEMU shutdown port, then halts.

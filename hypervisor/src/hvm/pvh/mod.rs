@@ -757,12 +757,11 @@ fn is_reset(port: u16, val: u8) -> bool {
 /// the 8042 (reboot), the sleep control registers of keel's FADT and of the
 /// host's (power-off).
 fn keel_port(port: u16) -> bool {
-    let pm1 = crate::arch::x86::power::acpi_pm1();
-    matches!(port, 0x3f8..=0x3ff | 0x64)
+    port == 0x64
         || absent_port(port)
         || port == acpi::RESET_PORT
         || port == acpi::SLEEP_CONTROL_PORT
-        || pm1.is_some_and(|p| (p.a_cnt != 0 && port == p.a_cnt) || p.b_cnt == Some(port))
+        || crate::arch::x86::power::is_pm1_control(port)
 }
 
 /// Ports that look empty to dom0 (reads all ones, writes dropped): COM1,
@@ -774,19 +773,6 @@ fn absent_port(port: u16) -> bool {
         port,
         0x3f8..=0x3ff | 0x20 | 0x21 | 0xa0 | 0xa1 | 0x4d0 | 0x4d1
     )
-}
-
-/// A write that puts the host into ACPI S5 through its PM1 control
-/// registers (SLP_EN with the DSDT's `_S5` type).
-fn is_host_soft_off(port: u16, val: u16) -> bool {
-    let Some(p) = crate::arch::x86::power::acpi_pm1() else {
-        return false;
-    };
-    let Some((a, b)) = p.slp_typ else {
-        return false;
-    };
-    let slp = |t: u8| (val & (1 << 13)) != 0 && (val >> 10) & 7 == t as u16;
-    (p.a_cnt != 0 && port == p.a_cnt && slp(a)) || (p.b_cnt == Some(port) && slp(b))
 }
 
 /// Is `pa` RAM in the firmware's memory map (keel's or a domain's)?
@@ -1289,7 +1275,10 @@ impl Domain {
                     // pulse-reset command: the guest asks for a reboot.
                     return Step::End(Outcome::Shutdown(abi::shutdown::REBOOT));
                 }
-                if self.identity && write && is_host_soft_off(port, v.regs().rax as u16) {
+                if self.identity
+                    && write
+                    && crate::arch::x86::power::is_soft_off_write(port, v.regs().rax as u16)
+                {
                     // dom0 puts the machine into S5: keel does it itself.
                     return Step::End(Outcome::Shutdown(abi::shutdown::POWEROFF));
                 }
