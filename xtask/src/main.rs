@@ -797,17 +797,7 @@ fn bench_vm_exits() -> Result<String> {
     let work_root = out_dir().join("bench");
     let mut rows = Vec::new();
     for s in keel_harness::bench_scenarios(&guest) {
-        eprintln!("==> bench {}: {}", s.name, s.description);
-        let r = runner::run_scenario(&s, &tools, &work_root);
-        if !r.verdict.ok() {
-            eprint!("{}", r.details());
-            return Err(format!("{} failed: {}", s.name, r.verdict.reason));
-        }
-        let lines = r
-            .record
-            .as_ref()
-            .map(|rec| rec.console.lines.clone())
-            .unwrap_or_default();
+        let (lines, wall) = bench_console(&s, &tools, &work_root)?;
         // "(XEN) bench: hypercall: 100114 exits in 1577094 us = 63480 exits/s (AMD-V)"
         let rate = |what: &str| -> Option<(u64, String)> {
             let l = lines
@@ -827,7 +817,7 @@ fn bench_vm_exits() -> Result<String> {
             keel_harness::Emulator::Qemu => format!("QEMU TCG -cpu {}", s.vendor.qemu_cpu()),
             keel_harness::Emulator::Bochs => format!("Bochs 2.7 {}", s.vendor.bochs_cpu()),
         };
-        rows.push((model, backend, hc, cpuid, r.wall.as_secs_f64()));
+        rows.push((model, backend, hc, cpuid, wall));
     }
     let base = rows.first().map(|r| r.2.max(1)).unwrap_or(1) as f64;
     let mut out = String::from(
@@ -860,6 +850,26 @@ fn run_init_secs(lines: &[String]) -> Option<f64> {
 
 /// Debian's kernel to userspace and back: on keel (the `linux_scenarios`,
 /// each emulator) against the same kernel and initramfs booted straight
+/// Runs one benchmark scenario: its console lines and the emulator's wall
+/// time (s), or why it failed.
+fn bench_console(
+    s: &keel_harness::Scenario,
+    tools: &Tools,
+    work_root: &Path,
+) -> Result<(Vec<String>, f64)> {
+    eprintln!("==> bench {}: {}", s.name, s.description);
+    let r = runner::run_scenario(s, tools, work_root);
+    if !r.verdict.ok() {
+        eprint!("{}", r.details());
+        return Err(format!("{} failed: {}", s.name, r.verdict.reason));
+    }
+    let wall = r.wall.as_secs_f64();
+    Ok((
+        r.record.map(|rec| rec.console.lines).unwrap_or_default(),
+        wall,
+    ))
+}
+
 /// under QEMU TCG (PVH entry, same vCPUs and memory), in one run.
 fn bench_linux_boot() -> Result<String> {
     host::ensure_packages(&emulator::ALL_PACKAGES)?;
@@ -916,17 +926,7 @@ fn bench_linux_boot() -> Result<String> {
         direct_wall,
     )];
     for s in &scenarios {
-        eprintln!("==> bench {}: {}", s.name, s.description);
-        let r = runner::run_scenario(s, &tools, &work_root);
-        if !r.verdict.ok() {
-            eprint!("{}", r.details());
-            return Err(format!("{} failed: {}", s.name, r.verdict.reason));
-        }
-        let lines = r
-            .record
-            .as_ref()
-            .map(|rec| rec.console.lines.clone())
-            .unwrap_or_default();
+        let (lines, wall) = bench_console(s, &tools, &work_root)?;
         let init = run_init_secs(&lines).ok_or(format!("{}: no 'Run /init' line", s.name))?;
         let model = match s.emulator {
             keel_harness::Emulator::Qemu => format!("QEMU TCG -cpu {}, keel", s.vendor.qemu_cpu()),
@@ -936,7 +936,7 @@ fn bench_linux_boot() -> Result<String> {
             keel_harness::Vendor::Intel => "VT-x",
             keel_harness::Vendor::Amd => "AMD-V",
         };
-        rows.push((model, backend.to_string(), init, r.wall.as_secs_f64()));
+        rows.push((model, backend.to_string(), init, wall));
     }
     let mut out = String::from(
         "## Linux boot (Debian's kernel as a PVH domain, 2 vCPUs)\n\n\
