@@ -376,7 +376,7 @@ pub fn linux_scenarios() -> Vec<Scenario> {
         s
     };
     let mut reboot = linux("qemu-amd-linux-reboot", Emulator::Qemu, Vendor::Amd)
-        .describe("dom0's `reboot -f` resets the machine: Linux writes the FADT reset register, keel ends dom0 with SHUTDOWN_reboot and resets (QEMU -no-reboot then exits)")
+        .describe("dom0's `reboot -f` resets the machine: Linux resets through a port keel watches (0xcf9 or the 8042), keel ends dom0 with SHUTDOWN_reboot and resets (QEMU -no-reboot then exits)")
         .module(
             "dom0-cmdline",
             format!("{DOM0_CMDLINE} keel.reboot").into_bytes(),

@@ -162,6 +162,10 @@ struct Domain {
     initial: bool,
     /// dom0's 1:1 layout: host devices, ports and MMIO are its own.
     identity: bool,
+    /// It has keel's own ACPI tables (not the host's), so keel's sleep
+    /// control port means soft-off; with the host's, that port may be a
+    /// real register and is the hardware's.
+    own_acpi: bool,
     p2m: P2m,
     /// Host frames behind its RAM: (host address, pages), keel's to free.
     ram: Vec<(u64, u64)>,
@@ -316,6 +320,7 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
         id: cfg.domid,
         initial: cfg.initial,
         identity: cfg.identity,
+        own_acpi: true,
         p2m,
         ram: runs.iter().map(|&(_, h, b)| (h, b / 4096)).collect(),
         ram_pages: runs.iter().map(|&(_, _, b)| b / 4096).sum(),
@@ -400,7 +405,10 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
         sib = sib.initrd(at, initrd.len() as u64);
     }
     let (base, bytes, rsdp) = match cfg.identity.then(|| host_acpi(cfg.vcpus)).flatten() {
-        Some(t) => t,
+        Some(t) => {
+            d.own_acpi = false;
+            t
+        }
         None => {
             let t = acpi::build(ACPI_BASE, cfg.vcpus).map_err(|e| format!("ACPI tables: {e:?}"))?;
             (t.base, t.bytes, t.rsdp_gpa)
@@ -597,11 +605,15 @@ fn vcpu_main(dom: &Mutex<Domain>, idx: usize, boot: Option<StartMode>) {
         }
     };
     v.set_p2m_root(root);
-    if dom.lock().identity {
+    let (identity, own_acpi) = {
+        let d = dom.lock();
+        (d.identity, d.own_acpi)
+    };
+    if identity {
         // dom0 drives the machine's devices: their ports go straight to
         // the hardware, but for the ones keel keeps or watches.
         for port in 0..=u16::MAX {
-            v.set_io_intercept(port, keel_port(port));
+            v.set_io_intercept(port, keel_port(port, own_acpi));
         }
     }
     let mode = match boot {
@@ -754,13 +766,13 @@ fn is_reset(port: u16, val: u8) -> bool {
 
 /// Ports keel keeps or watches even for dom0 (every other port goes
 /// straight to the hardware): COM1 (keel's console), the reset register and
-/// the 8042 (reboot), the sleep control registers of keel's FADT and of the
-/// host's (power-off).
-fn keel_port(port: u16) -> bool {
+/// the 8042 (reboot), and the sleep control registers (power-off): the
+/// host's, and keel's own FADT's when dom0 has keel's tables (`own_acpi`).
+fn keel_port(port: u16, own_acpi: bool) -> bool {
     port == 0x64
         || absent_port(port)
         || port == acpi::RESET_PORT
-        || port == acpi::SLEEP_CONTROL_PORT
+        || (own_acpi && port == acpi::SLEEP_CONTROL_PORT)
         || crate::arch::x86::power::is_pm1_control(port)
 }
 
@@ -1263,7 +1275,7 @@ impl Domain {
                         "string I/O on port {port:#x} is not supported"
                     )));
                 }
-                if write && port == acpi::SLEEP_CONTROL_PORT {
+                if write && self.own_acpi && port == acpi::SLEEP_CONTROL_PORT {
                     // ACPI soft-off (hardware-reduced): SLP_EN with S5's type.
                     let val = v.regs().rax as u8;
                     if val & acpi::SLP_EN != 0 && (val >> 2) & 7 == acpi::SLEEP_TYPE_S5 {
