@@ -530,16 +530,28 @@ fn boot_dom0(bi: &BootInfo) -> ! {
     // already at the top of memory).
     let requested = options().dom0_mem.size.unwrap_or(256 << 20);
     let want_end = crate::hvm::pvh::IDENTITY_BASE + requested;
-    let kernel = movable_module(bi.module("dom0").expect("checked by the caller"), want_end);
-    let initrd = bi
-        .module("dom0-initrd")
-        .map(|m| movable_module(m, want_end));
+    let dom0 = bi.module("dom0").expect("checked by the caller");
+    // dom0's command line: the `dom0-cmdline` module, else the words after
+    // `dom0` on GRUB's module2 line (as Xen does), else a default.
+    // SAFETY: `args` lies in the multiboot2 information structure, which
+    // stays reserved and direct-mapped.
+    let args = (dom0.args.1 > 0).then(|| unsafe {
+        core::slice::from_raw_parts(
+            cpu::phys_to_virt(dom0.args.0) as *const u8,
+            dom0.args.1 as usize,
+        )
+    });
     let cmdline = bi
         .module("dom0-cmdline")
         .map(module_bytes)
+        .or(args)
         .and_then(|b| core::str::from_utf8(b).ok())
         .map(|s| s.trim_matches(|c: char| c == '\0' || c.is_whitespace()))
         .unwrap_or("console=hvc0 earlyprintk=xen");
+    let kernel = movable_module(dom0, want_end);
+    let initrd = bi
+        .module("dom0-initrd")
+        .map(|m| movable_module(m, want_end));
     // The free run of host RAM from 16 MiB up bounds dom0's 1:1 memory;
     // keep 1/8 of what is free for keel (p2m tables, grant frames, ...).
     let (run_end, free) = {
