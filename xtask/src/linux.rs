@@ -171,6 +171,12 @@ pub const MODULES: &[&str] = &[
 
 /// `target/x86_64-unknown-linux-musl/release/keelctl`, built now (static, for dom0).
 pub fn build_keelctl() -> Result<PathBuf> {
+    Ok(build_musl(&[("keelctl", "keelctl")])?.join("keelctl"))
+}
+
+/// Builds `(package, binary)` pairs static for musl (dom0 tools: they run in
+/// any Linux userspace); returns `target/x86_64-unknown-linux-musl/release`.
+pub fn build_musl(bins: &[(&str, &str)]) -> Result<PathBuf> {
     const MUSL: &str = "x86_64-unknown-linux-musl";
     // rust-toolchain.toml lists the target; a toolchain installed before it was
     // added lacks it, and rustup does not always add it by itself.
@@ -190,16 +196,27 @@ pub fn build_keelctl() -> Result<PathBuf> {
             run_status(&mut c, &format!("rustup target add {MUSL}"))?;
         }
     }
-    eprintln!("==> keelctl: cargo build --release --target {MUSL}");
+    let names: Vec<&str> = bins.iter().map(|b| b.1).collect();
+    eprintln!(
+        "==> {}: cargo build --release --target {MUSL}",
+        names.join(", ")
+    );
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(root())
-        .args(["build", "--release", "-p", "keelctl", "--target", MUSL]);
-    run_status(&mut c, "cargo build keelctl (musl)")?;
-    Ok(root().join(format!("target/{MUSL}/release/keelctl")))
+    c.current_dir(root()).env_remove("CARGO_TARGET_DIR").args([
+        "build",
+        "--release",
+        "--target",
+        MUSL,
+    ]);
+    for (p, b) in bins {
+        c.args(["-p", p, "--bin", b]);
+    }
+    run_status(&mut c, &format!("cargo build {} (musl)", names.join(" ")))?;
+    Ok(root().join(format!("target/{MUSL}/release")))
 }
 
 /// FNV-1a, to notice a changed input in a stamp.
-fn fnv(b: &[u8]) -> u64 {
+pub(crate) fn fnv(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
         (h ^ x as u64).wrapping_mul(0x100_0000_01b3)
     })
@@ -340,7 +357,7 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
 
 // ------------------------------------------------------------------ host steps
 
-fn mkdir(p: &Path) -> Result<()> {
+pub(crate) fn mkdir(p: &Path) -> Result<()> {
     std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))
 }
 
@@ -348,7 +365,7 @@ fn read(p: &Path) -> Result<Vec<u8>> {
     std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
 }
 
-fn write_atomic(p: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(p: &Path, data: &[u8]) -> Result<()> {
     let tmp = p.with_extension("tmp");
     std::fs::write(&tmp, data).map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, p).map_err(|e| format!("{}: {e}", p.display()))
@@ -377,7 +394,7 @@ fn run_output(cmd: &mut Command, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
-fn run_status(cmd: &mut Command, what: &str) -> Result<()> {
+pub(crate) fn run_status(cmd: &mut Command, what: &str) -> Result<()> {
     let st = cmd
         .status()
         .map_err(|e| format!("cannot run {what}: {e}"))?;

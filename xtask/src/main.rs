@@ -9,6 +9,8 @@
 //! ```
 //! Run `cargo xtask help` for the options.
 
+mod deb;
+mod debian;
 mod linux;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +56,8 @@ commands:
       --no-host-tests             skip the host `cargo test`
       --list                      list the scenarios and exit
   bench                 run the available benchmarks and write docs/benchmarks.md
+  deb                   keel's Debian package (target/keel/keel_<version>_amd64.deb): keel, the
+                        GRUB script, the dom0 tools and services (docs/install.md)
   linux                 fetch Debian's standard kernel + busybox-static and build a PVH test
                         guest: DIR/vmlinux + DIR/initrd.cpio.gz (cached; docs/linux-guest.md)
       --out DIR                   (default target/keel/linux)
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         "test" => cmd_test(rest),
         "bench" => cmd_bench(rest),
         "linux" => linux::cmd_linux(rest),
+        "deb" => cmd_deb(rest),
         "help" | "-h" | "--help" => {
             print!("{HELP}");
             Ok(0)
@@ -347,6 +352,24 @@ fn cmd_image(a: &[String]) -> Result<u8> {
     Ok(0)
 }
 
+/// Builds keel's Debian package from `kernel`; returns its path.
+fn build_deb(kernel: &Path) -> Result<PathBuf> {
+    let musl = linux::build_musl(&deb::musl_bins())?;
+    eprintln!("==> keel's Debian package (dpkg-deb)");
+    let deb = deb::build(&root(), kernel, &musl, &out_dir())?;
+    eprintln!("    {}", deb.display());
+    Ok(deb)
+}
+
+fn cmd_deb(a: &[String]) -> Result<u8> {
+    if let Some(x) = a.first() {
+        return Err(format!("deb takes no options (got '{x}')"));
+    }
+    let kernel = build_kernel()?;
+    println!("{}", build_deb(&kernel)?.display());
+    Ok(0)
+}
+
 // ---------------------------------------------------------------------- run
 
 fn cmd_run(a: &[String]) -> Result<u8> {
@@ -528,15 +551,20 @@ fn cmd_test(a: &[String]) -> Result<u8> {
             other => return Err(format!("test: unknown option '{other}'")),
         }
     }
+    let selected = |s: &keel_harness::Scenario| {
+        only.is_empty() || only.iter().any(|o| s.name.contains(o.as_str()))
+    };
     // The guest scenarios get the built test guest after the build below.
     let mut scenarios: Vec<_> = keel_harness::required()
         .into_iter()
         .chain(keel_harness::guest_scenarios(&[]))
         .chain(keel_harness::linux_scenarios())
-        .filter(|s| only.is_empty() || only.iter().any(|o| s.name.contains(o.as_str())))
+        .filter(selected)
         .collect();
+    // The Debian server scenarios (issue 16) run last: they are the longest.
+    let debian: Vec<_> = debian::scenarios().into_iter().filter(selected).collect();
     if list {
-        for s in &scenarios {
+        for s in scenarios.iter().chain(&debian) {
             println!(
                 "{:30} {:>4}s  {}",
                 s.name,
@@ -546,11 +574,14 @@ fn cmd_test(a: &[String]) -> Result<u8> {
         }
         return Ok(0);
     }
-    if scenarios.is_empty() {
+    if scenarios.is_empty() && debian.is_empty() {
         return Err(format!("no scenario matches {only:?} (see --list)"));
     }
     let t_all = Instant::now();
     host::ensure_packages(&emulator::ALL_PACKAGES)?;
+    if !debian.is_empty() {
+        host::ensure_packages(debian::HOST_PACKAGES)?;
+    }
 
     let mut host_result: Option<(bool, Duration)> = None;
     if host_tests {
@@ -565,11 +596,23 @@ fn cmd_test(a: &[String]) -> Result<u8> {
     }
 
     let t_build = Instant::now();
-    let tools = match build_tools() {
+    let mut extra = Vec::new();
+    let mut reports: Vec<Report> = Vec::new();
+    let work_root = out_dir().join("test");
+    // The kernel and the image builder (the Debian scenarios need only the kernel).
+    let tools = if scenarios.is_empty() {
+        build_kernel().map(|kernel| Tools {
+            kernel,
+            keel_boot: PathBuf::new(),
+        })
+    } else {
+        build_tools()
+    };
+    let tools = match tools {
         Ok(t) => t,
         Err(e) => {
             eprintln!("xtask: {e}: no emulator scenario can run");
-            print_summary(host_result, &[], t_build.elapsed(), t_all.elapsed());
+            print_summary(host_result, &[], &[], t_build.elapsed(), t_all.elapsed());
             return Ok(1);
         }
     };
@@ -578,7 +621,7 @@ fn cmd_test(a: &[String]) -> Result<u8> {
             Ok(g) => fill(&mut scenarios, "testguest", &g),
             Err(e) => {
                 eprintln!("xtask: {e}: the guest scenarios cannot run");
-                print_summary(host_result, &[], t_build.elapsed(), t_all.elapsed());
+                print_summary(host_result, &[], &[], t_build.elapsed(), t_all.elapsed());
                 return Ok(1);
             }
         }
@@ -586,45 +629,90 @@ fn cmd_test(a: &[String]) -> Result<u8> {
     if wants(&scenarios, "dom0") {
         if let Err(e) = fill_linux(&mut scenarios) {
             eprintln!("xtask: {e}: the Linux scenarios cannot run");
-            print_summary(host_result, &[], t_build.elapsed(), t_all.elapsed());
+            print_summary(host_result, &[], &[], t_build.elapsed(), t_all.elapsed());
             return Ok(1);
         }
     }
     let build_time = t_build.elapsed();
 
-    let work_root = out_dir().join("test");
-    let mut reports: Vec<Report> = Vec::new();
+    let total = scenarios.len() + debian.len();
     for (i, s) in scenarios.iter().enumerate() {
         eprintln!(
-            "==> [{}/{}] {}: {} (timeout {}s)",
+            "==> [{}/{total}] {}: {} (timeout {}s)",
             i + 1,
-            scenarios.len(),
             s.name,
             s.description,
             s.timeout.as_secs()
         );
         let r = runner::run_scenario(s, &tools, &work_root);
-        let tag = match r.verdict.status {
-            Status::Passed => "PASS",
-            Status::ExpectedFailure => "PASS (expected failure seen)",
-            Status::Failed => "FAIL",
-        };
-        eprintln!(
-            "    {tag} in {:.1}s: {}",
-            r.wall.as_secs_f64(),
-            r.verdict.reason
-        );
-        if !r.verdict.ok() {
-            eprint!("{}", r.details());
-        }
+        report_one(&r);
         reports.push(r);
     }
-    let ok = print_summary(host_result, &reports, build_time, t_all.elapsed());
+
+    if !debian.is_empty() {
+        // Debian's image (cached) and keel's package, made once for both.
+        let t = Instant::now();
+        let prepared = debian::base_image(&out_dir().join("debian"))
+            .and_then(|base| build_deb(&tools.kernel).map(|deb| (base, deb)));
+        extra.push((
+            prepared.is_ok(),
+            "debian-image".to_string(),
+            t.elapsed(),
+            "Debian 12 image (debootstrap, first boot; cached in target/keel/debian) + keel's .deb"
+                .to_string(),
+        ));
+        for (i, s) in debian.iter().enumerate() {
+            eprintln!(
+                "==> [{}/{total}] {}: {} (timeout {}s)",
+                scenarios.len() + i + 1,
+                s.name,
+                s.description,
+                s.timeout.as_secs()
+            );
+            let r = match &prepared {
+                Ok((base, deb)) => debian::run(s, base, deb, &work_root),
+                Err(e) => Report {
+                    scenario: s.clone(),
+                    verdict: keel_harness::scenario::Verdict {
+                        status: Status::Failed,
+                        reason: format!("no Debian image or package: {e}"),
+                    },
+                    wall: Duration::ZERO,
+                    prepare: Duration::ZERO,
+                    record: None,
+                    work_dir: work_root.join(&s.name),
+                },
+            };
+            report_one(&r);
+            reports.push(r);
+        }
+    }
+    let ok = print_summary(host_result, &extra, &reports, build_time, t_all.elapsed());
     Ok(if ok { 0 } else { 1 })
 }
 
+fn report_one(r: &Report) {
+    let tag = match r.verdict.status {
+        Status::Passed => "PASS",
+        Status::ExpectedFailure => "PASS (expected failure seen)",
+        Status::Failed => "FAIL",
+    };
+    eprintln!(
+        "    {tag} in {:.1}s: {}",
+        r.wall.as_secs_f64(),
+        r.verdict.reason
+    );
+    if !r.verdict.ok() {
+        eprint!("{}", r.details());
+    }
+}
+
+/// A summary row that is not a scenario: (ok, name, time, description).
+type Row = (bool, String, Duration, String);
+
 fn print_summary(
     host_result: Option<(bool, Duration)>,
+    extra: &[Row],
     reports: &[Report],
     build: Duration,
     total: Duration,
@@ -646,6 +734,14 @@ fn print_summary(
         "build",
         build.as_secs_f64()
     );
+    for (row_ok, name, t, what) in extra {
+        ok &= row_ok;
+        out += &format!(
+            "{:<6} {name:<30} {:>7.1}s  {what}\n",
+            if *row_ok { "ok" } else { "FAIL" },
+            t.as_secs_f64()
+        );
+    }
     for r in reports {
         let (tag, what) = match r.verdict.status {
             Status::Passed => ("ok", String::new()),

@@ -44,6 +44,13 @@ fn main() -> ExitCode {
 
 fn check(file: &Path) -> Result<(), String> {
     let b = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    if keel_vmlinux::parse_bzimage(&b).is_ok() {
+        return Err(format!(
+            "{} is a bzImage, not the ELF inside it: keel-vmlinux {} OUT extracts it",
+            file.display(),
+            file.display()
+        ));
+    }
     let pvh = keel_vmlinux::check_pvh_elf(&b).map_err(|e| format!("{}: {e}", file.display()))?;
     println!(
         "{}: PVH kernel, entry {:#x} ({} bytes)",
