@@ -261,12 +261,39 @@ fn build_image_builder() -> Result<PathBuf> {
     let t = Instant::now();
     let mut c = cargo();
     c.args(["build", "-p", "keel-boot", "--bin", "keel-boot"]);
-    status(c, "image builder build")?;
+    // The bootloader's build script compiles its stages with nested `cargo
+    // install`s that print nothing until they are done: say it is alive.
+    let beat = (!bin.exists()).then(|| {
+        heartbeat(
+            "still building the image builder (the bootloader's build script compiles its \
+             BIOS and UEFI stages; it prints nothing until it is done)",
+        )
+    });
+    let r = status(c, "image builder build");
+    drop(beat);
+    r?;
     eprintln!(
         "    image builder ready in {:.1}s",
         t.elapsed().as_secs_f64()
     );
     Ok(bin)
+}
+
+/// Prints `what` with the time so far every 30 s until dropped (dropping
+/// the sender ends the thread's wait).
+struct Heartbeat(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
+
+fn heartbeat(what: &'static str) -> Heartbeat {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let t = Instant::now();
+    std::thread::spawn(move || {
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            rx.recv_timeout(Duration::from_secs(30))
+        {
+            eprintln!("    ... {:.0}s: {what}", t.elapsed().as_secs_f64());
+        }
+    });
+    Heartbeat(tx)
 }
 
 fn build_tools() -> Result<Tools> {
