@@ -347,13 +347,18 @@ fn quiet_status(mut c: Command, what: &str) -> Result<()> {
 }
 
 /// QEMU for the test machine: TCG `-cpu EPYC` (AMD-V + NPT), 2 CPUs, 2 GiB,
-/// a VGA device (GRUB and SeaBIOS want one), the system disk as virtio-blk
-/// (`/dev/vda`), COM1 on the session socket. No network card.
+/// the system disk as virtio-blk (`/dev/vda`), COM1 on the session socket,
+/// no network card. A VGA device for SeaBIOS (GRUB and SeaBIOS want one);
+/// none under OVMF, whose console is then the serial line alone (with a
+/// graphical console, GRUB's menu takes a minute to draw under TCG).
 fn qemu(disk: &Path, uefi: Option<&Path>, sock: &Path) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
     c.args(["-accel", "tcg", "-cpu", "EPYC", "-smp", "2", "-m", "2048"])
-        .args(["-nodefaults", "-display", "none", "-vga", "std"])
-        .arg("-drive")
+        .args(["-nodefaults", "-display", "none"]);
+    if uefi.is_none() {
+        c.args(["-vga", "std"]);
+    }
+    c.arg("-drive")
         .arg(format!("if=none,id=sys,format=raw,file={}", disk.display()))
         .args(["-device", "virtio-blk-pci,drive=sys,bootindex=1"]);
     if let Some(vars) = uefi {
