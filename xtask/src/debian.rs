@@ -857,7 +857,7 @@ fn drive(s: &mut Session, uefi: bool, deb_name: &str, base: &BaseImage) -> Resul
         .expect("\n", Duration::from_secs(10))
         .map_err(|e| format!("keel's dom0 line: {e}"))?;
     let root = format!("root=UUID={ROOT_UUID} ro");
-    if !line.contains(&root) || !line.contains("console=hvc0") || !line.contains("initrd ") {
+    if !line.contains(&root) || !line.contains("console=hvc0") || line.contains("initrd 0 bytes") {
         return Err(format!(
             "dom0's kernel command line or initrd is not what keel's GRUB entry passes \
              ({root} ... console=hvc0, the system's initrd): d0: PVH kernel entry{line}"
