@@ -441,24 +441,30 @@ fn first_boot(disk: &Path, vmlinuz: &Path, initrd: &Path, work: &Path) -> Result
 
 /// The Debian scenarios, for `cargo xtask test --list/--only`.
 pub fn scenarios() -> Vec<Scenario> {
+    let checks = "dom0 = the installed system: multi-user target, root on the disk, \
+                  keel-xenstored, keelctl info/list from a login shell, clean kernel log, \
+                  systemctl poweroff";
     [
-        ("qemu-debian-bios", Firmware::Bios),
-        ("qemu-debian-uefi", Firmware::Uefi),
+        (
+            "qemu-debian-bios",
+            Firmware::Bios,
+            format!(
+                "Debian 12 server image, BIOS, its own GRUB: keel's .deb installed as \
+                 docs/install.md says, reboot into keel; {checks}"
+            ),
+        ),
+        (
+            "qemu-debian-uefi",
+            Firmware::Uefi,
+            format!(
+                "the same installed system under OVMF, its own GRUB EFI (run alone: installs \
+                 keel first, booted by UEFI); {checks}"
+            ),
+        ),
     ]
     .into_iter()
-    .map(|(name, fw)| {
-        let mut s = Scenario::boot(name, Emulator::Qemu, Vendor::Amd, fw, 2).describe(&format!(
-            "Debian 12 server image ({}, its own GRUB{}): keel's .deb installed as \
-                 docs/install.md says, reboot into keel, dom0 = the installed system: \
-                 multi-user target, root on the disk, keel-xenstored, keelctl info/list from a \
-                 login shell, clean kernel log, systemctl poweroff",
-            if fw == Firmware::Uefi {
-                "UEFI/OVMF"
-            } else {
-                "BIOS"
-            },
-            if fw == Firmware::Uefi { " EFI" } else { "" }
-        ));
+    .map(|(name, fw, what)| {
+        let mut s = Scenario::boot(name, Emulator::Qemu, Vendor::Amd, fw, 2).describe(&what);
         // The whole run, every step together (each step has its own bound).
         s.timeout = Duration::from_secs(30 * 60);
         s.memory_mib = 2048;
@@ -663,8 +669,18 @@ pub fn kernel_complaints(console: &str) -> Vec<String> {
 }
 
 /// Runs one Debian scenario: a fresh copy of the base image, keel installed
-/// and booted under `firmware` (Bios or Uefi).
-pub fn run(s: &Scenario, base: &BaseImage, deb: &Path, work_root: &Path) -> Report {
+/// and booted under `firmware` (Bios or Uefi). With `installed` (the disk a
+/// previous scenario installed keel on, in this run), it boots a copy of
+/// that disk straight into keel instead: the same installed system under
+/// the other firmware, without a second install. Returns the report and,
+/// if keel's install succeeded, the disk it is on.
+pub fn run(
+    s: &Scenario,
+    base: &BaseImage,
+    deb: &Path,
+    work_root: &Path,
+    installed: Option<&Path>,
+) -> (Report, Option<PathBuf>) {
     let work = work_root.join(&s.name);
     let t0 = Instant::now();
     let _ = std::fs::remove_dir_all(&work);
@@ -672,12 +688,15 @@ pub fn run(s: &Scenario, base: &BaseImage, deb: &Path, work_root: &Path) -> Repo
     let mut exit = Exit::Stopped;
     let mut prepare = Duration::ZERO;
     let mut wall = Duration::ZERO;
+    let disk = work.join("disk.img");
+    let mut install_ok = false;
     let r = (|| -> Result<String> {
         mkdir(&work)?;
-        let disk = work.join("disk.img");
         let mut c = Command::new("cp");
-        c.arg("--sparse=always").arg(&base.disk).arg(&disk);
-        quiet_status(c, "copying the base image")?;
+        c.arg("--sparse=always")
+            .arg(installed.unwrap_or(&base.disk))
+            .arg(&disk);
+        quiet_status(c, "copying the disk image")?;
         let inst = work.join("install");
         mkdir(&inst)?;
         let deb_name = deb.file_name().unwrap().to_string_lossy().into_owned();
@@ -706,11 +725,18 @@ pub fn run(s: &Scenario, base: &BaseImage, deb: &Path, work_root: &Path) -> Repo
         prepare = t0.elapsed();
         let mut sess = new_session(c, &work)?;
         sess.deadline = Some(sess.start + s.timeout);
-        let res = drive(&mut sess, uefi, &deb_name, base);
+        let res = drive(
+            &mut sess,
+            uefi,
+            &deb_name,
+            base,
+            installed.is_some(),
+            &mut install_ok,
+        );
         wall = sess.elapsed();
-        exit = match (&res, sess.wait_exit(Duration::from_secs(1))) {
-            (_, Ok(code)) => Exit::Status(code),
-            (_, Err(_)) => Exit::Stopped,
+        exit = match sess.wait_exit(Duration::from_secs(1)) {
+            Ok(code) => Exit::Status(code),
+            Err(_) => Exit::Stopped,
         };
         console = sess.text();
         res
@@ -725,7 +751,7 @@ pub fn run(s: &Scenario, base: &BaseImage, deb: &Path, work_root: &Path) -> Repo
             reason: e,
         },
     };
-    Report {
+    let report = Report {
         scenario: s.clone(),
         verdict,
         wall,
@@ -736,7 +762,8 @@ pub fn run(s: &Scenario, base: &BaseImage, deb: &Path, work_root: &Path) -> Repo
             wall,
         }),
         work_dir: work,
-    }
+    };
+    (report, install_ok.then_some(disk))
 }
 
 /// Logs in on the serial console (`login:`, password, shell prompt).
@@ -780,7 +807,14 @@ fn sh(s: &mut Session, cmd: &str, timeout: Duration) -> Result<(Vec<String>, Opt
     Ok((lines, rc))
 }
 
-fn drive(s: &mut Session, uefi: bool, deb_name: &str, base: &BaseImage) -> Result<String> {
+fn drive(
+    s: &mut Session,
+    uefi: bool,
+    deb_name: &str,
+    base: &BaseImage,
+    preinstalled: bool,
+    install_ok: &mut bool,
+) -> Result<String> {
     let mut phases: Vec<String> = Vec::new();
     let mut t = Instant::now();
     let mut phase = |what: &str, s: &Session| {
@@ -790,7 +824,27 @@ fn drive(s: &mut Session, uefi: bool, deb_name: &str, base: &BaseImage) -> Resul
         t = Instant::now();
     };
 
-    // The plain Debian system, booted by its GRUB.
+    if preinstalled {
+        phase("keel installed on this disk by qemu-debian-bios", s);
+    } else {
+        install(s, uefi, deb_name, base, &mut phase)?;
+        *install_ok = true;
+        // Reboot: GRUB's first entry is keel's now.
+        s.send("systemctl reboot\n")?;
+    }
+    boot_and_check(s, uefi, &mut phase)?;
+    Ok(format!("PASS: {}", phases.join(", ")))
+}
+
+/// The plain Debian system, booted by its GRUB: log in, install keel's
+/// package as docs/install.md says.
+fn install(
+    s: &mut Session,
+    uefi: bool,
+    deb_name: &str,
+    base: &BaseImage,
+    phase: &mut dyn FnMut(&str, &Session),
+) -> Result<()> {
     login(s, Duration::from_secs(900)).map_err(|e| format!("plain Debian boot: {e}"))?;
     let (fw, _) = sh(
         s,
@@ -846,9 +900,21 @@ fn drive(s: &mut Session, uefi: bool, deb_name: &str, base: &BaseImage) -> Resul
         ));
     }
     phase("keel installed (apt-get install, update-grub)", s);
+    Ok(())
+}
 
-    // Reboot: GRUB's first entry is keel's now.
-    s.send("systemctl reboot\n")?;
+/// GRUB's keel entry, keel, dom0 to its login prompt, the checks in dom0,
+/// and the power-off.
+fn boot_and_check(
+    s: &mut Session,
+    uefi: bool,
+    phase: &mut dyn FnMut(&str, &Session),
+) -> Result<()> {
+    if uefi {
+        // OVMF's boot manager starting the disk's removable-media GRUB.
+        s.expect("BdsDxe: starting", Duration::from_secs(600))
+            .map_err(|e| format!("OVMF did not start the disk's EFI loader: {e}"))?;
+    }
     s.expect("Loading keel ...", Duration::from_secs(600))
         .map_err(|e| format!("GRUB did not load keel after the reboot: {e}"))?;
     s.expect("d0: PVH kernel entry", Duration::from_secs(600))
@@ -908,7 +974,7 @@ fn drive(s: &mut Session, uefi: bool, deb_name: &str, base: &BaseImage) -> Resul
         }
     }
     phase("systemctl poweroff", s);
-    Ok(format!("PASS: {}", phases.join(", ")))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -688,6 +688,7 @@ fn cmd_test(a: &[String]) -> Result<u8> {
             "Debian 12 image (debootstrap, first boot; cached in target/keel/debian) + keel's .deb"
                 .to_string(),
         ));
+        let mut installed: Option<PathBuf> = None;
         for (i, s) in debian.iter().enumerate() {
             eprintln!(
                 "==> [{}/{total}] {}: {} (timeout {}s)",
@@ -697,7 +698,15 @@ fn cmd_test(a: &[String]) -> Result<u8> {
                 s.timeout.as_secs()
             );
             let r = match &prepared {
-                Ok((base, deb)) => debian::run(s, base, deb, &work_root),
+                Ok((base, deb)) => {
+                    let (r, disk) = debian::run(s, base, deb, &work_root, installed.as_deref());
+                    // The next scenario boots the same installed system
+                    // under the other firmware.
+                    if installed.is_none() {
+                        installed = disk;
+                    }
+                    r
+                }
                 Err(e) => Report {
                     scenario: s.clone(),
                     verdict: keel_harness::scenario::Verdict {
