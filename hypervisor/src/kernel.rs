@@ -20,7 +20,6 @@ static HEAP: LockedHeap = LockedHeap::empty();
 
 static BOOT: Once<BootInfo> = Once::new();
 static OPTIONS: Once<Options<'static>> = Once::new();
-pub static FRAMES: Mutex<FrameAllocator> = Mutex::new(FrameAllocator::new());
 static KERNEL_CR3: Once<u64> = Once::new();
 static TRAMPOLINE_PHYS: Once<u64> = Once::new();
 static NX: Once<bool> = Once::new();
@@ -72,7 +71,7 @@ pub fn start(bi: BootInfo) -> ! {
     for r in bi.regions() {
         log::info!(" {:#014x} - {:#014x} {}", r.start, r.end, r.kind.name());
     }
-    let mut frames = FRAMES.lock();
+    let mut frames = crate::mm::phys::frames();
     for r in bi.regions().iter().filter(|r| r.kind == RegionKind::Usable) {
         frames.add_free(r.start, r.end.min(bi.phys_mapped_limit));
     }
@@ -226,7 +225,7 @@ extern "C" fn on_keel_tables() -> ! {
 
     // Heap: 1/16 of free memory, between 4 and 64 MiB.
     {
-        let mut frames = FRAMES.lock();
+        let mut frames = crate::mm::phys::frames();
         let size = (frames.free_bytes() / 16).clamp(4 << 20, 64 << 20) & !(PAGE_SIZE - 1);
         let Some(base) = frames.alloc(size / PAGE_SIZE) else {
             drop(frames);
@@ -360,7 +359,7 @@ fn bring_up_aps(cpus: &[acpi::Cpu], bsp_apic: u32, wanted: u32) {
         if index >= wanted {
             break;
         }
-        let Some(stack) = FRAMES.lock().alloc(AP_STACK_PAGES) else {
+        let Some(stack) = crate::mm::phys::frames().alloc(AP_STACK_PAGES) else {
             log::error!("SMP: out of memory for CPU stacks");
             break;
         };
@@ -372,7 +371,7 @@ fn bring_up_aps(cpus: &[acpi::Cpu], bsp_apic: u32, wanted: u32) {
         }
     }
     // Done starting CPUs: the trampoline's identity mapping goes away.
-    let mut frames = FRAMES.lock();
+    let mut frames = crate::mm::phys::frames();
     let mut mem = KernelTables {
         frames: &mut frames,
         offset: cpu::phys_offset(),
@@ -493,7 +492,7 @@ fn movable_module(m: &crate::bootinfo::Module, end: u64) -> &'static [u8] {
         return bytes;
     }
     let pages = (stop - start) / PAGE_SIZE;
-    let Some(new) = FRAMES.lock().alloc(pages) else {
+    let Some(new) = crate::mm::phys::frames().alloc(pages) else {
         log::warn!(
             "module '{}': no memory to move it out of dom0's range",
             m.name()
@@ -507,7 +506,7 @@ fn movable_module(m: &crate::bootinfo::Module, end: u64) -> &'static [u8] {
         core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len());
         core::slice::from_raw_parts(dst as *const u8, bytes.len())
     };
-    FRAMES.lock().free(start, pages);
+    crate::mm::phys::frames().free(start, pages);
     log::info!(
         "module '{}' moved to {:#x} (out of dom0's 1:1 memory)",
         m.name(),
@@ -543,7 +542,7 @@ fn boot_dom0(bi: &BootInfo) -> ! {
     // The free run of host RAM from 16 MiB up bounds dom0's 1:1 memory;
     // keep 1/8 of what is free for keel (p2m tables, grant frames, ...).
     let (run_end, free) = {
-        let f = FRAMES.lock();
+        let f = crate::mm::phys::frames();
         let base = crate::hvm::pvh::IDENTITY_BASE;
         let end = f
             .ranges()
@@ -770,7 +769,7 @@ impl crate::mgmt::Host for KeelHost {
             nr_cpus: smp::online_count(),
             tsc_khz: time::tsc_khz() as u32,
             total_bytes: BOOT.get().map_or(0, |b| b.usable_bytes()),
-            free_bytes: FRAMES.lock().free_bytes(),
+            free_bytes: crate::mm::phys::frames().free_bytes(),
             // vCPU n runs on CPU n; the credit scheduler is not wired in.
             scheduler: FixedStr::new("pinned"),
             console_ring_bytes: crate::conring::RING_BYTES as u32,
@@ -809,7 +808,7 @@ pub fn debug_key(c: u8) {
             }
         }
         b'm' => {
-            let free = FRAMES.lock().free_bytes();
+            let free = crate::mm::phys::frames().free_bytes();
             let total = BOOT.get().map_or(0, |b| b.usable_bytes());
             log::info!("memory: {} MiB total, {} MiB free", total >> 20, free >> 20);
         }

@@ -5,7 +5,7 @@
 //! on the host too and carry the unit tests; the parts that touch hardware
 //! (`arch`, `boot`, `console`, the kernel's main line) build only for the
 //! bare-metal target.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(target_os = "none", no_std)]
 
 pub mod acpi_aml;
 pub mod bootinfo;
@@ -17,6 +17,7 @@ pub mod hvm;
 pub mod loader;
 pub mod mgmt;
 pub mod mm;
+pub mod platform;
 pub mod sched;
 pub mod xen;
 

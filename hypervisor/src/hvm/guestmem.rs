@@ -1,16 +1,16 @@
 //! Guest memory from the hypervisor's side: table memory for p2m tables and
 //! byte access to guest-physical memory through a p2m and the direct map.
 use crate::arch::x86::cpu;
-use crate::kernel::FRAMES;
 use crate::mm::p2m::P2m;
 use crate::mm::paging::TableMemory;
+use crate::mm::phys::frames;
 
 /// Page-table frames from keel's frame allocator, reached via the direct map.
 pub struct HostTables;
 
 impl TableMemory for HostTables {
     fn alloc_table(&mut self) -> Option<u64> {
-        let f = FRAMES.lock().alloc(1)?;
+        let f = frames().alloc(1)?;
         self.table(f).fill(0);
         Some(f)
     }

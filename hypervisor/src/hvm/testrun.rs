@@ -7,10 +7,10 @@ use super::guestmem::{self, HostTables};
 use super::testproto::{self as tp, Scenario};
 use super::vcpu::{io_in_result, Event, Exit, StartMode, Vcpu};
 use crate::arch::x86::{cpu, hvm, time};
-use crate::kernel::FRAMES;
 use crate::loader::elf;
 use crate::mm::p2m::{P2m, Perm};
 use crate::mm::paging::PageSize;
+use crate::mm::phys::frames;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -89,7 +89,7 @@ impl Drop for Guest {
         let mut tables = Vec::new();
         self.p2m
             .free_tables(&mut HostTables, &mut |t| tables.push(t));
-        let mut f = FRAMES.lock();
+        let mut f = frames();
         for t in tables {
             f.free(t, 1);
         }
@@ -104,8 +104,7 @@ fn alloc_guest(id: u32, scenario: Scenario, image: &[u8]) -> Result<Guest, Strin
     let format = hvm::p2m_format()?;
     let p2m = P2m::new(format, &mut HostTables).map_err(|e| format!("p2m: {e:?}"))?;
     let pages = tp::RAM_SIZE / 4096;
-    let ram = FRAMES
-        .lock()
+    let ram = frames()
         .alloc_in(pages, 2 << 20, 0x10_0000, u64::MAX)
         .ok_or("out of memory for guest RAM")?;
     let g = Guest {
@@ -319,7 +318,7 @@ fn handle(g: &mut Guest, v: &mut dyn Vcpu, exit: Exit) -> Option<Outcome> {
             let in_demand =
                 (tp::ON_DEMAND_BASE..tp::ON_DEMAND_BASE + tp::ON_DEMAND_SIZE).contains(&gpa);
             if in_demand && !present {
-                let Some(frame) = FRAMES.lock().alloc(1) else {
+                let Some(frame) = frames().alloc(1) else {
                     return Some(Outcome::Killed(String::from(
                         "out of memory for an on-demand page",
                     )));

@@ -2,6 +2,7 @@
 pub mod frame;
 pub mod p2m;
 pub mod paging;
+pub mod phys;
 
 pub const PAGE_SIZE: u64 = 4096;
 

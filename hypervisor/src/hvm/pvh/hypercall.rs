@@ -463,7 +463,7 @@ impl Domain {
         }
         let idx = self.grant.map_frame(idx)? as usize;
         while self.grant_frames.len() <= idx {
-            let f = crate::kernel::FRAMES.lock().alloc(1).ok_or(Errno::ENOMEM)?;
+            let f = crate::mm::phys::frames().alloc(1).ok_or(Errno::ENOMEM)?;
             super::zero(f, 4096);
             self.grant_frames.push(f);
         }

@@ -33,10 +33,10 @@ use crate::arch::x86::time;
 use crate::arch::x86::{apic, cpu, fpu, hvm, smp, trap};
 use crate::domain::acpi;
 use crate::domain::live::{self, LiveDomain};
-use crate::kernel::FRAMES;
 use crate::loader::pvh::{MemType, PvhImage, StartInfoBuilder, SIF_INITDOMAIN, SIF_PRIVILEGED};
 use crate::mm::p2m::{P2m, Perm};
 use crate::mm::paging::PageSize;
+use crate::mm::phys::frames;
 use crate::xen::abi::{self, Errno, SharedInfo, VcpuInfo, VcpuTimeInfo};
 use crate::xen::evtchn::{Channels, Pending, VcpuInfoRef};
 use crate::xen::grant::GrantTable;
@@ -206,7 +206,7 @@ impl Drop for Domain {
         let mut tables = Vec::new();
         self.p2m
             .free_tables(&mut HostTables, &mut |t| tables.push(t));
-        let mut f = FRAMES.lock();
+        let mut f = frames();
         for t in tables {
             f.free(t, 1);
         }
@@ -266,7 +266,7 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
         // DMA target) are keel's frames; the RAM between them, where Linux
         // puts its AP trampoline and may put DMA buffers, is 1:1 too.
         let (lo_ram, hi_ram) = (START_INFO_BASE + START_INFO_LEN, LOW_RAM_END);
-        let identity_low = FRAMES.lock().take(lo_ram, hi_ram);
+        let identity_low = frames().take(lo_ram, hi_ram);
         let keel_low: &[(u64, u64)] = if identity_low {
             &[(0, lo_ram), (hi_ram, LOW_BYTES)]
         } else {
@@ -277,8 +277,7 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
         };
         for &(g0, g1) in keel_low {
             let pages = (g1 - g0) / 4096;
-            let hpa = FRAMES
-                .lock()
+            let hpa = frames()
                 .alloc(pages)
                 .ok_or("out of memory for dom0's low memory")?;
             runs.push((g0, hpa, g1 - g0));
@@ -287,7 +286,7 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
             runs.push((lo_ram, lo_ram, hi_ram - lo_ram));
         }
         gpa_top = IDENTITY_BASE + cfg.mem_bytes;
-        if !FRAMES.lock().take(IDENTITY_BASE, gpa_top) {
+        if !frames().take(IDENTITY_BASE, gpa_top) {
             return Err(format!(
                 "dom0's 1:1 memory [{IDENTITY_BASE:#x}, {gpa_top:#x}) is not free host RAM"
             ));
@@ -304,16 +303,12 @@ fn build(cfg: &Config) -> Result<(Domain, u32, u32), String> {
         );
     } else {
         gpa_top = cfg.mem_bytes;
-        let ram = FRAMES
-            .lock()
+        let ram = frames()
             .alloc_in(cfg.mem_bytes / 4096, 2 << 20, 0x10_0000, u64::MAX)
             .ok_or_else(|| format!("not enough memory for a {} MiB domain", cfg.mem_bytes >> 20))?;
         runs.push((0, ram, cfg.mem_bytes));
     }
-    let shared_info = FRAMES
-        .lock()
-        .alloc(1)
-        .ok_or("out of memory for shared_info")?;
+    let shared_info = frames().alloc(1).ok_or("out of memory for shared_info")?;
     zero(shared_info, 4096);
     let p2m = P2m::new(format, &mut HostTables).map_err(|e| format!("p2m: {e:?}"))?;
     let mut d = Domain {

@@ -7,8 +7,8 @@ use crate::arch::x86::{cpu, gdt};
 use crate::hvm::decode;
 use crate::hvm::guestmem::{self, P2mReader};
 use crate::hvm::vcpu::{Event, Exit, Regs, StartMode, Vcpu};
-use crate::kernel::FRAMES;
 use crate::mm::p2m::{Format, P2m};
+use crate::mm::phys::frames;
 use alloc::string::String;
 use core::sync::atomic::{AtomicU64, Ordering};
 use raw_cpuid::CpuId;
@@ -66,8 +66,7 @@ struct PerCpu {
 static PER_CPU: [Mutex<Option<PerCpu>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
 
 fn zeroed_frames(pages: u64) -> Result<u64, &'static str> {
-    let f = FRAMES
-        .lock()
+    let f = frames()
         .alloc(pages)
         .ok_or("out of memory for SVM structures")?;
     // SAFETY: freshly allocated frames, mapped by the direct map.
@@ -285,7 +284,7 @@ impl Drop for SvmVcpu {
             // Another CPU may still hold (and later save into) this state.
             core::mem::take(&mut self.fpu).leak();
         }
-        let mut f = FRAMES.lock();
+        let mut f = frames();
         f.free(self.vmcb_pa, 1);
         f.free(self.iopm_pa, 3);
         f.free(self.msrpm_pa, 2);

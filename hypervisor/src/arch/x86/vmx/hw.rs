@@ -273,7 +273,7 @@ static VMXON_REGION: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_C
 
 /// Allocates and zeroes `pages` frames.
 pub fn alloc_zeroed(pages: u64) -> Option<u64> {
-    let p = crate::kernel::FRAMES.lock().alloc(pages)?;
+    let p = crate::mm::phys::frames().alloc(pages)?;
     // SAFETY: freshly allocated frames, covered read/write by the direct map.
     unsafe { core::ptr::write_bytes(cpu::phys_to_virt(p) as *mut u8, 0, (pages * 4096) as usize) };
     Some(p)

@@ -984,7 +984,7 @@ impl Drop for VmxVcpu {
             Some(_) => self.release(),
             None => {}
         }
-        let mut f = crate::kernel::FRAMES.lock();
+        let mut f = crate::mm::phys::frames();
         f.free(self.vmcs, 1);
         f.free(self.msr_bitmap, 1);
         f.free(self.io_bitmaps, 2);

@@ -1,0 +1,91 @@
+//! The few machine services that keel's common code uses: the time stamp
+//! counter, which CPU this is, kicking another CPU, and dom0's raw console.
+//!
+//! On the bare-metal target they are the real thing (`arch::x86`). In a
+//! host build (the unit tests) they are fakes, so that domains, the
+//! hypercall dispatcher, event channels and the exit handler run as plain
+//! Rust: a clock the test moves, a CPU index of 0, kicks that are only
+//! counted, and console output that is kept. Physical memory has its own
+//! shim in [`crate::mm::phys`].
+
+#[cfg(target_os = "none")]
+mod imp {
+    use crate::arch::x86::{apic, cpu, gdt, smp, time, trap};
+
+    /// The time stamp counter (invariant, the same on every CPU).
+    pub fn tsc() -> u64 {
+        cpu::rdtsc()
+    }
+
+    /// TSC ticks per millisecond.
+    pub fn tsc_khz() -> u64 {
+        time::tsc_khz()
+    }
+
+    /// This CPU's index (0 = the boot CPU).
+    pub fn cpu_index() -> usize {
+        gdt::cpu_index() as usize
+    }
+
+    /// Makes CPU `cpu` leave guest mode or its halt, so that it looks at
+    /// its vCPUs again (the wake-up vector does nothing else).
+    pub fn kick_cpu(cpu: usize) {
+        if let Some(apic_id) = smp::apic_id_of(cpu as u32) {
+            apic::send_fixed(apic_id, trap::VECTOR_WAKE);
+        }
+    }
+
+    /// dom0's console output, as it is (dom0 owns the console).
+    pub fn guest_console(bytes: &[u8]) {
+        crate::console::guest_write(bytes);
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+mod imp {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+
+    static TSC: AtomicU64 = AtomicU64::new(1_000_000);
+    static KICKS: AtomicU64 = AtomicU64::new(0);
+    static CONSOLE: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+    /// The fake TSC: 1 GHz, moved only by [`advance_ns`] (and a little by
+    /// every read, so time never stands still).
+    pub fn tsc() -> u64 {
+        TSC.fetch_add(1, Ordering::SeqCst)
+    }
+
+    pub fn tsc_khz() -> u64 {
+        1_000_000
+    }
+
+    pub fn cpu_index() -> usize {
+        0
+    }
+
+    pub fn kick_cpu(_cpu: usize) {
+        KICKS.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn guest_console(bytes: &[u8]) {
+        CONSOLE.lock().unwrap().extend_from_slice(bytes);
+    }
+
+    /// Moves the fake clock forward.
+    pub fn advance_ns(ns: u64) {
+        TSC.fetch_add(ns, Ordering::SeqCst);
+    }
+
+    /// Kicks sent so far (all tests share the counter).
+    pub fn kicks() -> u64 {
+        KICKS.load(Ordering::SeqCst)
+    }
+
+    /// Takes what was written to the fake console.
+    pub fn take_console() -> Vec<u8> {
+        core::mem::take(&mut *CONSOLE.lock().unwrap())
+    }
+}
+
+pub use imp::*;
