@@ -250,6 +250,9 @@ pub trait Vcpu {
     /// Whether an access to I/O `port` exits (the default for every port)
     /// or goes straight to the hardware (dom0's devices).
     fn set_io_intercept(&mut self, port: u16, intercept: bool);
+    /// XSETBV: the guest's new XCR0 (loaded now, and whenever this vCPU's
+    /// FPU state is). Err: refused (#GP).
+    fn set_xcr0(&mut self, value: u64) -> Result<(), ()>;
 
     /// Injects #GP(0), the answer to an MSR or instruction keel refuses.
     fn inject_gp(&mut self) {

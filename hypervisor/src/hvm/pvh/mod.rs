@@ -30,7 +30,7 @@ use super::guestmem::{self, HostTables, P2mReader};
 use super::vcpu::{io_in_result, Event, Exit, StartMode, Vcpu};
 use super::vlapic::{self, Ipi, Vlapic};
 use crate::arch::x86::time;
-use crate::arch::x86::{apic, cpu, fpu, hvm, smp, trap};
+use crate::arch::x86::{apic, cpu, hvm, smp, trap};
 use crate::domain::acpi;
 use crate::domain::live::{self, LiveDomain};
 use crate::loader::pvh::{MemType, PvhImage, StartInfoBuilder, SIF_INITDOMAIN, SIF_PRIVILEGED};
@@ -626,7 +626,6 @@ fn vcpu_main(dom: &Mutex<Domain>, idx: usize, boot: Option<StartMode>) {
     };
     v.reset(mode);
     live.set_halted(idx, false);
-    let _ = fpu::set_guest_xcr0(1);
     let khz = time::tsc_khz();
     let mut armed = None;
     loop {
@@ -1325,7 +1324,7 @@ impl Domain {
             Exit::Xsetbv { len } => {
                 let r = *v.regs();
                 let value = (r.rdx << 32) | (r.rax & 0xffff_ffff);
-                if r.rcx as u32 == 0 && fpu::set_guest_xcr0(value).is_ok() {
+                if r.rcx as u32 == 0 && v.set_xcr0(value).is_ok() {
                     v.skip(len);
                 } else {
                     v.inject_gp();

@@ -647,6 +647,10 @@ impl Vcpu for SvmVcpu {
         "AMD-V"
     }
 
+    fn set_xcr0(&mut self, value: u64) -> Result<(), ()> {
+        self.fpu.set_xcr0(value)
+    }
+
     fn set_io_intercept(&mut self, port: u16, intercept: bool) {
         crate::arch::x86::io::set_bitmap_port(self.iopm_pa, port, intercept);
     }
