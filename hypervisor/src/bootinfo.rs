@@ -463,3 +463,25 @@ mod tests {
         assert_eq!(bi.problems[0], Some(BootProblem::CmdlineTooLong));
     }
 }
+
+static BOOT: spin::Once<BootInfo> = spin::Once::new();
+
+/// Keeps the boot information for the rest of keel's life (once, at boot).
+pub fn set(bi: BootInfo) -> &'static BootInfo {
+    BOOT.call_once(|| bi)
+}
+
+/// The boot information, once [`set`].
+pub fn get() -> Option<&'static BootInfo> {
+    BOOT.get()
+}
+
+/// The firmware's memory map (empty before boot information exists).
+pub fn host_regions() -> &'static [Region] {
+    BOOT.get().map_or(&[], |b| b.regions())
+}
+
+/// The firmware's RSDP, if the loader passed one.
+pub fn host_rsdp() -> Option<u64> {
+    BOOT.get().and_then(|b| b.rsdp)
+}

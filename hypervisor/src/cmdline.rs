@@ -54,6 +54,9 @@ pub struct Options<'a> {
     /// I/O port of an exit device (QEMU's isa-debug-exit) used to report a
     /// failed run as a non-zero emulator status.
     pub debug_exit: Option<u16>,
+    /// Print the scheduler's state every 2 s (`sched_debug`), as the
+    /// debug key 'r' does once.
+    pub sched_debug: bool,
 }
 
 impl Default for Options<'_> {
@@ -69,6 +72,7 @@ impl Default for Options<'_> {
             test_fault: None,
             test_require_module: None,
             debug_exit: None,
+            sched_debug: false,
         }
     }
 }
@@ -207,6 +211,10 @@ pub fn parse<'a>(s: &'a str, mut report: impl FnMut(Problem<'a>)) -> Options<'a>
                 Some(v) if !v.is_empty() => o.test_require_module = Some(v),
                 _ => bad(&mut report),
             },
+            "sched_debug" => match value.map_or(Some(true), parse_bool) {
+                Some(b) => o.sched_debug = b,
+                None => bad(&mut report),
+            },
             "debug_exit" => match value.and_then(parse_u64) {
                 Some(p) if p <= 0xffff => o.debug_exit = Some(p as u16),
                 _ => bad(&mut report),
@@ -318,4 +326,19 @@ mod tests {
         let (_, p) = parse_all(&s);
         assert_eq!(p.len(), 7);
     }
+}
+
+static OPTIONS: spin::Once<Options<'static>> = spin::Once::new();
+
+/// Keeps the parsed command line (once, at boot).
+pub fn set(o: Options<'static>) -> &'static Options<'static> {
+    OPTIONS.call_once(|| o)
+}
+
+/// The command line's options (the defaults before [`set`]).
+pub fn get() -> &'static Options<'static> {
+    static DEFAULT: spin::Once<Options<'static>> = spin::Once::new();
+    OPTIONS
+        .get()
+        .unwrap_or_else(|| DEFAULT.call_once(Options::default))
 }

@@ -24,9 +24,17 @@ pub mod xen;
 extern crate alloc;
 
 pub mod arch;
+
+/// The most physical CPUs keel drives (affinity masks are 64 bits).
+pub const MAX_CPUS: usize = 64;
 #[cfg(target_os = "none")]
 pub mod boot;
 #[cfg(target_os = "none")]
 pub mod console;
 #[cfg(target_os = "none")]
+pub mod fatal;
+pub mod hypercall;
+#[cfg(target_os = "none")]
 pub mod kernel;
+#[cfg(target_os = "none")]
+pub mod selftest;

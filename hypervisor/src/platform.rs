@@ -39,6 +39,58 @@ mod imp {
     pub fn guest_console(bytes: &[u8]) {
         crate::console::guest_write(bytes);
     }
+
+    /// Serial input queued for dom0: up to `max` bytes handed to
+    /// `deliver`, which says whether it took them.
+    pub fn take_console_input(max: usize, deliver: &mut dyn FnMut(&[u8]) -> bool) -> usize {
+        crate::console::take_input(max, deliver)
+    }
+
+    /// Online physical CPUs.
+    pub fn cpu_count() -> usize {
+        smp::online_count() as usize
+    }
+
+    /// The local APIC ID of physical CPU `cpu`.
+    pub fn apic_id_of(cpu: usize) -> Option<u32> {
+        smp::apic_id_of(cpu as u32)
+    }
+
+    /// dom0's port I/O that keel traps but does not own, done on the
+    /// hardware for it.
+    pub fn port_in(port: u16, size: u8) -> u32 {
+        use crate::arch::x86::io;
+        match size {
+            1 => io::inb(port) as u32,
+            2 => io::inw(port) as u32,
+            _ => io::inl(port),
+        }
+    }
+
+    pub fn port_out(port: u16, size: u8, val: u32) {
+        use crate::arch::x86::io;
+        match size {
+            1 => io::outb(port, val as u8),
+            2 => io::outw(port, val as u16),
+            _ => io::outl(port, val),
+        }
+    }
+
+    /// dom0 EOId a level-triggered device interrupt that arrived on the
+    /// physical CPU with APIC ID `apic_id`: that local APIC's EOI.
+    pub fn device_eoi(apic_id: u32) {
+        crate::arch::x86::irq::eoi_for(apic_id);
+    }
+
+    /// Whether `port` is one of the host's PM1 control registers.
+    pub fn is_pm1_control(port: u16) -> bool {
+        crate::arch::x86::power::is_pm1_control(port)
+    }
+
+    /// Whether writing `val` to `port` would put the host into ACPI S5.
+    pub fn is_soft_off_write(port: u16, val: u16) -> bool {
+        crate::arch::x86::power::is_soft_off_write(port, val)
+    }
 }
 
 #[cfg(not(target_os = "none"))]
@@ -70,6 +122,36 @@ mod imp {
 
     pub fn guest_console(bytes: &[u8]) {
         CONSOLE.lock().unwrap().extend_from_slice(bytes);
+    }
+
+    pub fn take_console_input(_max: usize, _deliver: &mut dyn FnMut(&[u8]) -> bool) -> usize {
+        0
+    }
+
+    /// The fake machine has 4 CPUs, APIC IDs 0-3.
+    pub fn cpu_count() -> usize {
+        4
+    }
+
+    pub fn apic_id_of(cpu: usize) -> Option<u32> {
+        (cpu < 4).then_some(cpu as u32)
+    }
+
+    /// No devices: reads float high.
+    pub fn port_in(_port: u16, _size: u8) -> u32 {
+        u32::MAX
+    }
+
+    pub fn port_out(_port: u16, _size: u8, _val: u32) {}
+
+    pub fn device_eoi(_apic_id: u32) {}
+
+    pub fn is_pm1_control(_port: u16) -> bool {
+        false
+    }
+
+    pub fn is_soft_off_write(_port: u16, _val: u16) -> bool {
+        false
     }
 
     /// Moves the fake clock forward.

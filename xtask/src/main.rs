@@ -813,27 +813,39 @@ fn bench_vm_exits() -> Result<String> {
         let (Some((hc, backend)), Some((cpuid, _))) = (rate("hypercall"), rate("cpuid")) else {
             return Err(format!("{}: no bench lines on the console", s.name));
         };
+        // "(XEN) bench: evtchn-ping-pong: 20000 round trips in 1234 us = 32414 vCPU switches/s on one CPU (AMD-V)"
+        let switches = lines
+            .iter()
+            .find(|l| l.contains("bench: evtchn-ping-pong: "))
+            .and_then(|l| l.split_once(" = "))
+            .and_then(|(_, r)| r.split_once(" vCPU switches/s"))
+            .and_then(|(n, _)| n.trim().parse::<u64>().ok())
+            .ok_or_else(|| format!("{}: no ping-pong line on the console", s.name))?;
         let model = match s.emulator {
             keel_harness::Emulator::Qemu => format!("QEMU TCG -cpu {}", s.vendor.qemu_cpu()),
             keel_harness::Emulator::Bochs => format!("Bochs 2.7 {}", s.vendor.bochs_cpu()),
         };
-        rows.push((model, backend, hc, cpuid, wall));
+        rows.push((model, backend, hc, cpuid, switches, wall));
     }
     let base = rows.first().map(|r| r.2.max(1)).unwrap_or(1) as f64;
     let mut out = String::from(
         "## VM exits (keel's test guest)\n\n\
          `cargo xtask bench`: keel boots with `test=bench` and runs its test guest through 100,000 \
-         null hypercalls (VMCALL/VMMCALL) and 100,000 CPUIDs, each a full VM exit and re-entry. \
+         null hypercalls (VMCALL/VMMCALL) and 100,000 CPUIDs, each a full VM exit and re-entry; \
+         then two test-guest domains on one CPU ping-pong 20,000 times over an event channel \
+         (EVTCHNOP_send, SCHEDOP_poll): each round trip is two vCPU switches (block, pick, \
+         release the old vCPU's VMCS/FPU state, load the new one's). \
          Rates are exits per second of the emulated machine's TSC, which keel calibrates against \
          the PIT. **These are emulated figures**, measured side by side in one run: they compare \
          emulators and keel versions, not hardware. Real timings need KVM with nested \
          virtualization (`--accel kvm`).\n\n\
-         | machine | backend | null hypercall exits/s | CPUID exits/s | hypercall rate vs first row | run wall time |\n\
-         |---|---|---:|---:|---:|---:|\n",
+         | machine | backend | null hypercall exits/s | CPUID exits/s | vCPU switches/s (one CPU) | switches per null hypercall | hypercall rate vs first row | run wall time |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|\n",
     );
-    for (model, backend, hc, cpuid, wall) in &rows {
+    for (model, backend, hc, cpuid, switches, wall) in &rows {
         out += &format!(
-            "| {model} | {backend} | {hc} | {cpuid} | {:.2} | {wall:.1} s |\n",
+            "| {model} | {backend} | {hc} | {cpuid} | {switches} | {:.2} | {:.2} | {wall:.1} s |\n",
+            *switches as f64 / (*hc).max(1) as f64,
             *hc as f64 / base
         );
     }

@@ -18,8 +18,10 @@ const HVM_DOMID_PRESENT: u32 = 1 << 4;
 /// Who is asking: the parts of the answer that depend on the vCPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ctx {
-    /// The vCPU's number, which is also its (x2)APIC ID.
+    /// The vCPU's number (Xen's vcpu_id, in leaf 0x4000_0004).
     pub vcpu_id: u32,
+    /// Its (x2)APIC ID.
+    pub apic_id: u32,
     pub domid: u16,
     /// The guest's XCR0 (XSAVE sizes depend on it).
     pub xcr0: u64,
@@ -31,6 +33,7 @@ impl Ctx {
     pub fn new(vcpu_id: u32, domid: u16) -> Self {
         Ctx {
             vcpu_id,
+            apic_id: vcpu_id,
             domid,
             xcr0: 1,
             osxsave: false,
@@ -89,7 +92,7 @@ pub fn guest_cpuid(
     ctx: &Ctx,
     native: impl Fn(u32, u32) -> [u32; 4],
 ) -> [u32; 4] {
-    let (vcpu_id, domid) = (ctx.vcpu_id, ctx.domid);
+    let (vcpu_id, apic_id, domid) = (ctx.vcpu_id, ctx.apic_id, ctx.domid);
     let sig = |s: &[u8; 4]| u32::from_le_bytes(*s);
     match leaf {
         0x4000_0000 => [MAX_LEAF, sig(b"XenV"), sig(b"MMXe"), sig(b"nVMM")],
@@ -125,14 +128,14 @@ pub fn guest_cpuid(
                     // No thermal monitoring (ACPI, TM): its MSRs are the
                     // host's business.
                     d &= !MCE_MCA & !(1 << 22) & !(1 << 29);
-                    b = (b & 0x00ff_ffff) | (vcpu_id << 24);
+                    b = (b & 0x00ff_ffff) | (apic_id << 24);
                 }
                 // Power management: only the always-running APIC timer;
                 // no APERF/MPERF, energy-performance bias or HWP MSRs.
                 6 => (a, b, c, d) = (a & (1 << 2), 0, 0, 0),
                 // Extended topology: the x2APIC ID is the vCPU's.
-                0xb | 0x1f => d = vcpu_id,
-                0x8000_001e => a = vcpu_id,
+                0xb | 0x1f => d = apic_id,
+                0x8000_001e => a = apic_id,
                 // No nested SVM; AMD mirrors MCE/MCA here.
                 0x8000_0001 => {
                     c &= !(1 << 2);
@@ -150,9 +153,11 @@ pub fn guest_cpuid(
 /// `ctx.osxsave` is taken from the vCPU's CR4 here, and `ctx.xcr0` from
 /// the CPU: keel leaves the guest's XCR0 loaded across exits (AMD-V need
 /// not even intercept XSETBV), so XGETBV reads the guest's value.
-#[cfg(target_os = "none")]
 pub fn emulate(v: &mut dyn super::vcpu::Vcpu, ctx: Ctx, len: u8) {
+    #[cfg(target_os = "none")]
     let host_osxsave = crate::arch::x86::cpu::read_cr4() & (1 << 18) != 0;
+    #[cfg(not(target_os = "none"))]
+    let host_osxsave = false;
     let ctx = Ctx {
         osxsave: v.control_regs()[2] & (1 << 18) != 0,
         xcr0: if host_osxsave {

@@ -247,6 +247,14 @@ pub trait Vcpu {
     fn flush_p2m(&mut self);
     /// Which backend: "VT-x" or "AMD-V".
     fn backend(&self) -> &'static str;
+    /// Whether a spin-wait loop (PAUSE, past the CPU's pause filter where
+    /// it has one) exits, so that another vCPU waiting for this CPU can run.
+    fn set_pause_exiting(&mut self, on: bool);
+    /// The vCPU leaves this CPU: its hardware state is released here
+    /// (VMCLEAR on VT-x, its FPU state saved), so any CPU may run it next.
+    fn unbind(&mut self);
+    /// The instruction a guest's hypercall page uses: VMCALL or VMMCALL.
+    fn hypercall_insn(&self) -> [u8; 3];
     /// Whether an access to I/O `port` exits (the default for every port)
     /// or goes straight to the hardware (dom0's devices).
     fn set_io_intercept(&mut self, port: u16, intercept: bool);

@@ -48,8 +48,7 @@ pub const CAP_PERIOD_NS: u64 = 10_000_000;
 pub const DEFAULT_WEIGHT: u16 = 256;
 /// Xen's weight range.
 pub const MAX_WEIGHT: u16 = 65535;
-/// The most physical CPUs (affinity is a `u64` mask).
-pub const MAX_CPUS: usize = 64;
+use crate::MAX_CPUS;
 /// "Never": the timeslice of an idle CPU with nothing to wait for.
 pub const NEVER: u64 = u64::MAX;
 

@@ -1,4 +1,4 @@
-use super::*;
+use super::credit::*;
 use std::collections::HashMap;
 
 const A: VcpuRef = VcpuRef::new(1, 0);

@@ -189,6 +189,23 @@ pub fn hypercall(insn: HypercallInsn, nr: u64) -> u64 {
     rax
 }
 
+/// A Xen hypercall: RAX = `nr`, arguments in RDI, RSI, RDX; returns RAX.
+#[inline(always)]
+pub fn xen_hypercall(insn: HypercallInsn, nr: u64, a1: u64, a2: u64, a3: u64) -> i64 {
+    let mut rax = nr;
+    unsafe {
+        match insn {
+            HypercallInsn::Vmcall => {
+                asm!("vmcall", inout("rax") rax, in("rdi") a1, in("rsi") a2, in("rdx") a3, options(nostack))
+            }
+            HypercallInsn::Vmmcall => {
+                asm!("vmmcall", inout("rax") rax, in("rdi") a1, in("rsi") a2, in("rdx") a3, options(nostack))
+            }
+        }
+    }
+    rax as i64
+}
+
 /// Reports the result to keel and never returns.
 pub fn done(code: u32) -> ! {
     outl(crate::proto::DONE, code);

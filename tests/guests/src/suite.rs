@@ -253,7 +253,7 @@ fn hlt_timer() -> Result<(), Msg> {
 /// register but RAX. VMCALL on Intel-compatible CPUs, VMMCALL on AMD.
 fn hypercall() -> Result<(), Msg> {
     let insn = HypercallInsn::detect();
-    for (nr, want) in [(0u64, 0u64), (7, proto::ENOSYS as u64)] {
+    for (nr, want) in [(0u64, 0u64), (56, proto::ENOSYS as u64)] {
         let ((rax, regs), f) = expect_fault(3, || arch::hypercall_checked(insn, nr));
         if f.count != 0 {
             fail!(

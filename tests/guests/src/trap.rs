@@ -249,10 +249,12 @@ pub fn expect_fault<R>(insn_len: u8, f: impl FnOnce() -> R) -> (R, Faults) {
 #[no_mangle]
 extern "C" fn keel_guest_trap(f: &mut Frame) {
     if f.vector == proto::TIMER_VECTOR as u64 {
-        // keel's timer is edge-only with no APIC: nothing to acknowledge.
+        // keel's TIMER port arms the local APIC timer: EOI it (x2APIC).
         TICKS.fetch_add(1, SeqCst);
         #[cfg(feature = "qemu-smoke")]
         arch::outb(0x20, 0x20); // 8259 EOI
+        #[cfg(not(feature = "qemu-smoke"))]
+        arch::wrmsr(0x80b, 0);
         return;
     }
     let skip = SKIP.load(SeqCst);

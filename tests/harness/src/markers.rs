@@ -271,6 +271,17 @@ impl Console {
         Some(format!("{at} {msg}").trim().to_string())
     }
 
+    /// dom0's `KEEL-LINUX: sleep 1 took N ms`, if it printed it.
+    pub fn dom0_sleep_ms(&self) -> Option<u64> {
+        self.lines.iter().find_map(|l| {
+            if keel_text(l).is_some() {
+                return None;
+            }
+            let rest = l.split("KEEL-LINUX: sleep 1 took ").nth(1)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+    }
+
     /// The last `n` lines, for failure reports.
     pub fn tail(&self, n: usize) -> &[String] {
         &self.lines[self.lines.len().saturating_sub(n)..]

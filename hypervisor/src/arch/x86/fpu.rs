@@ -6,7 +6,8 @@
 //! move: save the owner's registers into its area, load the newcomer's.
 //! With XSAVE (every CPU keel's emulators model) that is XSAVE/XRSTOR of
 //! every component the owner's XCR0 enables, and the newcomer's XCR0 is
-//! loaded before its XRSTOR; without XSAVE it is FXSAVE/FXRSTOR of x87/SSE.
+//! loaded before its XRSTOR (each area records the XCR0 it was saved with);
+//! without XSAVE it is FXSAVE/FXRSTOR of x87/SSE.
 //! Both backends (VT-x and AMD-V) use this, so no guest ever sees another's
 //! registers, and a vCPU that moves to another CPU takes its state along
 //! ([`GuestFpu::release`] on the old CPU first). The host needs CR4.OSFXSR
@@ -43,7 +44,20 @@ fn area_size() -> usize {
 /// set, so keel sets it around its own XSAVE/XRSTOR.
 const XCR0_SSE: u64 = 1 << 1;
 
-/// Saves the CPU's state into `a`; the CPU's XCR0 is the owner's.
+/// Where an area keeps its vCPU's XCR0: in the legacy region's bytes
+/// 464-511, which are software's (XSAVE and FXSAVE never write them). The
+/// XCR0 is recorded at each save from the CPU itself, so it is right even
+/// where an XSETBV did not exit (QEMU TCG's SVM runs it in the guest).
+const XCR0_SLOT: usize = 464;
+/// The XSAVE header's XSTATE_BV (the components the area holds).
+const XSTATE_BV: usize = 512;
+
+fn area_xcr0(a: *const u8) -> u64 {
+    // SAFETY: `a` is a live area of at least 512 bytes (see `save`).
+    unsafe { core::ptr::read(a.add(XCR0_SLOT) as *const u64) }
+}
+
+/// Saves the CPU's state (and its XCR0, the owner's) into `a`.
 fn save(a: *mut u8) {
     if has_xsave() {
         let xcr0 = xgetbv0();
@@ -60,15 +74,26 @@ fn save(a: *mut u8) {
         if xcr0 & XCR0_SSE == 0 {
             xsetbv0(xcr0);
         }
+        // SAFETY: bytes 464-471 of the live area (software's, see
+        // XCR0_SLOT), and its XSAVE header's XSTATE_BV at 512. XSAVE leaves
+        // the XSTATE_BV bits of components outside XCR0 as they were; a
+        // component the guest has since turned off must not stay set, or
+        // the next XRSTOR (with that XCR0) faults.
+        unsafe {
+            core::ptr::write(a.add(XCR0_SLOT) as *mut u64, xcr0);
+            let bv = a.add(XSTATE_BV) as *mut u64;
+            core::ptr::write(bv, core::ptr::read(bv) & (xcr0 | XCR0_SSE));
+        }
     } else {
         // SAFETY: as above, 16-byte aligned and at least 512 bytes.
         unsafe { asm!("fxsave64 [{}]", in(reg) a, options(nostack)) };
     }
 }
 
-/// Loads the state in `a` and the guest's `xcr0`.
-fn restore(a: *const u8, xcr0: u64) {
+/// Loads the state in `a` and the XCR0 it was saved with.
+fn restore(a: *const u8) {
     if has_xsave() {
+        let xcr0 = area_xcr0(a);
         let with_sse = xcr0 | XCR0_SSE;
         if xgetbv0() != with_sse {
             xsetbv0(with_sse);
@@ -139,7 +164,6 @@ fn valid_xcr0(value: u64) -> bool {
 /// One vCPU's FPU/SIMD state and XCR0.
 pub struct GuestFpu {
     area: *mut u8,
-    xcr0: u64,
 }
 
 // SAFETY: the area is this vCPU's alone; it is only loaded, saved or freed
@@ -163,7 +187,8 @@ impl GuestFpu {
         let legacy = unsafe { core::slice::from_raw_parts_mut(area, 512) };
         legacy[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
         legacy[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
-        GuestFpu { area, xcr0: 1 }
+        legacy[XCR0_SLOT..XCR0_SLOT + 8].copy_from_slice(&1u64.to_le_bytes());
+        GuestFpu { area }
     }
 
     /// Makes this state the CPU's. Call with interrupts off, right before
@@ -175,7 +200,7 @@ impl GuestFpu {
             if !cur.is_null() {
                 save(cur);
             }
-            restore(self.area, self.xcr0);
+            restore(self.area);
             owner.store(self.area, Ordering::Relaxed);
         }
     }
@@ -187,7 +212,6 @@ impl GuestFpu {
             return Err(());
         }
         xsetbv0(value);
-        self.xcr0 = value;
         Ok(())
     }
 

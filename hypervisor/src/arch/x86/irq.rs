@@ -11,8 +11,8 @@
 //! serviced yet cannot storm. keel's own vectors (0xf0 and up) are of a
 //! higher priority class, so they still arrive meanwhile.
 
-use super::smp::MAX_CPUS;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::MAX_CPUS;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 pub const FIRST: u8 = 0x20;
 pub const LAST: u8 = 0xef;
@@ -54,4 +54,35 @@ pub fn take(cpu: usize) -> ([u64; 4], [u64; 4]) {
         }
     }
     (pending, level)
+}
+
+/// Per CPU: EOIs owed to its local APIC for level-triggered interrupts
+/// that dom0 finished while its vCPU ran on another CPU.
+static OWED_EOIS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+/// dom0 EOId a level-triggered interrupt that arrived on the CPU with
+/// `apic_id`: EOI that local APIC now if this is that CPU, else have that
+/// CPU do it (the interrupt stays in service there until then).
+pub fn eoi_for(apic_id: u32) {
+    let here = super::gdt::cpu_index() as usize;
+    if super::smp::apic_id_of(here as u32) == Some(apic_id) {
+        super::apic::eoi();
+        return;
+    }
+    let cpu = (0..super::smp::online_count() as usize)
+        .find(|&c| super::smp::apic_id_of(c as u32) == Some(apic_id));
+    if let Some(c) = cpu {
+        OWED_EOIS[c].fetch_add(1, Ordering::SeqCst);
+        crate::platform::kick_cpu(c);
+    }
+}
+
+/// EOIs this CPU owes (see [`eoi_for`]).
+pub fn run_pending_eois() {
+    let here = super::gdt::cpu_index() as usize;
+    if here < MAX_CPUS {
+        for _ in 0..OWED_EOIS[here].swap(0, Ordering::SeqCst) {
+            super::apic::eoi();
+        }
+    }
 }

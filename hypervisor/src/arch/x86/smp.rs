@@ -109,7 +109,7 @@ const OFF_ENTRY: usize = 32;
 const OFF_ARG: usize = 40;
 
 static ONLINE: AtomicU32 = AtomicU32::new(1);
-pub const MAX_CPUS: usize = 64;
+pub use crate::MAX_CPUS;
 static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(u32::MAX) }; MAX_CPUS];
 
 pub fn set_apic_id(index: u32, apic: u32) {

@@ -275,5 +275,5 @@ fn fatal_exception(f: &TrapFrame) -> ! {
         "    R13 {:#018x}  R14 {:#018x}  R15 {:#018x}",
         f.r13, f.r14, f.r15
     ));
-    crate::kernel::fatal_stop("exception")
+    crate::fatal::fatal_stop("exception")
 }

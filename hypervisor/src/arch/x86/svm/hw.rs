@@ -18,7 +18,7 @@ const MSR_VM_CR: u32 = 0xc001_0114;
 const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
 const EFER_SVME: u64 = 1 << 12;
 const VM_CR_SVMDIS: u64 = 1 << 4;
-const MAX_CPUS: usize = 64;
+use crate::MAX_CPUS;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Caps {
@@ -387,6 +387,9 @@ impl Vcpu for SvmVcpu {
         c.intercept_misc2 = intercept::VMRUN | intercept::VMMCALL | intercept::XSETBV;
         c.iopm_base_pa = iopm;
         c.msrpm_base_pa = msrpm;
+        // With PAUSE intercepted (`set_pause_exiting`), a spinning vCPU
+        // exits after this many PAUSEs where the CPU has a pause filter.
+        c.pause_filter_count = 3000;
         c.np_enable = 1;
         c.event_inj = 0;
         c.vintr = 1 << 24; // V_INTR_MASKING: the host keeps physical interrupts
@@ -645,6 +648,23 @@ impl Vcpu for SvmVcpu {
 
     fn backend(&self) -> &'static str {
         "AMD-V"
+    }
+
+    fn unbind(&mut self) {
+        self.fpu.release();
+    }
+
+    fn set_pause_exiting(&mut self, on: bool) {
+        let c = &mut self.vmcb().control;
+        if on {
+            c.intercept_misc1 |= intercept::PAUSE;
+        } else {
+            c.intercept_misc1 &= !intercept::PAUSE;
+        }
+    }
+
+    fn hypercall_insn(&self) -> [u8; 3] {
+        [0x0f, 0x01, 0xd9] // VMMCALL
     }
 
     fn set_xcr0(&mut self, value: u64) -> Result<(), ()> {

@@ -128,6 +128,8 @@ pub fn write_cr4(v: u64) {
 #[derive(Clone, Copy, Debug)]
 pub struct Caps {
     pub revision: u32,
+    /// PAUSE exiting can be turned on (`Vcpu::set_pause_exiting`).
+    pub pause_exiting: bool,
     pub pin: u32,
     pub proc: u32,
     pub proc2: u32,
@@ -237,6 +239,7 @@ fn compute_caps() -> Result<Caps, &'static str> {
         .map_err(|_| "VT-x: VM-entry control load-EFER not allowed")?;
     Ok(Caps {
         revision: (basic & msr::BASIC_REVISION_MASK) as u32,
+        pause_exiting: defs::optional_controls(proc::PAUSE_EXITING, proc_cap) != 0,
         pin,
         proc,
         proc2,
@@ -267,7 +270,7 @@ pub fn supported() -> Result<(), &'static str> {
     caps().map(|_| ())
 }
 
-pub const MAX_CPUS: usize = 256;
+use crate::MAX_CPUS;
 static ON: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 static VMXON_REGION: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 

@@ -154,6 +154,8 @@ pub struct VmxVcpu {
     /// instruction length), re-injected on the next entry.
     reinject: Option<(u32, u32, u32)>,
     window: bool,
+    /// Exit on PAUSE (while another vCPU waits for this CPU).
+    pause_exiting: bool,
     proc: u32,
     // Guest state as of the last exit (or reset): CR0/CR4 as the guest
     // sees them, EFER, entry controls, interruptibility.
@@ -247,6 +249,7 @@ impl VmxVcpu {
             event: None,
             reinject: None,
             window: false,
+            pause_exiting: false,
             proc: caps.proc,
             cr0: 0,
             cr3: 0,
@@ -273,6 +276,15 @@ impl VmxVcpu {
             let _ = hw::vmclear(self.vmcs);
             self.cpu = None;
             self.launched = false;
+            // This CPU's SYSCALL MSRs may be ours, but this vCPU may change
+            // them elsewhere before it comes back: reload them then.
+            let owner = &SYSCALL_OWNER[here as usize];
+            let _ = owner.compare_exchange(
+                self.vmcs,
+                0,
+                core::sync::atomic::Ordering::Relaxed,
+                core::sync::atomic::Ordering::Relaxed,
+            );
         }
     }
 
@@ -316,8 +328,11 @@ impl VmxVcpu {
                 self.launched = false;
                 self.setup_controls()?;
                 self.setup_host()?;
-                // A VPID may have been used before on this CPU.
+                // A VPID may have been used before on this CPU, and this
+                // CPU may hold translations of this p2m from before a change
+                // (another vCPU of the domain ran here then): flush both.
                 let _ = hw::invvpid(self.caps.invvpid_type(), self.vpid);
+                self.flush = true;
                 self.eptp_dirty = true;
                 self.interruptibility_dirty = true;
                 Ok(())
@@ -491,11 +506,16 @@ impl VmxVcpu {
             w(Field::GuestInterruptibility, self.interruptibility as u64)?;
             self.interruptibility_dirty = false;
         }
-        let want = if self.window {
+        let mut want = if self.window {
             self.proc | proc::INTERRUPT_WINDOW_EXITING
         } else {
             self.proc & !proc::INTERRUPT_WINDOW_EXITING
         };
+        if self.pause_exiting {
+            want |= proc::PAUSE_EXITING;
+        } else {
+            want &= !proc::PAUSE_EXITING;
+        }
         if want != self.proc {
             w(Field::ProcBasedControls, want as u64)?;
             self.proc = want;
@@ -963,6 +983,18 @@ impl Vcpu for VmxVcpu {
 
     fn backend(&self) -> &'static str {
         "VT-x"
+    }
+
+    fn unbind(&mut self) {
+        self.release();
+    }
+
+    fn set_pause_exiting(&mut self, on: bool) {
+        self.pause_exiting = on && self.caps.pause_exiting;
+    }
+
+    fn hypercall_insn(&self) -> [u8; 3] {
+        [0x0f, 0x01, 0xc1] // VMCALL
     }
 
     fn set_xcr0(&mut self, value: u64) -> Result<(), ()> {
