@@ -130,9 +130,9 @@ fn parse_dom0_mem(v: &str) -> Option<Dom0Mem> {
     for part in v.split(',') {
         if let Some(max) = part.strip_prefix("max:") {
             m.max = Some(parse_size(max)?);
-        } else if part.starts_with("min:") {
+        } else if let Some(min) = part.strip_prefix("min:") {
             // Accepted for Xen compatibility; keel has no ballooning floor yet.
-            parse_size(&part[4..])?;
+            parse_size(min)?;
         } else {
             m.size = Some(parse_size(part)?);
         }
@@ -236,6 +236,21 @@ fn normalize<'b>(name: &str, buf: &'b mut [u8; 32]) -> &'b str {
     core::str::from_utf8(&buf[..name.len()]).unwrap_or("")
 }
 
+static OPTIONS: spin::Once<Options<'static>> = spin::Once::new();
+
+/// Keeps the parsed command line (once, at boot).
+pub fn set(o: Options<'static>) -> &'static Options<'static> {
+    OPTIONS.call_once(|| o)
+}
+
+/// The command line's options (the defaults before [`set`]).
+pub fn get() -> &'static Options<'static> {
+    static DEFAULT: spin::Once<Options<'static>> = spin::Once::new();
+    OPTIONS
+        .get()
+        .unwrap_or_else(|| DEFAULT.call_once(Options::default))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,19 +341,4 @@ mod tests {
         let (_, p) = parse_all(&s);
         assert_eq!(p.len(), 7);
     }
-}
-
-static OPTIONS: spin::Once<Options<'static>> = spin::Once::new();
-
-/// Keeps the parsed command line (once, at boot).
-pub fn set(o: Options<'static>) -> &'static Options<'static> {
-    OPTIONS.call_once(|| o)
-}
-
-/// The command line's options (the defaults before [`set`]).
-pub fn get() -> &'static Options<'static> {
-    static DEFAULT: spin::Once<Options<'static>> = spin::Once::new();
-    OPTIONS
-        .get()
-        .unwrap_or_else(|| DEFAULT.call_once(Options::default))
 }

@@ -14,7 +14,7 @@ use crate::mm::paging::{walk, MapError, Mapper, PageSize, Pte, TableMemory};
 use crate::mm::{align_up, PAGE_SIZE};
 use crate::{boot, console};
 use linked_list_allocator::LockedHeap;
-use spin::{Mutex, Once};
+use spin::Once;
 
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
@@ -315,7 +315,6 @@ extern "C" fn on_keel_tables() -> ! {
     apic::calibrate_timer(khz);
     let bsp_apic = apic::id();
     gdt::mark_online(bsp_apic);
-    smp::set_apic_id(0, bsp_apic);
     log::info!("CPU0 online (APIC id {bsp_apic}, boot CPU)");
 
     // Application processors.
@@ -431,12 +430,11 @@ pub fn ap_main(index: u32) -> ! {
     apic::init(false, false, 0);
     let id = apic::id();
     gdt::mark_online(id);
-    smp::set_apic_id(index, id);
     log::info!("CPU{index} online (APIC id {id})");
     smp::note_online();
     loop {
         x86_64::instructions::interrupts::disable();
-        if let Some(job) = JOBS.get(index as usize).and_then(|j| j.lock().take()) {
+        if let Some(job) = crate::arch::x86::percpu::this().job.lock().take() {
             job();
             continue;
         }
@@ -445,8 +443,7 @@ pub fn ap_main(index: u32) -> ! {
     }
 }
 
-type Job = alloc::boxed::Box<dyn FnOnce() + Send>;
-static JOBS: [Mutex<Option<Job>>; smp::MAX_CPUS] = [const { Mutex::new(None) }; smp::MAX_CPUS];
+use crate::arch::x86::percpu::Job;
 
 /// Runs `job` on application processor `index` (which must be online and
 /// idle). Returns false if there is no such CPU.
@@ -454,7 +451,10 @@ pub fn run_on_cpu(index: u32, job: Job) -> bool {
     let Some(apic_id) = smp::apic_id_of(index).filter(|_| index != 0) else {
         return false;
     };
-    *JOBS[index as usize].lock() = Some(job);
+    let Some(cpu) = crate::arch::x86::percpu::get(index as usize) else {
+        return false;
+    };
+    *cpu.job.lock() = Some(job);
     apic::send_fixed(apic_id, trap::VECTOR_WAKE);
     true
 }

@@ -17,6 +17,7 @@ pub mod hvm;
 pub mod loader;
 pub mod mgmt;
 pub mod mm;
+pub mod percpu;
 pub mod platform;
 pub mod sched;
 pub mod xen;

@@ -552,7 +552,7 @@ fn cmd_test(a: &[String]) -> Result<u8> {
     let t_all = Instant::now();
     host::ensure_packages(&emulator::ALL_PACKAGES)?;
 
-    let mut host_result: Option<(bool, Duration)> = None;
+    let mut checks: Vec<Check> = Vec::new();
     if host_tests {
         eprintln!("==> host tests: cargo test (workspace default members)");
         let t = Instant::now();
@@ -561,7 +561,21 @@ fn cmd_test(a: &[String]) -> Result<u8> {
         let ok = status(c, "cargo test")
             .map_err(|e| eprintln!("{e}"))
             .is_ok();
-        host_result = Some((ok, t.elapsed()));
+        checks.push(Check::new(
+            "host-tests",
+            ok,
+            t,
+            "cargo test (workspace default members)",
+        ));
+        // Style and lints are part of the suite: CI enforces them.
+        for (name, args, what) in LINTS {
+            eprintln!("==> {name}: cargo {}", args.join(" "));
+            let t = Instant::now();
+            let mut c = cargo();
+            c.args(*args);
+            let ok = status(c, name).map_err(|e| eprintln!("{e}")).is_ok();
+            checks.push(Check::new(name, ok, t, what));
+        }
     }
 
     let t_build = Instant::now();
@@ -569,7 +583,7 @@ fn cmd_test(a: &[String]) -> Result<u8> {
         Ok(t) => t,
         Err(e) => {
             eprintln!("xtask: {e}: no emulator scenario can run");
-            print_summary(host_result, &[], t_build.elapsed(), t_all.elapsed());
+            print_summary(&checks, &[], t_build.elapsed(), t_all.elapsed());
             return Ok(1);
         }
     };
@@ -578,7 +592,7 @@ fn cmd_test(a: &[String]) -> Result<u8> {
             Ok(g) => fill(&mut scenarios, "testguest", &g),
             Err(e) => {
                 eprintln!("xtask: {e}: the guest scenarios cannot run");
-                print_summary(host_result, &[], t_build.elapsed(), t_all.elapsed());
+                print_summary(&checks, &[], t_build.elapsed(), t_all.elapsed());
                 return Ok(1);
             }
         }
@@ -586,7 +600,7 @@ fn cmd_test(a: &[String]) -> Result<u8> {
     if wants(&scenarios, "dom0") {
         if let Err(e) = fill_linux(&mut scenarios) {
             eprintln!("xtask: {e}: the Linux scenarios cannot run");
-            print_summary(host_result, &[], t_build.elapsed(), t_all.elapsed());
+            print_summary(&checks, &[], t_build.elapsed(), t_all.elapsed());
             return Ok(1);
         }
     }
@@ -619,25 +633,70 @@ fn cmd_test(a: &[String]) -> Result<u8> {
         }
         reports.push(r);
     }
-    let ok = print_summary(host_result, &reports, build_time, t_all.elapsed());
+    let ok = print_summary(&checks, &reports, build_time, t_all.elapsed());
     Ok(if ok { 0 } else { 1 })
 }
 
-fn print_summary(
-    host_result: Option<(bool, Duration)>,
-    reports: &[Report],
-    build: Duration,
-    total: Duration,
-) -> bool {
+/// The lint and style checks `cargo xtask test` runs after the host tests.
+const LINTS: &[(&str, &[&str], &str)] = &[
+    (
+        "fmt",
+        &["fmt", "--all", "--", "--check"],
+        "cargo fmt --all -- --check",
+    ),
+    (
+        "clippy-host",
+        &["clippy", "--all-targets", "--", "-D", "warnings"],
+        "cargo clippy --all-targets -- -D warnings (host crates)",
+    ),
+    (
+        "clippy-bare-metal",
+        &[
+            "clippy",
+            "-p",
+            "keel-hypervisor",
+            "-p",
+            "keel-test-guest",
+            "--target",
+            "x86_64-unknown-none",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        "cargo clippy of the kernel and the test guest for x86_64-unknown-none -- -D warnings",
+    ),
+];
+
+/// One non-scenario check of the suite (host tests, lints).
+struct Check {
+    name: &'static str,
+    ok: bool,
+    time: Duration,
+    what: &'static str,
+}
+
+impl Check {
+    fn new(name: &'static str, ok: bool, started: Instant, what: &'static str) -> Self {
+        Check {
+            name,
+            ok,
+            time: started.elapsed(),
+            what,
+        }
+    }
+}
+
+fn print_summary(checks: &[Check], reports: &[Report], build: Duration, total: Duration) -> bool {
     let mut out = String::from("\n================ keel test summary ================\n");
     let mut ok = true;
-    if let Some((h, t)) = host_result {
-        ok &= h;
+    for c in checks {
+        ok &= c.ok;
         out += &format!(
-            "{:<6} {:<30} {:>7.1}s  cargo test (workspace default members)\n",
-            if h { "ok" } else { "FAIL" },
-            "host-tests",
-            t.as_secs_f64()
+            "{:<6} {:<30} {:>7.1}s  {}\n",
+            if c.ok { "ok" } else { "FAIL" },
+            c.name,
+            c.time.as_secs_f64(),
+            c.what
         );
     }
     out += &format!(

@@ -103,7 +103,7 @@ pub fn handle(cx: &mut Ctx, exit: Exit) -> Step {
         Exit::Xsetbv { len } => {
             let r = *cx.hw.regs();
             let value = (r.rdx << 32) | (r.rax & 0xffff_ffff);
-            if r.rcx as u32 == 0 && cx.hw.set_xcr0(value).is_ok() {
+            if r.rcx as u32 == 0 && cx.hw.set_xcr0(value) {
                 cx.hw.skip(len);
             } else {
                 cx.hw.inject_gp();

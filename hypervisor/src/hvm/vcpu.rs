@@ -250,6 +250,10 @@ pub trait Vcpu {
     /// Whether a spin-wait loop (PAUSE, past the CPU's pause filter where
     /// it has one) exits, so that another vCPU waiting for this CPU can run.
     fn set_pause_exiting(&mut self, on: bool);
+    /// The TSC by which this run must end (keel's next timer), for a
+    /// backend that can bound a run by itself too (VT-x's preemption
+    /// timer); the host timer interrupt is the main bound.
+    fn set_deadline(&mut self, _tsc: Option<u64>) {}
     /// The vCPU leaves this CPU: its hardware state is released here
     /// (VMCLEAR on VT-x, its FPU state saved), so any CPU may run it next.
     fn unbind(&mut self);
@@ -259,8 +263,8 @@ pub trait Vcpu {
     /// or goes straight to the hardware (dom0's devices).
     fn set_io_intercept(&mut self, port: u16, intercept: bool);
     /// XSETBV: the guest's new XCR0 (loaded now, and whenever this vCPU's
-    /// FPU state is). Err: refused (#GP).
-    fn set_xcr0(&mut self, value: u64) -> Result<(), ()>;
+    /// FPU state is). False: refused (#GP).
+    fn set_xcr0(&mut self, value: u64) -> bool;
 
     /// Injects #GP(0), the answer to an MSR or instruction keel refuses.
     fn inject_gp(&mut self) {

@@ -55,8 +55,8 @@ impl HwVcpu for FakeHw {
         [0x0f, 0x01, 0xc1]
     }
     fn set_io_intercept(&mut self, _: u16, _: bool) {}
-    fn set_xcr0(&mut self, _: u64) -> Result<(), ()> {
-        Ok(())
+    fn set_xcr0(&mut self, _: u64) -> bool {
+        true
     }
 }
 

@@ -9,17 +9,16 @@
 //! while it is held (the vCPU's own `st` may be held around it).
 
 use super::credit::{Decision, SchedError, Scheduler, VcpuRef};
+use crate::percpu;
 use crate::platform;
-use crate::MAX_CPUS;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
 use spin::Mutex;
 
 static SCHED: Mutex<Option<Scheduler>> = Mutex::new(None);
-static RESCHED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
-/// vCPUs waiting in each CPU's run queue, published after every change
-/// (read without the lock by the CPU deciding whether spinning vCPUs
-/// should exit to let them run).
-static QUEUED: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+// Per CPU (in its `percpu::PerCpu` block): `resched`, and `queued`, the
+// vCPUs waiting in its run queue, published after every change (read
+// without the lock by the CPU deciding whether spinning vCPUs should exit
+// to let them run).
 
 /// Sets the machine's CPU count (at boot, before any vCPU is added).
 pub fn init(ncpus: usize) -> Result<(), SchedError> {
@@ -35,15 +34,18 @@ fn with<R>(f: impl FnOnce(&mut Scheduler) -> R) -> R {
     }
     let s = g.as_mut().unwrap();
     let r = f(s);
-    for (c, q) in QUEUED.iter().enumerate().take(s.ncpus()) {
-        q.store(s.runqueue(c).count() as u32, Ordering::Relaxed);
+    for c in 0..s.ncpus() {
+        if let Some(pc) = percpu::get(c) {
+            pc.queued
+                .store(s.runqueue(c).count() as u32, Ordering::Relaxed);
+        }
     }
     r
 }
 
 /// vCPUs waiting for `cpu` (as of the last scheduler change).
 pub fn queued(cpu: usize) -> u32 {
-    QUEUED.get(cpu).map_or(0, |q| q.load(Ordering::Relaxed))
+    percpu::get(cpu).map_or(0, |p| p.queued.load(Ordering::Relaxed))
 }
 
 /// The scheduler's clock: ns from the TSC.
@@ -54,8 +56,8 @@ pub fn now_ns() -> u64 {
 
 /// Makes `cpu` decide again soon.
 pub fn resched(cpu: usize) {
-    if let Some(f) = RESCHED.get(cpu) {
-        f.store(true, Ordering::SeqCst);
+    if let Some(p) = percpu::get(cpu) {
+        p.resched.store(true, Ordering::SeqCst);
     }
     if cpu != platform::cpu_index() {
         platform::kick_cpu(cpu);
@@ -71,9 +73,7 @@ fn kick(r: Result<Option<usize>, SchedError>) -> Result<(), SchedError> {
 
 /// Whether `cpu` was asked to decide again (and clears the request).
 pub fn take_resched(cpu: usize) -> bool {
-    RESCHED
-        .get(cpu)
-        .is_some_and(|f| f.swap(false, Ordering::SeqCst))
+    percpu::get(cpu).is_some_and(|p| p.resched.swap(false, Ordering::SeqCst))
 }
 
 pub fn add(v: VcpuRef, affinity: u64, home: usize, runnable: bool) -> Result<(), SchedError> {

@@ -23,13 +23,13 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-/// What each CPU is doing (for `dump`): 0 deciding, 1 in guest mode,
+/// What this CPU is doing (for `dump`): 0 deciding, 1 in guest mode,
 /// 2 handling an exit, 3 halted; and the TSC when it started that.
-static PHASE: [core::sync::atomic::AtomicU64; crate::MAX_CPUS] =
-    [const { core::sync::atomic::AtomicU64::new(0) }; crate::MAX_CPUS];
-
 fn phase(cpu: usize, p: u64) {
-    PHASE[cpu].store(
+    let Some(pc) = crate::percpu::get(cpu) else {
+        return;
+    };
+    pc.phase.store(
         p << 60 | (platform::tsc() & ((1 << 60) - 1)),
         Ordering::Relaxed,
     );
@@ -148,7 +148,7 @@ impl Cpu {
     /// dom0's device vectors that arrived on this CPU go to its vCPU with
     /// this CPU's APIC ID (dom0 routed them there).
     fn device_irqs(&mut self) {
-        let (got, level) = irq::take(self.index);
+        let (got, level) = irq::take();
         if got.iter().all(|&w| w == 0) {
             return;
         }
@@ -260,6 +260,7 @@ impl Cpu {
                     .flatten()
                     .min();
                 self.arm(next);
+                cx.hw.set_deadline(next);
                 let t0 = platform::tsc();
                 phase(self.index, 1);
                 let e = cx.hw.run();
@@ -333,8 +334,8 @@ fn block(d: &Arc<Domain>, v: &Vcpu, w: Wait) -> bool {
 pub fn dump() {
     let now = platform::tsc() & ((1 << 60) - 1);
     for c in 0..mech::ncpus() {
-        let p = PHASE[c].load(Ordering::Relaxed);
-        let ms = now.wrapping_sub(p & ((1 << 60) - 1)) / platform::tsc_khz().max(1);
+        let p = crate::percpu::get(c).map_or(0, |pc| pc.phase.load(Ordering::Relaxed));
+        let ms = now.saturating_sub(p & ((1 << 60) - 1)) / platform::tsc_khz().max(1);
         let what =
             ["deciding", "in guest mode", "handling an exit", "halted"][(p >> 60) as usize & 3];
         log::info!(

@@ -8,6 +8,8 @@ use crate::{println, proto, trap};
 pub fn triple_fault() -> ! {
     println!("about to triple fault");
     trap::load_empty_idt();
+    // SAFETY: deliberate: with the empty IDT int3 escalates to a triple fault and keel ends
+    // the guest, so nothing runs after it; if it returns, we only report FAIL.
     unsafe { core::arch::asm!("int3", options(nomem, nostack)) };
     println!("triple-fault: FAIL still running after int3 with an empty IDT");
     arch::done(proto::DONE_FAIL)
@@ -17,6 +19,8 @@ pub fn triple_fault() -> ! {
 /// (identity-mapped by our page tables); keel must kill the guest.
 pub fn bad_access() -> ! {
     println!("touching memory I do not own");
+    // SAFETY: deliberate bad access: the aligned address is identity-mapped but holds no Rust
+    // object and no guest RAM, so keel must kill the guest; a returned value is only printed.
     let v = unsafe { read_volatile(proto::NOT_OWNED_GPA as *const u64) };
     println!(
         "bad-access: FAIL read of {:#x} returned {:#x}",
@@ -106,6 +110,8 @@ pub fn spin() -> ! {
 pub fn halt() -> ! {
     println!("halting");
     loop {
+        // SAFETY: ring 0; sti/hlt touch no memory, and trap::init loaded the IDT, so whatever
+        // wakes the vCPU is handled by keel_guest_trap before we halt again.
         unsafe { core::arch::asm!("sti", "hlt", options(nomem, nostack)) }
     }
 }
@@ -167,7 +173,8 @@ pub fn ping_pong(pinger: bool) -> ! {
         timeout: 0,
     };
     let wait = || loop {
-        // SAFETY (test guest): shared_info is mapped at SHARED_INFO_GPA.
+        // SAFETY: add_to_physmap succeeded, so shared_info is mapped at the identity-mapped
+        // SHARED_INFO_GPA; `word` is an aligned evtchn_pending word that keel updates atomically.
         let w = unsafe { &*word };
         if w.fetch_and(!bit, core::sync::atomic::Ordering::SeqCst) & bit != 0 {
             return;

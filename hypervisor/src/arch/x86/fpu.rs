@@ -13,17 +13,12 @@
 //! ([`GuestFpu::release`] on the old CPU first). The host needs CR4.OSFXSR
 //! and CR4.OSXSAVE ([`enable_on_this_cpu`]).
 
-use super::{cpu, gdt, smp::MAX_CPUS};
+use super::{cpu, percpu};
 use core::arch::asm;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::Ordering;
 
 const CR4_OSFXSR: u64 = 1 << 9;
 const CR4_OSXSAVE: u64 = 1 << 18;
-
-/// Per CPU: the area of the vCPU whose state the registers hold (null:
-/// nobody's yet).
-static OWNER: [AtomicPtr<u8>; MAX_CPUS] =
-    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 
 fn has_xsave() -> bool {
     core::arch::x86_64::__cpuid(1).ecx & (1 << 26) != 0
@@ -65,7 +60,7 @@ fn save(a: *mut u8) {
             xsetbv0(xcr0 | XCR0_SSE);
         }
         // SAFETY: `a` is a live, 64-byte aligned area of `area_size()`
-        // bytes owned by a `GuestFpu` registered in OWNER (which
+        // bytes owned by a `GuestFpu` registered as a CPU's `fpu_owner` (which
         // unregisters before freeing it); XSAVE with all-ones RFBM writes
         // the components the current XCR0 (the owner's) enables.
         unsafe {
@@ -167,7 +162,7 @@ pub struct GuestFpu {
 }
 
 // SAFETY: the area is this vCPU's alone; it is only loaded, saved or freed
-// by the CPU that owns it at the time (see OWNER).
+// by the CPU that owns it at the time (see `ArchCpu::fpu_owner`).
 unsafe impl Send for GuestFpu {}
 
 fn layout() -> core::alloc::Layout {
@@ -194,7 +189,7 @@ impl GuestFpu {
     /// Makes this state the CPU's. Call with interrupts off, right before
     /// entering the guest.
     pub fn load(&mut self) {
-        let owner = &OWNER[gdt::cpu_index() as usize];
+        let owner = &percpu::this().fpu_owner;
         let cur = owner.load(Ordering::Relaxed);
         if cur != self.area {
             if !cur.is_null() {
@@ -206,13 +201,13 @@ impl GuestFpu {
     }
 
     /// XSETBV by the guest (which owns this CPU's state: it just ran).
-    /// Err: the value is refused (#GP).
-    pub fn set_xcr0(&mut self, value: u64) -> Result<(), ()> {
+    /// False: the value is refused (#GP).
+    pub fn set_xcr0(&mut self, value: u64) -> bool {
         if !has_xsave() || !valid_xcr0(value) || cpu::read_cr4() & CR4_OSXSAVE == 0 {
-            return Err(());
+            return false;
         }
         xsetbv0(value);
-        Ok(())
+        true
     }
 
     /// Saves the state out of this CPU if it holds it (before the vCPU moves
@@ -220,7 +215,7 @@ impl GuestFpu {
     pub fn release(&mut self) {
         let was = x86_64::instructions::interrupts::are_enabled();
         x86_64::instructions::interrupts::disable();
-        let owner = &OWNER[gdt::cpu_index() as usize];
+        let owner = &percpu::this().fpu_owner;
         if owner.load(Ordering::Relaxed) == self.area {
             save(self.area);
             owner.store(core::ptr::null_mut(), Ordering::Relaxed);

@@ -205,7 +205,7 @@ extern "C" fn keel_trap_dispatch(f: &mut TrapFrame) {
     match f.vector as u8 {
         0..=31 => fatal_exception(f),
         VECTOR_SPURIOUS => {}
-        v if super::irq::raise(gdt::cpu_index() as usize, v) => {} // dom0's: EOI later
+        v if super::irq::raise(v) => {} // dom0's: EOI later
         _ => super::apic::eoi(),
     }
 }

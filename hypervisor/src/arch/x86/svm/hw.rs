@@ -12,13 +12,11 @@ use crate::mm::phys::frames;
 use alloc::string::String;
 use core::sync::atomic::{AtomicU64, Ordering};
 use raw_cpuid::CpuId;
-use spin::Mutex;
 
 const MSR_VM_CR: u32 = 0xc001_0114;
 const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
 const EFER_SVME: u64 = 1 << 12;
 const VM_CR_SVMDIS: u64 = 1 << 4;
-use crate::MAX_CPUS;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Caps {
@@ -57,13 +55,12 @@ pub fn supported() -> Result<Caps, &'static str> {
     Ok(c)
 }
 
-struct PerCpu {
+/// A CPU's AMD-V state (in its per-CPU block).
+pub struct CpuState {
     hsave: u64,
     host_vmcb: u64,
     asids: AsidPool,
 }
-
-static PER_CPU: [Mutex<Option<PerCpu>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
 
 fn zeroed_frames(pages: u64) -> Result<u64, &'static str> {
     let f = frames()
@@ -77,15 +74,14 @@ fn zeroed_frames(pages: u64) -> Result<u64, &'static str> {
 /// Turns SVM on for this CPU (idempotent).
 pub fn enable_cpu() -> Result<(), &'static str> {
     let c = supported()?;
-    let i = gdt::cpu_index() as usize;
-    let mut slot = PER_CPU.get(i).ok_or("too many CPUs for SVM")?.lock();
+    let mut slot = crate::arch::x86::percpu::this().svm.lock();
     if slot.is_none() {
         let hsave = zeroed_frames(1)?;
         let host_vmcb = zeroed_frames(1)?;
         cpu::wrmsr(cpu::MSR_EFER, cpu::rdmsr(cpu::MSR_EFER) | EFER_SVME);
         fpu::enable_on_this_cpu();
         cpu::wrmsr(MSR_VM_HSAVE_PA, hsave);
-        *slot = Some(PerCpu {
+        *slot = Some(CpuState {
             hsave,
             host_vmcb,
             asids: AsidPool::new(c.asids),
@@ -453,7 +449,7 @@ impl Vcpu for SvmVcpu {
     fn run(&mut self) -> Exit {
         let here = gdt::cpu_index() as usize;
         let (host_vmcb, asid, flush_all) = {
-            let mut slot = PER_CPU[here].lock();
+            let mut slot = crate::arch::x86::percpu::this().svm.lock();
             let Some(pc) = slot.as_mut() else {
                 return Exit::InvalidGuestState {
                     detail: "SVM not enabled on this CPU",
@@ -667,7 +663,7 @@ impl Vcpu for SvmVcpu {
         [0x0f, 0x01, 0xd9] // VMMCALL
     }
 
-    fn set_xcr0(&mut self, value: u64) -> Result<(), ()> {
+    fn set_xcr0(&mut self, value: u64) -> bool {
         self.fpu.set_xcr0(value)
     }
 

@@ -125,10 +125,6 @@ const SYSCALL_MSRS: [u32; 5] = [
     0xc000_0102, // KERNEL_GS_BASE
 ];
 
-/// Per CPU: the VMCS of the vCPU whose SYSCALL MSRs the CPU holds.
-static SYSCALL_OWNER: [core::sync::atomic::AtomicU64; crate::arch::x86::smp::MAX_CPUS] =
-    [const { core::sync::atomic::AtomicU64::new(0) }; crate::arch::x86::smp::MAX_CPUS];
-
 /// EFER bits a guest may set on an Intel CPU.
 const EFER_WRITABLE: u64 = bits::EFER_SCE | bits::EFER_LME | bits::EFER_NXE;
 
@@ -156,6 +152,8 @@ pub struct VmxVcpu {
     window: bool,
     /// Exit on PAUSE (while another vCPU waits for this CPU).
     pause_exiting: bool,
+    /// keel's next deadline for this run (TSC), for the preemption timer.
+    deadline: Option<u64>,
     proc: u32,
     // Guest state as of the last exit (or reset): CR0/CR4 as the guest
     // sees them, EFER, entry controls, interruptibility.
@@ -250,6 +248,7 @@ impl VmxVcpu {
             reinject: None,
             window: false,
             pause_exiting: false,
+            deadline: None,
             proc: caps.proc,
             cr0: 0,
             cr3: 0,
@@ -278,7 +277,7 @@ impl VmxVcpu {
             self.launched = false;
             // This CPU's SYSCALL MSRs may be ours, but this vCPU may change
             // them elsewhere before it comes back: reload them then.
-            let owner = &SYSCALL_OWNER[here as usize];
+            let owner = &crate::arch::x86::percpu::this().syscall_owner;
             let _ = owner.compare_exchange(
                 self.vmcs,
                 0,
@@ -519,6 +518,12 @@ impl VmxVcpu {
         if want != self.proc {
             w(Field::ProcBasedControls, want as u64)?;
             self.proc = want;
+        }
+        if let Some(rate) = self.caps.preemption_rate {
+            let left = self
+                .deadline
+                .map_or(u64::MAX, |d| d.saturating_sub(cpu::rdtsc()) >> rate);
+            w(Field::GuestPreemptionTimer, left.min(u32::MAX as u64))?;
         }
         w(Field::GuestRip, self.regs.rip)?;
         w(Field::GuestRsp, self.regs.rsp)?;
@@ -920,7 +925,7 @@ impl Vcpu for VmxVcpu {
     fn run(&mut self) -> Exit {
         let was = x86_64::instructions::interrupts::are_enabled();
         x86_64::instructions::interrupts::disable();
-        let owner = &SYSCALL_OWNER[gdt::cpu_index() as usize];
+        let owner = &crate::arch::x86::percpu::this().syscall_owner;
         if self.syscall_reload || owner.load(core::sync::atomic::Ordering::Relaxed) != self.vmcs {
             self.syscall_reload = false;
             for (m, v) in SYSCALL_MSRS.iter().zip(self.syscall_msrs) {
@@ -993,11 +998,15 @@ impl Vcpu for VmxVcpu {
         self.pause_exiting = on && self.caps.pause_exiting;
     }
 
+    fn set_deadline(&mut self, tsc: Option<u64>) {
+        self.deadline = tsc;
+    }
+
     fn hypercall_insn(&self) -> [u8; 3] {
         [0x0f, 0x01, 0xc1] // VMCALL
     }
 
-    fn set_xcr0(&mut self, value: u64) -> Result<(), ()> {
+    fn set_xcr0(&mut self, value: u64) -> bool {
         self.fpu.set_xcr0(value)
     }
 
