@@ -57,6 +57,8 @@ pub struct Options<'a> {
     /// Print the scheduler's state every 2 s (`sched_debug`), as the
     /// debug key 'r' does once.
     pub sched_debug: bool,
+    /// Print the host's CPUID leaves at boot (`cpuid_dump`).
+    pub cpuid_dump: bool,
 }
 
 impl Default for Options<'_> {
@@ -73,6 +75,7 @@ impl Default for Options<'_> {
             test_require_module: None,
             debug_exit: None,
             sched_debug: false,
+            cpuid_dump: false,
         }
     }
 }
@@ -213,6 +216,10 @@ pub fn parse<'a>(s: &'a str, mut report: impl FnMut(Problem<'a>)) -> Options<'a>
             },
             "sched_debug" => match value.map_or(Some(true), parse_bool) {
                 Some(b) => o.sched_debug = b,
+                None => bad(&mut report),
+            },
+            "cpuid_dump" => match value.map_or(Some(true), parse_bool) {
+                Some(b) => o.cpuid_dump = b,
                 None => bad(&mut report),
             },
             "debug_exit" => match value.and_then(parse_u64) {

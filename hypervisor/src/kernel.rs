@@ -96,6 +96,9 @@ pub fn start(bi: BootInfo) -> ! {
         f.vmx,
         f.svm
     );
+    if crate::cmdline::get().cpuid_dump {
+        crate::hvm::cpuid::dump_host();
+    }
     NX.call_once(|| f.nx);
 
     let (cr3, directmap, stack_top) = match build_page_tables(bi, &mut frames, f.nx, f.gib_pages) {

@@ -56,6 +56,11 @@ mod imp {
         smp::apic_id_of(cpu as u32)
     }
 
+    /// An AMD (or Hygon) CPU: the AMD-only MSRs exist.
+    pub fn amd() -> bool {
+        cpu::features().vendor == cpu::Vendor::Amd
+    }
+
     /// dom0's port I/O that keel traps but does not own, done on the
     /// hardware for it.
     pub fn port_in(port: u16, size: u8) -> u32 {
@@ -135,6 +140,11 @@ mod imp {
 
     pub fn apic_id_of(cpu: usize) -> Option<u32> {
         (cpu < 4).then_some(cpu as u32)
+    }
+
+    /// The fake machine's CPUs are AMD's.
+    pub fn amd() -> bool {
+        true
     }
 
     /// No devices: reads float high.

@@ -42,8 +42,10 @@ pub fn handle(cx: &mut Ctx, exit: Exit) -> Step {
     }
     match exit {
         Exit::Cpuid { len } => {
+            let max_apic_id = cx.dom.vcpus.iter().map(|v| v.apic_id).max().unwrap_or(0);
             let c = cpuid::Ctx {
                 apic_id: cx.vcpu.apic_id,
+                topo: cpuid::Topology::new(cx.dom.vcpus.len() as u32, max_apic_id),
                 ..cpuid::Ctx::new(cx.vcpu.id, cx.dom.id)
             };
             cpuid::emulate(cx.hw, c, len);
@@ -100,6 +102,7 @@ pub fn handle(cx: &mut Ctx, exit: Exit) -> Step {
             cx.hw.skip(len);
             crate::sched::yield_(cx.vcpu.sched_ref());
         }
+        Exit::MonitorMwait => cx.hw.inject_ud(),
         Exit::Xsetbv { len } => {
             let r = *cx.hw.regs();
             let value = (r.rdx << 32) | (r.rax & 0xffff_ffff);
@@ -167,6 +170,12 @@ fn rdmsr(cx: &mut Ctx, msr: u32) -> Option<u64> {
         // AMD SYSCFG: nothing enabled. NB_CFG: nothing set (Linux reads
         // it, unguarded, on some AMD families).
         0xc001_0010 | 0xc001_001f => 0,
+        // AMD HWCR: the TSC counts at the P0 frequency (TscFreqSel), as Xen
+        // reports; Linux checks it, unguarded, where TSC is invariant.
+        HWCR if crate::platform::amd() => HWCR_TSC_FREQ_SEL,
+        // AMD OS visible workarounds (CPUID 0x8000_0001 ECX[9]): no errata
+        // IDs known, so Linux goes by family and model.
+        0xc001_0140 | 0xc001_0141 if crate::platform::amd() => 0,
         // IA32_MISC_ENABLE: fast strings; no BTS, no PEBS; XD not
         // disabled. Linux's early verify_cpu reads it without a fault
         // handler on Intel CPUs.
@@ -177,6 +186,9 @@ fn rdmsr(cx: &mut Ctx, msr: u32) -> Option<u64> {
         }
     })
 }
+
+const HWCR: u32 = 0xc001_0015;
+const HWCR_TSC_FREQ_SEL: u64 = 1 << 24;
 
 fn wrmsr(cx: &mut Ctx, msr: u32, value: u64) -> Result<(), ()> {
     if let Some(t) = test_state(cx) {
@@ -236,6 +248,8 @@ fn wrmsr(cx: &mut Ctx, msr: u32, value: u64) -> Result<(), ()> {
         0x3b if value == 0 => {}
         // AMD NB_CFG: accepted, ignored (see rdmsr).
         0xc001_001f => {}
+        // AMD HWCR: only the value it reads.
+        HWCR if crate::platform::amd() && value == HWCR_TSC_FREQ_SEL => {}
         cpuid::HYPERCALL_PAGE_MSR if !cx.dom.is_test() => {
             if let Err(e) = write_hypercall_page(cx, value & !0xfff) {
                 log::warn!("d{}: {e}", cx.dom.id);

@@ -147,6 +147,10 @@ pub enum Exit {
     Xsetbv {
         len: u8,
     },
+    /// MONITOR, MWAIT or MONITORX/MWAITX. keel's CPUID offers none of
+    /// them (a guest sleeping in MWAIT with interrupts off could hold a
+    /// shared CPU for good), so they raise #UD, as on Xen.
+    MonitorMwait,
     NestedPageFault {
         gpa: u64,
         access: Access,
@@ -271,6 +275,14 @@ pub trait Vcpu {
         self.inject(Event::Exception {
             vector: 13,
             error_code: Some(0),
+        });
+    }
+
+    /// Raises #UD (an instruction the guest's CPUID does not offer).
+    fn inject_ud(&mut self) {
+        self.inject(Event::Exception {
+            vector: 6,
+            error_code: None,
         });
     }
 

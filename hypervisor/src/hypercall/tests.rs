@@ -542,7 +542,8 @@ fn blocked_vcpus_wake_on_their_condition() {
 }
 
 /// The exit path: HLT blocks (or parks with interrupts off), CPUID answers
-/// Xen's leaves, a bad MSR value is a #GP, the hypercall page is written.
+/// Xen's leaves, a bad MSR value is a #GP, MWAIT is a #UD, the hypercall
+/// page is written.
 #[test]
 fn the_exit_path_serves_the_common_exits() {
     use crate::domain::Wait;
@@ -585,6 +586,53 @@ fn the_exit_path_serves_the_common_exits() {
         t.hw.injected.last(),
         Some(Event::Exception { vector: 13, .. })
     ));
+    // AMD's HWCR says the TSC counts at P0; OSVW knows no errata; a
+    // write that changes HWCR is a #GP.
+    t.hw.regs.rcx = 0xc001_0015;
+    assert_eq!(
+        step(
+            &mut t,
+            Exit::MsrRead {
+                msr: 0xc001_0015,
+                len: 2
+            }
+        ),
+        Step::Go
+    );
+    assert_eq!((t.hw.regs.rdx << 32) | t.hw.regs.rax, 1 << 24);
+    t.hw.regs.rax = 7;
+    assert_eq!(
+        step(
+            &mut t,
+            Exit::MsrRead {
+                msr: 0xc001_0140,
+                len: 2
+            }
+        ),
+        Step::Go
+    );
+    assert_eq!(t.hw.regs.rax, 0);
+    let n = t.hw.injected.len();
+    let hwcr = |value| Exit::MsrWrite {
+        msr: 0xc001_0015,
+        value,
+        len: 2,
+    };
+    assert_eq!(step(&mut t, hwcr(1 << 24)), Step::Go);
+    assert_eq!(t.hw.injected.len(), n, "the value it reads is accepted");
+    assert_eq!(step(&mut t, hwcr(1 << 30)), Step::Go);
+    assert_eq!(t.hw.injected.len(), n + 1, "anything else is a #GP");
+    let rip = t.hw.regs.rip;
+    // MONITOR/MWAIT(X): not offered, so #UD with RIP unchanged.
+    assert_eq!(step(&mut t, Exit::MonitorMwait), Step::Go);
+    assert_eq!(t.hw.regs.rip, rip);
+    assert_eq!(
+        t.hw.injected.last(),
+        Some(&Event::Exception {
+            vector: 6,
+            error_code: None
+        })
+    );
     // The hypercall page: inside RAM, written with VMCALL entries; outside, #GP.
     assert_eq!(
         step(

@@ -374,13 +374,19 @@ impl Vcpu for SvmVcpu {
         c.intercept_exceptions = 1 << 8;
         c.intercept_misc1 = intercept::INTR
             | intercept::NMI
+            | intercept::SMI
             | intercept::INIT
             | intercept::CPUID
             | intercept::HLT
             | intercept::IOIO_PROT
             | intercept::MSR_PROT
             | intercept::SHUTDOWN;
-        c.intercept_misc2 = intercept::VMRUN | intercept::VMMCALL | intercept::XSETBV;
+        c.intercept_misc2 = intercept::VMRUN
+            | intercept::VMMCALL
+            | intercept::XSETBV
+            | intercept::MONITOR
+            | intercept::MWAIT
+            | intercept::MWAIT_ARMED;
         c.iopm_base_pa = iopm;
         c.msrpm_base_pa = msrpm;
         // With PAUSE intercepted (`set_pause_exiting`), a spinning vCPU

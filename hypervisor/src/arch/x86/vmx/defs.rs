@@ -406,6 +406,8 @@ pub mod reason {
     pub const RDMSR: u16 = 31;
     pub const WRMSR: u16 = 32;
     pub const INVALID_GUEST_STATE: u16 = 33;
+    pub const MWAIT: u16 = 36;
+    pub const MONITOR: u16 = 39;
     pub const MSR_LOADING: u16 = 34;
     pub const PAUSE: u16 = 40;
     pub const MACHINE_CHECK: u16 = 41;
@@ -527,6 +529,7 @@ pub fn decode_exit(raw: &RawExit, regs: &Regs) -> Exit {
         reason::VMCALL => Exit::Hypercall { len },
         reason::PAUSE => Exit::Pause { len },
         reason::XSETBV => Exit::Xsetbv { len },
+        reason::MONITOR | reason::MWAIT => Exit::MonitorMwait,
         reason::CR_ACCESS => {
             let (cr, ty, gpr, _) = cr_access(q);
             match ty {
@@ -1000,6 +1003,8 @@ mod tests {
         assert_eq!(decode_exit(&raw(7, 0, 0), &r), Exit::InterruptWindow);
         assert_eq!(decode_exit(&raw(1, 0, 0), &r), Exit::ExternalInterrupt);
         assert_eq!(decode_exit(&raw(55, 0, 3), &r), Exit::Xsetbv { len: 3 });
+        assert_eq!(decode_exit(&raw(36, 0, 3), &r), Exit::MonitorMwait);
+        assert_eq!(decode_exit(&raw(39, 0, 3), &r), Exit::MonitorMwait);
         assert_eq!(
             decode_exit(&raw(9, 0, 0), &r),
             Exit::Unhandled { reason: 9 }

@@ -221,6 +221,8 @@ fn compute_caps() -> Result<Caps, &'static str> {
         | preemption;
     let proc = defs::adjust_controls(
         proc::HLT_EXITING
+            | proc::MWAIT_EXITING
+            | proc::MONITOR_EXITING
             | proc::CR8_LOAD_EXITING
             | proc::CR8_STORE_EXITING
             | proc::USE_IO_BITMAPS
