@@ -354,11 +354,7 @@ pub mod multiboot2 {
                 // The tag holds a copy of the RSDP; its address is valid as
                 // long as the information structure is kept (it is reserved).
                 TAG_ACPI_NEW => bi.rsdp = Some(info_phys + off as u64 + 8),
-                TAG_ACPI_OLD => {
-                    if bi.rsdp.is_none() {
-                        bi.rsdp = Some(info_phys + off as u64 + 8)
-                    }
-                }
+                TAG_ACPI_OLD if bi.rsdp.is_none() => bi.rsdp = Some(info_phys + off as u64 + 8),
                 _ => {}
             }
             off = (off + size + 7) & !7;
@@ -372,7 +368,7 @@ pub mod multiboot2 {
             out.extend_from_slice(&ty.to_le_bytes());
             out.extend_from_slice(&(8 + body.len() as u32).to_le_bytes());
             out.extend_from_slice(body);
-            while out.len() % 8 != 0 {
+            while !out.len().is_multiple_of(8) {
                 out.push(0);
             }
         }
@@ -385,6 +381,28 @@ pub mod multiboot2 {
             out
         }
     }
+}
+
+static BOOT: spin::Once<BootInfo> = spin::Once::new();
+
+/// Keeps the boot information for the rest of keel's life (once, at boot).
+pub fn set(bi: BootInfo) -> &'static BootInfo {
+    BOOT.call_once(|| bi)
+}
+
+/// The boot information, once [`set`].
+pub fn get() -> Option<&'static BootInfo> {
+    BOOT.get()
+}
+
+/// The firmware's memory map (empty before boot information exists).
+pub fn host_regions() -> &'static [Region] {
+    BOOT.get().map_or(&[], |b| b.regions())
+}
+
+/// The firmware's RSDP, if the loader passed one.
+pub fn host_rsdp() -> Option<u64> {
+    BOOT.get().and_then(|b| b.rsdp)
 }
 
 #[cfg(test)]

@@ -54,6 +54,11 @@ pub struct Options<'a> {
     /// I/O port of an exit device (QEMU's isa-debug-exit) used to report a
     /// failed run as a non-zero emulator status.
     pub debug_exit: Option<u16>,
+    /// Print the scheduler's state every 2 s (`sched_debug`), as the
+    /// debug key 'r' does once.
+    pub sched_debug: bool,
+    /// Print the host's CPUID leaves at boot (`cpuid_dump`).
+    pub cpuid_dump: bool,
 }
 
 impl Default for Options<'_> {
@@ -69,6 +74,8 @@ impl Default for Options<'_> {
             test_fault: None,
             test_require_module: None,
             debug_exit: None,
+            sched_debug: false,
+            cpuid_dump: false,
         }
     }
 }
@@ -126,9 +133,9 @@ fn parse_dom0_mem(v: &str) -> Option<Dom0Mem> {
     for part in v.split(',') {
         if let Some(max) = part.strip_prefix("max:") {
             m.max = Some(parse_size(max)?);
-        } else if part.starts_with("min:") {
+        } else if let Some(min) = part.strip_prefix("min:") {
             // Accepted for Xen compatibility; keel has no ballooning floor yet.
-            parse_size(&part[4..])?;
+            parse_size(min)?;
         } else {
             m.size = Some(parse_size(part)?);
         }
@@ -207,6 +214,14 @@ pub fn parse<'a>(s: &'a str, mut report: impl FnMut(Problem<'a>)) -> Options<'a>
                 Some(v) if !v.is_empty() => o.test_require_module = Some(v),
                 _ => bad(&mut report),
             },
+            "sched_debug" => match value.map_or(Some(true), parse_bool) {
+                Some(b) => o.sched_debug = b,
+                None => bad(&mut report),
+            },
+            "cpuid_dump" => match value.map_or(Some(true), parse_bool) {
+                Some(b) => o.cpuid_dump = b,
+                None => bad(&mut report),
+            },
             "debug_exit" => match value.and_then(parse_u64) {
                 Some(p) if p <= 0xffff => o.debug_exit = Some(p as u16),
                 _ => bad(&mut report),
@@ -226,6 +241,21 @@ fn normalize<'b>(name: &str, buf: &'b mut [u8; 32]) -> &'b str {
     }
     // Only ASCII '-' was replaced, so the bytes stay valid UTF-8.
     core::str::from_utf8(&buf[..name.len()]).unwrap_or("")
+}
+
+static OPTIONS: spin::Once<Options<'static>> = spin::Once::new();
+
+/// Keeps the parsed command line (once, at boot).
+pub fn set(o: Options<'static>) -> &'static Options<'static> {
+    OPTIONS.call_once(|| o)
+}
+
+/// The command line's options (the defaults before [`set`]).
+pub fn get() -> &'static Options<'static> {
+    static DEFAULT: spin::Once<Options<'static>> = spin::Once::new();
+    OPTIONS
+        .get()
+        .unwrap_or_else(|| DEFAULT.call_once(Options::default))
 }
 
 #[cfg(test)]

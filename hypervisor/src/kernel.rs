@@ -6,21 +6,19 @@
 //! heap, ACPI, the local APIC and TSC, and the application processors.
 
 use crate::arch::x86::{acpi, apic, cpu, gdt, power, smp, time, trap};
-use crate::bootinfo::{BootInfo, BootProblem, RegionKind};
-use crate::cmdline::{self, Fault, Options};
+use crate::bootinfo::{self, BootInfo, BootProblem, RegionKind};
+use crate::cmdline::{self, Fault};
+use crate::fatal::fatal_message;
 use crate::mm::frame::FrameAllocator;
 use crate::mm::paging::{walk, MapError, Mapper, PageSize, Pte, TableMemory};
 use crate::mm::{align_up, PAGE_SIZE};
 use crate::{boot, console};
 use linked_list_allocator::LockedHeap;
-use spin::{Mutex, Once};
+use spin::Once;
 
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
 
-static BOOT: Once<BootInfo> = Once::new();
-static OPTIONS: Once<Options<'static>> = Once::new();
-pub static FRAMES: Mutex<FrameAllocator> = Mutex::new(FrameAllocator::new());
 static KERNEL_CR3: Once<u64> = Once::new();
 static TRAMPOLINE_PHYS: Once<u64> = Once::new();
 static NX: Once<bool> = Once::new();
@@ -31,10 +29,6 @@ const AP_STACK_PAGES: u64 = 16;
 /// first one the image does not occupy is used.
 const DIRECTMAP_BASES: [u64; 2] = [0xffff_8880_0000_0000, 0xffff_c880_0000_0000];
 
-pub fn options() -> &'static Options<'static> {
-    OPTIONS.get().expect("options parsed at boot")
-}
-
 pub fn start(bi: BootInfo) -> ! {
     cpu::set_phys_offset(bi.phys_offset);
     console::init();
@@ -43,7 +37,7 @@ pub fn start(bi: BootInfo) -> ! {
     trap::load_idt();
     apic::disable_legacy_pic();
 
-    let bi: &'static BootInfo = BOOT.call_once(|| bi);
+    let bi: &'static BootInfo = bootinfo::set(bi);
     // First pass only for loglvl/console, so the second pass's reports obey them.
     let quiet = cmdline::parse(bi.cmdline(), |_| {});
     console::set_enabled(quiet.console != cmdline::Console::None);
@@ -54,7 +48,9 @@ pub fn start(bi: BootInfo) -> ! {
     );
     log::info!("loader: {}", bi.loader.name());
     log::info!("command line: {}", bi.cmdline());
-    OPTIONS.call_once(|| cmdline::parse(bi.cmdline(), |p| log::error!("cmdline: {p}")));
+    cmdline::set(cmdline::parse(bi.cmdline(), |p| {
+        log::error!("cmdline: {p}")
+    }));
     for p in bi.problems.iter().flatten() {
         match p {
             BootProblem::ModuleArchive(e) => log::error!("boot modules: archive rejected: {e}"),
@@ -72,7 +68,7 @@ pub fn start(bi: BootInfo) -> ! {
     for r in bi.regions() {
         log::info!(" {:#014x} - {:#014x} {}", r.start, r.end, r.kind.name());
     }
-    let mut frames = FRAMES.lock();
+    let mut frames = crate::mm::phys::frames();
     for r in bi.regions().iter().filter(|r| r.kind == RegionKind::Usable) {
         frames.add_free(r.start, r.end.min(bi.phys_mapped_limit));
     }
@@ -87,7 +83,7 @@ pub fn start(bi: BootInfo) -> ! {
     );
     if frames.free_bytes() < 16 << 20 {
         drop(frames);
-        fatal_message("less than 16 MiB of usable memory");
+        fatal_message(format_args!("less than 16 MiB of usable memory"));
     }
 
     let f = cpu::features();
@@ -100,13 +96,16 @@ pub fn start(bi: BootInfo) -> ! {
         f.vmx,
         f.svm
     );
+    if crate::cmdline::get().cpuid_dump {
+        crate::hvm::cpuid::dump_host();
+    }
     NX.call_once(|| f.nx);
 
     let (cr3, directmap, stack_top) = match build_page_tables(bi, &mut frames, f.nx, f.gib_pages) {
         Ok(x) => x,
         Err(e) => {
             drop(frames);
-            fatal_message_fmt(format_args!("building keel's page tables: {e:?}"));
+            fatal_message(format_args!("building keel's page tables: {e:?}"));
         }
     };
     drop(frames);
@@ -217,8 +216,8 @@ fn build_page_tables(
 
 extern "C" fn on_keel_tables() -> ! {
     cpu::set_phys_offset(*DIRECTMAP.get().unwrap());
-    let opts = options();
-    let bi = BOOT.get().unwrap();
+    let opts = cmdline::get();
+    let bi = bootinfo::get().expect("boot information kept at boot");
     log::info!(
         "paging: keel's page tables live (W^X, direct map at {:#x})",
         cpu::phys_offset()
@@ -226,11 +225,11 @@ extern "C" fn on_keel_tables() -> ! {
 
     // Heap: 1/16 of free memory, between 4 and 64 MiB.
     {
-        let mut frames = FRAMES.lock();
+        let mut frames = crate::mm::phys::frames();
         let size = (frames.free_bytes() / 16).clamp(4 << 20, 64 << 20) & !(PAGE_SIZE - 1);
         let Some(base) = frames.alloc(size / PAGE_SIZE) else {
             drop(frames);
-            fatal_message("no memory for the heap");
+            fatal_message(format_args!("no memory for the heap"));
         };
         // SAFETY: the range was just taken from the allocator, is mapped
         // read/write through the direct map and is used only by the heap.
@@ -319,7 +318,6 @@ extern "C" fn on_keel_tables() -> ! {
     apic::calibrate_timer(khz);
     let bsp_apic = apic::id();
     gdt::mark_online(bsp_apic);
-    smp::set_apic_id(0, bsp_apic);
     log::info!("CPU0 online (APIC id {bsp_apic}, boot CPU)");
 
     // Application processors.
@@ -339,12 +337,52 @@ extern "C" fn on_keel_tables() -> ! {
         log::info!(" '{}' at {:#x}, {} bytes", m.name(), m.phys, m.len);
     }
 
+    launch(bi, online, wanted)
+}
+
+/// Starts what keel runs (dom0, or a self-test), then turns every CPU
+/// into a scheduler loop: no CPU is held by one domain.
+fn launch(bi: &'static BootInfo, online: u32, wanted: u32) -> ! {
+    if let Err(e) = crate::sched::mech::init(online as usize) {
+        fatal_message(format_args!("scheduler: {e:?}"));
+    }
+    crate::domain::table::set_end_hook(on_domain_end);
+    crate::hypercall::set_mgmt_host(&crate::mgmt::KeelHost);
+    let opts = cmdline::get();
     match opts.test {
-        Some(scenario) => run_test(scenario, bi, online, wanted),
-        None if bi.module("dom0").is_some() => boot_dom0(bi),
+        Some(t) => crate::selftest::start(t, bi, online, wanted),
+        None if bi.module("dom0").is_some() => {
+            if let Err(e) = crate::domain::build::dom0::boot(bi) {
+                log::error!("dom0: {e}");
+                power::power_off();
+            }
+        }
         None => {
             log::error!("no dom0 kernel: no boot module named 'dom0'; nothing to run");
             power::power_off()
+        }
+    }
+    for i in 1..online {
+        run_on_cpu(i, alloc::boxed::Box::new(|| crate::sched::run::cpu_loop()));
+    }
+    crate::sched::run::cpu_loop()
+}
+
+/// A domain is finished: dom0's end is the machine's (power off or reset,
+/// as dom0 asked), and the self-tests judge theirs.
+fn on_domain_end(d: &alloc::sync::Arc<crate::domain::Domain>, o: &crate::domain::Outcome) {
+    use crate::domain::{Outcome, ShutdownReason};
+    if crate::selftest::domain_ended(d, o) {
+        return;
+    }
+    if d.id == 0 {
+        match o {
+            Outcome::Shutdown(ShutdownReason::Reboot) => power::reboot(),
+            Outcome::Shutdown(_) => power::power_off(),
+            o => {
+                log::error!("dom0 ended: {o:?}");
+                power::power_off()
+            }
         }
     }
 }
@@ -360,7 +398,7 @@ fn bring_up_aps(cpus: &[acpi::Cpu], bsp_apic: u32, wanted: u32) {
         if index >= wanted {
             break;
         }
-        let Some(stack) = FRAMES.lock().alloc(AP_STACK_PAGES) else {
+        let Some(stack) = crate::mm::phys::frames().alloc(AP_STACK_PAGES) else {
             log::error!("SMP: out of memory for CPU stacks");
             break;
         };
@@ -372,7 +410,7 @@ fn bring_up_aps(cpus: &[acpi::Cpu], bsp_apic: u32, wanted: u32) {
         }
     }
     // Done starting CPUs: the trampoline's identity mapping goes away.
-    let mut frames = FRAMES.lock();
+    let mut frames = crate::mm::phys::frames();
     let mut mem = KernelTables {
         frames: &mut frames,
         offset: cpu::phys_offset(),
@@ -395,12 +433,11 @@ pub fn ap_main(index: u32) -> ! {
     apic::init(false, false, 0);
     let id = apic::id();
     gdt::mark_online(id);
-    smp::set_apic_id(index, id);
     log::info!("CPU{index} online (APIC id {id})");
     smp::note_online();
     loop {
         x86_64::instructions::interrupts::disable();
-        if let Some(job) = JOBS.get(index as usize).and_then(|j| j.lock().take()) {
+        if let Some(job) = crate::arch::x86::percpu::this().job.lock().take() {
             job();
             continue;
         }
@@ -409,8 +446,7 @@ pub fn ap_main(index: u32) -> ! {
     }
 }
 
-type Job = alloc::boxed::Box<dyn FnOnce() + Send>;
-static JOBS: [Mutex<Option<Job>>; smp::MAX_CPUS] = [const { Mutex::new(None) }; smp::MAX_CPUS];
+use crate::arch::x86::percpu::Job;
 
 /// Runs `job` on application processor `index` (which must be online and
 /// idle). Returns false if there is no such CPU.
@@ -418,384 +454,12 @@ pub fn run_on_cpu(index: u32, job: Job) -> bool {
     let Some(apic_id) = smp::apic_id_of(index).filter(|_| index != 0) else {
         return false;
     };
-    *JOBS[index as usize].lock() = Some(job);
+    let Some(cpu) = crate::arch::x86::percpu::get(index as usize) else {
+        return false;
+    };
+    *cpu.job.lock() = Some(job);
     apic::send_fixed(apic_id, trap::VECTOR_WAKE);
     true
-}
-
-fn run_test(scenario: &str, bi: &BootInfo, online: u32, wanted: u32) -> ! {
-    let fail = |reason: core::fmt::Arguments| -> ! {
-        log::info!("keel-test: FAIL {scenario} reason={reason}");
-        if let Some(port) = options().debug_exit {
-            power::debug_exit(port, 1);
-        }
-        power::power_off()
-    };
-    match scenario {
-        "boot" => {}
-        "guests" | "bench" => {
-            let Some(m) = bi.module("testguest") else {
-                fail(format_args!("missing-module testguest"))
-            };
-            // SAFETY: boot modules are reserved physical memory that nothing
-            // else uses; the direct map covers them.
-            let image: &'static [u8] = unsafe {
-                core::slice::from_raw_parts(cpu::phys_to_virt(m.phys) as *const u8, m.len as usize)
-            };
-            let result = if scenario == "guests" {
-                guest_tests(image, online)
-            } else {
-                guest_bench(image)
-            };
-            match result {
-                Ok(summary) => {
-                    log::info!("keel-test: PASS {scenario} cpus={online}/{wanted} {summary}")
-                }
-                Err(why) => fail(format_args!("{why}")),
-            }
-            power::power_off()
-        }
-        _ => fail(format_args!("unknown-scenario")),
-    }
-    if bi
-        .problems
-        .iter()
-        .flatten()
-        .any(|p| matches!(p, BootProblem::ModuleArchive(_)))
-    {
-        fail(format_args!("bad-boot-modules"));
-    }
-    if let Some(name) = options().test_require_module {
-        if bi.module(name).is_none() {
-            fail(format_args!("missing-module {name}"));
-        }
-    }
-    if online != wanted {
-        fail(format_args!("cpus-online {online}/{wanted}"));
-    }
-    log::info!(
-        "keel-test: PASS boot cpus={online}/{wanted} mem={}MiB modules={}",
-        bi.usable_bytes() >> 20,
-        bi.modules().len()
-    );
-    power::power_off()
-}
-
-/// A module's bytes; if they lie below `end` (in dom0's 1:1 memory to
-/// be), a copy at the top of memory, and the old range goes back to keel.
-fn movable_module(m: &crate::bootinfo::Module, end: u64) -> &'static [u8] {
-    let bytes = module_bytes(m);
-    let (start, stop) = (
-        m.phys & !(PAGE_SIZE - 1),
-        align_up(m.phys + m.len, PAGE_SIZE),
-    );
-    if stop <= crate::hvm::pvh::IDENTITY_BASE || start >= end || m.len == 0 {
-        return bytes;
-    }
-    let pages = (stop - start) / PAGE_SIZE;
-    let Some(new) = FRAMES.lock().alloc(pages) else {
-        log::warn!(
-            "module '{}': no memory to move it out of dom0's range",
-            m.name()
-        );
-        return bytes;
-    };
-    // SAFETY: `new` was just allocated for this copy (direct-mapped, not
-    // overlapping the module, which stays reserved until freed below).
-    let copy = unsafe {
-        let dst = cpu::phys_to_virt(new + (m.phys - start)) as *mut u8;
-        core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len());
-        core::slice::from_raw_parts(dst as *const u8, bytes.len())
-    };
-    FRAMES.lock().free(start, pages);
-    log::info!(
-        "module '{}' moved to {:#x} (out of dom0's 1:1 memory)",
-        m.name(),
-        new + (m.phys - start)
-    );
-    copy
-}
-
-fn module_bytes(m: &crate::bootinfo::Module) -> &'static [u8] {
-    // SAFETY: boot modules are reserved physical memory that nothing else
-    // uses; the direct map covers them.
-    unsafe { core::slice::from_raw_parts(cpu::phys_to_virt(m.phys) as *const u8, m.len as usize) }
-}
-
-/// Boots the `dom0` module as the initial domain (PVH, Xen ABI). Work in
-/// progress: see `hvm::pvh` for what a domain can do today.
-fn boot_dom0(bi: &BootInfo) -> ! {
-    // dom0's RAM is host RAM 1:1 from 16 MiB, where GRUB may have put the
-    // modules: move those out of the way first (keel's own allocations are
-    // already at the top of memory).
-    let requested = options().dom0_mem.size.unwrap_or(256 << 20);
-    let want_end = crate::hvm::pvh::IDENTITY_BASE + requested;
-    let dom0 = bi.module("dom0").expect("checked by the caller");
-    // dom0's command line: the `dom0-cmdline` module, else the words after
-    // `dom0` on GRUB's module2 line (as Xen does), else a default.
-    // SAFETY: `args` lies in the multiboot2 information structure, which
-    // stays reserved and direct-mapped.
-    let args = (dom0.args.1 > 0).then(|| unsafe {
-        core::slice::from_raw_parts(
-            cpu::phys_to_virt(dom0.args.0) as *const u8,
-            dom0.args.1 as usize,
-        )
-    });
-    let cmdline = bi
-        .module("dom0-cmdline")
-        .map(module_bytes)
-        .or(args)
-        .and_then(|b| core::str::from_utf8(b).ok())
-        .map(|s| s.trim_matches(|c: char| c == '\0' || c.is_whitespace()))
-        .unwrap_or("console=hvc0 earlyprintk=xen");
-    let kernel = movable_module(dom0, want_end);
-    let initrd = bi
-        .module("dom0-initrd")
-        .map(|m| movable_module(m, want_end));
-    // The free run of host RAM from 16 MiB up bounds dom0's 1:1 memory;
-    // keep 1/8 of what is free for keel (p2m tables, grant frames, ...).
-    let (run_end, free) = {
-        let f = FRAMES.lock();
-        let base = crate::hvm::pvh::IDENTITY_BASE;
-        let end = f
-            .ranges()
-            .iter()
-            .find(|r| r.start <= base && base < r.end)
-            .map_or(base, |r| r.end);
-        (end, f.free_bytes())
-    };
-    let room = (run_end - crate::hvm::pvh::IDENTITY_BASE).min(free - free / 8);
-    let mem = requested.min(room) & !((2 << 20) - 1);
-    if mem < requested {
-        log::warn!(
-            "dom0_mem={} MiB: only {} MiB of host RAM is free from 16 MiB up",
-            requested >> 20,
-            mem >> 20
-        );
-    }
-    // One vCPU per online CPU (vCPUs are pinned), as Xen's default.
-    let online = smp::online_count();
-    let max = crate::hvm::pvh::MAX_VCPUS.min(online);
-    let vcpus = match options().dom0_max_vcpus {
-        Some(n) if n > max => {
-            log::warn!(
-                "dom0_max_vcpus={n}: only {max} (one per online CPU, at most {})",
-                crate::hvm::pvh::MAX_VCPUS
-            );
-            max
-        }
-        Some(n) => n,
-        None => max,
-    };
-    let out = crate::hvm::pvh::run(&crate::hvm::pvh::Config {
-        domid: 0,
-        kernel,
-        initrd,
-        cmdline,
-        mem_bytes: mem,
-        initial: true,
-        vcpus,
-        identity: true,
-    });
-    match out {
-        crate::hvm::pvh::Outcome::Shutdown(0) => power::power_off(),
-        crate::hvm::pvh::Outcome::Shutdown(1) => power::reboot(),
-        o => {
-            log::error!("dom0 ended: {o:?}");
-            power::power_off()
-        }
-    }
-}
-
-/// The test-guest scenarios of issue 3, in order; returns a summary.
-fn guest_tests(
-    image: &'static [u8],
-    online: u32,
-) -> Result<alloc::string::String, alloc::string::String> {
-    use crate::hvm::testproto::Scenario;
-    use crate::hvm::testrun::{self, Outcome};
-    use alloc::format;
-    let suite = testrun::run(1, Scenario::Suite, image);
-    log::info!(
-        "guests: d1 suite: {:?} after {} exits, {} pages on demand, {} us on {}",
-        suite.outcome,
-        suite.exits,
-        suite.npf_served,
-        suite.elapsed_us,
-        suite.backend
-    );
-    if suite.outcome != Outcome::Done(0) {
-        return Err(format!("suite-guest {:?}", suite.outcome));
-    }
-    let bad = testrun::run(2, Scenario::BadAccess, image);
-    log::info!("guests: d2 bad access: {:?}", bad.outcome);
-    match &bad.outcome {
-        Outcome::Killed(why) if why.contains("does not own") => {}
-        o => return Err(format!("bad-access-guest-not-killed {o:?}")),
-    }
-    // A triple-faulting guest dies alone while another keeps running.
-    let other = alloc::sync::Arc::new(spin::Mutex::new(None));
-    let parallel = online >= 2 && {
-        let slot = other.clone();
-        run_on_cpu(
-            1,
-            alloc::boxed::Box::new(move || {
-                *slot.lock() = Some(testrun::run(4, Scenario::LongRun, image));
-            }),
-        )
-    };
-    if parallel {
-        // Let d4 get well under way first, so d3 dies while d4 runs.
-        let deadline = time::now_us() + 60_000_000;
-        while testrun::exits_so_far(4) < 1000 && time::now_us() < deadline {
-            cpu::pause();
-        }
-    }
-    let tf = testrun::run(3, Scenario::TripleFault, image);
-    let d4_then = testrun::exits_so_far(4);
-    log::info!(
-        "guests: d3 triple fault: {:?} (d4 had made {d4_then} exits on CPU1 by then)",
-        tf.outcome
-    );
-    if tf.outcome != Outcome::Killed(format!("triple fault")) {
-        return Err(format!("triple-fault-guest {:?}", tf.outcome));
-    }
-    let long = if parallel {
-        let deadline = time::now_us() + 120_000_000;
-        loop {
-            if let Some(r) = other.lock().take() {
-                break r;
-            }
-            if time::now_us() > deadline {
-                return Err(format!("long-run-guest did not finish on CPU1"));
-            }
-            cpu::pause();
-        }
-    } else {
-        testrun::run(4, Scenario::LongRun, image)
-    };
-    log::info!(
-        "guests: d4 long run (on CPU{}, alongside d3): {:?} after {} exits",
-        if parallel { 1 } else { 0 },
-        long.outcome,
-        long.exits
-    );
-    if long.outcome != Outcome::Done(0) {
-        return Err(format!("long-run-guest {:?}", long.outcome));
-    }
-    Ok(format!(
-        "backend={} suite_exits={} on_demand_pages={} parallel={}",
-        suite.backend, suite.exits, suite.npf_served, parallel
-    ))
-}
-
-/// VM-exit round trips per second for a null-hypercall and a CPUID loop.
-fn guest_bench(image: &'static [u8]) -> Result<alloc::string::String, alloc::string::String> {
-    use crate::hvm::testproto::Scenario;
-    use crate::hvm::testrun::{self, Outcome};
-    use alloc::format;
-    let mut out = alloc::string::String::new();
-    for (name, sc) in [
-        ("hypercall", Scenario::BenchHypercall),
-        ("cpuid", Scenario::BenchCpuid),
-    ] {
-        let r = testrun::run(10, sc, image);
-        if r.outcome != Outcome::Done(0) {
-            return Err(format!("bench-{name} {:?}", r.outcome));
-        }
-        let per_s = r.exits * 1_000_000 / r.elapsed_us.max(1);
-        log::info!(
-            "bench: {name}: {} exits in {} us = {per_s} exits/s ({})",
-            r.exits,
-            r.elapsed_us,
-            r.backend
-        );
-        out += &format!("{name}_exits_per_s={per_s} ");
-    }
-    Ok(out)
-}
-
-fn fatal_message(msg: &str) -> ! {
-    fatal_message_fmt(format_args!("{msg}"))
-}
-
-fn fatal_message_fmt(msg: core::fmt::Arguments) -> ! {
-    console::emergency_write(format_args!("*** FATAL: {msg}"));
-    fatal_stop("fatal-error")
-}
-
-/// The end of every fatal path: report, tell the test harness, stop.
-pub fn fatal_stop(reason: &str) -> ! {
-    if let Some(o) = OPTIONS.get() {
-        if let Some(t) = o.test {
-            console::emergency_write(format_args!("keel-test: FAIL {t} reason={reason}"));
-        }
-        if let Some(port) = o.debug_exit {
-            power::debug_exit(port, 1);
-        }
-    }
-    console::emergency_write(format_args!("keel: system halted"));
-    cpu::halt_forever()
-}
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo) -> ! {
-    console::emergency_write(format_args!(
-        "*** FATAL: CPU{}: panic: {info}",
-        gdt::cpu_index()
-    ));
-    fatal_stop("panic")
-}
-
-/// The firmware's memory map (empty before boot information exists).
-pub fn host_regions() -> &'static [crate::bootinfo::Region] {
-    BOOT.get().map_or(&[], |b| b.regions())
-}
-
-/// The firmware's RSDP, if the loader passed one.
-pub fn host_rsdp() -> Option<u64> {
-    BOOT.get().and_then(|b| b.rsdp)
-}
-
-/// What the management hypercall reports about this machine
-/// ([`crate::mgmt::Host`]).
-pub struct KeelHost;
-
-impl crate::mgmt::Host for KeelHost {
-    fn host_info(&self) -> keel_mgmt::HostInfo {
-        use keel_mgmt::{feature, FixedStr, Vendor};
-        let (vendor, features) = match cpu::features().vendor {
-            cpu::Vendor::Intel => (
-                Vendor::Intel,
-                feature::VMX | feature::EPT | feature::TAGGED_TLB,
-            ),
-            cpu::Vendor::Amd => (
-                Vendor::Amd,
-                feature::SVM | feature::NPT | feature::TAGGED_TLB,
-            ),
-            cpu::Vendor::Other => (Vendor::Unknown, 0),
-        };
-        keel_mgmt::HostInfo {
-            version: FixedStr::new(env!("CARGO_PKG_VERSION")),
-            vendor: vendor as u32,
-            hvm_features: features,
-            nr_cpus: smp::online_count(),
-            tsc_khz: time::tsc_khz() as u32,
-            total_bytes: BOOT.get().map_or(0, |b| b.usable_bytes()),
-            free_bytes: FRAMES.lock().free_bytes(),
-            // vCPU n runs on CPU n; the credit scheduler is not wired in.
-            scheduler: FixedStr::new("pinned"),
-            console_ring_bytes: crate::conring::RING_BYTES as u32,
-        }
-    }
-
-    fn domains(&self, first: u32) -> alloc::vec::Vec<keel_mgmt::DomainEntry> {
-        crate::domain::live::entries(first, time::tsc_khz())
-    }
-
-    fn console_read(&self, out: &mut [u8], clear: bool) -> usize {
-        console::ring_read(out, clear)
-    }
 }
 
 /// A key typed while serial input goes to keel (three Ctrl-A switch),
@@ -803,26 +467,31 @@ impl crate::mgmt::Host for KeelHost {
 pub fn debug_key(c: u8) {
     match c {
         b'h' => log::info!(
-            "keel keys: 'h' this help, 'l' list domains, 'm' memory, 'R' reboot the machine; CTRL-a three times returns input to dom0"
+            "keel keys: 'h' this help, 'l' list domains, 'm' memory, 'r' scheduler state, 'R' reboot the machine; CTRL-a three times returns input to dom0"
         ),
+        b'r' => crate::sched::run::dump(),
         b'l' => {
-            let khz = time::tsc_khz();
-            for e in crate::domain::live::entries(0, khz) {
+            for d in crate::domain::table::all() {
+                let run_ns: u64 = d
+                    .vcpus
+                    .iter()
+                    .map(|v| v.stats.run_ns.load(core::sync::atomic::Ordering::Relaxed))
+                    .sum();
                 log::info!(
-                    "d{} {:<16} vcpus {} mem {} MiB flags {:#x} cpu {}.{:03} s",
-                    e.domid,
-                    e.name.as_str(),
-                    e.vcpus,
-                    e.mem_bytes >> 20,
-                    e.flags,
-                    e.cpu_time_ns / 1_000_000_000,
-                    e.cpu_time_ns / 1_000_000 % 1000
+                    "d{} {:<16} vcpus {} mem {} MiB {:?} cpu {}.{:03} s",
+                    d.id,
+                    d.name,
+                    d.vcpus.len(),
+                    d.mem.ram_pages >> 8,
+                    d.state(),
+                    run_ns / 1_000_000_000,
+                    run_ns / 1_000_000 % 1000
                 );
             }
         }
         b'm' => {
-            let free = FRAMES.lock().free_bytes();
-            let total = BOOT.get().map_or(0, |b| b.usable_bytes());
+            let free = crate::mm::phys::frames().free_bytes();
+            let total = bootinfo::get().map_or(0, |b| b.usable_bytes());
             log::info!("memory: {} MiB total, {} MiB free", total >> 20, free >> 20);
         }
         b'R' => power::reboot(),

@@ -78,6 +78,81 @@ pub fn call(
     }
 }
 
+/// Domain `d` as `keelctl list` sees it.
+pub fn domain_entry(d: &crate::domain::Domain) -> DomainEntry {
+    use core::sync::atomic::Ordering;
+    use keel_mgmt::{dflags, FixedStr};
+    let blocked = d.vcpus.iter().all(|v| v.st.lock().wait.is_some());
+    let mut flags = if d.is_ending() {
+        dflags::SHUTDOWN
+    } else if blocked {
+        dflags::BLOCKED
+    } else {
+        dflags::RUNNING
+    };
+    if d.privileged {
+        flags |= dflags::PRIVILEGED;
+    }
+    DomainEntry {
+        domid: d.id as u32,
+        flags,
+        vcpus: d.vcpus.len() as u32,
+        mem_bytes: d.mem.ram_pages * 4096,
+        cpu_time_ns: d
+            .vcpus
+            .iter()
+            .map(|v| v.stats.run_ns.load(Ordering::Relaxed))
+            .sum(),
+        name: FixedStr::new(&d.name),
+    }
+}
+
+/// What the management hypercall reports about this machine.
+#[cfg(target_os = "none")]
+pub struct KeelHost;
+
+#[cfg(target_os = "none")]
+impl Host for KeelHost {
+    fn host_info(&self) -> HostInfo {
+        use crate::arch::x86::{cpu, smp, time};
+        use keel_mgmt::{feature, FixedStr, Vendor};
+        let (vendor, features) = match cpu::features().vendor {
+            cpu::Vendor::Intel => (
+                Vendor::Intel,
+                feature::VMX | feature::EPT | feature::TAGGED_TLB,
+            ),
+            cpu::Vendor::Amd => (
+                Vendor::Amd,
+                feature::SVM | feature::NPT | feature::TAGGED_TLB,
+            ),
+            cpu::Vendor::Other => (Vendor::Unknown, 0),
+        };
+        HostInfo {
+            version: FixedStr::new(env!("CARGO_PKG_VERSION")),
+            vendor: vendor as u32,
+            hvm_features: features,
+            nr_cpus: smp::online_count(),
+            tsc_khz: time::tsc_khz() as u32,
+            total_bytes: crate::bootinfo::get().map_or(0, |b| b.usable_bytes()),
+            free_bytes: crate::mm::phys::frames().free_bytes(),
+            scheduler: FixedStr::new("credit"),
+            console_ring_bytes: crate::conring::RING_BYTES as u32,
+        }
+    }
+
+    fn domains(&self, first: u32) -> Vec<DomainEntry> {
+        crate::domain::table::all()
+            .iter()
+            .filter(|d| d.id as u32 >= first)
+            .map(|d| domain_entry(d))
+            .collect()
+    }
+
+    fn console_read(&self, out: &mut [u8], clear: bool) -> usize {
+        crate::console::ring_read(out, clear)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,7 @@ mount -t devtmpfs devtmpfs /dev
 hostname dom0
 echo "KEEL-LINUX: userspace reached"
 echo "KEEL-LINUX: cpus online: $(cat /sys/devices/system/cpu/online)"
+echo "KEEL-LINUX: nproc: $(grep -c ^processor /proc/cpuinfo)"
 echo "KEEL-LINUX: hypervisor type: $(cat /sys/hypervisor/type 2>/dev/null || echo none)"
 # keel's management hypercall goes through Linux's privcmd driver.
 for m in /lib/modules/*.ko; do

@@ -610,7 +610,7 @@ fn cmd_test(a: &[String]) -> Result<u8> {
         host::ensure_packages(debian::HOST_PACKAGES)?;
     }
 
-    let mut host_result: Option<(bool, Duration)> = None;
+    let mut checks: Vec<Check> = Vec::new();
     if host_tests {
         eprintln!("==> host tests: cargo test (workspace default members)");
         let t = Instant::now();
@@ -619,11 +619,24 @@ fn cmd_test(a: &[String]) -> Result<u8> {
         let ok = status(c, "cargo test")
             .map_err(|e| eprintln!("{e}"))
             .is_ok();
-        host_result = Some((ok, t.elapsed()));
+        checks.push(Check::new(
+            "host-tests",
+            ok,
+            t,
+            "cargo test (workspace default members)",
+        ));
+        // Style and lints are part of the suite: CI enforces them.
+        for (name, args, what) in LINTS {
+            eprintln!("==> {name}: cargo {}", args.join(" "));
+            let t = Instant::now();
+            let mut c = cargo();
+            c.args(*args);
+            let ok = status(c, name).map_err(|e| eprintln!("{e}")).is_ok();
+            checks.push(Check::new(name, ok, t, what));
+        }
     }
 
     let t_build = Instant::now();
-    let mut extra = Vec::new();
     let mut reports: Vec<Report> = Vec::new();
     let work_root = out_dir().join("test");
     // The kernel and the image builder (the Debian scenarios need only the kernel).
@@ -639,7 +652,7 @@ fn cmd_test(a: &[String]) -> Result<u8> {
         Ok(t) => t,
         Err(e) => {
             eprintln!("xtask: {e}: no emulator scenario can run");
-            print_summary(host_result, &[], &[], t_build.elapsed(), t_all.elapsed());
+            print_summary(&checks, &[], t_build.elapsed(), t_all.elapsed());
             return Ok(1);
         }
     };
@@ -648,7 +661,7 @@ fn cmd_test(a: &[String]) -> Result<u8> {
             Ok(g) => fill(&mut scenarios, "testguest", &g),
             Err(e) => {
                 eprintln!("xtask: {e}: the guest scenarios cannot run");
-                print_summary(host_result, &[], &[], t_build.elapsed(), t_all.elapsed());
+                print_summary(&checks, &[], t_build.elapsed(), t_all.elapsed());
                 return Ok(1);
             }
         }
@@ -656,7 +669,7 @@ fn cmd_test(a: &[String]) -> Result<u8> {
     if wants(&scenarios, "dom0") {
         if let Err(e) = fill_linux(&mut scenarios) {
             eprintln!("xtask: {e}: the Linux scenarios cannot run");
-            print_summary(host_result, &[], &[], t_build.elapsed(), t_all.elapsed());
+            print_summary(&checks, &[], t_build.elapsed(), t_all.elapsed());
             return Ok(1);
         }
     }
@@ -681,12 +694,11 @@ fn cmd_test(a: &[String]) -> Result<u8> {
         let t = Instant::now();
         let prepared = debian::base_image(&out_dir().join("debian"))
             .and_then(|base| build_deb(&tools.kernel).map(|deb| (base, deb)));
-        extra.push((
+        checks.push(Check::new(
+            "debian-image",
             prepared.is_ok(),
-            "debian-image".to_string(),
-            t.elapsed(),
-            "Debian 12 image (debootstrap, first boot; cached in target/keel/debian) + keel's .deb"
-                .to_string(),
+            t,
+            "Debian 12 image (debootstrap, first boot; cached in target/keel/debian) + keel's .deb",
         ));
         let mut installed: Option<PathBuf> = None;
         for (i, s) in debian.iter().enumerate() {
@@ -723,7 +735,7 @@ fn cmd_test(a: &[String]) -> Result<u8> {
             reports.push(r);
         }
     }
-    let ok = print_summary(host_result, &extra, &reports, build_time, t_all.elapsed());
+    let ok = print_summary(&checks, &reports, build_time, t_all.elapsed());
     Ok(if ok { 0 } else { 1 })
 }
 
@@ -743,25 +755,66 @@ fn report_one(r: &Report) {
     }
 }
 
-/// A summary row that is not a scenario: (ok, name, time, description).
-type Row = (bool, String, Duration, String);
+/// The lint and style checks `cargo xtask test` runs after the host tests.
+const LINTS: &[(&str, &[&str], &str)] = &[
+    (
+        "fmt",
+        &["fmt", "--all", "--", "--check"],
+        "cargo fmt --all -- --check",
+    ),
+    (
+        "clippy-host",
+        &["clippy", "--all-targets", "--", "-D", "warnings"],
+        "cargo clippy --all-targets -- -D warnings (host crates)",
+    ),
+    (
+        "clippy-bare-metal",
+        &[
+            "clippy",
+            "-p",
+            "keel-hypervisor",
+            "-p",
+            "keel-test-guest",
+            "--target",
+            "x86_64-unknown-none",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        "cargo clippy of the kernel and the test guest for x86_64-unknown-none -- -D warnings",
+    ),
+];
 
-fn print_summary(
-    host_result: Option<(bool, Duration)>,
-    extra: &[Row],
-    reports: &[Report],
-    build: Duration,
-    total: Duration,
-) -> bool {
+/// One non-scenario check of the suite (host tests, lints).
+struct Check {
+    name: &'static str,
+    ok: bool,
+    time: Duration,
+    what: &'static str,
+}
+
+impl Check {
+    fn new(name: &'static str, ok: bool, started: Instant, what: &'static str) -> Self {
+        Check {
+            name,
+            ok,
+            time: started.elapsed(),
+            what,
+        }
+    }
+}
+
+fn print_summary(checks: &[Check], reports: &[Report], build: Duration, total: Duration) -> bool {
     let mut out = String::from("\n================ keel test summary ================\n");
     let mut ok = true;
-    if let Some((h, t)) = host_result {
-        ok &= h;
+    for c in checks {
+        ok &= c.ok;
         out += &format!(
-            "{:<6} {:<30} {:>7.1}s  cargo test (workspace default members)\n",
-            if h { "ok" } else { "FAIL" },
-            "host-tests",
-            t.as_secs_f64()
+            "{:<6} {:<30} {:>7.1}s  {}\n",
+            if c.ok { "ok" } else { "FAIL" },
+            c.name,
+            c.time.as_secs_f64(),
+            c.what
         );
     }
     out += &format!(
@@ -770,14 +823,6 @@ fn print_summary(
         "build",
         build.as_secs_f64()
     );
-    for (row_ok, name, t, what) in extra {
-        ok &= row_ok;
-        out += &format!(
-            "{:<6} {name:<30} {:>7.1}s  {what}\n",
-            if *row_ok { "ok" } else { "FAIL" },
-            t.as_secs_f64()
-        );
-    }
     for r in reports {
         let (tag, what) = match r.verdict.status {
             Status::Passed => ("ok", String::new()),
@@ -945,27 +990,39 @@ fn bench_vm_exits() -> Result<String> {
         let (Some((hc, backend)), Some((cpuid, _))) = (rate("hypercall"), rate("cpuid")) else {
             return Err(format!("{}: no bench lines on the console", s.name));
         };
+        // "(XEN) bench: evtchn-ping-pong: 20000 round trips in 1234 us = 32414 vCPU switches/s on one CPU (AMD-V)"
+        let switches = lines
+            .iter()
+            .find(|l| l.contains("bench: evtchn-ping-pong: "))
+            .and_then(|l| l.split_once(" = "))
+            .and_then(|(_, r)| r.split_once(" vCPU switches/s"))
+            .and_then(|(n, _)| n.trim().parse::<u64>().ok())
+            .ok_or_else(|| format!("{}: no ping-pong line on the console", s.name))?;
         let model = match s.emulator {
             keel_harness::Emulator::Qemu => format!("QEMU TCG -cpu {}", s.vendor.qemu_cpu()),
             keel_harness::Emulator::Bochs => format!("Bochs 2.7 {}", s.vendor.bochs_cpu()),
         };
-        rows.push((model, backend, hc, cpuid, wall));
+        rows.push((model, backend, hc, cpuid, switches, wall));
     }
     let base = rows.first().map(|r| r.2.max(1)).unwrap_or(1) as f64;
     let mut out = String::from(
         "## VM exits (keel's test guest)\n\n\
          `cargo xtask bench`: keel boots with `test=bench` and runs its test guest through 100,000 \
-         null hypercalls (VMCALL/VMMCALL) and 100,000 CPUIDs, each a full VM exit and re-entry. \
+         null hypercalls (VMCALL/VMMCALL) and 100,000 CPUIDs, each a full VM exit and re-entry; \
+         then two test-guest domains on one CPU ping-pong 20,000 times over an event channel \
+         (EVTCHNOP_send, SCHEDOP_poll): each round trip is two vCPU switches (block, pick, \
+         release the old vCPU's VMCS/FPU state, load the new one's). \
          Rates are exits per second of the emulated machine's TSC, which keel calibrates against \
          the PIT. **These are emulated figures**, measured side by side in one run: they compare \
          emulators and keel versions, not hardware. Real timings need KVM with nested \
          virtualization (`--accel kvm`).\n\n\
-         | machine | backend | null hypercall exits/s | CPUID exits/s | hypercall rate vs first row | run wall time |\n\
-         |---|---|---:|---:|---:|---:|\n",
+         | machine | backend | null hypercall exits/s | CPUID exits/s | vCPU switches/s (one CPU) | switches per null hypercall | hypercall rate vs first row | run wall time |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|\n",
     );
-    for (model, backend, hc, cpuid, wall) in &rows {
+    for (model, backend, hc, cpuid, switches, wall) in &rows {
         out += &format!(
-            "| {model} | {backend} | {hc} | {cpuid} | {:.2} | {wall:.1} s |\n",
+            "| {model} | {backend} | {hc} | {cpuid} | {switches} | {:.2} | {:.2} | {wall:.1} s |\n",
+            *switches as f64 / (*hc).max(1) as f64,
             *hc as f64 / base
         );
     }

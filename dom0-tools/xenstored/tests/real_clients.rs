@@ -10,6 +10,7 @@
 mod common;
 
 use common::{skip_real_clients, target_dir, which, Daemon};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -128,29 +129,51 @@ fn xenstore_utils_watch() {
     }
     let d = Daemon::start("watch");
     ok(&d, "xenstore-write", &["/w", ""]);
-    let watcher = Command::new("xenstore-watch")
+    let mut watcher = Command::new("xenstore-watch")
         .args(["-n", "3", "/w"])
         .env("XENSTORED_PATH", &d.sock)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // the initial event is the first line; give the watcher time to register
-    std::thread::sleep(Duration::from_millis(300));
+    // xenstore-watch prints (and flushes) each event as it comes; a reader
+    // thread hands the lines over so every wait below is bounded.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut next = |what: &str| match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(line) => line,
+        Err(e) => {
+            let _ = watcher.kill();
+            let mut err = String::new();
+            if let Some(s) = watcher.stderr.as_mut() {
+                let _ = s.read_to_string(&mut err);
+            }
+            let _ = watcher.wait();
+            panic!("xenstore-watch: no {what} within 20 s ({e}); stderr: {err}");
+        }
+    };
+    // The daemon sends the initial event once the watch is registered, so
+    // after it the writes below cannot be missed. (A fixed 300 ms sleep here
+    // raced with the watcher's start: a slow start lost the events and the
+    // test then waited for them forever.)
+    assert_eq!(next("initial event"), "/w");
     ok(&d, "xenstore-write", &["/w/one", "1"]);
     ok(&d, "xenstore-rm", &["/w/one"]);
+    assert_eq!(next("event for the write"), "/w/one");
+    assert_eq!(next("event for the rm"), "/w/one");
     let out = watcher.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    assert_eq!(lines, ["/w", "/w/one", "/w/one"]);
 }
 
 fn test_xenstore_binary() -> Option<(PathBuf, PathBuf)> {

@@ -223,9 +223,12 @@ fn semantic_error_table() {
 #[test]
 fn not_utf8_and_missing_file() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let f = dir.join("xlcfg-not-utf8.cfg");
+    // Per process: a concurrent run of this test would truncate a shared
+    // file while this one reads it.
+    let f = dir.join(format!("xlcfg-not-utf8-{}.cfg", std::process::id()));
     std::fs::write(&f, b"name = 'x'\nkernel = '\xff'\n").unwrap();
     let e = parse_file(&f).unwrap_err();
+    let _ = std::fs::remove_file(&f);
     assert!(
         e.to_string()
             .ends_with(":2:11: error: file is not valid UTF-8"),

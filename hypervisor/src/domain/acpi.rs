@@ -362,8 +362,12 @@ mod tests {
                 off + size <= bytes.len(),
                 "map {phys:#x}+{size:#x} past the tables"
             );
-            let ptr = NonNull::new(bytes.as_ptr().add(off) as *mut T).unwrap();
-            acpi::PhysicalMapping::new(phys, ptr, size, size, self.clone())
+            // SAFETY: `off + size` is within `bytes` (checked above), which
+            // the handler keeps alive; the acpi crate only reads through it.
+            unsafe {
+                let ptr = NonNull::new(bytes.as_ptr().add(off) as *mut T).unwrap();
+                acpi::PhysicalMapping::new(phys, ptr, size, size, self.clone())
+            }
         }
         fn unmap_physical_region<T>(_: &acpi::PhysicalMapping<Self, T>) {}
     }

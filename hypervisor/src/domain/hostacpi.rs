@@ -136,6 +136,10 @@ pub enum Cpus<'a> {
     /// Exactly these APIC IDs, vCPU `i` = `ids[i]` (each must be an enabled
     /// processor in the host MADT).
     ApicIds(&'a [u32]),
+    /// These APIC IDs; those the host MADT has keep its entry, the others
+    /// (vCPUs beyond the host's CPUs) get a new enabled Local x2APIC entry
+    /// with an ACPI UID above the host's.
+    ApicIdsOrNew(&'a [u32]),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -504,29 +508,60 @@ fn rewrite_madt(host: &[u8], cpus: Cpus) -> Result<(Vec<u8>, Vec<VcpuApic>, u32)
         off += len;
     }
     let enabled = procs.len() as u32;
-    let chosen: Vec<&Proc> = match cpus {
+    // Each vCPU: the host entry it copies, or a new x2APIC entry's values.
+    let chosen: Vec<(Option<&Proc>, VcpuApic)> = match cpus {
         Cpus::First(0) => return Err(Error::NoVcpus),
         Cpus::First(n) if n > enabled => {
             return Err(Error::TooFewCpus { enabled, wanted: n });
         }
-        Cpus::First(n) => procs.iter().take(n as usize).collect(),
-        Cpus::ApicIds([]) => return Err(Error::NoVcpus),
-        Cpus::ApicIds(ids) => {
+        Cpus::First(n) => procs
+            .iter()
+            .take(n as usize)
+            .map(|p| (Some(p), p.vcpu))
+            .collect(),
+        Cpus::ApicIds([]) | Cpus::ApicIdsOrNew([]) => return Err(Error::NoVcpus),
+        Cpus::ApicIds(ids) | Cpus::ApicIdsOrNew(ids) => {
+            let new_ok = matches!(cpus, Cpus::ApicIdsOrNew(_));
+            let mut next_uid = procs.iter().map(|p| p.vcpu.acpi_uid + 1).max().unwrap_or(0);
             let mut v = Vec::with_capacity(ids.len());
             for (i, &id) in ids.iter().enumerate() {
                 if ids[..i].contains(&id) {
                     return Err(Error::DuplicateApicId(id));
                 }
-                let p = procs.iter().find(|p| p.vcpu.apic_id == id);
-                v.push(p.ok_or(Error::NoSuchCpu(id))?);
+                match procs.iter().find(|p| p.vcpu.apic_id == id) {
+                    Some(p) => v.push((Some(p), p.vcpu)),
+                    None if new_ok && id != INVALID_X2APIC_ID => {
+                        v.push((
+                            None,
+                            VcpuApic {
+                                apic_id: id,
+                                acpi_uid: next_uid,
+                                x2apic: true,
+                            },
+                        ));
+                        next_uid += 1;
+                    }
+                    None => return Err(Error::NoSuchCpu(id)),
+                }
             }
             v
         }
     };
-    let mut out = Vec::with_capacity(host.len());
+    let mut out = Vec::with_capacity(host.len() + 16 * chosen.len());
     out.extend_from_slice(&host[..MADT_HEADER_LEN]);
-    for p in &chosen {
-        out.extend_from_slice(&host[p.offset..p.offset + p.len]);
+    for (p, vcpu) in &chosen {
+        match p {
+            Some(p) => out.extend_from_slice(&host[p.offset..p.offset + p.len]),
+            None => {
+                let mut e = [0u8; MADT_X2APIC_LEN];
+                e[MADT_ENTRY_TYPE] = MADT_TYPE_LOCAL_X2APIC;
+                e[MADT_ENTRY_LEN] = MADT_X2APIC_LEN as u8;
+                put_u32(&mut e, X2APIC_ID, vcpu.apic_id);
+                put_u32(&mut e, X2APIC_FLAGS, LAPIC_ENABLED);
+                put_u32(&mut e, X2APIC_UID, vcpu.acpi_uid);
+                out.extend_from_slice(&e);
+            }
+        }
     }
     for &(o, l) in &others {
         out.extend_from_slice(&host[o..o + l]);
@@ -534,7 +569,7 @@ fn rewrite_madt(host: &[u8], cpus: Cpus) -> Result<(Vec<u8>, Vec<VcpuApic>, u32)
     let len = out.len() as u32;
     put_u32(&mut out, SDT_LENGTH, len);
     fix_checksum(&mut out, SDT_CHECKSUM);
-    Ok((out, chosen.iter().map(|p| p.vcpu).collect(), enabled))
+    Ok((out, chosen.iter().map(|(_, v)| *v).collect(), enabled))
 }
 
 /// [`rebuild_for`] with the first `nr_vcpus` enabled host processors.
@@ -555,7 +590,10 @@ pub fn rebuild_for(
     cpus: Cpus,
     out_base: u64,
 ) -> Result<Rebuilt, Error> {
-    if matches!(cpus, Cpus::First(0) | Cpus::ApicIds([])) {
+    if matches!(
+        cpus,
+        Cpus::First(0) | Cpus::ApicIds([]) | Cpus::ApicIdsOrNew([])
+    ) {
         return Err(Error::NoVcpus);
     }
     if !out_base.is_multiple_of(TABLE_ALIGN) {
@@ -1041,6 +1079,13 @@ mod tests {
         assert_eq!(sum(t), 0);
         assert_eq!(entries(t)[0], &lapic(6, 8, 1)[..]);
         assert_eq!(run(&h, Cpus::ApicIds(&[0, 4])), Err(Error::NoSuchCpu(4)));
+        // More vCPUs than host CPUs: new x2APIC entries, UIDs above the host's.
+        let r = run(&h, Cpus::ApicIdsOrNew(&[0, 0x200, 0x201])).unwrap();
+        assert_eq!(r.vcpus.len(), 3);
+        assert_eq!(r.vcpus[0].apic_id, 0);
+        assert!(r.vcpus[1].x2apic && r.vcpus[1].apic_id == 0x200);
+        assert!(r.vcpus[2].acpi_uid == r.vcpus[1].acpi_uid + 1);
+        assert!(r.vcpus[1].acpi_uid > r.vcpus[0].acpi_uid);
         assert_eq!(run(&h, Cpus::ApicIds(&[6])), Err(Error::NoSuchCpu(6)));
         assert_eq!(run(&h, Cpus::ApicIds(&[0xff])), Err(Error::NoSuchCpu(0xff)));
         assert_eq!(

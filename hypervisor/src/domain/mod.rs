@@ -1,631 +1,625 @@
-//! Domains: the bookkeeping for one guest, in the style of Xen's
-//! `struct domain`: id, name, privilege, life-cycle state, memory
-//! accounting and vCPUs.
+//! Domains: the one domain type every guest is (dom0, test guests, the
+//! domUs to come), its vCPUs ([`vcpu`]), the table of domains by id
+//! ([`table`]), its life cycle ([`lifecycle`]) and the builders
+//! ([`build`]).
 //!
-//! Life cycle (invalid transitions are errors, the state is unchanged):
+//! A domain is shared (`Arc`) between the CPUs running its vCPUs, the
+//! table, and whoever signals it. What changes after the build sits behind
+//! small locks: `xen` (event channels, grant table, HVM params) for the
+//! domain, `st` per vCPU, the p2m's edit lock; the rest is fixed at build
+//! time. Lock order: vCPU `hw` → `xen` → vCPU `st` → scheduler; never two
+//! domains' `xen` locks at once.
 //!
-//! ```text
-//! Created --start--> Running --pause--> Paused
-//!                      ^  <---unpause----  |
-//!                      |                   |
-//!                      +-- shutdown(r) ----+--> ShuttingDown(r) --destroy--> Dead
-//!   Created --destroy--> Dead   (a domain whose build failed)
-//!   ShuttingDown(Suspend) --resume--> Running
-//! ```
-//!
-//! Pure bookkeeping, host-tested; the hypervisor wires it to the scheduler
-//! and the p2m.
+//! Everything here is plain Rust over the [`crate::platform`] and
+//! [`crate::mm::phys`] shims, so the host tests build domains and run
+//! hypercalls against them.
 
 pub mod acpi;
+#[cfg(target_os = "none")]
+pub mod build;
 pub mod hostacpi;
-pub mod live;
+pub mod lifecycle;
+pub mod table;
+pub mod vcpu;
 
+pub use crate::xen::abi::DomId;
+pub use lifecycle::{DomainState, Lifecycle, ShutdownReason};
+pub use vcpu::{Power, Vcpu, VcpuState, Wait};
+
+use crate::hvm::testproto::TestState;
+use crate::hvm::vlapic::Ipi;
+use crate::loader::pvh::MemType;
+use crate::mm::p2m::{P2m, Perm};
+use crate::mm::paging::PageSize;
+use crate::mm::phys::{self, Tables};
+use crate::platform;
+use crate::xen::abi::{self, Errno, SharedInfo, VcpuInfo, VcpuTimeInfo};
+use crate::xen::evtchn::{Channels, Pending, VcpuInfoRef};
+use crate::xen::grant::GrantTable;
+use crate::xen::time::{publish, TimeScale};
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use spin::Mutex;
 
-pub type DomId = u16;
-
-/// `DOMID_FIRST_RESERVED` (Xen `public/xen.h`): ids from here up are
-/// special (`DOMID_SELF`, `DOMID_IO`, ...), never a real domain.
-pub const DOMID_FIRST_RESERVED: DomId = 0x7ff0;
-/// Xen's `EPERM`; hypercalls return `-EPERM`.
-pub const EPERM: i32 = 1;
-/// The longest domain name accepted.
-pub const NAME_MAX: usize = 64;
-
-use crate::xen::abi::shutdown;
-
-/// Why a domain shut down: Xen's `SHUTDOWN_*` codes (`xen::abi::shutdown`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum ShutdownReason {
-    Poweroff = shutdown::POWEROFF,
-    Reboot = shutdown::REBOOT,
-    Suspend = shutdown::SUSPEND,
-    Crash = shutdown::CRASH,
-    Watchdog = shutdown::WATCHDOG,
+/// How a domain ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It shut itself down (SCHEDOP_shutdown, ACPI soft-off, a reset).
+    Shutdown(ShutdownReason),
+    /// A test guest reported DONE with this code (0: its checks passed).
+    Done(u32),
+    /// keel stopped it, for this reason.
+    Killed(String),
 }
 
-impl ShutdownReason {
-    /// From the guest's `SCHEDOP_shutdown` argument.
-    pub fn from_code(code: u32) -> Option<Self> {
-        Some(match code {
-            shutdown::POWEROFF => ShutdownReason::Poweroff,
-            shutdown::REBOOT => ShutdownReason::Reboot,
-            shutdown::SUSPEND => ShutdownReason::Suspend,
-            shutdown::CRASH => ShutdownReason::Crash,
-            shutdown::WATCHDOG => ShutdownReason::Watchdog,
-            _ => return None,
-        })
-    }
+/// What sets a guest apart on the common exit path: data, looked at by
+/// `hvm::exit` where guests differ.
+pub enum Kind {
+    /// A Xen-ABI PVH guest (Linux). `passthrough`: the initial domain,
+    /// which owns the machine's ports, MMIO and device interrupts.
+    /// `own_acpi`: it has keel's ACPI tables (keel's sleep control port
+    /// means soft-off); with the host's, that port is the hardware's.
+    Pvh { passthrough: bool, own_acpi: bool },
+    /// keel's test guest (`tests/guests`): its ports and on-demand memory.
+    Test(Mutex<TestState>),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DomainState {
-    Created,
-    Running,
-    Paused,
-    ShuttingDown(ShutdownReason),
-    Dead,
+/// The Xen state a domain's hypercalls change.
+pub struct XenState {
+    pub chans: Channels,
+    pub grant: GrantTable,
+    /// Host frames behind the grant table's frames (allocated on first use).
+    pub grant_frames: Vec<u64>,
+    pub params: [u64; 64],
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VcpuState {
-    Offline,
-    Runnable,
-    Blocked,
-    Running,
+/// A domain's memory: its p2m and the host frames it owns.
+pub struct Memory {
+    pub p2m: P2m,
+    /// Serializes p2m edits (the hardware walks the tables concurrently).
+    edit: Mutex<()>,
+    /// Bumped when a present p2m entry changes: every vCPU flushes its
+    /// cached translations before its next entry.
+    gen: AtomicU64,
+    /// keel's shared_info frame for the domain.
+    pub shared_info: u64,
+    /// Host frames it owns, (start, pages): freed with the domain.
+    frames: Mutex<Vec<(u64, u64)>>,
+    /// Pages of RAM it was given.
+    pub ram_pages: u64,
+    /// Guest frame numbers below this may be RAM (the top of its RAM).
+    pub gfn_limit: u64,
+    /// Its memory map, sorted.
+    pub e820: Vec<(u64, u64, MemType)>,
+    /// dom0's layout: RAM 1:1 with host memory, host devices its own.
+    pub identity: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Vcpu {
-    pub id: u32,
-    pub state: VcpuState,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DomainError {
-    InvalidTransition {
-        from: DomainState,
-        to: DomainState,
-    },
-    InvalidVcpuTransition {
-        vcpu: u32,
-        from: VcpuState,
-        to: VcpuState,
-    },
-    NoSuchVcpu(u32),
-    /// Allocating would take the domain past its `max_pages`.
-    OverMaxPages {
-        tot: u64,
-        max: u64,
-        want: u64,
-    },
-    /// Freeing more pages than the domain holds.
-    FreeUnderflow {
-        tot: u64,
-        free: u64,
-    },
-    /// The domain is dying or dead: no more memory.
-    Dying,
-    BadDomid(u32),
-    DomidInUse(DomId),
-    NoSuchDomain(DomId),
-    NameTooLong,
-    NoVcpus,
-}
-
-impl DomainError {
-    /// The Xen errno (negative) a hypercall would return.
-    pub fn errno(&self) -> i32 {
-        match self {
-            DomainError::OverMaxPages { .. } => -12, // ENOMEM
-            DomainError::NoSuchDomain(_) => -3,      // ESRCH
-            DomainError::DomidInUse(_) => -17,       // EEXIST
-            _ => -22,                                // EINVAL
+impl Memory {
+    pub fn new(p2m: P2m, shared_info: u64, identity: bool) -> Self {
+        Memory {
+            p2m,
+            edit: Mutex::new(()),
+            gen: AtomicU64::new(0),
+            shared_info,
+            frames: Mutex::new(Vec::new()),
+            ram_pages: 0,
+            gfn_limit: 0,
+            e820: Vec::new(),
+            identity,
         }
     }
+
+    /// Records host frames the domain owns (freed with it).
+    pub fn own(&self, start: u64, pages: u64) {
+        self.frames.lock().push((start, pages));
+    }
+
+    pub fn gen(&self) -> u64 {
+        self.gen.load(Ordering::Acquire)
+    }
+
+    /// Maps `hpa` at `gpa` (4 KiB), replacing what was there; a replaced
+    /// present entry makes every vCPU flush.
+    pub fn map_4k(&self, gpa: u64, hpa: u64, perm: Perm) -> Result<(), Errno> {
+        let _g = self.edit.lock();
+        let replaced = self.p2m.unmap(&mut Tables, gpa, PageSize::Size4K).is_ok();
+        self.p2m
+            .map(&mut Tables, gpa, hpa, PageSize::Size4K, perm)
+            .map_err(|_| Errno::EINVAL)?;
+        if replaced {
+            self.gen.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Maps a range page by page (4 KiB: any page may be replaced by gfn
+    /// later, as shared_info and grant frames are), for the build.
+    pub fn map_4k_range(&self, gpa: u64, hpa: u64, len: u64, perm: Perm) -> Result<(), Errno> {
+        let _g = self.edit.lock();
+        for off in (0..len).step_by(4096) {
+            self.p2m
+                .map(&mut Tables, gpa + off, hpa + off, PageSize::Size4K, perm)
+                .map_err(|_| Errno::ENOMEM)?;
+        }
+        Ok(())
+    }
+
+    /// Maps a range (large pages where they fit), for the build.
+    pub fn map_range(&self, gpa: u64, hpa: u64, len: u64, perm: Perm) -> Result<(), Errno> {
+        let _g = self.edit.lock();
+        self.p2m
+            .map_range(&mut Tables, gpa, hpa, len, perm, false)
+            .map_err(|_| Errno::ENOMEM)
+    }
+
+    /// Host-physical address behind `gpa`.
+    pub fn translate(&self, gpa: u64) -> Option<u64> {
+        self.p2m.translate(&mut Tables, gpa).map(|(h, _, _)| h)
+    }
+
+    /// Copies guest-physical memory out; false if any byte is unmapped.
+    pub fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        self.copy(gpa, buf.len(), |hpa, off, n| {
+            phys::read(hpa, &mut buf[off..off + n])
+        })
+    }
+
+    /// Copies into guest-physical memory; false if any byte is unmapped.
+    pub fn write(&self, gpa: u64, data: &[u8]) -> bool {
+        self.copy(gpa, data.len(), |hpa, off, n| {
+            phys::write(hpa, &data[off..off + n])
+        })
+    }
+
+    fn copy(&self, gpa: u64, len: usize, mut f: impl FnMut(u64, usize, usize)) -> bool {
+        let mut done = 0;
+        while done < len {
+            let a = gpa.wrapping_add(done as u64);
+            let Some(hpa) = self.translate(a) else {
+                return false;
+            };
+            let n = ((4096 - (a & 0xfff)) as usize).min(len - done);
+            f(hpa, done, n);
+            done += n;
+        }
+        true
+    }
 }
 
-#[derive(Clone, Debug)]
+impl Drop for Memory {
+    fn drop(&mut self) {
+        let mut tables = Vec::new();
+        self.p2m.free_tables(&mut Tables, &mut |t| tables.push(t));
+        let mut f = phys::frames();
+        for t in tables {
+            f.free(t, 1);
+        }
+        for &(start, pages) in self.frames.lock().iter() {
+            f.free(start, pages);
+        }
+        f.free(self.shared_info, 1);
+    }
+}
+
+/// Counters read without locks (`keelctl list`, the logs).
+#[derive(Default)]
+pub struct DomStats {
+    pub hypercalls: AtomicU64,
+    pub unimplemented: AtomicU64,
+}
+
+struct Life {
+    lc: Lifecycle,
+    outcome: Option<Outcome>,
+}
+
 pub struct Domain {
-    id: DomId,
-    name: String,
-    privileged: bool,
-    state: DomainState,
-    tot_pages: u64,
-    max_pages: u64,
-    vcpus: Vec<Vcpu>,
+    pub id: DomId,
+    pub name: String,
+    /// The control domain (dom0): management hypercalls, platform_op.
+    pub privileged: bool,
+    pub kind: Kind,
+    pub mem: Memory,
+    pub xen: Mutex<XenState>,
+    pub vcpus: Vec<Arc<Vcpu>>,
+    /// The TSC when the domain started: its system time counts from here.
+    pub tsc_start: u64,
+    pub scale: TimeScale,
+    /// HVM_PARAM_CALLBACK_IRQ of type "vector" (0: none), read without `xen`.
+    pub callback_vector: AtomicU8,
+    pub stats: DomStats,
+    life: Mutex<Life>,
+    ending: AtomicBool,
+    finished: AtomicBool,
+    console: Mutex<String>,
 }
 
 impl Domain {
-    /// A new domain in `Created`, with `nr_vcpus` vCPUs (vCPU 0 runnable
-    /// once the domain starts, the others offline until brought up) and a
-    /// memory limit of `max_pages` 4 KiB pages. Domain 0 is privileged.
-    pub fn new(id: DomId, name: &str, max_pages: u64, nr_vcpus: u32) -> Result<Self, DomainError> {
-        if id >= DOMID_FIRST_RESERVED {
-            return Err(DomainError::BadDomid(id as u32));
-        }
-        if name.len() > NAME_MAX {
-            return Err(DomainError::NameTooLong);
-        }
-        if nr_vcpus == 0 {
-            return Err(DomainError::NoVcpus);
-        }
-        Ok(Domain {
+    /// Puts a built domain together (in `Created`: [`Domain::start`] runs it).
+    pub fn new(
+        id: DomId,
+        name: &str,
+        privileged: bool,
+        kind: Kind,
+        mem: Memory,
+        vcpus: Vec<Arc<Vcpu>>,
+    ) -> Self {
+        let n = vcpus.len() as u32;
+        Domain {
             id,
             name: String::from(name),
-            privileged: id == 0,
-            state: DomainState::Created,
-            tot_pages: 0,
-            max_pages,
-            vcpus: (0..nr_vcpus)
-                .map(|id| Vcpu {
-                    id,
-                    state: VcpuState::Offline,
-                })
-                .collect(),
-        })
-    }
-
-    pub fn id(&self) -> DomId {
-        self.id
-    }
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-    pub fn is_privileged(&self) -> bool {
-        self.privileged
-    }
-    pub fn state(&self) -> DomainState {
-        self.state
-    }
-
-    /// `Ok` for the control domain, `Err(-EPERM)` for everyone else.
-    pub fn check_privileged(&self, op: &str) -> Result<(), i32> {
-        if self.privileged {
-            Ok(())
-        } else {
-            log::debug!("d{}: {op} refused: not privileged", self.id);
-            Err(-EPERM)
-        }
-    }
-
-    fn transition(&mut self, to: DomainState) -> Result<(), DomainError> {
-        use DomainState::*;
-        let ok = matches!(
-            (self.state, to),
-            (Created, Running)
-                | (Running, Paused)
-                | (Paused, Running)
-                | (Running | Paused, ShuttingDown(_))
-                | (ShuttingDown(ShutdownReason::Suspend), Running)
-                | (Created | ShuttingDown(_), Dead)
-        );
-        if !ok {
-            return Err(DomainError::InvalidTransition {
-                from: self.state,
-                to,
-            });
-        }
-        self.state = to;
-        Ok(())
-    }
-
-    /// First unpause after the build: vCPU 0 comes online.
-    pub fn start(&mut self) -> Result<(), DomainError> {
-        if self.state != DomainState::Created {
-            return Err(DomainError::InvalidTransition {
-                from: self.state,
-                to: DomainState::Running,
-            });
-        }
-        self.transition(DomainState::Running)?;
-        self.vcpus[0].state = VcpuState::Runnable;
-        Ok(())
-    }
-
-    pub fn pause(&mut self) -> Result<(), DomainError> {
-        self.transition(DomainState::Paused)
-    }
-
-    pub fn unpause(&mut self) -> Result<(), DomainError> {
-        if self.state != DomainState::Paused {
-            return Err(DomainError::InvalidTransition {
-                from: self.state,
-                to: DomainState::Running,
-            });
-        }
-        self.transition(DomainState::Running)
-    }
-
-    /// `SCHEDOP_shutdown`: every vCPU stops (offline).
-    pub fn shutdown(&mut self, reason: ShutdownReason) -> Result<(), DomainError> {
-        self.transition(DomainState::ShuttingDown(reason))?;
-        for v in &mut self.vcpus {
-            v.state = VcpuState::Offline;
-        }
-        Ok(())
-    }
-
-    /// Resume after a suspend: vCPU 0 comes back.
-    pub fn resume(&mut self) -> Result<(), DomainError> {
-        if self.state != DomainState::ShuttingDown(ShutdownReason::Suspend) {
-            return Err(DomainError::InvalidTransition {
-                from: self.state,
-                to: DomainState::Running,
-            });
-        }
-        self.transition(DomainState::Running)?;
-        self.vcpus[0].state = VcpuState::Runnable;
-        Ok(())
-    }
-
-    /// Final teardown: the caller must have freed the domain's memory
-    /// (`tot_pages` is reset here for accounting).
-    pub fn destroy(&mut self) -> Result<(), DomainError> {
-        self.transition(DomainState::Dead)?;
-        for v in &mut self.vcpus {
-            v.state = VcpuState::Offline;
-        }
-        self.tot_pages = 0;
-        Ok(())
-    }
-
-    // --- memory -----------------------------------------------------------
-
-    pub fn tot_pages(&self) -> u64 {
-        self.tot_pages
-    }
-    pub fn max_pages(&self) -> u64 {
-        self.max_pages
-    }
-
-    /// `XEN_DOMCTL_max_mem`: may go below `tot_pages` (further allocation
-    /// then fails until enough is freed), like Xen.
-    pub fn set_max_pages(&mut self, max: u64) {
-        self.max_pages = max;
-    }
-
-    /// Accounts `n` newly allocated pages.
-    pub fn alloc_pages(&mut self, n: u64) -> Result<(), DomainError> {
-        if matches!(self.state, DomainState::ShuttingDown(_) | DomainState::Dead) {
-            return Err(DomainError::Dying);
-        }
-        match self.tot_pages.checked_add(n) {
-            Some(t) if t <= self.max_pages => {
-                self.tot_pages = t;
-                Ok(())
-            }
-            _ => Err(DomainError::OverMaxPages {
-                tot: self.tot_pages,
-                max: self.max_pages,
-                want: n,
+            privileged,
+            kind,
+            xen: Mutex::new(XenState {
+                chans: Channels::new(id, n),
+                grant: GrantTable::default(),
+                grant_frames: Vec::new(),
+                params: [0; 64],
             }),
+            tsc_start: platform::tsc(),
+            scale: TimeScale::from_hz(platform::tsc_khz() * 1000),
+            callback_vector: AtomicU8::new(0),
+            stats: DomStats::default(),
+            life: Mutex::new(Life {
+                lc: Lifecycle::new(mem.ram_pages),
+                outcome: None,
+            }),
+            ending: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            console: Mutex::new(String::new()),
+            mem,
+            vcpus,
         }
     }
 
-    pub fn free_pages(&mut self, n: u64) -> Result<(), DomainError> {
-        if n > self.tot_pages {
-            return Err(DomainError::FreeUnderflow {
-                tot: self.tot_pages,
-                free: n,
-            });
+    pub fn is_test(&self) -> bool {
+        matches!(self.kind, Kind::Test(_))
+    }
+
+    /// dom0: the machine's devices are its own.
+    pub fn passthrough(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Pvh {
+                passthrough: true,
+                ..
+            }
+        )
+    }
+
+    pub fn state(&self) -> DomainState {
+        self.life.lock().lc.state()
+    }
+
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.life.lock().outcome.clone()
+    }
+
+    /// Ending: its vCPUs stop at their next exit.
+    pub fn is_ending(&self) -> bool {
+        self.ending.load(Ordering::SeqCst)
+    }
+
+    /// Runs the domain: vCPU 0 and any vCPU whose start-up IPI came become
+    /// runnable in the scheduler, each first on CPU `home(vcpu)` if its
+    /// affinity allows.
+    pub fn start(&self, affinity: &dyn Fn(u32) -> u64, home: &dyn Fn(u32) -> usize) {
+        let _ = self.life.lock().lc.start();
+        for v in &self.vcpus {
+            let mut st = v.st.lock();
+            let runnable = st.power == Power::Up;
+            if !runnable {
+                st.wait = Some(Wait::Down);
+            }
+            if let Err(e) = crate::sched::add(v.sched_ref(), affinity(v.id), home(v.id), runnable) {
+                log::error!("d{}v{}: not scheduled: {e:?}", self.id, v.id);
+            }
         }
-        self.tot_pages -= n;
-        Ok(())
     }
 
-    // --- vCPUs ------------------------------------------------------------
-
-    pub fn vcpus(&self) -> &[Vcpu] {
-        &self.vcpus
+    /// Nanoseconds since the domain started (its system time).
+    pub fn now_ns(&self) -> u64 {
+        self.scale.ns(platform::tsc().wrapping_sub(self.tsc_start))
     }
 
-    pub fn vcpu(&self, id: u32) -> Result<&Vcpu, DomainError> {
-        self.vcpus
-            .get(id as usize)
-            .ok_or(DomainError::NoSuchVcpu(id))
+    /// The TSC value at system time `ns`.
+    pub fn tsc_at(&self, ns: u64) -> u64 {
+        self.tsc_start + (ns as u128 * platform::tsc_khz() as u128 / 1_000_000) as u64
     }
 
-    /// Changes vCPU `id`'s state. Allowed: Offline -> Runnable (bring up,
-    /// only while the domain runs), Runnable <-> Running, Running/Runnable
-    /// -> Blocked (HLT, `SCHEDOP_block`), Blocked -> Runnable (wake), and
-    /// any -> Offline (`VCPUOP_down`).
-    pub fn set_vcpu_state(&mut self, id: u32, to: VcpuState) -> Result<(), DomainError> {
-        use VcpuState::*;
-        let dom_running = self.state == DomainState::Running;
-        let v = self
-            .vcpus
-            .get_mut(id as usize)
-            .ok_or(DomainError::NoSuchVcpu(id))?;
-        let ok = match (v.state, to) {
-            (_, Offline) => true,
-            (Offline, Runnable) => dom_running,
-            (Runnable, Running) => dom_running,
-            (Running, Runnable) | (Running | Runnable, Blocked) | (Blocked, Runnable) => true,
-            _ => false,
+    pub fn vcpu(&self, i: usize) -> Option<&Arc<Vcpu>> {
+        self.vcpus.get(i)
+    }
+
+    // --- waking ---------------------------------------------------------------
+
+    /// Whether a waiting vCPU's wake condition holds.
+    pub fn ready(&self, st: &VcpuState) -> bool {
+        match st.wait {
+            None => true,
+            Some(Wait::Halt) => st.interrupt_due(),
+            Some(Wait::Poll) => {
+                st.interrupt_due()
+                    || st.poll_timeout_ns.is_some_and(|t| self.now_ns() >= t)
+                    || st.poll.iter().any(|&p| self.port_pending(p))
+            }
+            Some(Wait::Down) => matches!(st.power, Power::Start(_)),
+            Some(Wait::Park) | Some(Wait::Stopped) => false,
+        }
+    }
+
+    /// Something changed for `v`: wake it if it may run, else kick its CPU.
+    pub fn poke(&self, v: &Vcpu, st: &mut VcpuState) {
+        let ready = self.ready(st);
+        v.poke(st, ready);
+    }
+
+    // --- event channels -------------------------------------------------------
+
+    /// keel's shared_info frame for the domain. Callers hold `xen` (which
+    /// serializes keel's writers; the guest's use atomic operations).
+    fn shared_info(&self, _xen: &XenState) -> &'static mut SharedInfo {
+        // SAFETY: keel's own 4 KiB frame, allocated for this domain and
+        // freed only with it; `SharedInfo` fits a page and is plain data.
+        unsafe { phys::obj(self.mem.shared_info) }
+    }
+
+    /// Clears `port`'s pending bit (on close, as Xen's `evtchn_free`).
+    pub fn clear_pending(&self, xs: &XenState, port: u32) {
+        let _ = Pending::new(self.shared_info(xs)).clear(port);
+    }
+
+    /// Whether `port` is pending (an atomic read of its word).
+    pub fn port_pending(&self, port: u32) -> bool {
+        if port >= crate::xen::evtchn::NR_EVENT_CHANNELS {
+            return false;
+        }
+        let off = core::mem::offset_of!(SharedInfo, evtchn_pending) as u64 + (port as u64 / 64) * 8;
+        // SAFETY: an aligned u64 inside keel's shared_info frame.
+        let w: &AtomicU64 = unsafe { phys::obj(self.mem.shared_info + off) };
+        w.load(Ordering::SeqCst) & (1 << (port % 64)) != 0
+    }
+
+    /// A structure of type `T` at guest-physical `gpa`, checked when it was
+    /// registered to lie within one page of the domain's RAM.
+    fn guest_struct<T>(&self, gpa: u64) -> Option<&'static mut T> {
+        let hpa = self.mem.translate(gpa)?;
+        if (gpa & 0xfff) as usize + core::mem::size_of::<T>() > 4096 {
+            return None;
+        }
+        // SAFETY: `hpa` backs the guest page holding the structure (which
+        // does not cross the page); RAM stays mapped while the domain
+        // lives, and keel writes it only under the domain's `xen` lock.
+        Some(unsafe { phys::obj(hpa) })
+    }
+
+    /// Runs `f` on the 2-level pending bitmaps and vCPU `i`'s vcpu_info.
+    pub fn with_pending<T>(
+        &self,
+        xs: &XenState,
+        i: usize,
+        f: impl FnOnce(&mut Pending, VcpuInfoRef) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        let v = self.vcpus.get(i).ok_or(Errno::EINVAL)?;
+        let registered = v.st.lock().vcpu_info_gpa;
+        let vi = match registered.and_then(|g| self.guest_struct::<VcpuInfo>(g)) {
+            Some(p) => VcpuInfoRef::Registered(p),
+            None => VcpuInfoRef::Legacy,
         };
-        if !ok {
-            return Err(DomainError::InvalidVcpuTransition {
-                vcpu: id,
-                from: v.state,
-                to,
-            });
-        }
-        v.state = to;
-        Ok(())
+        let mut p = Pending::new(self.shared_info(xs));
+        f(&mut p, vi)
     }
 
-    /// vCPUs the scheduler may run now: none unless the domain is running.
-    pub fn runnable_vcpus(&self) -> impl Iterator<Item = u32> + '_ {
-        let on = self.state == DomainState::Running;
-        self.vcpus
-            .iter()
-            .filter(move |v| on && matches!(v.state, VcpuState::Runnable | VcpuState::Running))
-            .map(|v| v.id)
-    }
-}
-
-/// All domains, by id.
-#[derive(Clone, Debug, Default)]
-pub struct Domains {
-    doms: alloc::collections::BTreeMap<DomId, Domain>,
-}
-
-impl Domains {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Creates domain `id`, or the lowest free non-zero id when `None`
-    /// (domain 0 is only ever created explicitly).
-    pub fn create(
-        &mut self,
-        id: Option<DomId>,
-        name: &str,
-        max_pages: u64,
-        nr_vcpus: u32,
-    ) -> Result<DomId, DomainError> {
-        let id = match id {
-            Some(id) if self.doms.contains_key(&id) => return Err(DomainError::DomidInUse(id)),
-            Some(id) => id,
-            None => (1..DOMID_FIRST_RESERVED)
-                .find(|i| !self.doms.contains_key(i))
-                .ok_or(DomainError::BadDomid(DOMID_FIRST_RESERVED as u32))?,
+    /// Sets `port` pending for its vCPU and, when that makes an upcall due,
+    /// raises it; wakes a vCPU polling the port.
+    pub fn signal(&self, xs: &XenState, port: u32) {
+        let Ok(vcpu) = xs.chans.notify_vcpu(port) else {
+            return;
         };
-        let d = Domain::new(id, name, max_pages, nr_vcpus)?;
-        self.doms.insert(id, d);
-        Ok(id)
+        if let Ok(true) = self.with_pending(xs, vcpu as usize, |p, vi| {
+            p.set(port, vcpu, vi).map(|d| d.upcall)
+        }) {
+            self.raise_upcall(vcpu as usize);
+        }
+        // A vCPU polling this port (usually masked: no upcall) wakes too.
+        for v in &self.vcpus {
+            let mut st = v.st.lock();
+            if st.poll.contains(&port) {
+                self.poke(v, &mut st);
+            }
+        }
     }
 
-    pub fn get(&self, id: DomId) -> Result<&Domain, DomainError> {
-        self.doms.get(&id).ok_or(DomainError::NoSuchDomain(id))
+    /// Makes the event-channel upcall due on vCPU `i`.
+    pub fn raise_upcall(&self, i: usize) {
+        let Some(v) = self.vcpus.get(i) else {
+            return;
+        };
+        let mut st = v.st.lock();
+        if let Some(vec) = st.lapic_upcall {
+            st.lapic.raise(vec);
+        } else if self.callback_vector.load(Ordering::Relaxed) >= 16 {
+            st.callback_pending = true;
+        } else {
+            return;
+        }
+        self.poke(v, &mut st);
     }
 
-    pub fn get_mut(&mut self, id: DomId) -> Result<&mut Domain, DomainError> {
-        self.doms.get_mut(&id).ok_or(DomainError::NoSuchDomain(id))
+    /// Publishes every vCPU's PV clock: system time = ns since the domain
+    /// started (one invariant TSC, so one record fits all vCPUs).
+    pub fn update_time(&self, xs: &XenState) {
+        let now = platform::tsc();
+        let ns = self.scale.ns(now.wrapping_sub(self.tsc_start));
+        let si = self.shared_info(xs);
+        for (i, v) in self.vcpus.iter().enumerate() {
+            let (info, area) = {
+                let st = v.st.lock();
+                (st.vcpu_info_gpa, st.time_area_gpa)
+            };
+            if i < abi::XEN_LEGACY_MAX_VCPUS {
+                publish(&mut si.vcpu_info[i].time, self.scale, now, ns);
+            }
+            if let Some(vi) = info.and_then(|g| self.guest_struct::<VcpuInfo>(g)) {
+                publish(&mut vi.time, self.scale, now, ns);
+            }
+            if let Some(t) = area.and_then(|g| self.guest_struct::<VcpuTimeInfo>(g)) {
+                publish(t, self.scale, now, ns);
+            }
+        }
     }
 
-    /// Removes a dead domain's record (its id becomes free).
-    pub fn reap(&mut self, id: DomId) -> Result<Domain, DomainError> {
-        let d = self.get(id)?;
-        if d.state != DomainState::Dead {
-            return Err(DomainError::InvalidTransition {
-                from: d.state,
-                to: DomainState::Dead,
+    /// Sets the wall clock so that `secs.nsecs` was the time at system
+    /// time `system_time` (ns): shared_info then holds the wall time at
+    /// system time 0, as Xen's `do_settime` keeps it.
+    pub fn set_wallclock(&self, xs: &XenState, secs: u64, nsecs: u32, system_time: u64) {
+        let at = secs as u128 * 1_000_000_000 + nsecs as u128;
+        let base = at.saturating_sub(system_time as u128);
+        let (sec, nsec) = ((base / 1_000_000_000) as u64, (base % 1_000_000_000) as u32);
+        let si = self.shared_info(xs);
+        si.wc_version = si.wc_version.wrapping_add(1) | 1;
+        core::sync::atomic::fence(Ordering::SeqCst);
+        si.wc_sec = sec as u32;
+        si.wc_sec_hi = (sec >> 32) as u32;
+        si.wc_nsec = nsec;
+        core::sync::atomic::fence(Ordering::SeqCst);
+        si.wc_version = si.wc_version.wrapping_add(1);
+    }
+
+    /// Fires `v`'s timers that are due: its local APIC timer, and Xen's
+    /// single-shot timer (VIRQ_TIMER). Takes `xen`, then `st`.
+    pub fn fire_timers(&self, v: &Vcpu) {
+        let now = self.now_ns();
+        let xen_due = {
+            let mut st = v.st.lock();
+            st.lapic.tick(now);
+            let due = st.xen_timer_ns.is_some_and(|t| now >= t);
+            if due {
+                st.xen_timer_ns = None;
+            }
+            self.poke(v, &mut st);
+            due
+        };
+        if xen_due {
+            let xs = self.xen.lock();
+            if let Some(port) = xs.chans.virq_port(abi::virq::TIMER, v.id) {
+                self.signal(&xs, port);
+            }
+        }
+    }
+
+    // --- IPIs -----------------------------------------------------------------
+
+    /// Delivers what vCPU `from` wrote to its ICR.
+    pub fn route_ipi(&self, from: &Vcpu, ipi: Ipi) {
+        let targets = |dest: crate::hvm::vlapic::Dest| {
+            self.vcpus
+                .iter()
+                .filter(move |v| dest.matches(v.apic_id, from.apic_id))
+        };
+        match ipi {
+            Ipi::Fixed { dest, vector } => {
+                for v in targets(dest) {
+                    let mut st = v.st.lock();
+                    st.lapic.raise(vector);
+                    self.poke(v, &mut st);
+                }
+            }
+            Ipi::Init { dest } => {
+                for v in targets(dest).filter(|v| v.id != from.id) {
+                    let mut st = v.st.lock();
+                    match st.power {
+                        Power::Up => log::debug!(
+                            "d{}: INIT to running vCPU{} ignored (no vCPU reset yet)",
+                            self.id,
+                            v.id
+                        ),
+                        _ => st.power = Power::Init,
+                    }
+                }
+            }
+            Ipi::Startup { dest, vector } => {
+                for v in targets(dest) {
+                    let mut st = v.st.lock();
+                    if st.power == Power::Init {
+                        st.power = Power::Start(vector);
+                        self.poke(v, &mut st);
+                    }
+                }
+            }
+            Ipi::Ignored { mode } => {
+                log::debug!("d{}: IPI delivery mode {mode} ignored", self.id)
+            }
+        }
+    }
+
+    // --- the console ----------------------------------------------------------
+
+    /// A byte of an unprivileged guest's console output: printed by line
+    /// as `(dN) line`, non-printing bytes shown as '.'.
+    pub fn console_byte(&self, b: u8) {
+        let mut line = self.console.lock();
+        if b == b'\n' || line.len() >= 400 {
+            log::info!("(d{}) {}", self.id, line);
+            line.clear();
+        } else if b != b'\r' {
+            line.push(if b.is_ascii_graphic() || b == b' ' || b == b'\t' {
+                b as char
+            } else {
+                '.'
             });
         }
-        Ok(self.doms.remove(&id).unwrap())
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Domain> {
-        self.doms.values()
-    }
-}
+    // --- the end --------------------------------------------------------------
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use DomainState::*;
-
-    #[test]
-    fn life_cycle() {
-        let mut d = Domain::new(3, "guest", 256, 2).unwrap();
-        assert_eq!(d.state(), Created);
-        assert!(!d.is_privileged());
-        assert_eq!(d.runnable_vcpus().count(), 0);
-        d.start().unwrap();
-        assert_eq!(d.state(), Running);
-        assert_eq!(d.runnable_vcpus().collect::<Vec<_>>(), [0]);
-        d.pause().unwrap();
-        assert_eq!(d.state(), Paused);
-        assert_eq!(d.runnable_vcpus().count(), 0, "paused: nothing to run");
-        d.unpause().unwrap();
-        d.pause().unwrap();
-        d.shutdown(ShutdownReason::Reboot).unwrap();
-        assert_eq!(d.state(), ShuttingDown(ShutdownReason::Reboot));
-        assert!(d.vcpus().iter().all(|v| v.state == VcpuState::Offline));
-        d.destroy().unwrap();
-        assert_eq!(d.state(), Dead);
-    }
-
-    #[test]
-    fn invalid_transitions_are_errors() {
-        let mut d = Domain::new(1, "g", 16, 1).unwrap();
-        let e = |from, to| Err(DomainError::InvalidTransition { from, to });
-        assert_eq!(d.pause(), e(Created, Paused));
-        assert_eq!(d.unpause(), e(Created, Running));
-        assert_eq!(
-            d.shutdown(ShutdownReason::Crash),
-            e(Created, ShuttingDown(ShutdownReason::Crash))
-        );
-        assert_eq!(d.resume(), e(Created, Running));
-        d.start().unwrap();
-        assert_eq!(d.start(), e(Running, Running));
-        assert_eq!(d.unpause(), e(Running, Running));
-        assert_eq!(d.destroy(), e(Running, Dead));
-        d.pause().unwrap();
-        assert_eq!(d.pause(), e(Paused, Paused));
-        d.shutdown(ShutdownReason::Poweroff).unwrap();
-        assert_eq!(
-            d.shutdown(ShutdownReason::Crash),
-            e(
-                ShuttingDown(ShutdownReason::Poweroff),
-                ShuttingDown(ShutdownReason::Crash)
-            )
-        );
-        assert_eq!(
-            d.unpause(),
-            e(ShuttingDown(ShutdownReason::Poweroff), Running)
-        );
-        assert_eq!(
-            d.resume(),
-            e(ShuttingDown(ShutdownReason::Poweroff), Running)
-        );
-        d.destroy().unwrap();
-        assert_eq!(d.destroy(), e(Dead, Dead));
-        assert_eq!(d.start(), e(Dead, Running));
-        assert_eq!(d.state(), Dead, "failed transitions change nothing");
-        // A domain whose build failed goes straight to Dead.
-        let mut d = Domain::new(2, "h", 16, 1).unwrap();
-        d.destroy().unwrap();
-    }
-
-    #[test]
-    fn suspend_and_resume() {
-        let mut d = Domain::new(1, "g", 16, 2).unwrap();
-        d.start().unwrap();
-        d.set_vcpu_state(1, VcpuState::Runnable).unwrap();
-        d.shutdown(ShutdownReason::Suspend).unwrap();
-        d.resume().unwrap();
-        assert_eq!(d.state(), Running);
-        assert_eq!(d.vcpu(0).unwrap().state, VcpuState::Runnable);
-        assert_eq!(d.vcpu(1).unwrap().state, VcpuState::Offline);
-    }
-
-    #[test]
-    fn shutdown_codes_match_xen() {
-        for (c, r) in [
-            (0, ShutdownReason::Poweroff),
-            (1, ShutdownReason::Reboot),
-            (2, ShutdownReason::Suspend),
-            (3, ShutdownReason::Crash),
-            (4, ShutdownReason::Watchdog),
-        ] {
-            assert_eq!(ShutdownReason::from_code(c), Some(r));
-            assert_eq!(r as u32, c);
+    /// Ends the domain (the first outcome wins): every vCPU leaves the
+    /// scheduler and stops at its next exit; once none is on a CPU the
+    /// domain is finished ([`table::finish`]).
+    pub fn end(self: &Arc<Self>, o: Outcome) {
+        {
+            let mut l = self.life.lock();
+            if l.outcome.is_none() {
+                let _ = l.lc.shutdown(match &o {
+                    Outcome::Shutdown(r) => *r,
+                    Outcome::Done(_) => ShutdownReason::Poweroff,
+                    Outcome::Killed(_) => ShutdownReason::Crash,
+                });
+                l.outcome = Some(o);
+            }
         }
-        assert_eq!(ShutdownReason::from_code(5), None);
+        if self.ending.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        for v in &self.vcpus {
+            let mut st = v.st.lock();
+            st.wait = Some(Wait::Stopped);
+            crate::sched::remove(v.sched_ref());
+            drop(st);
+            if let Some(cpu) = v.running_on() {
+                crate::sched::resched(cpu);
+            }
+        }
+        self.maybe_finish();
     }
 
-    #[test]
-    fn memory_accounting() {
-        let mut d = Domain::new(1, "g", 100, 1).unwrap();
-        d.alloc_pages(60).unwrap();
-        d.alloc_pages(40).unwrap();
-        assert_eq!(d.tot_pages(), 100);
-        assert_eq!(
-            d.alloc_pages(1),
-            Err(DomainError::OverMaxPages {
-                tot: 100,
-                max: 100,
-                want: 1
-            })
-        );
-        assert_eq!(d.alloc_pages(u64::MAX).unwrap_err().errno(), -12);
-        d.free_pages(30).unwrap();
-        assert_eq!(
-            d.free_pages(71),
-            Err(DomainError::FreeUnderflow { tot: 70, free: 71 })
-        );
-        d.set_max_pages(50);
-        assert!(d.alloc_pages(1).is_err(), "over the lowered limit");
-        d.free_pages(20).unwrap();
-        d.alloc_pages(0).unwrap();
-        assert_eq!(d.tot_pages(), 50);
-        d.start().unwrap();
-        d.shutdown(ShutdownReason::Poweroff).unwrap();
-        assert_eq!(d.alloc_pages(1), Err(DomainError::Dying));
-        d.free_pages(50).unwrap();
-        d.destroy().unwrap();
-        assert_eq!(d.tot_pages(), 0);
-    }
-
-    #[test]
-    fn vcpu_states() {
-        use VcpuState::*;
-        let mut d = Domain::new(1, "g", 16, 3).unwrap();
-        assert_eq!(d.vcpus().len(), 3);
-        assert!(
-            d.set_vcpu_state(1, Runnable).is_err(),
-            "domain not running yet"
-        );
-        d.start().unwrap();
-        d.set_vcpu_state(1, Runnable).unwrap();
-        d.set_vcpu_state(1, Running).unwrap();
-        d.set_vcpu_state(1, Blocked).unwrap();
-        assert_eq!(
-            d.set_vcpu_state(1, Running),
-            Err(DomainError::InvalidVcpuTransition {
-                vcpu: 1,
-                from: Blocked,
-                to: Running
-            })
-        );
-        d.set_vcpu_state(1, Runnable).unwrap();
-        d.set_vcpu_state(1, Offline).unwrap();
-        assert!(
-            d.set_vcpu_state(2, Blocked).is_err(),
-            "offline cannot block"
-        );
-        assert_eq!(
-            d.set_vcpu_state(3, Runnable),
-            Err(DomainError::NoSuchVcpu(3))
-        );
-        d.pause().unwrap();
-        assert!(d.set_vcpu_state(0, Running).is_err(), "paused: cannot run");
-        assert_eq!(d.runnable_vcpus().count(), 0);
-    }
-
-    #[test]
-    fn privilege() {
-        let d0 = Domain::new(0, "Domain-0", 1 << 20, 2).unwrap();
-        let du = Domain::new(5, "guest", 1, 1).unwrap();
-        assert!(d0.is_privileged());
-        assert_eq!(d0.check_privileged("domctl"), Ok(()));
-        assert_eq!(du.check_privileged("domctl"), Err(-EPERM));
-        assert_eq!(du.check_privileged("domctl"), Err(-1));
-    }
-
-    #[test]
-    fn bad_domains_and_registry() {
-        assert_eq!(
-            Domain::new(0x7ff0, "x", 1, 1).unwrap_err(),
-            DomainError::BadDomid(0x7ff0)
-        );
-        assert_eq!(Domain::new(1, "x", 1, 0).unwrap_err(), DomainError::NoVcpus);
-        let long = "x".repeat(NAME_MAX + 1);
-        assert_eq!(
-            Domain::new(1, &long, 1, 1).unwrap_err(),
-            DomainError::NameTooLong
-        );
-
-        let mut ds = Domains::new();
-        assert_eq!(ds.create(Some(0), "Domain-0", 100, 1), Ok(0));
-        assert_eq!(ds.create(None, "a", 10, 1), Ok(1));
-        assert_eq!(ds.create(None, "b", 10, 1), Ok(2));
-        assert_eq!(
-            ds.create(Some(1), "c", 10, 1),
-            Err(DomainError::DomidInUse(1))
-        );
-        assert!(ds.reap(1).is_err(), "not dead yet");
-        ds.get_mut(1).unwrap().destroy().unwrap();
-        ds.reap(1).unwrap();
-        assert_eq!(ds.get(1).unwrap_err(), DomainError::NoSuchDomain(1));
-        assert_eq!(ds.create(None, "d", 10, 1), Ok(1), "lowest free id reused");
-        assert_eq!(ds.iter().count(), 3);
-        assert!(ds.get(0).unwrap().is_privileged());
-        assert!(!ds.get(2).unwrap().is_privileged());
+    /// Finishes an ending domain once none of its vCPUs is on a CPU (the
+    /// CPU that takes the last one off calls this too).
+    pub fn maybe_finish(self: &Arc<Self>) {
+        if !self.is_ending() || self.vcpus.iter().any(|v| v.running_on().is_some()) {
+            return;
+        }
+        if self.finished.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let line = core::mem::take(&mut *self.console.lock());
+        if !line.is_empty() {
+            log::info!("(d{}) {}", self.id, line);
+        }
+        let _ = self.life.lock().lc.destroy();
+        table::finish(self);
     }
 }

@@ -18,14 +18,14 @@ pub fn exit_insn_len(b: &[u8], long_mode: bool) -> Option<u8> {
     }
     let op = *b.get(i)?;
     let rest = match op {
-        0xf4 => 1,                      // hlt
-        0x90 => 1,                      // pause (F3 90) / nop
-        0xe4 | 0xe5 | 0xe6 | 0xe7 => 2, // in/out imm8
-        0xec..=0xef => 1,               // in/out dx
-        0x6c..=0x6f => 1,               // ins/outs
+        0xf4 => 1,        // hlt
+        0x90 => 1,        // pause (F3 90) / nop
+        0xe4..=0xe7 => 2, // in/out imm8
+        0xec..=0xef => 1, // in/out dx
+        0x6c..=0x6f => 1, // ins/outs
         0x0f => match *b.get(i + 1)? {
-            0xa2 => 2,               // cpuid
-            0x30 | 0x32 | 0x31 => 2, // wrmsr, rdmsr, rdtsc
+            0xa2 => 2,        // cpuid
+            0x30..=0x32 => 2, // wrmsr, rdmsr, rdtsc
             0x01 => match *b.get(i + 2)? {
                 0xc1 | 0xd9 | 0xd1 | 0xf9 => 3, // vmcall, vmmcall, xsetbv, rdtscp
                 _ => return None,
@@ -108,7 +108,7 @@ pub fn linear_to_gpa_for<M: GuestPhys>(
             return Some((pde & ADDR & !0x1f_ffff) | (la & 0x1f_ffff));
         }
         let pte = m.read_u64((pde & ADDR) + ((la >> 12) & 0x1ff) * 8)?;
-        ok(pte).then(|| (pte & ADDR) | (la & 0xfff))
+        ok(pte).then_some((pte & ADDR) | (la & 0xfff))
     } else {
         let rd32 = |m: &mut M, a: u64| {
             m.read_u64(a & !7)
@@ -122,7 +122,7 @@ pub fn linear_to_gpa_for<M: GuestPhys>(
             return Some((pde & 0xffc0_0000) | (la & 0x3f_ffff));
         }
         let pte = rd32(m, (pde & 0xffff_f000) + ((la >> 12) & 0x3ff) * 4)?;
-        ok(pte).then(|| (pte & 0xffff_f000) | (la & 0xfff))
+        ok(pte).then_some((pte & 0xffff_f000) | (la & 0xfff))
     }
 }
 

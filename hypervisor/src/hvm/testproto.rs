@@ -9,11 +9,11 @@
 //! | `SCRATCH` 0x511 | out / in (1, 2, 4 bytes) | out stores a value; in returns the stored value + 1 |
 //! | `SCENARIO` 0x512 | in (4 bytes) | which scenario this guest instance runs ([`Scenario`]) |
 //! | `DONE` 0x513 | out (4 bytes) | 0 = all checks passed, anything else = failed; ends the guest |
-//! | `TIMER` 0x514 | out (4 bytes) | arm a one-shot virtual timer: interrupt [`TIMER_VECTOR`] after N µs |
+//! | `TIMER` 0x514 | out (4 bytes) | arm the local APIC timer one-shot: interrupt [`TIMER_VECTOR`] after N µs (the guest EOIs it, x2APIC MSR 0x80b) |
 //! | `EXPECT` 0x515 | in (4 bytes) | a counter keel keeps: number of nested-paging faults it served |
+//! | `PEER` 0x516 | in (4 bytes) | the event-channel port keel bound to this guest's partner (ping-pong), 0 if none |
 //! | VMCALL / VMMCALL, RAX = 0 | | null hypercall: returns 0 in RAX |
-//! | VMCALL / VMMCALL, RAX = `keel_mgmt::HYPERCALL` | | keel's management call: -EPERM (-1), test guests are not dom0 |
-//! | VMCALL / VMMCALL, RAX = other | | returns -ENOSYS (-38) |
+//! | VMCALL / VMMCALL, RAX = other | | the Xen ABI, as for any unprivileged domain (keel's management call: -EPERM; unknown numbers: -ENOSYS) |
 //! | MSR `SCRATCH_MSR` | rdmsr / wrmsr | a 64-bit register keel emulates |
 //! | any other MSR | rdmsr | keel injects #GP(0) |
 //! | CPUID 0x4000_0000 | | "XenVMMXenVMM" signature, max leaf in EAX |
@@ -29,6 +29,7 @@ pub const SCENARIO: u16 = 0x512;
 pub const DONE: u16 = 0x513;
 pub const TIMER: u16 = 0x514;
 pub const EXPECT: u16 = 0x515;
+pub const PEER: u16 = 0x516;
 pub const SCRATCH_MSR: u32 = 0x4000_00f0;
 pub const TIMER_VECTOR: u8 = 0x30;
 pub const ENOSYS: i64 = -38;
@@ -60,4 +61,56 @@ pub enum Scenario {
     /// Spins printing a heartbeat until it has done N rounds (a long run
     /// for the "other guest keeps running" check), then DONE.
     LongRun = 5,
+    /// CPU-bound forever, with no exits (the scheduler preempts it).
+    Spin = 6,
+    /// Halts with interrupts on and nothing armed: blocked for good.
+    Halt = 7,
+    /// Event-channel ping-pong, the side that starts and counts: N round
+    /// trips over its `PEER` port, then DONE.
+    Ping = 8,
+    /// The other side: answers every event, forever.
+    Pong = 9,
+}
+
+/// A test guest's state in keel (its one vCPU's registers are elsewhere).
+#[derive(Debug)]
+pub struct TestState {
+    pub scenario: Scenario,
+    pub scratch: u32,
+    pub scratch_msr: u64,
+    /// Nested-paging faults served in the on-demand region.
+    pub npf_served: u32,
+    /// The port keel bound for its ping-pong partner (0: none).
+    pub peer_port: u32,
+}
+
+impl TestState {
+    pub fn new(scenario: Scenario) -> Self {
+        TestState {
+            scenario,
+            scratch: 0,
+            scratch_msr: 0,
+            npf_served: 0,
+            peer_port: 0,
+        }
+    }
+}
+
+/// A test guest's MAX_EXITS: a runaway guest cannot run a test forever.
+pub const MAX_EXITS: u64 = 20_000_000;
+
+/// A scenario's short name (domain names, logs).
+pub fn name(s: Scenario) -> &'static str {
+    match s {
+        Scenario::Suite => "suite",
+        Scenario::TripleFault => "triple-fault",
+        Scenario::BadAccess => "bad-access",
+        Scenario::BenchHypercall => "bench-hypercall",
+        Scenario::BenchCpuid => "bench-cpuid",
+        Scenario::LongRun => "long-run",
+        Scenario::Spin => "spin",
+        Scenario::Halt => "halt",
+        Scenario::Ping => "ping",
+        Scenario::Pong => "pong",
+    }
 }

@@ -147,6 +147,10 @@ pub enum Exit {
     Xsetbv {
         len: u8,
     },
+    /// MONITOR, MWAIT or MONITORX/MWAITX. keel's CPUID offers none of
+    /// them (a guest sleeping in MWAIT with interrupts off could hold a
+    /// shared CPU for good), so they raise #UD, as on Xen.
+    MonitorMwait,
     NestedPageFault {
         gpa: u64,
         access: Access,
@@ -247,15 +251,38 @@ pub trait Vcpu {
     fn flush_p2m(&mut self);
     /// Which backend: "VT-x" or "AMD-V".
     fn backend(&self) -> &'static str;
+    /// Whether a spin-wait loop (PAUSE, past the CPU's pause filter where
+    /// it has one) exits, so that another vCPU waiting for this CPU can run.
+    fn set_pause_exiting(&mut self, on: bool);
+    /// The TSC by which this run must end (keel's next timer), for a
+    /// backend that can bound a run by itself too (VT-x's preemption
+    /// timer); the host timer interrupt is the main bound.
+    fn set_deadline(&mut self, _tsc: Option<u64>) {}
+    /// The vCPU leaves this CPU: its hardware state is released here
+    /// (VMCLEAR on VT-x, its FPU state saved), so any CPU may run it next.
+    fn unbind(&mut self);
+    /// The instruction a guest's hypercall page uses: VMCALL or VMMCALL.
+    fn hypercall_insn(&self) -> [u8; 3];
     /// Whether an access to I/O `port` exits (the default for every port)
     /// or goes straight to the hardware (dom0's devices).
     fn set_io_intercept(&mut self, port: u16, intercept: bool);
+    /// XSETBV: the guest's new XCR0 (loaded now, and whenever this vCPU's
+    /// FPU state is). False: refused (#GP).
+    fn set_xcr0(&mut self, value: u64) -> bool;
 
     /// Injects #GP(0), the answer to an MSR or instruction keel refuses.
     fn inject_gp(&mut self) {
         self.inject(Event::Exception {
             vector: 13,
             error_code: Some(0),
+        });
+    }
+
+    /// Raises #UD (an instruction the guest's CPUID does not offer).
+    fn inject_ud(&mut self) {
+        self.inject(Event::Exception {
+            vector: 6,
+            error_code: None,
         });
     }
 

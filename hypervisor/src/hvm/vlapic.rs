@@ -224,6 +224,14 @@ impl Vlapic {
         };
     }
 
+    /// Enables the APIC and arms its timer one-shot with `vector`, to fire
+    /// at `deadline_ns` (keel's test guests' TIMER port).
+    pub fn arm_oneshot(&mut self, vector: u8, deadline_ns: u64) {
+        self.svr |= SVR_ENABLED;
+        self.lvt[1] = vector as u32;
+        self.timer_deadline_ns = Some(deadline_ns);
+    }
+
     /// When the timer next fires (for a halted vCPU's sleep).
     pub fn next_deadline(&self) -> Option<u64> {
         self.timer_deadline_ns

@@ -229,7 +229,7 @@ impl P2m {
         size: PageSize,
         p: Perm,
     ) -> Result<(), P2mError> {
-        if gpa % size.bytes() != 0 || hpa % size.bytes() != 0 {
+        if !gpa.is_multiple_of(size.bytes()) || !hpa.is_multiple_of(size.bytes()) {
             return Err(P2mError::Misaligned);
         }
         let leaf = self.format.leaf(hpa, p, size)?;
@@ -251,7 +251,7 @@ impl P2m {
         p: Perm,
         gib: bool,
     ) -> Result<(), P2mError> {
-        if gpa % 4096 != 0 || hpa % 4096 != 0 || len % 4096 != 0 {
+        if !gpa.is_multiple_of(4096) || !hpa.is_multiple_of(4096) || !len.is_multiple_of(4096) {
             return Err(P2mError::Misaligned);
         }
         let mut off = 0;

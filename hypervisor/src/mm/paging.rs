@@ -123,7 +123,10 @@ impl<'m, M: TableMemory> Mapper<'m, M> {
         size: PageSize,
         flags: Pte,
     ) -> Result<(), MapError> {
-        if virt % size.bytes() != 0 || phys % size.bytes() != 0 || phys & !ADDR_MASK != 0 {
+        if !virt.is_multiple_of(size.bytes())
+            || !phys.is_multiple_of(size.bytes())
+            || phys & !ADDR_MASK != 0
+        {
             return Err(MapError::Misaligned);
         }
         if !canonical(virt) {
@@ -169,7 +172,7 @@ impl<'m, M: TableMemory> Mapper<'m, M> {
         flags: Pte,
         gib_pages: bool,
     ) -> Result<(), MapError> {
-        if virt % 4096 != 0 || phys % 4096 != 0 || len % 4096 != 0 {
+        if !virt.is_multiple_of(4096) || !phys.is_multiple_of(4096) || !len.is_multiple_of(4096) {
             return Err(MapError::Misaligned);
         }
         let mut off = 0;

@@ -704,9 +704,29 @@ pub const XEN_LEGACY_MAX_VCPUS: usize = 32;
 // Structures
 // ---------------------------------------------------------------------------
 
-/// Asserts at compile time a struct's size and selected field offsets.
+/// Plain guest-ABI data: `#[repr(C)]`, integer fields only, so every bit
+/// pattern (whatever a guest wrote) is a valid value and keel may read one
+/// from guest bytes (`hypercall::guest`).
+///
+/// # Safety
+/// Implement only for `#[repr(C)]` types whose fields are integers or
+/// arrays or structs of such (no references, `bool`s, enums or pointers).
+pub unsafe trait Pod: Copy {}
+
+// SAFETY: plain integers: every bit pattern is a value.
+unsafe impl Pod for u16 {}
+// SAFETY: as above.
+unsafe impl Pod for u32 {}
+// SAFETY: as above.
+unsafe impl Pod for u64 {}
+
+/// Asserts at compile time a struct's size and selected field offsets, and
+/// marks it [`Pod`].
 macro_rules! layout {
     ($t:ty, $size:expr $(, $field:ident @ $off:expr)* $(,)?) => {
+        // SAFETY: every struct declared with `layout!` in this file is
+        // `#[repr(C)]` with integer (or integer-array/struct) fields only.
+        unsafe impl Pod for $t {}
         const _: () = assert!(size_of::<$t>() == $size, concat!("size of ", stringify!($t)));
         $(
             const _: () = assert!(
@@ -1197,6 +1217,63 @@ pub struct XenFeatureInfo {
     pub submap: u32,
 }
 layout!(XenFeatureInfo, 8, submap_idx @ 0, submap @ 4);
+
+// --- platform.h (dom0 only) ---------------------------------------------
+
+pub mod platform_op {
+    /// `XENPF_INTERFACE_VERSION`.
+    pub const INTERFACE_VERSION: u32 = 0x0300_0001;
+    pub const SETTIME32: u32 = 17;
+    pub const GET_CPUINFO: u32 = 55;
+    pub const SETTIME64: u32 = 62;
+    /// `XEN_PCPU_FLAGS_*`.
+    pub const PCPU_ONLINE: u32 = 1;
+    pub const PCPU_INVALID: u32 = 2;
+}
+
+/// `struct xen_platform_op`'s header; the union `u` follows at offset 8.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct XenPlatformOpHdr {
+    pub cmd: u32,
+    pub interface_version: u32,
+}
+layout!(XenPlatformOpHdr, 8, cmd @ 0, interface_version @ 4);
+
+/// `struct xenpf_settime32` (`u` of XENPF_settime32).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct XenpfSettime32 {
+    pub secs: u32,
+    pub nsecs: u32,
+    pub system_time: u64,
+}
+layout!(XenpfSettime32, 16, secs @ 0, nsecs @ 4, system_time @ 8);
+
+/// `struct xenpf_settime64`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct XenpfSettime64 {
+    pub secs: u64,
+    pub nsecs: u32,
+    pub mbz: u32,
+    pub system_time: u64,
+}
+layout!(XenpfSettime64, 24, secs @ 0, nsecs @ 8, mbz @ 12, system_time @ 16);
+
+/// `struct xenpf_pcpuinfo`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct XenpfPcpuinfo {
+    /// IN.
+    pub xen_cpuid: u32,
+    /// OUT.
+    pub max_present: u32,
+    pub flags: u32,
+    pub apic_id: u32,
+    pub acpi_id: u32,
+}
+layout!(XenpfPcpuinfo, 20, xen_cpuid @ 0, max_present @ 4, flags @ 8, apic_id @ 12, acpi_id @ 16);
 
 // --- grant_table.h --------------------------------------------------------
 

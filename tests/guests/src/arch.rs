@@ -5,19 +5,27 @@ use core::arch::asm;
 // around them (e.g. EXPECT after touching on-demand pages).
 #[inline(always)]
 pub fn outb(port: u16, v: u8) {
+    // SAFETY: ring 0, so `out` cannot fault; it reads only DX/AL, touches no memory Rust
+    // can see, and the port is one keel (or, in qemu-smoke builds, the PIC/PIT) handles.
     unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nostack, preserves_flags)) }
 }
 #[inline(always)]
 pub fn outw(port: u16, v: u16) {
+    // SAFETY: ring 0, so `out` cannot fault; it reads only DX/AX, touches no memory Rust
+    // can see, and the port is one keel (or, in qemu-smoke builds, the PIC/PIT) handles.
     unsafe { asm!("out dx, ax", in("dx") port, in("ax") v, options(nostack, preserves_flags)) }
 }
 #[inline(always)]
 pub fn outl(port: u16, v: u32) {
+    // SAFETY: ring 0, so `out` cannot fault; it reads only DX/EAX, touches no memory Rust
+    // can see, and the port is one keel (or, in qemu-smoke builds, the PIC/PIT) handles.
     unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nostack, preserves_flags)) }
 }
 #[inline(always)]
 pub fn inl(port: u16) -> u32 {
     let v: u32;
+    // SAFETY: ring 0, so `in` cannot fault; it writes only EAX (declared) and touches no
+    // memory Rust can see; keel emulates the port.
     unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nostack, preserves_flags)) }
     v
 }
@@ -26,6 +34,8 @@ pub fn inl(port: u16) -> u32 {
 #[inline(always)]
 pub fn inb_rax(port: u16, rax: u64) -> u64 {
     let mut v = rax;
+    // SAFETY: ring 0, so `in` cannot fault; it writes only AL, within the inout RAX, and
+    // touches no memory Rust can see; keel emulates the port.
     unsafe { asm!("in al, dx", in("dx") port, inout("rax") v, options(nostack, preserves_flags)) }
     v
 }
@@ -33,6 +43,8 @@ pub fn inb_rax(port: u16, rax: u64) -> u64 {
 #[inline(always)]
 pub fn inw_rax(port: u16, rax: u64) -> u64 {
     let mut v = rax;
+    // SAFETY: ring 0, so `in` cannot fault; it writes only AX, within the inout RAX, and
+    // touches no memory Rust can see; keel emulates the port.
     unsafe { asm!("in ax, dx", in("dx") port, inout("rax") v, options(nostack, preserves_flags)) }
     v
 }
@@ -40,6 +52,8 @@ pub fn inw_rax(port: u16, rax: u64) -> u64 {
 #[inline(always)]
 pub fn inl_rax(port: u16, rax: u64) -> u64 {
     let mut v = rax;
+    // SAFETY: ring 0, so `in` cannot fault; it writes only EAX, within the inout RAX, and
+    // touches no memory Rust can see; keel emulates the port.
     unsafe { asm!("in eax, dx", in("dx") port, inout("rax") v, options(nostack, preserves_flags)) }
     v
 }
@@ -56,6 +70,8 @@ pub struct CpuidResult {
 pub fn cpuid(leaf: u32, sub: u32) -> CpuidResult {
     let (eax, ebx, ecx, edx): (u32, u64, u32, u32);
     // RBX is reserved by LLVM: swap it through a scratch register.
+    // SAFETY: CPUID never faults and touches no memory (keel intercepts and emulates it);
+    // it writes EAX/ECX/EDX, all declared, and RBX, which is saved and restored via {b}.
     unsafe {
         asm!(
             "mov {b}, rbx",
@@ -90,6 +106,8 @@ pub fn vendor() -> [u8; 12] {
 #[inline(always)]
 pub fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
+    // SAFETY: ring 0; rdmsr writes only EAX/EDX and no memory. A #GP for an unknown MSR is
+    // either expected (expect_fault skips the 2 bytes) or reported by the handler as DONE(3).
     unsafe {
         asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nostack, preserves_flags))
     }
@@ -99,6 +117,8 @@ pub fn rdmsr(msr: u32) -> u64 {
 /// `wrmsr` (2 bytes: 0f 30). May fault: see `trap::expect_fault`.
 #[inline(always)]
 pub fn wrmsr(msr: u32, v: u64) {
+    // SAFETY: ring 0; the guest writes only keel's SCRATCH_MSR and the x2APIC EOI MSR, neither
+    // of which touches memory or state Rust relies on; a #GP is expected or reported as DONE(3).
     unsafe {
         asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32,
              options(nostack, preserves_flags))
@@ -149,6 +169,8 @@ pub fn hypercall_checked(insn: HypercallInsn, nr: u64) -> (u64, [u64; 9]) {
     let mut rax = nr;
     macro_rules! call {
         ($insn:literal) => {
+            // SAFETY: exits to keel, whose dispatch writes only RAX; RBX (via {b}) and RCX-R11 are
+            // declared anyway, and it is not `nomem`. Callers wrap it in expect_fault(3, ..).
             unsafe {
                 asm!(
                     "xchg {b}, rbx",
@@ -180,6 +202,8 @@ pub fn hypercall_checked(insn: HypercallInsn, nr: u64) -> (u64, [u64; 9]) {
 #[inline(always)]
 pub fn hypercall(insn: HypercallInsn, nr: u64) -> u64 {
     let mut rax = nr;
+    // SAFETY: exits to keel, whose dispatch writes only RAX (the suite's `hypercall` check
+    // verifies the other registers survive); the benchmark's null hypercall touches no memory.
     unsafe {
         match insn {
             HypercallInsn::Vmcall => asm!("vmcall", inout("rax") rax, options(nostack)),
@@ -187,6 +211,25 @@ pub fn hypercall(insn: HypercallInsn, nr: u64) -> u64 {
         }
     }
     rax
+}
+
+/// A Xen hypercall: RAX = `nr`, arguments in RDI, RSI, RDX; returns RAX.
+#[inline(always)]
+pub fn xen_hypercall(insn: HypercallInsn, nr: u64, a1: u64, a2: u64, a3: u64) -> i64 {
+    let mut rax = nr;
+    // SAFETY: exits to keel, whose dispatch writes only RAX, so the `in` registers survive; not
+    // `nomem`, so keel may read/write the live locals whose addresses the callers pass.
+    unsafe {
+        match insn {
+            HypercallInsn::Vmcall => {
+                asm!("vmcall", inout("rax") rax, in("rdi") a1, in("rsi") a2, in("rdx") a3, options(nostack))
+            }
+            HypercallInsn::Vmmcall => {
+                asm!("vmmcall", inout("rax") rax, in("rdi") a1, in("rsi") a2, in("rdx") a3, options(nostack))
+            }
+        }
+    }
+    rax as i64
 }
 
 /// Reports the result to keel and never returns.
@@ -197,6 +240,8 @@ pub fn done(code: u32) -> ! {
 
 pub fn halt_forever() -> ! {
     loop {
+        // SAFETY: ring 0; cli/hlt touch no memory and the function never returns, so halting
+        // with interrupts off (until keel ends the guest) breaks nothing Rust relies on.
         unsafe { asm!("cli", "hlt", options(nomem, nostack)) }
     }
 }
@@ -204,7 +249,8 @@ pub fn halt_forever() -> ! {
 /// Enables SSE for this guest (CR0.EM clear, CR0.MP and CR4.OSFXSR set), so
 /// it can look at its own XMM/MXCSR state.
 pub fn enable_sse() {
-    // SAFETY (guest): ring 0, long mode; only FPU/SSE control bits change.
+    // SAFETY: ring 0, long mode; only CR0.EM/MP and CR4.OSFXSR change (no memory, RAX is
+    // declared), and the soft-float target never emits SSE code that this could affect.
     unsafe {
         asm!(
             "mov rax, cr0",
@@ -224,7 +270,8 @@ pub fn enable_sse() {
 pub fn sse_state() -> (u64, u32) {
     let (x, mut m) = (0u64, 0u32);
     let mut x = x;
-    // SAFETY (guest): SSE is enabled (enable_sse); stmxcsr writes 4 bytes.
+    // SAFETY: guest_main calls enable_sse first, so these cannot #UD; movq writes only the
+    // declared output and stmxcsr writes 4 bytes into `m`, a live local u32.
     unsafe {
         asm!("movq {}, xmm0", out(reg) x, options(nostack, preserves_flags));
         asm!("stmxcsr [{}]", in(reg) &mut m as *mut u32, options(nostack, preserves_flags));
@@ -235,8 +282,10 @@ pub fn sse_state() -> (u64, u32) {
 /// Leaves a recognisable value in XMM0 and a non-default MXCSR, for the next
 /// guest on this CPU to (not) see.
 pub fn dirty_sse(pattern: u64) {
-    let m: u32 = 0x1f80 ^ 0x6000; // rounding control changed
-                                  // SAFETY (guest): as above.
+    // Rounding control changed.
+    let m: u32 = 0x1f80 ^ 0x6000;
+    // SAFETY: SSE is enabled (enable_sse); ldmxcsr reads the 4-byte local `m`. XMM0 and MXCSR
+    // are not declared, but the soft-float target never uses SSE registers or SSE FP.
     unsafe {
         asm!("movq xmm0, {}", in(reg) pattern, options(nostack, preserves_flags));
         asm!("ldmxcsr [{}]", in(reg) &m as *const u32, options(nostack, preserves_flags));

@@ -58,6 +58,10 @@ pub extern "C" fn guest_main() -> ! {
         proto::BENCH_HYPERCALL => scenarios::bench_hypercall(),
         proto::BENCH_CPUID => scenarios::bench_cpuid(),
         proto::LONG_RUN => scenarios::long_run(),
+        proto::SPIN => scenarios::spin(),
+        proto::HALT => scenarios::halt(),
+        proto::PING => scenarios::ping_pong(true),
+        proto::PONG => scenarios::ping_pong(false),
         other => {
             println!("unknown scenario {}", other);
             arch::done(proto::DONE_UNKNOWN_SCENARIO)

@@ -10,6 +10,7 @@ pub const SCENARIO: u16 = 0x512;
 pub const DONE: u16 = 0x513;
 pub const TIMER: u16 = 0x514;
 pub const EXPECT: u16 = 0x515;
+pub const PEER: u16 = 0x516;
 pub const SCRATCH_MSR: u32 = 0x4000_00f0;
 pub const TIMER_VECTOR: u8 = 0x30;
 pub const ENOSYS: i64 = -38;
@@ -30,6 +31,10 @@ pub const BAD_ACCESS: u32 = 2;
 pub const BENCH_HYPERCALL: u32 = 3;
 pub const BENCH_CPUID: u32 = 4;
 pub const LONG_RUN: u32 = 5;
+pub const SPIN: u32 = 6;
+pub const HALT: u32 = 7;
+pub const PING: u32 = 8;
+pub const PONG: u32 = 9;
 
 // DONE values this guest writes (keel only distinguishes 0 from non-zero).
 pub const DONE_PASS: u32 = 0;
@@ -46,6 +51,10 @@ pub fn scenario_name(s: u32) -> &'static str {
         BENCH_HYPERCALL => "bench-hypercall",
         BENCH_CPUID => "bench-cpuid",
         LONG_RUN => "long-run",
+        SPIN => "spin",
+        HALT => "halt",
+        PING => "ping",
+        PONG => "pong",
         _ => "unknown",
     }
 }
@@ -70,3 +79,19 @@ pub fn scenario() -> u32 {
         None => SUITE,
     }
 }
+
+// The Xen ABI pieces the ping-pong guests use (xen.h, sched.h,
+// event_channel.h, memory.h).
+pub const HYPERVISOR_MEMORY_OP: u64 = 12;
+pub const HYPERVISOR_SCHED_OP: u64 = 29;
+pub const HYPERVISOR_EVENT_CHANNEL_OP: u64 = 32;
+pub const XENMEM_ADD_TO_PHYSMAP: u64 = 7;
+pub const XENMAPSPACE_SHARED_INFO: u32 = 0;
+pub const SCHEDOP_POLL: u64 = 3;
+pub const EVTCHNOP_SEND: u64 = 4;
+pub const DOMID_SELF: u16 = 0x7ff0;
+/// Where the ping-pong guests map shared_info (in the on-demand region,
+/// identity-mapped by the guest's page tables).
+pub const SHARED_INFO_GPA: u64 = 0x70_0000;
+/// `shared_info.evtchn_pending[]`.
+pub const EVTCHN_PENDING_OFFSET: u64 = 2048;

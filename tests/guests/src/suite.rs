@@ -171,9 +171,12 @@ fn memory() -> Result<(), Msg> {
     const BASE: u64 = 0x20_0000;
     const END: u64 = 0x30_0000;
     for a in (BASE..END).step_by(8) {
+        // SAFETY: [2 MiB, 3 MiB) is guest RAM, identity-mapped and used by nothing else (link.ld
+        // keeps the image, stack and page tables below 1 MiB); `a` is 8-aligned.
         unsafe { write_volatile(a as *mut u64, pattern(a)) };
     }
     for a in (BASE..END).step_by(8) {
+        // SAFETY: same unused, identity-mapped RAM just written above; `a` is 8-aligned.
         let v = unsafe { read_volatile(a as *const u64) };
         if v != pattern(a) {
             fail!("at {:#x}: read {:#x}, wrote {:#x}", a, v, pattern(a));
@@ -190,12 +193,15 @@ fn on_demand() -> Result<(), Msg> {
     for p in 0..PAGES {
         let page = proto::ON_DEMAND_BASE + p * 4096;
         for a in [page, page + 4088] {
+            // SAFETY: the on-demand region is identity-mapped, backed by keel on first touch and
+            // holds no Rust object; `a` is 8-aligned and within the page.
             unsafe { write_volatile(a as *mut u64, pattern(a)) };
         }
     }
     for p in 0..PAGES {
         let page = proto::ON_DEMAND_BASE + p * 4096;
         for a in [page, page + 4088] {
+            // SAFETY: the same on-demand words written above (now backed); `a` is 8-aligned.
             let v = unsafe { read_volatile(a as *const u64) };
             if v != pattern(a) {
                 fail!("at {:#x}: read {:#x}, wrote {:#x}", a, v, pattern(a));
@@ -237,6 +243,8 @@ fn hlt_timer() -> Result<(), Msg> {
         let mut wakeups = 0u32;
         while trap::TICKS.load(SeqCst) == before {
             // STI's shadow covers HLT: no tick can slip in between.
+            // SAFETY: ring 0, no memory touched; the IDT has a TIMER_VECTOR gate whose handler
+            // counts and EOIs the tick, and cli restores interrupts-off before returning.
             unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
             wakeups += 1;
         }
@@ -253,7 +261,7 @@ fn hlt_timer() -> Result<(), Msg> {
 /// register but RAX. VMCALL on Intel-compatible CPUs, VMMCALL on AMD.
 fn hypercall() -> Result<(), Msg> {
     let insn = HypercallInsn::detect();
-    for (nr, want) in [(0u64, 0u64), (7, proto::ENOSYS as u64)] {
+    for (nr, want) in [(0u64, 0u64), (56, proto::ENOSYS as u64)] {
         let ((rax, regs), f) = expect_fault(3, || arch::hypercall_checked(insn, nr));
         if f.count != 0 {
             fail!(
@@ -315,6 +323,8 @@ fn mgmt_eperm() -> Result<(), Msg> {
 
 /// ud2 raises #UD in the guest's own IDT (keel does not intercept it).
 fn ud_exception() -> Result<(), Msg> {
+    // SAFETY: deliberate #UD: expect_fault(2, ..) makes the handler record vector 6 and skip
+    // the 2-byte ud2, so execution continues right after it.
     let ((), f) = expect_fault(2, || unsafe { asm!("ud2", options(nomem, nostack)) });
     if f.count != 1 || f.vector != 6 {
         fail!(
@@ -348,6 +358,8 @@ mod smoke {
         }
         // Firmware normally sets LAPIC LINT0 to ExtINT (virtual wire); we
         // have no firmware. LAPIC at 0xfee0_0000 (identity-mapped).
+        // SAFETY: qemu-smoke only: the LAPIC MMIO page is identity-mapped (below 4 GiB) and holds
+        // no Rust object; these are aligned 32-bit register writes.
         unsafe {
             core::ptr::write_volatile(0xfee0_00f0 as *mut u32, 0x1ff); // SVR: enable
             core::ptr::write_volatile(0xfee0_0350 as *mut u32, 0x700); // LVT0: ExtINT

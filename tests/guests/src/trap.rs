@@ -174,6 +174,8 @@ struct DescriptorPtr {
 
 pub fn init() {
     let idt = core::ptr::addr_of_mut!(IDT);
+    // SAFETY: keel_isr_table is defined by the global_asm! above as 33 .quad stub addresses in
+    // .rodata, matching the declared [u64; 33], and nothing ever writes it.
     for (i, &handler) in unsafe { keel_isr_table }.iter().enumerate() {
         let vector = if i < 32 {
             i
@@ -189,12 +191,16 @@ pub fn init() {
             offset_hi: (handler >> 32) as u32,
             zero: 0,
         };
+        // SAFETY: runs once, single vCPU, interrupts off and the IDT not yet loaded, so nothing
+        // else accesses IDT; the write goes through a raw pointer and vector < 256.
         unsafe { (*idt).0[vector] = gate };
     }
     let ptr = DescriptorPtr {
         limit: (core::mem::size_of::<Idt>() - 1) as u16,
         base: idt as u64,
     };
+    // SAFETY: lidt only reads `ptr`; its base is IDT, a static that outlives every later use,
+    // and each present gate points at a stub from keel_isr_table.
     unsafe {
         core::arch::asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags))
     };
@@ -203,6 +209,8 @@ pub fn init() {
 /// Loads an empty IDT: the next exception escalates to a triple fault.
 pub fn load_empty_idt() {
     let ptr = DescriptorPtr { limit: 0, base: 0 };
+    // SAFETY: lidt only reads the local `ptr`. The empty IDT is deliberate: the triple-fault
+    // scenario wants its next exception to escalate so keel ends the guest; it never returns.
     unsafe {
         core::arch::asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags))
     };
@@ -249,10 +257,12 @@ pub fn expect_fault<R>(insn_len: u8, f: impl FnOnce() -> R) -> (R, Faults) {
 #[no_mangle]
 extern "C" fn keel_guest_trap(f: &mut Frame) {
     if f.vector == proto::TIMER_VECTOR as u64 {
-        // keel's timer is edge-only with no APIC: nothing to acknowledge.
+        // keel's TIMER port arms the local APIC timer: EOI it (x2APIC).
         TICKS.fetch_add(1, SeqCst);
         #[cfg(feature = "qemu-smoke")]
         arch::outb(0x20, 0x20); // 8259 EOI
+        #[cfg(not(feature = "qemu-smoke"))]
+        arch::wrmsr(0x80b, 0);
         return;
     }
     let skip = SKIP.load(SeqCst);
@@ -270,6 +280,7 @@ extern "C" fn keel_guest_trap(f: &mut Frame) {
     );
     if f.vector == 14 {
         let cr2: u64;
+        // SAFETY: ring 0; reading CR2 has no side effects and writes only the declared output.
         unsafe { core::arch::asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack)) };
         println!("  page fault address {:#x}", cr2);
     }

@@ -469,6 +469,12 @@ pub const ALL_PACKAGES: [&str; 11] = [
 mod tests {
     use super::*;
 
+    /// A scratch directory of this test process: two test runs at once (two
+    /// checkouts on one machine) must not share one.
+    fn unit_dir(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("{name}-{}", std::process::id()))
+    }
+
     fn launch(emulator: Emulator, firmware: Firmware) -> Launch {
         Launch {
             emulator,
@@ -477,7 +483,7 @@ mod tests {
             cpus: 2,
             memory_mib: 256,
             image: "/tmp/keel.iso".into(),
-            work_dir: std::env::temp_dir().join("keel-harness-unit"),
+            work_dir: unit_dir("keel-harness-unit"),
             console: Console::File,
             accel: Accel::Tcg,
             devices: Devices::default(),
@@ -518,7 +524,7 @@ mod tests {
     #[test]
     fn prepare_picks_the_serial_socket_by_console() {
         let mut l = launch(Emulator::Bochs, Firmware::Grub);
-        l.work_dir = std::env::temp_dir().join("keel-harness-unit-prepare");
+        l.work_dir = unit_dir("keel-harness-unit-prepare");
         assert!(l.prepare().unwrap().serial_socket.is_none());
         let rc = std::fs::read_to_string(l.work_dir.join("keel.bochsrc")).unwrap();
         assert!(rc.contains("mode=file"));
@@ -587,5 +593,7 @@ mod tests {
         assert!(s.contains("-no-reboot") && s.contains("-nodefaults"));
         assert!(s.contains("-smp 2 -m 256"));
         assert!(s.contains("-serial file:"));
+        // command() created the work directory.
+        let _ = std::fs::remove_dir_all(unit_dir("keel-harness-unit"));
     }
 }

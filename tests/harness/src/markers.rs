@@ -271,10 +271,60 @@ impl Console {
         Some(format!("{at} {msg}").trim().to_string())
     }
 
+    /// dom0's `KEEL-LINUX: sleep 1 took N ms`, if it printed it.
+    pub fn dom0_sleep_ms(&self) -> Option<u64> {
+        self.lines.iter().find_map(|l| {
+            if keel_text(l).is_some() {
+                return None;
+            }
+            let rest = l.split("KEEL-LINUX: sleep 1 took ").nth(1)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+    }
+
+    /// The first line of a guest kernel's log (a Linux console line,
+    /// `[seconds] message`) that reports a kernel problem: a `WARNING:` or
+    /// `BUG:` splat, an oops or panic, a taint, an MSR access that faulted
+    /// where the kernel expected none, or a `[Firmware Bug]` (the firmware
+    /// and MSRs a guest sees are keel's). CPU-vulnerability notices such as
+    /// `RETBleed: WARNING: ...` describe the emulated CPU model, are printed
+    /// the same on bare metal, and are not problems.
+    pub fn kernel_problem(&self) -> Option<&str> {
+        self.lines
+            .iter()
+            .filter(|l| keel_text(l).is_none())
+            .find(|l| kernel_message(l).is_some_and(is_kernel_problem))
+            .map(String::as_str)
+    }
+
     /// The last `n` lines, for failure reports.
     pub fn tail(&self, n: usize) -> &[String] {
         &self.lines[self.lines.len().saturating_sub(n)..]
     }
+}
+
+/// The message of a Linux console line `[    1.234567] message`.
+fn kernel_message(line: &str) -> Option<&str> {
+    let rest = line.trim_start().strip_prefix('[')?;
+    let (stamp, msg) = rest.split_once(']')?;
+    let (secs, frac) = stamp.trim_start().split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(secs) && digits(frac)).then(|| msg.trim_start())
+}
+
+fn is_kernel_problem(msg: &str) -> bool {
+    const STARTS: [&str; 8] = [
+        "WARNING:",
+        "unchecked MSR access error",
+        "BUG:",
+        "Oops",
+        "Kernel panic",
+        "kernel BUG at",
+        "general protection fault",
+        "[Firmware Bug]",
+    ];
+    const CONTAINS: [&str; 3] = ["Tainted: ", "kernel taint", "tainting kernel"];
+    STARTS.iter().any(|p| msg.starts_with(p)) || CONTAINS.iter().any(|p| msg.contains(p))
 }
 
 #[cfg(test)]
@@ -410,5 +460,25 @@ mod tests {
                 "(XEN) keel: powering off"
             ]
         );
+    }
+
+    #[test]
+    fn kernel_problems_in_the_guest_log() {
+        let ok = "[    0.61] Speculative Return Stack Overflow: WARNING: See https://kernel.org/doc/html/latest/admin-guide/hw-vuln/srso.html\n\
+                  [    2.38] RETBleed: WARNING: Spectre v2 mitigation leaves CPU vulnerable to RETBleed attacks, data leaks possible!\n\
+                  (XEN) WARNING: time: HPET and PIT disagree\n\
+                  KEEL-LINUX: WARNING: not a kernel line\n";
+        assert_eq!(Console::parse(ok).kernel_problem(), None);
+        for bad in [
+            "[    1.234567] WARNING: CPU: 1 PID: 0 at arch/x86/kernel/smpboot.c:424 topology_sane.isra.0+0x6d/0x80",
+            "[    3.100000] BUG: kernel NULL pointer dereference, address: 0000000000000000",
+            "[    3.100001] CPU: 0 PID: 1 Comm: init Tainted: G        W          6.1.0-28-amd64 #1",
+            "[   12.5] Disabling lock debugging due to kernel taint",
+            "[    0.1] [Firmware Bug]: CPU1: APIC id mismatch. Firmware: 1 APIC: 0",
+            "[    0.000000] unchecked MSR access error: RDMSR from 0xc0010140 at rIP: 0xffffffff8107e7c3 (native_read_msr+0x3/0x30)",
+        ] {
+            let log = format!("(XEN) keel\n{bad}\n[    9.0] ok\n");
+            assert_eq!(Console::parse(&log).kernel_problem(), Some(bad), "{bad}");
+        }
     }
 }

@@ -130,6 +130,7 @@ impl BenchClient for LibClient {
             "xs_read {path:?}: {}",
             std::io::Error::last_os_error()
         );
+        // SAFETY: `p` is the malloc'd result of xs_read, freed once.
         unsafe { libc::free(p) };
     }
 
@@ -156,15 +157,14 @@ impl BenchClient for LibClient {
             "xs_directory: {}",
             std::io::Error::last_os_error()
         );
+        // SAFETY: `p` is the malloc'd vector of xs_directory, freed once.
         unsafe { libc::free(p.cast()) };
     }
 
     fn watch(&mut self, path: &CStr, token: &CStr) {
         // SAFETY: valid handle and strings.
-        assert!(
-            unsafe { (self.lib.watch)(self.h, path.as_ptr(), token.as_ptr()) },
-            "xs_watch"
-        );
+        let ok = unsafe { (self.lib.watch)(self.h, path.as_ptr(), token.as_ptr()) };
+        assert!(ok, "xs_watch");
     }
 
     fn next_event(&mut self) -> String {
@@ -178,6 +178,7 @@ impl BenchClient for LibClient {
         );
         // SAFETY: v[0] is the nul-terminated event path.
         let s = unsafe { CStr::from_ptr(*v).to_string_lossy().into_owned() };
+        // SAFETY: `v` is the malloc'd vector of xs_read_watch, freed once.
         unsafe { libc::free(v.cast()) };
         s
     }

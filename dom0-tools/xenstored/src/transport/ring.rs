@@ -13,8 +13,9 @@
 
 use std::cell::UnsafeCell;
 use std::io;
+use std::mem::offset_of;
 use std::os::fd::RawFd;
-use std::ptr::{addr_of, addr_of_mut, NonNull};
+use std::ptr::{addr_of, NonNull};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -68,6 +69,7 @@ struct PageBuf(UnsafeCell<[u8; 4096]>);
 // SAFETY: all access goes through atomics (indexes) and volatile byte
 // accesses (ring data), exactly as with a page shared with another VM.
 unsafe impl Sync for PageBuf {}
+// SAFETY: as above: the buffer holds plain bytes, owned by whoever holds it.
 unsafe impl Send for PageBuf {}
 
 /// A handle to a mapped xenstore page.
@@ -79,6 +81,7 @@ pub struct RingPage {
 
 // SAFETY: see PageBuf; the page is designed for concurrent access.
 unsafe impl Send for RingPage {}
+// SAFETY: as above.
 unsafe impl Sync for RingPage {}
 
 impl RingPage {
@@ -109,33 +112,38 @@ impl RingPage {
         self.ptr.as_ptr()
     }
 
-    fn idx(&self, f: fn(*mut XenstoreDomainInterface) -> *mut u32) -> &AtomicU32 {
-        // SAFETY: the field is in the mapped page, 4-byte aligned, and only
-        // ever accessed atomically by this code (the other side is another
-        // VM using its own barriers).
-        unsafe { AtomicU32::from_ptr(f(self.iface())) }
+    /// The 32-bit index field at byte `offset` of the interface.
+    fn idx(&self, offset: usize) -> &AtomicU32 {
+        debug_assert!(
+            offset.is_multiple_of(4) && offset + 4 <= size_of::<XenstoreDomainInterface>()
+        );
+        // SAFETY: `offset` is one of the interface's u32 fields (the callers
+        // below pass `offset_of!`), inside the mapped page and 4-byte
+        // aligned; it is only ever accessed atomically by this code (the
+        // other side is another VM using its own barriers).
+        unsafe { AtomicU32::from_ptr((self.iface() as *mut u8).add(offset) as *mut u32) }
     }
 
     pub fn req_cons(&self) -> &AtomicU32 {
-        self.idx(|p| unsafe { addr_of_mut!((*p).req_cons) })
+        self.idx(offset_of!(XenstoreDomainInterface, req_cons))
     }
     pub fn req_prod(&self) -> &AtomicU32 {
-        self.idx(|p| unsafe { addr_of_mut!((*p).req_prod) })
+        self.idx(offset_of!(XenstoreDomainInterface, req_prod))
     }
     pub fn rsp_cons(&self) -> &AtomicU32 {
-        self.idx(|p| unsafe { addr_of_mut!((*p).rsp_cons) })
+        self.idx(offset_of!(XenstoreDomainInterface, rsp_cons))
     }
     pub fn rsp_prod(&self) -> &AtomicU32 {
-        self.idx(|p| unsafe { addr_of_mut!((*p).rsp_prod) })
+        self.idx(offset_of!(XenstoreDomainInterface, rsp_prod))
     }
     pub fn server_features(&self) -> &AtomicU32 {
-        self.idx(|p| unsafe { addr_of_mut!((*p).server_features) })
+        self.idx(offset_of!(XenstoreDomainInterface, server_features))
     }
     pub fn connection(&self) -> &AtomicU32 {
-        self.idx(|p| unsafe { addr_of_mut!((*p).connection) })
+        self.idx(offset_of!(XenstoreDomainInterface, connection))
     }
     pub fn error(&self) -> &AtomicU32 {
-        self.idx(|p| unsafe { addr_of_mut!((*p).error) })
+        self.idx(offset_of!(XenstoreDomainInterface, error))
     }
 
     fn req_data(&self) -> *mut u8 {

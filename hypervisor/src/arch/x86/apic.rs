@@ -172,6 +172,11 @@ pub fn arm_timer(deadline: u64, tsc_khz: u64) {
     write(REG_TIMER_INIT, ticks as u32);
 }
 
+/// Whether this CPU's timer is counting down (armed and not yet fired).
+pub fn timer_running() -> bool {
+    read(REG_TIMER_CUR) != 0
+}
+
 /// Stops this CPU's timer.
 pub fn disarm_timer() {
     write(REG_TIMER_INIT, 0);

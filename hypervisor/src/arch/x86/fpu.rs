@@ -1,38 +1,130 @@
-//! Guest x87/SSE state, switched lazily between vCPUs.
+//! Guest FPU/SIMD state, switched lazily between vCPUs.
 //!
-//! keel is built soft-float and never touches the FPU, so a guest's x87/SSE
-//! state can stay in the CPU's registers across VM exits. Only when another
-//! vCPU runs on the same physical CPU does the state move: FXSAVE the owner's
-//! registers into its area, FXRSTOR the newcomer's. Both backends (VT-x and
-//! AMD-V) use this, so no guest ever sees another's registers. The host needs
-//! CR4.OSFXSR for FXSAVE to cover the SSE registers ([`enable_on_this_cpu`]).
-//! AVX/XSAVE state beyond SSE is not switched yet (guests get no XSETBV).
+//! keel is built soft-float and never touches the FPU, so a guest's x87,
+//! SSE and AVX state (and its XCR0) can stay in the CPU across VM exits.
+//! Only when another vCPU runs on the same physical CPU does the state
+//! move: save the owner's registers into its area, load the newcomer's.
+//! With XSAVE (every CPU keel's emulators model) that is XSAVE/XRSTOR of
+//! every component the owner's XCR0 enables, and the newcomer's XCR0 is
+//! loaded before its XRSTOR (each area records the XCR0 it was saved with);
+//! without XSAVE it is FXSAVE/FXRSTOR of x87/SSE.
+//! Both backends (VT-x and AMD-V) use this, so no guest ever sees another's
+//! registers, and a vCPU that moves to another CPU takes its state along
+//! ([`GuestFpu::release`] on the old CPU first). The host needs CR4.OSFXSR
+//! and CR4.OSXSAVE ([`enable_on_this_cpu`]).
 
-use super::{cpu, gdt, smp::MAX_CPUS};
-use alloc::boxed::Box;
+use super::{cpu, percpu};
 use core::arch::asm;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::Ordering;
 
 const CR4_OSFXSR: u64 = 1 << 9;
 const CR4_OSXSAVE: u64 = 1 << 18;
 
-/// An FXSAVE image: a guest's x87/SSE state while it is not in the CPU.
-#[repr(C, align(16))]
-pub struct FxArea([u8; 512]);
-
-/// Per CPU: whose state the registers hold (null: nobody's yet).
-static OWNER: [AtomicPtr<FxArea>; MAX_CPUS] =
-    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
-
-fn fxsave(a: *mut FxArea) {
-    // SAFETY: `a` is a live, 16-byte aligned 512-byte area owned by a
-    // `GuestFpu` registered in OWNER, which unregisters before freeing it.
-    unsafe { asm!("fxsave64 [{}]", in(reg) a, options(nostack)) };
+fn has_xsave() -> bool {
+    core::arch::x86_64::__cpuid(1).ecx & (1 << 26) != 0
 }
 
-fn fxrstor(a: *const FxArea) {
-    // SAFETY: as above; the image came from FXSAVE or `GuestFpu::new`.
-    unsafe { asm!("fxrstor64 [{}]", in(reg) a, options(nostack)) };
+/// Bytes of an XSAVE area holding every component this CPU supports
+/// (CPUID 0xD.0 ECX), or 512 for FXSAVE.
+fn area_size() -> usize {
+    if has_xsave() {
+        core::arch::x86_64::__cpuid_count(0xd, 0).ecx.max(576) as usize
+    } else {
+        512
+    }
+}
+
+/// XCR0's SSE bit: legacy SSE works whatever XCR0 says, so a guest may use
+/// XMM registers with XCR0 = x87 only; XSAVE covers them only with the bit
+/// set, so keel sets it around its own XSAVE/XRSTOR.
+const XCR0_SSE: u64 = 1 << 1;
+
+/// Where an area keeps its vCPU's XCR0: in the legacy region's bytes
+/// 464-511, which are software's (XSAVE and FXSAVE never write them). The
+/// XCR0 is recorded at each save from the CPU itself, so it is right even
+/// where an XSETBV did not exit (QEMU TCG's SVM runs it in the guest).
+const XCR0_SLOT: usize = 464;
+/// The XSAVE header's XSTATE_BV (the components the area holds).
+const XSTATE_BV: usize = 512;
+
+fn area_xcr0(a: *const u8) -> u64 {
+    // SAFETY: `a` is a live area of at least 512 bytes (see `save`).
+    unsafe { core::ptr::read(a.add(XCR0_SLOT) as *const u64) }
+}
+
+/// Saves the CPU's state (and its XCR0, the owner's) into `a`.
+fn save(a: *mut u8) {
+    if has_xsave() {
+        let xcr0 = xgetbv0();
+        if xcr0 & XCR0_SSE == 0 {
+            xsetbv0(xcr0 | XCR0_SSE);
+        }
+        // SAFETY: `a` is a live, 64-byte aligned area of `area_size()`
+        // bytes owned by a `GuestFpu` registered as a CPU's `fpu_owner` (which
+        // unregisters before freeing it); XSAVE with all-ones RFBM writes
+        // the components the current XCR0 (the owner's) enables.
+        unsafe {
+            asm!("xsave64 [{}]", in(reg) a, in("eax") u32::MAX, in("edx") u32::MAX, options(nostack))
+        };
+        if xcr0 & XCR0_SSE == 0 {
+            xsetbv0(xcr0);
+        }
+        // SAFETY: bytes 464-471 of the live area (software's, see
+        // XCR0_SLOT), and its XSAVE header's XSTATE_BV at 512. XSAVE leaves
+        // the XSTATE_BV bits of components outside XCR0 as they were; a
+        // component the guest has since turned off must not stay set, or
+        // the next XRSTOR (with that XCR0) faults.
+        unsafe {
+            core::ptr::write(a.add(XCR0_SLOT) as *mut u64, xcr0);
+            let bv = a.add(XSTATE_BV) as *mut u64;
+            core::ptr::write(bv, core::ptr::read(bv) & (xcr0 | XCR0_SSE));
+        }
+    } else {
+        // SAFETY: as above, 16-byte aligned and at least 512 bytes.
+        unsafe { asm!("fxsave64 [{}]", in(reg) a, options(nostack)) };
+    }
+}
+
+/// Loads the state in `a` and the XCR0 it was saved with.
+fn restore(a: *const u8) {
+    if has_xsave() {
+        let xcr0 = area_xcr0(a);
+        let with_sse = xcr0 | XCR0_SSE;
+        if xgetbv0() != with_sse {
+            xsetbv0(with_sse);
+        }
+        // SAFETY: as in `save`; the area came from XSAVE or from
+        // `GuestFpu::new` (a valid standard-format image: header zero,
+        // MXCSR valid), so XRSTOR cannot fault.
+        unsafe {
+            asm!("xrstor64 [{}]", in(reg) a, in("eax") u32::MAX, in("edx") u32::MAX, options(nostack))
+        };
+        if xcr0 != with_sse {
+            xsetbv0(xcr0);
+        }
+    } else {
+        // SAFETY: as in `save`.
+        unsafe { asm!("fxrstor64 [{}]", in(reg) a, options(nostack)) };
+    }
+}
+
+fn xgetbv0() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: CR4.OSXSAVE is set on every CPU that runs guests
+    // (`enable_on_this_cpu`) before any vCPU state is loaded.
+    unsafe {
+        asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nostack, nomem))
+    };
+    lo as u64 | (hi as u64) << 32
+}
+
+fn xsetbv0(value: u64) {
+    // SAFETY: callers pass a value checked by `valid_xcr0` (or 1, x87
+    // only), possibly with the SSE bit added (valid whenever the CPU has
+    // XSAVE), with CR4.OSXSAVE set: XSETBV cannot fault.
+    unsafe {
+        asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack))
+    };
 }
 
 /// Lets FXSAVE/FXRSTOR cover the SSE registers on this CPU, and enables
@@ -58,62 +150,74 @@ pub fn supported_xcr0() -> u64 {
     r.eax as u64 | ((r.edx as u64) << 32)
 }
 
-/// Loads a guest's XCR0 after checking it as XSETBV would (x87 always on,
-/// AVX only with SSE, only supported bits). keel never uses XSAVE state
-/// itself, so the guest's value can simply stay loaded.
-pub fn set_guest_xcr0(value: u64) -> Result<(), ()> {
-    let ok = value & 1 != 0 && value & !supported_xcr0() == 0 && (value & 4 == 0 || value & 2 != 0);
-    if !ok || cpu::read_cr4() & CR4_OSXSAVE == 0 {
-        return Err(());
-    }
-    // SAFETY: the value passed the architectural checks above and
-    // CR4.OSXSAVE is set, so XSETBV cannot fault.
-    unsafe {
-        asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack))
-    };
-    Ok(())
+/// Whether `value` is an XCR0 a guest may set with XSETBV: x87 always on,
+/// AVX only with SSE, only bits this CPU supports.
+fn valid_xcr0(value: u64) -> bool {
+    value & 1 != 0 && value & !supported_xcr0() == 0 && (value & 4 == 0 || value & 2 != 0)
 }
 
-/// One vCPU's x87/SSE state.
-pub struct GuestFpu(Box<FxArea>);
+/// One vCPU's FPU/SIMD state and XCR0.
+pub struct GuestFpu {
+    area: *mut u8,
+}
+
+// SAFETY: the area is this vCPU's alone; it is only loaded, saved or freed
+// by the CPU that owns it at the time (see `ArchCpu::fpu_owner`).
+unsafe impl Send for GuestFpu {}
+
+fn layout() -> core::alloc::Layout {
+    core::alloc::Layout::from_size_align(area_size(), 64).expect("FPU area layout")
+}
 
 impl GuestFpu {
-    /// The state after INIT: FCW 0x37f, MXCSR 0x1f80, all registers empty.
+    /// The state after INIT: FCW 0x37f, MXCSR 0x1f80, everything else in
+    /// its initial configuration, XCR0 = x87 only.
     pub fn new() -> Self {
-        let mut a = Box::new(FxArea([0; 512]));
-        a.0[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
-        a.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
-        GuestFpu(a)
-    }
-
-    fn ptr(&mut self) -> *mut FxArea {
-        &mut *self.0 as *mut FxArea
+        // SAFETY: a non-zero size with a valid alignment.
+        let area = unsafe { alloc::alloc::alloc_zeroed(layout()) };
+        if area.is_null() {
+            alloc::alloc::handle_alloc_error(layout());
+        }
+        // SAFETY: `area` is at least 512 bytes, ours.
+        let legacy = unsafe { core::slice::from_raw_parts_mut(area, 512) };
+        legacy[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        legacy[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        legacy[XCR0_SLOT..XCR0_SLOT + 8].copy_from_slice(&1u64.to_le_bytes());
+        GuestFpu { area }
     }
 
     /// Makes this state the CPU's. Call with interrupts off, right before
     /// entering the guest.
     pub fn load(&mut self) {
-        let me = self.ptr();
-        let owner = &OWNER[gdt::cpu_index() as usize];
+        let owner = &percpu::this().fpu_owner;
         let cur = owner.load(Ordering::Relaxed);
-        if cur != me {
+        if cur != self.area {
             if !cur.is_null() {
-                fxsave(cur);
+                save(cur);
             }
-            fxrstor(me);
-            owner.store(me, Ordering::Relaxed);
+            restore(self.area);
+            owner.store(self.area, Ordering::Relaxed);
         }
+    }
+
+    /// XSETBV by the guest (which owns this CPU's state: it just ran).
+    /// False: the value is refused (#GP).
+    pub fn set_xcr0(&mut self, value: u64) -> bool {
+        if !has_xsave() || !valid_xcr0(value) || cpu::read_cr4() & CR4_OSXSAVE == 0 {
+            return false;
+        }
+        xsetbv0(value);
+        true
     }
 
     /// Saves the state out of this CPU if it holds it (before the vCPU moves
     /// to another CPU or goes away). Must run on the CPU that last ran it.
     pub fn release(&mut self) {
-        let me = self.ptr();
         let was = x86_64::instructions::interrupts::are_enabled();
         x86_64::instructions::interrupts::disable();
-        let owner = &OWNER[gdt::cpu_index() as usize];
-        if owner.load(Ordering::Relaxed) == me {
-            fxsave(me);
+        let owner = &percpu::this().fpu_owner;
+        if owner.load(Ordering::Relaxed) == self.area {
+            save(self.area);
             owner.store(core::ptr::null_mut(), Ordering::Relaxed);
         }
         if was {
@@ -122,9 +226,19 @@ impl GuestFpu {
     }
 
     /// For a vCPU dropped while another CPU may still own its state: the
-    /// area must outlive any later FXSAVE into it, so it is leaked.
-    pub fn leak(self) {
-        Box::leak(self.0);
+    /// area must outlive any later save into it, so it is leaked.
+    pub fn leak(mut self) {
+        self.area = core::ptr::null_mut();
+    }
+}
+
+impl Drop for GuestFpu {
+    fn drop(&mut self) {
+        if !self.area.is_null() {
+            // SAFETY: allocated in `new` with this layout; no CPU owns it
+            // any more (the vCPU released it, or `leak` nulled it).
+            unsafe { alloc::alloc::dealloc(self.area, layout()) };
+        }
     }
 }
 

@@ -25,19 +25,25 @@ pub fn p2m_format() -> Result<Format, &'static str> {
     }
 }
 
-/// Enables virtualization on this CPU (idempotent) and makes a vCPU.
+/// Enables virtualization on this CPU (idempotent): each CPU does it once
+/// before it runs vCPUs.
+pub fn enable_cpu() -> Result<(), &'static str> {
+    match cpu::features().vendor {
+        cpu::Vendor::Amd => svm::enable_cpu(),
+        cpu::Vendor::Intel => super::vmx::enable_cpu(),
+        cpu::Vendor::Other => Err("no hardware virtualization: unknown CPU vendor"),
+    }
+}
+
+/// Makes a vCPU (on any CPU; it runs on whichever picks it).
 pub fn new_vcpu(id: u16) -> Result<Box<dyn Vcpu + Send>, &'static str> {
     match cpu::features().vendor {
         cpu::Vendor::Amd => {
-            svm::enable_cpu()?;
             let _ = id; // ASIDs come from the per-CPU pool at run time.
             Ok(Box::new(svm::SvmVcpu::new()?))
         }
-        cpu::Vendor::Intel => {
-            super::vmx::enable_cpu()?;
-            // VPID 0 is the host's.
-            Ok(Box::new(super::vmx::VmxVcpu::new(id.max(1))?))
-        }
+        // VPID 0 is the host's.
+        cpu::Vendor::Intel => Ok(Box::new(super::vmx::VmxVcpu::new(id.max(1))?)),
         cpu::Vendor::Other => Err("no hardware virtualization: unknown CPU vendor"),
     }
 }

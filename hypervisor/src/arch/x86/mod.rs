@@ -19,6 +19,8 @@ pub mod io;
 #[cfg(target_os = "none")]
 pub mod irq;
 #[cfg(target_os = "none")]
+pub mod percpu;
+#[cfg(target_os = "none")]
 pub mod power;
 #[cfg(target_os = "none")]
 pub mod smp;

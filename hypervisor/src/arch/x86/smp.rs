@@ -109,19 +109,12 @@ const OFF_ENTRY: usize = 32;
 const OFF_ARG: usize = 40;
 
 static ONLINE: AtomicU32 = AtomicU32::new(1);
-pub const MAX_CPUS: usize = 64;
-static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(u32::MAX) }; MAX_CPUS];
+pub use crate::MAX_CPUS;
 
-pub fn set_apic_id(index: u32, apic: u32) {
-    if let Some(a) = APIC_IDS.get(index as usize) {
-        a.store(apic, Ordering::SeqCst);
-    }
-}
-
+/// The local APIC ID of CPU `index` (in its per-CPU block).
 pub fn apic_id_of(index: u32) -> Option<u32> {
-    APIC_IDS
-        .get(index as usize)
-        .map(|a| a.load(Ordering::SeqCst))
+    super::percpu::get(index as usize)
+        .map(|c| c.apic_id.load(Ordering::SeqCst))
         .filter(|&a| a != u32::MAX)
 }
 

@@ -205,7 +205,7 @@ extern "C" fn keel_trap_dispatch(f: &mut TrapFrame) {
     match f.vector as u8 {
         0..=31 => fatal_exception(f),
         VECTOR_SPURIOUS => {}
-        v if super::irq::raise(gdt::cpu_index() as usize, v) => {} // dom0's: EOI later
+        v if super::irq::raise(v) => {} // dom0's: EOI later
         _ => super::apic::eoi(),
     }
 }
@@ -275,5 +275,5 @@ fn fatal_exception(f: &TrapFrame) -> ! {
         "    R13 {:#018x}  R14 {:#018x}  R15 {:#018x}",
         f.r13, f.r14, f.r15
     ));
-    crate::kernel::fatal_stop("exception")
+    crate::fatal::fatal_stop("exception")
 }

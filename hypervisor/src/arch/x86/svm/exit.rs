@@ -21,7 +21,10 @@ pub struct RawExit {
 /// (next-RIP or decoding) and is only called for exits that need it.
 pub fn decode(r: &RawExit, len: impl FnOnce() -> u8) -> Exit {
     match r.code {
-        exit::INTR | exit::NMI => Exit::ExternalInterrupt,
+        // An SMI is intercepted (as KVM does) so that SMM is entered from
+        // host context once keel sets GIF again, never inside guest mode.
+        exit::INTR | exit::NMI | exit::SMI => Exit::ExternalInterrupt,
+        exit::MONITOR | exit::MWAIT | exit::MWAIT_ARMED => Exit::MonitorMwait,
         exit::VINTR => Exit::InterruptWindow,
         exit::INIT => Exit::Init,
         exit::CPUID => Exit::Cpuid { len: len() },
@@ -205,6 +208,21 @@ mod tests {
                 present: true
             }
         );
+    }
+
+    #[test]
+    fn smi_and_mwait() {
+        // An intercepted SMI is taken on the host after the exit.
+        assert_eq!(
+            decode(&raw(0x62, 0, 0), || unreachable!()),
+            Exit::ExternalInterrupt
+        );
+        for code in [0x8a, 0x8b, 0x8c] {
+            assert_eq!(
+                decode(&raw(code, 0, 0), || unreachable!()),
+                Exit::MonitorMwait
+            );
+        }
     }
 
     #[test]

@@ -7,18 +7,16 @@ use crate::arch::x86::{cpu, gdt};
 use crate::hvm::decode;
 use crate::hvm::guestmem::{self, P2mReader};
 use crate::hvm::vcpu::{Event, Exit, Regs, StartMode, Vcpu};
-use crate::kernel::FRAMES;
 use crate::mm::p2m::{Format, P2m};
+use crate::mm::phys::frames;
 use alloc::string::String;
 use core::sync::atomic::{AtomicU64, Ordering};
 use raw_cpuid::CpuId;
-use spin::Mutex;
 
 const MSR_VM_CR: u32 = 0xc001_0114;
 const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
 const EFER_SVME: u64 = 1 << 12;
 const VM_CR_SVMDIS: u64 = 1 << 4;
-const MAX_CPUS: usize = 64;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Caps {
@@ -57,17 +55,15 @@ pub fn supported() -> Result<Caps, &'static str> {
     Ok(c)
 }
 
-struct PerCpu {
+/// A CPU's AMD-V state (in its per-CPU block).
+pub struct CpuState {
     hsave: u64,
     host_vmcb: u64,
     asids: AsidPool,
 }
 
-static PER_CPU: [Mutex<Option<PerCpu>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
-
 fn zeroed_frames(pages: u64) -> Result<u64, &'static str> {
-    let f = FRAMES
-        .lock()
+    let f = frames()
         .alloc(pages)
         .ok_or("out of memory for SVM structures")?;
     // SAFETY: freshly allocated frames, mapped by the direct map.
@@ -78,15 +74,14 @@ fn zeroed_frames(pages: u64) -> Result<u64, &'static str> {
 /// Turns SVM on for this CPU (idempotent).
 pub fn enable_cpu() -> Result<(), &'static str> {
     let c = supported()?;
-    let i = gdt::cpu_index() as usize;
-    let mut slot = PER_CPU.get(i).ok_or("too many CPUs for SVM")?.lock();
+    let mut slot = crate::arch::x86::percpu::this().svm.lock();
     if slot.is_none() {
         let hsave = zeroed_frames(1)?;
         let host_vmcb = zeroed_frames(1)?;
         cpu::wrmsr(cpu::MSR_EFER, cpu::rdmsr(cpu::MSR_EFER) | EFER_SVME);
         fpu::enable_on_this_cpu();
         cpu::wrmsr(MSR_VM_HSAVE_PA, hsave);
-        *slot = Some(PerCpu {
+        *slot = Some(CpuState {
             hsave,
             host_vmcb,
             asids: AsidPool::new(c.asids),
@@ -285,7 +280,7 @@ impl Drop for SvmVcpu {
             // Another CPU may still hold (and later save into) this state.
             core::mem::take(&mut self.fpu).leak();
         }
-        let mut f = FRAMES.lock();
+        let mut f = frames();
         f.free(self.vmcb_pa, 1);
         f.free(self.iopm_pa, 3);
         f.free(self.msrpm_pa, 2);
@@ -379,15 +374,24 @@ impl Vcpu for SvmVcpu {
         c.intercept_exceptions = 1 << 8;
         c.intercept_misc1 = intercept::INTR
             | intercept::NMI
+            | intercept::SMI
             | intercept::INIT
             | intercept::CPUID
             | intercept::HLT
             | intercept::IOIO_PROT
             | intercept::MSR_PROT
             | intercept::SHUTDOWN;
-        c.intercept_misc2 = intercept::VMRUN | intercept::VMMCALL | intercept::XSETBV;
+        c.intercept_misc2 = intercept::VMRUN
+            | intercept::VMMCALL
+            | intercept::XSETBV
+            | intercept::MONITOR
+            | intercept::MWAIT
+            | intercept::MWAIT_ARMED;
         c.iopm_base_pa = iopm;
         c.msrpm_base_pa = msrpm;
+        // With PAUSE intercepted (`set_pause_exiting`), a spinning vCPU
+        // exits after this many PAUSEs where the CPU has a pause filter.
+        c.pause_filter_count = 3000;
         c.np_enable = 1;
         c.event_inj = 0;
         c.vintr = 1 << 24; // V_INTR_MASKING: the host keeps physical interrupts
@@ -451,7 +455,7 @@ impl Vcpu for SvmVcpu {
     fn run(&mut self) -> Exit {
         let here = gdt::cpu_index() as usize;
         let (host_vmcb, asid, flush_all) = {
-            let mut slot = PER_CPU[here].lock();
+            let mut slot = crate::arch::x86::percpu::this().svm.lock();
             let Some(pc) = slot.as_mut() else {
                 return Exit::InvalidGuestState {
                     detail: "SVM not enabled on this CPU",
@@ -646,6 +650,27 @@ impl Vcpu for SvmVcpu {
 
     fn backend(&self) -> &'static str {
         "AMD-V"
+    }
+
+    fn unbind(&mut self) {
+        self.fpu.release();
+    }
+
+    fn set_pause_exiting(&mut self, on: bool) {
+        let c = &mut self.vmcb().control;
+        if on {
+            c.intercept_misc1 |= intercept::PAUSE;
+        } else {
+            c.intercept_misc1 &= !intercept::PAUSE;
+        }
+    }
+
+    fn hypercall_insn(&self) -> [u8; 3] {
+        [0x0f, 0x01, 0xd9] // VMMCALL
+    }
+
+    fn set_xcr0(&mut self, value: u64) -> bool {
+        self.fpu.set_xcr0(value)
     }
 
     fn set_io_intercept(&mut self, port: u16, intercept: bool) {

@@ -128,9 +128,11 @@ pub mod intercept {
     // misc1 (0x00c)
     pub const INTR: u32 = 1 << 0;
     pub const NMI: u32 = 1 << 1;
+    pub const SMI: u32 = 1 << 2;
     pub const INIT: u32 = 1 << 3;
     pub const VINTR: u32 = 1 << 4;
     pub const CPUID: u32 = 1 << 18;
+    pub const PAUSE: u32 = 1 << 23;
     pub const HLT: u32 = 1 << 24;
     pub const IOIO_PROT: u32 = 1 << 27;
     pub const MSR_PROT: u32 = 1 << 28;
@@ -138,6 +140,10 @@ pub mod intercept {
     // misc2 (0x010)
     pub const VMRUN: u32 = 1 << 0;
     pub const VMMCALL: u32 = 1 << 1;
+    pub const MONITOR: u32 = 1 << 10;
+    /// MWAIT (and MWAITX), unconditionally.
+    pub const MWAIT: u32 = 1 << 11;
+    pub const MWAIT_ARMED: u32 = 1 << 12;
     pub const XSETBV: u32 = 1 << 13;
 }
 
@@ -146,6 +152,7 @@ pub mod exit {
     pub const EXCP_BASE: u64 = 0x40;
     pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
+    pub const SMI: u64 = 0x62;
     pub const INIT: u64 = 0x63;
     pub const VINTR: u64 = 0x64;
     pub const CPUID: u64 = 0x72;
@@ -156,6 +163,9 @@ pub mod exit {
     pub const SHUTDOWN: u64 = 0x7f;
     pub const VMRUN: u64 = 0x80;
     pub const VMMCALL: u64 = 0x81;
+    pub const MONITOR: u64 = 0x8a;
+    pub const MWAIT: u64 = 0x8b;
+    pub const MWAIT_ARMED: u64 = 0x8c;
     pub const XSETBV: u64 = 0x8d;
     pub const NPF: u64 = 0x400;
     /// VMEXIT_INVALID is -1; QEMU stores it as 0xffffffff, so compare the low 32 bits.

@@ -15,6 +15,9 @@ pub mod msr {
     pub const SYSENTER_ESP: u32 = 0x175;
     pub const SYSENTER_EIP: u32 = 0x176;
     pub const VMX_BASIC: u32 = 0x480;
+    /// IA32_VMX_MISC: bits 4:0 are the VMX-preemption timer's rate (it
+    /// counts down once every 2^rate TSC ticks).
+    pub const VMX_MISC: u32 = 0x485;
     pub const VMX_PINBASED_CTLS: u32 = 0x481;
     pub const VMX_PROCBASED_CTLS: u32 = 0x482;
     pub const VMX_EXIT_CTLS: u32 = 0x483;
@@ -151,6 +154,7 @@ pub enum Field {
     GuestActivityState = 0x4826,
     GuestSmbase = 0x4828,
     GuestSysenterCs = 0x482a,
+    GuestPreemptionTimer = 0x482e,
     // 32-bit host state
     HostSysenterCs = 0x4c00,
     // natural-width control
@@ -296,6 +300,7 @@ pub mod pin {
     pub const EXTERNAL_INTERRUPT_EXITING: u32 = 1 << 0;
     pub const NMI_EXITING: u32 = 1 << 3;
     pub const VIRTUAL_NMIS: u32 = 1 << 5;
+    pub const ACTIVATE_PREEMPTION_TIMER: u32 = 1 << 6;
 }
 
 /// Primary processor-based VM-execution controls (SDM 25.6.2).
@@ -401,6 +406,8 @@ pub mod reason {
     pub const RDMSR: u16 = 31;
     pub const WRMSR: u16 = 32;
     pub const INVALID_GUEST_STATE: u16 = 33;
+    pub const MWAIT: u16 = 36;
+    pub const MONITOR: u16 = 39;
     pub const MSR_LOADING: u16 = 34;
     pub const PAUSE: u16 = 40;
     pub const MACHINE_CHECK: u16 = 41;
@@ -408,6 +415,7 @@ pub mod reason {
     pub const EPT_MISCONFIG: u16 = 49;
     pub const INVEPT: u16 = 50;
     pub const INVVPID: u16 = 53;
+    pub const PREEMPTION_TIMER: u16 = 52;
     pub const XSETBV: u16 = 55;
     /// Bit 31 of the exit-reason field: VM entry failed.
     pub const ENTRY_FAILURE: u32 = 1 << 31;
@@ -521,6 +529,7 @@ pub fn decode_exit(raw: &RawExit, regs: &Regs) -> Exit {
         reason::VMCALL => Exit::Hypercall { len },
         reason::PAUSE => Exit::Pause { len },
         reason::XSETBV => Exit::Xsetbv { len },
+        reason::MONITOR | reason::MWAIT => Exit::MonitorMwait,
         reason::CR_ACCESS => {
             let (cr, ty, gpr, _) = cr_access(q);
             match ty {
@@ -568,6 +577,9 @@ pub fn decode_exit(raw: &RawExit, regs: &Regs) -> Exit {
             detail: "EPT misconfiguration (a malformed EPT entry; code = GPA)",
             code: raw.guest_physical,
         },
+        // keel's own deadline, like a host timer interrupt (see
+        // `Vcpu::set_deadline`).
+        reason::PREEMPTION_TIMER => Exit::ExternalInterrupt,
         r => Exit::Unhandled { reason: r as u64 },
     }
 }
@@ -991,6 +1003,8 @@ mod tests {
         assert_eq!(decode_exit(&raw(7, 0, 0), &r), Exit::InterruptWindow);
         assert_eq!(decode_exit(&raw(1, 0, 0), &r), Exit::ExternalInterrupt);
         assert_eq!(decode_exit(&raw(55, 0, 3), &r), Exit::Xsetbv { len: 3 });
+        assert_eq!(decode_exit(&raw(36, 0, 3), &r), Exit::MonitorMwait);
+        assert_eq!(decode_exit(&raw(39, 0, 3), &r), Exit::MonitorMwait);
         assert_eq!(
             decode_exit(&raw(9, 0, 0), &r),
             Exit::Unhandled { reason: 9 }

@@ -2,7 +2,7 @@
 use super::defs::{self, bits, entry_ctl, exit_ctl, msr, pin, proc, proc2, Field};
 use crate::arch::x86::{cpu, gdt};
 use core::arch::asm;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 use spin::Once;
 
 /// A VMX instruction failed: `None` = VMfailInvalid (no current VMCS),
@@ -128,6 +128,10 @@ pub fn write_cr4(v: u64) {
 #[derive(Clone, Copy, Debug)]
 pub struct Caps {
     pub revision: u32,
+    /// PAUSE exiting can be turned on (`Vcpu::set_pause_exiting`).
+    pub pause_exiting: bool,
+    /// The VMX-preemption timer is on, counting at TSC >> this.
+    pub preemption_rate: Option<u8>,
     pub pin: u32,
     pub proc: u32,
     pub proc2: u32,
@@ -207,10 +211,18 @@ fn compute_caps() -> Result<Caps, &'static str> {
     {
         return Err("VT-x: INVVPID not supported");
     }
+    // The VMX-preemption timer, where the CPU has it, bounds every guest
+    // run by keel's next deadline even if an external interrupt cannot end
+    // it (Bochs 2.7 does not exit for one while the guest runs with
+    // RFLAGS.IF = 0).
+    let preemption = defs::optional_controls(pin::ACTIVATE_PREEMPTION_TIMER, pin_cap);
     let pin = defs::adjust_controls(pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING, pin_cap)
-        .map_err(|_| "VT-x: pin-based controls (external-interrupt/NMI exiting) not allowed")?;
+        .map_err(|_| "VT-x: pin-based controls (external-interrupt/NMI exiting) not allowed")?
+        | preemption;
     let proc = defs::adjust_controls(
         proc::HLT_EXITING
+            | proc::MWAIT_EXITING
+            | proc::MONITOR_EXITING
             | proc::CR8_LOAD_EXITING
             | proc::CR8_STORE_EXITING
             | proc::USE_IO_BITMAPS
@@ -237,6 +249,8 @@ fn compute_caps() -> Result<Caps, &'static str> {
         .map_err(|_| "VT-x: VM-entry control load-EFER not allowed")?;
     Ok(Caps {
         revision: (basic & msr::BASIC_REVISION_MASK) as u32,
+        pause_exiting: defs::optional_controls(proc::PAUSE_EXITING, proc_cap) != 0,
+        preemption_rate: (preemption != 0).then(|| (cpu::rdmsr(msr::VMX_MISC) & 0x1f) as u8),
         pin,
         proc,
         proc2,
@@ -267,13 +281,9 @@ pub fn supported() -> Result<(), &'static str> {
     caps().map(|_| ())
 }
 
-pub const MAX_CPUS: usize = 256;
-static ON: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
-static VMXON_REGION: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-
 /// Allocates and zeroes `pages` frames.
 pub fn alloc_zeroed(pages: u64) -> Option<u64> {
-    let p = crate::kernel::FRAMES.lock().alloc(pages)?;
+    let p = crate::mm::phys::frames().alloc(pages)?;
     // SAFETY: freshly allocated frames, covered read/write by the direct map.
     unsafe { core::ptr::write_bytes(cpu::phys_to_virt(p) as *mut u8, 0, (pages * 4096) as usize) };
     Some(p)
@@ -282,10 +292,8 @@ pub fn alloc_zeroed(pages: u64) -> Option<u64> {
 /// Enters VMX root operation on this CPU (idempotent).
 pub fn enable_cpu() -> Result<(), &'static str> {
     let i = gdt::cpu_index() as usize;
-    if i >= MAX_CPUS {
-        return Err("VT-x: CPU index beyond the VMX per-CPU table");
-    }
-    if ON[i].load(Ordering::Relaxed) {
+    let me = crate::arch::x86::percpu::this();
+    if me.vmx_on.load(Ordering::Relaxed) {
         return Ok(());
     }
     supported()?;
@@ -315,10 +323,10 @@ pub fn enable_cpu() -> Result<(), &'static str> {
         return Err("VT-x: host CR4 does not meet the VMX fixed bits");
     }
     write_cr4(cr4);
-    let mut region = VMXON_REGION[i].load(Ordering::Relaxed);
+    let mut region = me.vmxon_region.load(Ordering::Relaxed);
     if region == 0 {
         region = alloc_zeroed(1).ok_or("VT-x: out of memory for the VMXON region")?;
-        VMXON_REGION[i].store(region, Ordering::Relaxed);
+        me.vmxon_region.store(region, Ordering::Relaxed);
     }
     // SAFETY: the region is ours, page-aligned and mapped.
     unsafe { (cpu::phys_to_virt(region) as *mut u32).write_volatile(caps.revision) };
@@ -330,15 +338,17 @@ pub fn enable_cpu() -> Result<(), &'static str> {
     // Nothing is cached for VPIDs/EPTPs from before this VMXON.
     let _ = invept(2, 0);
     let _ = invvpid(2, 0);
-    ON[i].store(true, Ordering::Relaxed);
+    me.vmx_on.store(true, Ordering::Relaxed);
     Ok(())
 }
 
 /// Leaves VMX operation on this CPU (VMXOFF, CR4.VMXE cleared). VMCSs
 /// active on this CPU must have been released first.
 pub fn disable_cpu() {
-    let i = gdt::cpu_index() as usize;
-    if i < MAX_CPUS && ON[i].swap(false, Ordering::Relaxed) {
+    if crate::arch::x86::percpu::this()
+        .vmx_on
+        .swap(false, Ordering::Relaxed)
+    {
         vmxoff();
         write_cr4(cpu::read_cr4() & !bits::CR4_VMXE);
     }

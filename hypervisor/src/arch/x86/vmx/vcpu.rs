@@ -125,10 +125,6 @@ const SYSCALL_MSRS: [u32; 5] = [
     0xc000_0102, // KERNEL_GS_BASE
 ];
 
-/// Per CPU: the VMCS of the vCPU whose SYSCALL MSRs the CPU holds.
-static SYSCALL_OWNER: [core::sync::atomic::AtomicU64; crate::arch::x86::smp::MAX_CPUS] =
-    [const { core::sync::atomic::AtomicU64::new(0) }; crate::arch::x86::smp::MAX_CPUS];
-
 /// EFER bits a guest may set on an Intel CPU.
 const EFER_WRITABLE: u64 = bits::EFER_SCE | bits::EFER_LME | bits::EFER_NXE;
 
@@ -154,6 +150,10 @@ pub struct VmxVcpu {
     /// instruction length), re-injected on the next entry.
     reinject: Option<(u32, u32, u32)>,
     window: bool,
+    /// Exit on PAUSE (while another vCPU waits for this CPU).
+    pause_exiting: bool,
+    /// keel's next deadline for this run (TSC), for the preemption timer.
+    deadline: Option<u64>,
     proc: u32,
     // Guest state as of the last exit (or reset): CR0/CR4 as the guest
     // sees them, EFER, entry controls, interruptibility.
@@ -247,6 +247,8 @@ impl VmxVcpu {
             event: None,
             reinject: None,
             window: false,
+            pause_exiting: false,
+            deadline: None,
             proc: caps.proc,
             cr0: 0,
             cr3: 0,
@@ -273,6 +275,15 @@ impl VmxVcpu {
             let _ = hw::vmclear(self.vmcs);
             self.cpu = None;
             self.launched = false;
+            // This CPU's SYSCALL MSRs may be ours, but this vCPU may change
+            // them elsewhere before it comes back: reload them then.
+            let owner = &crate::arch::x86::percpu::this().syscall_owner;
+            let _ = owner.compare_exchange(
+                self.vmcs,
+                0,
+                core::sync::atomic::Ordering::Relaxed,
+                core::sync::atomic::Ordering::Relaxed,
+            );
         }
     }
 
@@ -316,8 +327,11 @@ impl VmxVcpu {
                 self.launched = false;
                 self.setup_controls()?;
                 self.setup_host()?;
-                // A VPID may have been used before on this CPU.
+                // A VPID may have been used before on this CPU, and this
+                // CPU may hold translations of this p2m from before a change
+                // (another vCPU of the domain ran here then): flush both.
                 let _ = hw::invvpid(self.caps.invvpid_type(), self.vpid);
+                self.flush = true;
                 self.eptp_dirty = true;
                 self.interruptibility_dirty = true;
                 Ok(())
@@ -491,14 +505,25 @@ impl VmxVcpu {
             w(Field::GuestInterruptibility, self.interruptibility as u64)?;
             self.interruptibility_dirty = false;
         }
-        let want = if self.window {
+        let mut want = if self.window {
             self.proc | proc::INTERRUPT_WINDOW_EXITING
         } else {
             self.proc & !proc::INTERRUPT_WINDOW_EXITING
         };
+        if self.pause_exiting {
+            want |= proc::PAUSE_EXITING;
+        } else {
+            want &= !proc::PAUSE_EXITING;
+        }
         if want != self.proc {
             w(Field::ProcBasedControls, want as u64)?;
             self.proc = want;
+        }
+        if let Some(rate) = self.caps.preemption_rate {
+            let left = self
+                .deadline
+                .map_or(u64::MAX, |d| d.saturating_sub(cpu::rdtsc()) >> rate);
+            w(Field::GuestPreemptionTimer, left.min(u32::MAX as u64))?;
         }
         w(Field::GuestRip, self.regs.rip)?;
         w(Field::GuestRsp, self.regs.rsp)?;
@@ -900,7 +925,7 @@ impl Vcpu for VmxVcpu {
     fn run(&mut self) -> Exit {
         let was = x86_64::instructions::interrupts::are_enabled();
         x86_64::instructions::interrupts::disable();
-        let owner = &SYSCALL_OWNER[gdt::cpu_index() as usize];
+        let owner = &crate::arch::x86::percpu::this().syscall_owner;
         if self.syscall_reload || owner.load(core::sync::atomic::Ordering::Relaxed) != self.vmcs {
             self.syscall_reload = false;
             for (m, v) in SYSCALL_MSRS.iter().zip(self.syscall_msrs) {
@@ -965,6 +990,26 @@ impl Vcpu for VmxVcpu {
         "VT-x"
     }
 
+    fn unbind(&mut self) {
+        self.release();
+    }
+
+    fn set_pause_exiting(&mut self, on: bool) {
+        self.pause_exiting = on && self.caps.pause_exiting;
+    }
+
+    fn set_deadline(&mut self, tsc: Option<u64>) {
+        self.deadline = tsc;
+    }
+
+    fn hypercall_insn(&self) -> [u8; 3] {
+        [0x0f, 0x01, 0xc1] // VMCALL
+    }
+
+    fn set_xcr0(&mut self, value: u64) -> bool {
+        self.fpu.set_xcr0(value)
+    }
+
     fn set_io_intercept(&mut self, port: u16, intercept: bool) {
         crate::arch::x86::io::set_bitmap_port(self.io_bitmaps, port, intercept);
     }
@@ -984,7 +1029,7 @@ impl Drop for VmxVcpu {
             Some(_) => self.release(),
             None => {}
         }
-        let mut f = crate::kernel::FRAMES.lock();
+        let mut f = crate::mm::phys::frames();
         f.free(self.vmcs, 1);
         f.free(self.msr_bitmap, 1);
         f.free(self.io_bitmaps, 2);

@@ -1,0 +1,155 @@
+//! Hypercalls: the Xen ABI's (and keel's management call) as a domain's
+//! vCPU issues them with VMCALL/VMMCALL. RAX = number, arguments in RDI,
+//! RSI, RDX, R10, R8; the result in RAX.
+//!
+//! One file per family; each decodes its arguments into the typed
+//! `#[repr(C)]` structs of [`crate::xen::abi`] through the one accessor of
+//! the caller's memory ([`guest::GuestVirt`]), so a bad pointer is an
+//! -EFAULT and never a fault in keel. Numbers and sub-ops keel does not
+//! implement answer -ENOSYS and are counted. The dispatcher is plain Rust:
+//! host tests run it against domains in fake physical memory.
+
+pub mod guest;
+
+mod console_io;
+mod event_channel_op;
+mod grant_table_op;
+mod hvm_op;
+mod memory_op;
+mod platform_op;
+mod sched_op;
+#[cfg(test)]
+mod tests;
+mod vcpu_op;
+mod xen_version;
+
+use crate::domain::{Domain, Outcome, Vcpu, Wait};
+use crate::hvm::vcpu::Vcpu as HwVcpu;
+use crate::xen::abi::{Errno, Hypercall};
+use alloc::sync::Arc;
+use core::sync::atomic::Ordering;
+use guest::GuestVirt;
+
+/// The call being served: the domain, the calling vCPU and its hardware
+/// state (registers, paging mode).
+pub struct Ctx<'a> {
+    pub dom: &'a Arc<Domain>,
+    pub vcpu: &'a Arc<Vcpu>,
+    pub hw: &'a mut dyn HwVcpu,
+}
+
+impl Ctx<'_> {
+    /// The caller's memory, by guest-virtual address.
+    pub fn mem(&self) -> GuestVirt<'_> {
+        GuestVirt::new(&self.dom.mem, &*self.hw)
+    }
+
+    fn unimplemented(&self, what: core::fmt::Arguments) -> Errno {
+        self.dom.stats.unimplemented.fetch_add(1, Ordering::Relaxed);
+        log::debug!("d{}: {what}: -ENOSYS", self.dom.id);
+        Errno::ENOSYS
+    }
+}
+
+/// What a hypercall asks of its caller's vCPU besides a result.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ret {
+    /// Return this value in RAX.
+    Val(u64),
+    /// Return 0 and take the vCPU off the CPU until its wake condition.
+    Block(Wait),
+    /// The domain ends.
+    End(Outcome),
+}
+
+pub type HcResult = Result<Ret, Errno>;
+
+/// What the vCPU does next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Go,
+    Block(Wait),
+    End(Outcome),
+}
+
+/// keel's management hypercall (number [`keel_mgmt::HYPERCALL`]) answers
+/// from this host description, set at boot.
+static MGMT_HOST: spin::Once<&'static (dyn crate::mgmt::Host + Sync)> = spin::Once::new();
+
+pub fn set_mgmt_host(h: &'static (dyn crate::mgmt::Host + Sync)) {
+    MGMT_HOST.call_once(|| h);
+}
+
+/// Serves the hypercall the vCPU in `cx` just made (RIP still at the
+/// instruction: the caller skips it).
+pub fn dispatch(cx: &mut Ctx) -> Next {
+    cx.dom.stats.hypercalls.fetch_add(1, Ordering::Relaxed);
+    let r = *cx.hw.regs();
+    let args = [r.rdi, r.rsi, r.rdx, r.r10, r.r8];
+    let res = if r.rax == keel_mgmt::HYPERCALL {
+        keel_mgmt_call(cx, args)
+    } else {
+        match Hypercall::from_u64(r.rax) {
+            Some(call) => xen(cx, call, args),
+            None => Err(cx.unimplemented(format_args!("hypercall {}", r.rax))),
+        }
+    };
+    match res {
+        Ok(Ret::Val(x)) => {
+            cx.hw.regs_mut().rax = x;
+            Next::Go
+        }
+        Ok(Ret::Block(w)) => {
+            cx.hw.regs_mut().rax = 0;
+            Next::Block(w)
+        }
+        Ok(Ret::End(o)) => Next::End(o),
+        Err(e) => {
+            cx.hw.regs_mut().rax = e.to_ret() as u64;
+            Next::Go
+        }
+    }
+}
+
+fn xen(cx: &mut Ctx, call: Hypercall, a: [u64; 5]) -> HcResult {
+    match call {
+        Hypercall::ConsoleIo => console_io::call(cx, a[0], a[1], a[2]),
+        Hypercall::XenVersion => xen_version::call(cx, a[0], a[1]),
+        Hypercall::MemoryOp => memory_op::call(cx, a[0], a[1]),
+        Hypercall::HvmOp => hvm_op::call(cx, a[0], a[1]),
+        Hypercall::SchedOp => sched_op::call(cx, a[0], a[1]),
+        Hypercall::VcpuOp => vcpu_op::call(cx, a[0], a[1], a[2]),
+        Hypercall::SetTimerOp => vcpu_op::set_timer_op(cx, a[0]),
+        Hypercall::EventChannelOp => event_channel_op::call(cx, a[0], a[1]),
+        Hypercall::GrantTableOp => grant_table_op::call(cx, a[0], a[1], a[2]),
+        Hypercall::PlatformOp => platform_op::call(cx, a[0]),
+        other => Err(cx.unimplemented(format_args!(
+            "hypercall {other:?} ({:#x}, {:#x}, {:#x})",
+            a[0], a[1], a[2]
+        ))),
+    }
+}
+
+/// keel's management call: dom0's alone, refused before any argument is
+/// read (`crate::mgmt`).
+fn keel_mgmt_call(cx: &mut Ctx, a: [u64; 5]) -> HcResult {
+    struct Mem<'a>(GuestVirt<'a>);
+    impl crate::mgmt::CallerMem for Mem<'_> {
+        fn write(&mut self, gva: u64, bytes: &[u8]) -> Result<(), keel_mgmt::Errno> {
+            self.0.write(gva, bytes).map_err(|e| keel_mgmt::Errno(e.0))
+        }
+    }
+    let caller = if cx.dom.privileged {
+        0
+    } else {
+        cx.dom.id.max(1)
+    };
+    if caller != 0 {
+        return Err(Errno::EPERM);
+    }
+    let host = *MGMT_HOST.get().ok_or(Errno::ENOSYS)?;
+    let mut mem = Mem(cx.mem());
+    crate::mgmt::call(caller, [a[0], a[1], a[2], a[3]], host, &mut mem)
+        .map(Ret::Val)
+        .map_err(|e| Errno(e.0))
+}
