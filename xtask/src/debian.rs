@@ -526,7 +526,7 @@ pub const CHECKS: &[Check] = &[
             "hypervisor            : keel",
             "cpu_vendor            : AuthenticAMD",
             "nr_cpus               : 2",
-            "scheduler             : pinned",
+            "scheduler             : credit",
         ],
     },
     Check {
@@ -1043,7 +1043,7 @@ mod tests {
             "hypervisor            : keel",
             "cpu_vendor            : AuthenticAMD",
             "nr_cpus               : 2",
-            "scheduler             : pinned",
+            "scheduler             : credit",
         ]);
         assert!(judge(k, &info, Some(0)).is_ok());
         assert!(judge(k, &info[1..], Some(0)).is_err());
