@@ -227,14 +227,14 @@ pub fn required() -> Vec<Scenario> {
             .describe("Bochs corei7_skylake_x (VMX), GRUB multiboot2, 2 CPUs: boot, power off"),
         Scenario::boot("bochs-amd-grub-2cpu", Bochs, Amd, Grub, 2)
             .describe("Bochs ryzen (SVM), GRUB multiboot2, 2 CPUs: boot, power off"),
-        Scenario::boot("qemu-bios-fault-pf", Qemu, Amd, Bios, 2)
+        Scenario::boot("qemu-uefi-fault-pf", Qemu, Amd, Uefi, 2)
             .describe("deliberate page fault (test_fault=pf): FATAL diagnostic, exit status 3")
             .extra_cmdline("test_fault=pf")
             .expect(Expect::Failure {
                 patterns: vec!["*** FATAL".into(), "RIP".into(), "CR2".into()],
                 qemu_status: 3,
             }),
-        Scenario::boot("qemu-bios-bad-cmdline", Qemu, Amd, Bios, 2)
+        Scenario::boot("qemu-uefi-bad-cmdline", Qemu, Amd, Uefi, 2)
             .describe("unknown option and bad value are reported, boot still passes")
             .extra_cmdline("bogus_opt=1 smp=abc")
             .must_contain(&[
@@ -242,7 +242,7 @@ pub fn required() -> Vec<Scenario> {
                 "cmdline: bad value for 'smp': 'abc'",
             ]),
         {
-            let mut s = Scenario::boot("qemu-bios-truncated-archive", Qemu, Amd, Bios, 2)
+            let mut s = Scenario::boot("qemu-uefi-truncated-archive", Qemu, Amd, Uefi, 2)
                 .describe("boot-module archive cut short: rejected as truncated, no crash")
                 .module("dom0", dummy_module(16))
                 .expect(Expect::Lines)
@@ -250,7 +250,7 @@ pub fn required() -> Vec<Scenario> {
             s.truncate_archive = Some(8 * 4096);
             s
         },
-        Scenario::boot("qemu-bios-missing-module", Qemu, Amd, Bios, 2)
+        Scenario::boot("qemu-uefi-missing-module", Qemu, Amd, Uefi, 2)
             .describe(
                 "test_require_module=dom0 without a dom0 module: FAIL boot reason=missing-module",
             )
@@ -259,7 +259,7 @@ pub fn required() -> Vec<Scenario> {
                 patterns: vec!["keel-test: FAIL boot reason=missing-module dom0".into()],
                 qemu_status: 3,
             }),
-        Scenario::boot("qemu-bios-module-present", Qemu, Amd, Bios, 2)
+        Scenario::boot("qemu-uefi-module-present", Qemu, Amd, Uefi, 2)
             .describe("test_require_module=dom0 with a dom0 module in the archive: PASS")
             .extra_cmdline("test_require_module=dom0")
             .module("dom0", dummy_module(4)),
@@ -300,7 +300,7 @@ pub fn guest_scenarios(guest_elf: &[u8]) -> Vec<Scenario> {
             "qemu-amd-guests",
             Qemu,
             Amd,
-            Bios,
+            Uefi,
             "QEMU TCG EPYC (AMD-V+NPT, no next-RIP): test guests: every exit path, a bad access and a triple fault killed, a parallel guest finishes",
         ),
         guests(
@@ -319,7 +319,7 @@ pub fn guest_scenarios(guest_elf: &[u8]) -> Vec<Scenario> {
         ),
         {
             // QEMU TCG has no VMX: an Intel CPU model without VT-x.
-            let mut s = Scenario::boot("qemu-no-vmx-guests", Qemu, Intel, Bios, 2)
+            let mut s = Scenario::boot("qemu-no-vmx-guests", Qemu, Intel, Uefi, 2)
                 .describe("a CPU without VT-x/AMD-V: a clear boot message, guests refused, no crash")
                 .module("testguest", guest_elf.to_vec())
                 .expect(Expect::Failure {
@@ -873,7 +873,7 @@ mod tests {
 
     #[test]
     fn deliberate_fault_is_an_expected_failure() {
-        let s = scenario("qemu-bios-fault-pf");
+        let s = scenario("qemu-uefi-fault-pf");
         let log = "(XEN) CPU0 online\n(XEN) *** FATAL: page fault (vector 14) on CPU0\n\
                    (XEN)     error code 0002 RIP ffff800000101234 CR2 0000dead0000beef\n";
         let c = Console::parse(log);
@@ -889,7 +889,7 @@ mod tests {
 
     #[test]
     fn missing_module() {
-        let s = scenario("qemu-bios-missing-module");
+        let s = scenario("qemu-uefi-missing-module");
         let log = "(XEN) keel-test: FAIL boot reason=missing-module dom0\n";
         assert_eq!(
             decide(&s, &Console::parse(log), Exit::Status(Some(3))).status,
@@ -901,7 +901,7 @@ mod tests {
 
     #[test]
     fn bad_cmdline_needs_both_lines_and_a_pass() {
-        let s = scenario("qemu-bios-bad-cmdline");
+        let s = scenario("qemu-uefi-bad-cmdline");
         let both = format!(
             "(XEN) cmdline: unknown option 'bogus_opt'\n(XEN) cmdline: bad value for 'smp': 'abc'\n{GOOD2}"
         );
@@ -913,7 +913,7 @@ mod tests {
 
     #[test]
     fn truncated_archive() {
-        let s = scenario("qemu-bios-truncated-archive");
+        let s = scenario("qemu-uefi-truncated-archive");
         let log = "(XEN) boot modules: archive rejected: entry 1: data runs past the end of the archive (truncated)\n";
         let c = Console::parse(log);
         assert_eq!(progress(&s, &c), Progress::Done);
