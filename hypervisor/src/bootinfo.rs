@@ -65,6 +65,12 @@ pub struct Module {
     name_len: usize,
     pub phys: u64,
     pub len: u64,
+    /// multiboot2: the words after the name in the module's string (GRUB's
+    /// `module2 FILE dom0 root=/dev/sda1 ro` gives name `dom0` and these
+    /// args), as (physical address, length) inside the information
+    /// structure, which stays reserved. Xen takes dom0's kernel command
+    /// line from there too.
+    pub args: (u64, u64),
 }
 
 impl Module {
@@ -115,6 +121,7 @@ const EMPTY_MODULE: Module = Module {
     name_len: 0,
     phys: 0,
     len: 0,
+    args: (0, 0),
 };
 
 impl BootInfo {
@@ -307,12 +314,21 @@ pub mod multiboot2 {
                     if end < start {
                         return Err(bad("module ends before it starts"));
                     }
-                    let name = cstr(&body[8..]);
+                    // "NAME ARGS...": the name is the first word.
+                    let string = cstr(&body[8..]).trim_start();
+                    let (name, args) = string
+                        .split_once(|c: char| c.is_ascii_whitespace())
+                        .unwrap_or((string, ""));
                     bi.add_module(
                         if name.is_empty() { "module" } else { name },
                         start,
                         end - start,
                     );
+                    let args = args.trim();
+                    if !args.is_empty() && bi.nmodules > 0 {
+                        let at = args.as_ptr() as u64 - b.as_ptr() as u64;
+                        bi.modules[bi.nmodules - 1].args = (info_phys + at, args.len() as u64);
+                    }
                     bi.add_reserved(start, end);
                 }
                 TAG_MMAP => {
@@ -433,6 +449,27 @@ mod tests {
         assert_eq!(bi.regions()[2].kind, RegionKind::AcpiReclaimable);
         assert!(bi.rsdp.unwrap() > 0x9000);
         assert!(bi.reserved().contains(&(0x40_0000, 0x40_2000)));
+        assert_eq!(bi.module("dom0").unwrap().args, (0, 0));
+    }
+
+    #[test]
+    fn multiboot2_module_args_follow_the_name() {
+        let mut t = Vec::new();
+        let mut m = Vec::new();
+        m.extend_from_slice(&0x40_0000u32.to_le_bytes());
+        m.extend_from_slice(&0x40_2000u32.to_le_bytes());
+        m.extend_from_slice(b"dom0 root=UUID=1234 ro  console=hvc0 \0");
+        tag(&mut t, 3, &m);
+        let b = finish(t);
+        let mut bi = BootInfo::new(Loader::Multiboot2);
+        multiboot2::parse(&b, 0x9000, &mut bi).unwrap();
+        let dom0 = bi.module("dom0").unwrap();
+        let (phys, len) = dom0.args;
+        let at = (phys - 0x9000) as usize;
+        assert_eq!(
+            &b[at..at + len as usize],
+            b"root=UUID=1234 ro  console=hvc0"
+        );
     }
 
     #[test]

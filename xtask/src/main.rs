@@ -9,6 +9,8 @@
 //! ```
 //! Run `cargo xtask help` for the options.
 
+mod deb;
+mod debian;
 mod linux;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +56,8 @@ commands:
       --no-host-tests             skip the host `cargo test`
       --list                      list the scenarios and exit
   bench                 run the available benchmarks and write docs/benchmarks.md
+  deb                   keel's Debian package (target/keel/keel_<version>_amd64.deb): keel, the
+                        GRUB script, the dom0 tools and services (docs/install.md)
   linux                 fetch Debian's standard kernel + busybox-static and build a PVH test
                         guest: DIR/vmlinux + DIR/initrd.cpio.gz (cached; docs/linux-guest.md)
       --out DIR                   (default target/keel/linux)
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         "test" => cmd_test(rest),
         "bench" => cmd_bench(rest),
         "linux" => linux::cmd_linux(rest),
+        "deb" => cmd_deb(rest),
         "help" | "-h" | "--help" => {
             print!("{HELP}");
             Ok(0)
@@ -256,12 +261,39 @@ fn build_image_builder() -> Result<PathBuf> {
     let t = Instant::now();
     let mut c = cargo();
     c.args(["build", "-p", "keel-boot", "--bin", "keel-boot"]);
-    status(c, "image builder build")?;
+    // The bootloader's build script compiles its stages with nested `cargo
+    // install`s that print nothing until they are done: say it is alive.
+    let beat = (!bin.exists()).then(|| {
+        heartbeat(
+            "still building the image builder (the bootloader's build script compiles its \
+             BIOS and UEFI stages; it prints nothing until it is done)",
+        )
+    });
+    let r = status(c, "image builder build");
+    drop(beat);
+    r?;
     eprintln!(
         "    image builder ready in {:.1}s",
         t.elapsed().as_secs_f64()
     );
     Ok(bin)
+}
+
+/// Prints `what` with the time so far every 30 s until dropped (dropping
+/// the sender ends the thread's wait).
+struct Heartbeat(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
+
+fn heartbeat(what: &'static str) -> Heartbeat {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let t = Instant::now();
+    std::thread::spawn(move || {
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            rx.recv_timeout(Duration::from_secs(30))
+        {
+            eprintln!("    ... {:.0}s: {what}", t.elapsed().as_secs_f64());
+        }
+    });
+    Heartbeat(tx)
 }
 
 fn build_tools() -> Result<Tools> {
@@ -344,6 +376,24 @@ fn cmd_image(a: &[String]) -> Result<u8> {
     let out = out.unwrap_or_else(|| default_image_path(firmware));
     make_image(&tools, firmware, &cmdline, &modules, &out)?;
     println!("{}", out.display());
+    Ok(0)
+}
+
+/// Builds keel's Debian package from `kernel`; returns its path.
+fn build_deb(kernel: &Path) -> Result<PathBuf> {
+    let musl = linux::build_musl(&deb::musl_bins())?;
+    eprintln!("==> keel's Debian package (dpkg-deb)");
+    let deb = deb::build(&root(), kernel, &musl, &out_dir())?;
+    eprintln!("    {}", deb.display());
+    Ok(deb)
+}
+
+fn cmd_deb(a: &[String]) -> Result<u8> {
+    if let Some(x) = a.first() {
+        return Err(format!("deb takes no options (got '{x}')"));
+    }
+    let kernel = build_kernel()?;
+    println!("{}", build_deb(&kernel)?.display());
     Ok(0)
 }
 
@@ -528,15 +578,20 @@ fn cmd_test(a: &[String]) -> Result<u8> {
             other => return Err(format!("test: unknown option '{other}'")),
         }
     }
+    let selected = |s: &keel_harness::Scenario| {
+        only.is_empty() || only.iter().any(|o| s.name.contains(o.as_str()))
+    };
     // The guest scenarios get the built test guest after the build below.
     let mut scenarios: Vec<_> = keel_harness::required()
         .into_iter()
         .chain(keel_harness::guest_scenarios(&[]))
         .chain(keel_harness::linux_scenarios())
-        .filter(|s| only.is_empty() || only.iter().any(|o| s.name.contains(o.as_str())))
+        .filter(selected)
         .collect();
+    // The Debian server scenarios (issue 16) run last: they are the longest.
+    let debian: Vec<_> = debian::scenarios().into_iter().filter(selected).collect();
     if list {
-        for s in &scenarios {
+        for s in scenarios.iter().chain(&debian) {
             println!(
                 "{:30} {:>4}s  {}",
                 s.name,
@@ -546,11 +601,14 @@ fn cmd_test(a: &[String]) -> Result<u8> {
         }
         return Ok(0);
     }
-    if scenarios.is_empty() {
+    if scenarios.is_empty() && debian.is_empty() {
         return Err(format!("no scenario matches {only:?} (see --list)"));
     }
     let t_all = Instant::now();
     host::ensure_packages(&emulator::ALL_PACKAGES)?;
+    if !debian.is_empty() {
+        host::ensure_packages(debian::HOST_PACKAGES)?;
+    }
 
     let mut checks: Vec<Check> = Vec::new();
     if host_tests {
@@ -579,7 +637,18 @@ fn cmd_test(a: &[String]) -> Result<u8> {
     }
 
     let t_build = Instant::now();
-    let tools = match build_tools() {
+    let mut reports: Vec<Report> = Vec::new();
+    let work_root = out_dir().join("test");
+    // The kernel and the image builder (the Debian scenarios need only the kernel).
+    let tools = if scenarios.is_empty() {
+        build_kernel().map(|kernel| Tools {
+            kernel,
+            keel_boot: PathBuf::new(),
+        })
+    } else {
+        build_tools()
+    };
+    let tools = match tools {
         Ok(t) => t,
         Err(e) => {
             eprintln!("xtask: {e}: no emulator scenario can run");
@@ -606,35 +675,84 @@ fn cmd_test(a: &[String]) -> Result<u8> {
     }
     let build_time = t_build.elapsed();
 
-    let work_root = out_dir().join("test");
-    let mut reports: Vec<Report> = Vec::new();
+    let total = scenarios.len() + debian.len();
     for (i, s) in scenarios.iter().enumerate() {
         eprintln!(
-            "==> [{}/{}] {}: {} (timeout {}s)",
+            "==> [{}/{total}] {}: {} (timeout {}s)",
             i + 1,
-            scenarios.len(),
             s.name,
             s.description,
             s.timeout.as_secs()
         );
         let r = runner::run_scenario(s, &tools, &work_root);
-        let tag = match r.verdict.status {
-            Status::Passed => "PASS",
-            Status::ExpectedFailure => "PASS (expected failure seen)",
-            Status::Failed => "FAIL",
-        };
-        eprintln!(
-            "    {tag} in {:.1}s: {}",
-            r.wall.as_secs_f64(),
-            r.verdict.reason
-        );
-        if !r.verdict.ok() {
-            eprint!("{}", r.details());
-        }
+        report_one(&r);
         reports.push(r);
+    }
+
+    if !debian.is_empty() {
+        // Debian's image (cached) and keel's package, made once for both.
+        let t = Instant::now();
+        let prepared = debian::base_image(&out_dir().join("debian"))
+            .and_then(|base| build_deb(&tools.kernel).map(|deb| (base, deb)));
+        checks.push(Check::new(
+            "debian-image",
+            prepared.is_ok(),
+            t,
+            "Debian 12 image (debootstrap, first boot; cached in target/keel/debian) + keel's .deb",
+        ));
+        let mut installed: Option<PathBuf> = None;
+        for (i, s) in debian.iter().enumerate() {
+            eprintln!(
+                "==> [{}/{total}] {}: {} (timeout {}s)",
+                scenarios.len() + i + 1,
+                s.name,
+                s.description,
+                s.timeout.as_secs()
+            );
+            let r = match &prepared {
+                Ok((base, deb)) => {
+                    let (r, disk) = debian::run(s, base, deb, &work_root, installed.as_deref());
+                    // The next scenario boots the same installed system
+                    // under the other firmware.
+                    if installed.is_none() {
+                        installed = disk;
+                    }
+                    r
+                }
+                Err(e) => Report {
+                    scenario: s.clone(),
+                    verdict: keel_harness::scenario::Verdict {
+                        status: Status::Failed,
+                        reason: format!("no Debian image or package: {e}"),
+                    },
+                    wall: Duration::ZERO,
+                    prepare: Duration::ZERO,
+                    record: None,
+                    work_dir: work_root.join(&s.name),
+                },
+            };
+            report_one(&r);
+            reports.push(r);
+        }
     }
     let ok = print_summary(&checks, &reports, build_time, t_all.elapsed());
     Ok(if ok { 0 } else { 1 })
+}
+
+fn report_one(r: &Report) {
+    let tag = match r.verdict.status {
+        Status::Passed => "PASS",
+        Status::ExpectedFailure => "PASS (expected failure seen)",
+        Status::Failed => "FAIL",
+    };
+    eprintln!(
+        "    {tag} in {:.1}s: {}",
+        r.wall.as_secs_f64(),
+        r.verdict.reason
+    );
+    if !r.verdict.ok() {
+        eprint!("{}", r.details());
+    }
 }
 
 /// The lint and style checks `cargo xtask test` runs after the host tests.

@@ -112,6 +112,100 @@ pub fn make_ext4_image(path: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The processes that have `path` open (pid, command line), from
+/// `/proc/<pid>/fd` (only those this user may look at).
+pub fn holders(path: &Path) -> Vec<(u32, String)> {
+    let Ok(want) = path.canonicalize() else {
+        return Vec::new();
+    };
+    let mut v = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return v;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == want))
+        {
+            let cmd = std::fs::read(p.path().join("cmdline"))
+                .map(|b| {
+                    String::from_utf8_lossy(&b)
+                        .replace('\0', " ")
+                        .trim()
+                        .to_string()
+                })
+                .unwrap_or_default();
+            v.push((pid, cmd));
+        }
+    }
+    v
+}
+
+/// Makes sure a new emulator can open `disk`: an error naming the process
+/// if a live one has it open, and the removal of a lock file Bochs left
+/// behind (`<disk>.lock`, when a Bochs run was killed: its terminal closed,
+/// or Ctrl-C) that no live process holds. Returns a note when it removed one.
+pub fn claim_disk(disk: &Path) -> Result<Option<String>, String> {
+    if let Some((pid, cmd)) = holders(disk).into_iter().next() {
+        return Err(format!(
+            "{} is in use by process {pid} ({cmd}): end that run first (Ctrl-] x in its \
+             terminal, or `kill {pid}`)",
+            disk.display()
+        ));
+    }
+    let mut lock = disk.as_os_str().to_owned();
+    lock.push(".lock");
+    let lock = PathBuf::from(lock);
+    if !lock.exists() {
+        return Ok(None);
+    }
+    if let Some((pid, cmd)) = holders(&lock).into_iter().next() {
+        return Err(format!(
+            "{} is held by process {pid} ({cmd}): end that run first (`kill {pid}`)",
+            lock.display()
+        ));
+    }
+    std::fs::remove_file(&lock).map_err(|e| {
+        format!(
+            "{}: a stale Bochs lock (no emulator is running on {}), but removing it failed: \
+             {e}; remove it by hand",
+            lock.display(),
+            disk.display()
+        )
+    })?;
+    Ok(Some(format!(
+        "removed {}: a lock a Bochs run left behind when it was killed (no emulator has the \
+         disk open)",
+        lock.display()
+    )))
+}
+
+/// Asks the kernel to send the emulator SIGTERM when the thread that
+/// spawned it exits, so that it never outlives xtask (a closed terminal
+/// kills xtask with SIGHUP; an orphaned emulator would keep its disk).
+/// Spawn from a thread that lives as long as the run (xtask's main thread).
+pub fn die_with_parent(c: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The machine's own devices (dom0 drives them with Linux's drivers).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Devices {
@@ -144,6 +238,11 @@ impl Launch {
         std::fs::create_dir_all(&self.work_dir)
             .map_err(|e| format!("creating {}: {e}", self.work_dir.display()))?;
         let _ = std::fs::remove_file(self.serial_log());
+        if let Some(disk) = &self.devices.disk {
+            if let Some(note) = claim_disk(disk)? {
+                eprintln!("note: {note}");
+            }
+        }
         match self.emulator {
             Emulator::Qemu => Ok(Prepared {
                 command: self.qemu()?,
@@ -442,6 +541,41 @@ mod tests {
         q.work_dir = l.work_dir.clone();
         assert!(q.prepare().unwrap().serial_socket.is_none());
         let _ = std::fs::remove_dir_all(&l.work_dir);
+    }
+
+    #[test]
+    fn stale_bochs_lock_is_removed_and_a_live_holder_named() {
+        let dir = std::env::temp_dir().join(format!("keel-harness-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let disk = dir.join("disk.img");
+        std::fs::write(&disk, b"disk").unwrap();
+        assert_eq!(claim_disk(&disk).unwrap(), None);
+        let lock = dir.join("disk.img.lock");
+        std::fs::write(&lock, b"").unwrap();
+        let note = claim_disk(&disk).unwrap().unwrap();
+        assert!(
+            note.contains("removed") && note.contains("disk.img.lock"),
+            "{note}"
+        );
+        assert!(!lock.exists());
+        // A live process with the disk open: named, nothing removed.
+        std::fs::write(&lock, b"").unwrap();
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .stdin(std::fs::File::open(&disk).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while holders(&disk).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let err = claim_disk(&disk).unwrap_err();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(err.contains(&format!("process {}", child.id())), "{err}");
+        assert!(err.contains("sleep 30"), "{err}");
+        assert!(lock.exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -29,9 +29,36 @@ fn have_dpkg() -> bool {
         .is_ok()
 }
 
-/// Makes sure every package in `pkgs` is installed: as root runs
-/// `apt-get update` (once per call) and `apt-get install -y`, showing apt's
-/// progress; otherwise returns an error naming the exact command to run.
+fn have_sudo() -> bool {
+    Command::new("sudo")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A command that runs `prog` as root: `prog` itself when this process is
+/// root, else `sudo -- prog` (sudo may ask for a password on the terminal).
+/// `why` says what needs root, for the message when neither is possible.
+pub fn as_root(prog: &str, why: &str) -> Result<Command, String> {
+    if is_root() {
+        return Ok(Command::new(prog));
+    }
+    if have_sudo() {
+        let mut c = Command::new("sudo");
+        c.arg("--").arg(prog);
+        return Ok(c);
+    }
+    Err(format!(
+        "{why} needs root ({prog}): run this as root, or install sudo and run it as a user \
+         who may use it"
+    ))
+}
+
+/// Makes sure every package in `pkgs` is installed: runs `apt-get update`
+/// (once per call) and `apt-get install -y`, showing apt's progress, as root
+/// or through sudo; with neither, returns an error naming the exact command.
 pub fn ensure_packages(pkgs: &[&str]) -> Result<(), String> {
     if !have_dpkg() {
         eprintln!(
@@ -50,16 +77,28 @@ pub fn ensure_packages(pkgs: &[&str]) -> Result<(), String> {
         "apt-get install -y --no-install-recommends {}",
         missing.join(" ")
     );
-    if !is_root() {
+    let root = is_root();
+    if !root && !have_sudo() {
         return Err(format!(
-            "missing host packages: {}\nrun:  sudo apt-get update && sudo {cmd}",
+            "missing host packages: {}\nrun as root:  apt-get update && {cmd}",
             missing.join(" ")
         ));
     }
     eprintln!("==> installing host packages: {}", missing.join(" "));
     let apt = |args: &[&str]| -> Result<(), String> {
-        eprintln!("==> apt-get {}", args.join(" "));
-        let st = Command::new("apt-get")
+        eprintln!(
+            "==> {}apt-get {}",
+            if root { "" } else { "sudo " },
+            args.join(" ")
+        );
+        let mut c = if root {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.args(["--preserve-env=DEBIAN_FRONTEND", "--", "apt-get"]);
+            c
+        };
+        let st = c
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdin(Stdio::null())

@@ -6,6 +6,7 @@
 //! * [`images`]: KEELMODS ramdisks, `keel-boot` disk images, GRUB ISOs.
 //! * [`runner`]: launching, following the serial log, timeouts, reports.
 //! * [`host`]: Debian host packages.
+//! * [`session`]: a scripted serial console (log in, type commands, read output).
 //!
 //! See `docs/testing.md`.
 
@@ -15,6 +16,7 @@ pub mod images;
 pub mod markers;
 pub mod runner;
 pub mod scenario;
+pub mod session;
 
 pub use scenario::{
     bench_scenarios, guest_scenarios, linux_scenarios, required, Emulator, Expect, Firmware,

@@ -63,6 +63,7 @@ pub fn run(
     }
     // A socket console copies to stdout itself.
     let stream = stream && prepared.serial_socket.is_none();
+    emulator::die_with_parent(&mut cmd);
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|e| {
         format!(

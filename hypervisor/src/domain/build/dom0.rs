@@ -38,16 +38,23 @@ pub fn boot(bi: &BootInfo) -> Result<Arc<super::super::Domain>, String> {
     // already at the top of memory).
     let requested = opts.dom0_mem.size.unwrap_or(256 << 20);
     let want_end = IDENTITY_BASE + requested;
-    let kernel = movable_module(bi.module("dom0").ok_or("no dom0 module")?, want_end);
+    let dom0 = bi.module("dom0").ok_or("no dom0 module")?;
+    // dom0's command line: the `dom0-cmdline` module, else the words after
+    // `dom0` on GRUB's module2 line (as Xen does), else a default. Copied
+    // now: the multiboot2 information may lie in what becomes dom0's RAM.
+    let args = (dom0.args.1 > 0).then(|| module_bytes_at(dom0.args.0, dom0.args.1));
+    let cmdline: String = bi
+        .module("dom0-cmdline")
+        .map(module_bytes)
+        .or(args)
+        .and_then(|b| core::str::from_utf8(b).ok())
+        .map(|s| s.trim_matches(|c: char| c == '\0' || c.is_whitespace()))
+        .unwrap_or("console=hvc0 earlyprintk=xen")
+        .into();
+    let kernel = movable_module(dom0, want_end);
     let initrd = bi
         .module("dom0-initrd")
         .map(|m| movable_module(m, want_end));
-    let cmdline = bi
-        .module("dom0-cmdline")
-        .map(module_bytes)
-        .and_then(|b| core::str::from_utf8(b).ok())
-        .map(|s| s.trim_matches(|c: char| c == '\0' || c.is_whitespace()))
-        .unwrap_or("console=hvc0 earlyprintk=xen");
     // The free run of host RAM from 16 MiB up bounds dom0's 1:1 memory;
     // keep 1/8 of what is free for keel (p2m tables, grant frames, ...).
     let (run_end, free) = {
@@ -90,7 +97,7 @@ pub fn boot(bi: &BootInfo) -> Result<Arc<super::super::Domain>, String> {
         name: "Domain-0",
         kernel,
         initrd,
-        cmdline,
+        cmdline: &cmdline,
         mem_bytes: mem,
         initial: true,
         vcpus,
@@ -137,8 +144,9 @@ fn module_bytes(m: &Module) -> &'static [u8] {
 }
 
 fn module_bytes_at(pa: u64, len: u64) -> &'static [u8] {
-    // SAFETY: boot modules (and their moved copies) are reserved physical
-    // memory that nothing else uses or frees; the direct map covers them.
+    // SAFETY: boot modules (and their moved copies) and the multiboot2
+    // information are reserved physical memory that nothing else uses or
+    // frees; the direct map covers them.
     unsafe {
         core::slice::from_raw_parts(
             crate::arch::x86::cpu::phys_to_virt(pa) as *const u8,
