@@ -17,6 +17,7 @@
 pub mod acpi;
 #[cfg(target_os = "none")]
 pub mod build;
+pub mod console;
 pub mod hostacpi;
 pub mod lifecycle;
 pub mod table;
@@ -234,7 +235,7 @@ pub struct Domain {
     life: Mutex<Life>,
     ending: AtomicBool,
     finished: AtomicBool,
-    console: Mutex<String>,
+    console: Mutex<console::GuestConsole>,
 }
 
 impl Domain {
@@ -269,7 +270,7 @@ impl Domain {
             }),
             ending: AtomicBool::new(false),
             finished: AtomicBool::new(false),
-            console: Mutex::new(String::new()),
+            console: Mutex::new(console::GuestConsole::default()),
             mem,
             vcpus,
         }
@@ -558,20 +559,21 @@ impl Domain {
 
     // --- the console ----------------------------------------------------------
 
-    /// A byte of an unprivileged guest's console output: printed by line
-    /// as `(dN) line`, non-printing bytes shown as '.'.
-    pub fn console_byte(&self, b: u8) {
-        let mut line = self.console.lock();
-        if b == b'\n' || line.len() >= 400 {
-            log::info!("(d{}) {}", self.id, line);
-            line.clear();
-        } else if b != b'\r' {
-            line.push(if b.is_ascii_graphic() || b == b' ' || b == b'\t' {
-                b as char
-            } else {
-                '.'
-            });
-        }
+    /// Console bytes dropped by the rate limit since output last got through.
+    pub fn console_dropped(&self) -> u64 {
+        self.console.lock().dropped()
+    }
+
+    /// An unprivileged guest's console output: printed by line as
+    /// `(dN) line`, non-printing bytes shown as '.', within the rate limit
+    /// of [`console`].
+    pub fn console_write(&self, bytes: &[u8]) {
+        let now_us =
+            (u128::from(platform::tsc()) * 1000 / u128::from(platform::tsc_khz().max(1))) as u64;
+        let id = self.id;
+        self.console
+            .lock()
+            .write(bytes, now_us, |line| log::info!("(d{id}) {line}"));
     }
 
     // --- the end --------------------------------------------------------------
@@ -615,10 +617,10 @@ impl Domain {
         if self.finished.swap(true, Ordering::SeqCst) {
             return;
         }
-        let line = core::mem::take(&mut *self.console.lock());
-        if !line.is_empty() {
-            log::info!("(d{}) {}", self.id, line);
-        }
+        let id = self.id;
+        self.console
+            .lock()
+            .flush(|line| log::info!("(d{id}) {line}"));
         let _ = self.life.lock().lc.destroy();
         table::finish(self);
     }

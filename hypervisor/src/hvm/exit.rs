@@ -331,7 +331,7 @@ fn test_io(
 ) -> Step {
     if write {
         match port {
-            tp::CONSOLE => cx.dom.console_byte(val as u8),
+            tp::CONSOLE => cx.dom.console_write(&[val as u8]),
             tp::SCRATCH => t.lock().scratch = val as u32,
             tp::DONE => return Step::End(Outcome::Done(val as u32)),
             tp::TIMER => {

@@ -1,6 +1,6 @@
 //! CONSOLE_IO: dom0's console is the machine's (its bytes go out as they
 //! are, and it reads serial input); other domains' output is printed by
-//! line as `(dN) ...`.
+//! line as `(dN) ...`, rate-limited (`domain::console`).
 
 use super::{Ctx, HcResult, Ret};
 use crate::xen::abi::{consoleio, Errno};
@@ -16,9 +16,7 @@ pub fn call(cx: &mut Ctx, cmd: u64, count: u64, buf: u64) -> HcResult {
             if cx.dom.privileged {
                 crate::platform::guest_console(&bytes);
             } else {
-                for b in bytes {
-                    cx.dom.console_byte(b);
-                }
+                cx.dom.console_write(&bytes);
             }
             Ok(Ret::Val(0))
         }

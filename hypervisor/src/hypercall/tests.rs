@@ -8,7 +8,7 @@ use crate::hvm::vcpu::{Event, Exit, Regs, StartMode, Vcpu as HwVcpu};
 use crate::loader::pvh::MemType;
 use crate::mm::p2m::{Format, P2m, Perm};
 use crate::mm::phys::{self, Tables};
-use crate::xen::abi::{self, evtchnop, schedop, xenmem, xenver, Hypercall};
+use crate::xen::abi::{self, consoleio, evtchnop, schedop, xenmem, xenver, Hypercall};
 use alloc::boxed::Box;
 use std::sync::atomic::{AtomicU16, Ordering as O};
 
@@ -184,6 +184,42 @@ fn xen_version_and_unknown_calls() {
     assert_eq!(t.call(u64::MAX, &[]).0, ENOSYS);
     assert_eq!(t.ret(Hypercall::XenVersion, &[12345]), ENOSYS);
     assert_eq!(t.dom.stats.unimplemented.load(O::Relaxed), before + 3);
+}
+
+#[test]
+fn an_unprivileged_console_flood_is_rate_limited() {
+    use crate::domain::console::{BURST, RATE};
+    let mut t = domain(false);
+    t.put(GVA, &[b'z'; 4096]);
+    // 64 KiB at once: the burst is shown, the rest is dropped and counted;
+    // each call still succeeds (as on Xen). The fake clock is shared with
+    // other tests: whatever time they add refills RATE bytes a second.
+    let refill = |t0: u64| RATE * (crate::platform::tsc() - t0).div_ceil(1_000_000_000) + 1;
+    let t0 = crate::platform::tsc();
+    for _ in 0..16 {
+        assert_eq!(
+            t.ret(Hypercall::ConsoleIo, &[consoleio::WRITE, 4096, GVA]),
+            0
+        );
+    }
+    let dropped = t.dom.console_dropped();
+    assert!(dropped <= 16 * 4096 - BURST && dropped + refill(t0) >= 16 * 4096 - BURST);
+    // A second later, RATE bytes more get through, and the count restarts.
+    crate::platform::advance_ns(1_000_000_000);
+    assert_eq!(
+        t.ret(Hypercall::ConsoleIo, &[consoleio::WRITE, 4096, GVA]),
+        0
+    );
+    assert!(t.dom.console_dropped() <= 4096 - RATE);
+    // A bad pointer is still -EFAULT, a huge count is cut, not an overflow.
+    assert_eq!(
+        t.ret(Hypercall::ConsoleIo, &[consoleio::WRITE, 16, HOLE]),
+        EFAULT
+    );
+    assert_eq!(
+        t.ret(Hypercall::ConsoleIo, &[consoleio::WRITE, u64::MAX, GVA]),
+        0
+    );
 }
 
 #[test]
