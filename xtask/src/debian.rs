@@ -986,7 +986,7 @@ mod tests {
         assert_eq!(ROOT_START % MIB_SECTORS, 0);
         assert_eq!(ROOT_SECTORS % MIB_SECTORS, 0);
         // GPT's backup header needs the last 33 sectors.
-        assert!(ROOT_START + ROOT_SECTORS <= DISK_MIB * MIB_SECTORS - 34);
+        const { assert!(ROOT_START + ROOT_SECTORS <= DISK_MIB * MIB_SECTORS - 34) };
         let s = sfdisk_script();
         assert!(s.starts_with("label: gpt\n"));
         assert_eq!(s.lines().filter(|l| l.starts_with("start=")).count(), 3);

@@ -426,6 +426,7 @@ pub fn linux_scenarios() -> Vec<Scenario> {
         devices,
         sched("qemu-amd-sched", Emulator::Qemu, Vendor::Amd, 300),
         sched("bochs-intel-sched", Emulator::Bochs, Vendor::Intel, 1200),
+        sched("bochs-amd-sched", Emulator::Bochs, Vendor::Amd, 1200),
     ]
 }
 
