@@ -95,8 +95,18 @@ pub fn long_run() -> ! {
 
 /// Scenario 6: CPU-bound forever, with no exits (keel's scheduler must
 /// preempt it through the host timer).
+///
+/// It spins with interrupts on (none are sent to it). On hardware the
+/// host's timer ends guest mode whatever the guest's IF (AMD-V's
+/// V_INTR_MASKING, VT-x's external-interrupt exiting), but Bochs 2.7's
+/// AMD-V computes the interrupt mask at VMRUN from the guest's IF: a
+/// guest entered with IF=0 keeps host interrupts out until it sets IF
+/// (docs/linux-guest.md).
 pub fn spin() -> ! {
     println!("spinning");
+    // SAFETY: ring 0; `sti` touches no memory, and trap::init loaded the
+    // IDT, so any interrupt that came would be handled.
+    unsafe { core::arch::asm!("sti", options(nomem, nostack)) }
     let mut x: u64 = 1;
     loop {
         for _ in 0..1_000_000 {
