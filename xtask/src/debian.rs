@@ -961,7 +961,7 @@ fn boot_and_check(
     phase("checks in dom0", s);
 
     s.send("systemctl poweroff\n")?;
-    s.expect("d0: Shutdown(0)", Duration::from_secs(300))
+    s.expect("d0: Shutdown(Poweroff)", Duration::from_secs(300))
         .map_err(|e| format!("dom0 did not power off: {e}"))?;
     s.expect("keel: powering off", Duration::from_secs(60))
         .map_err(|e| format!("keel did not power off: {e}"))?;
