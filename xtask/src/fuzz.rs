@@ -65,6 +65,7 @@ pub fn named_histogram(h: &str) -> String {
                 "-22" => "EINVAL",
                 "-28" => "ENOSPC",
                 "-38" => "ENOSYS",
+                "-62" => "ETIME",
                 "-95" => "EOPNOTSUPP",
                 _ => "",
             };
