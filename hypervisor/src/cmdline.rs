@@ -59,7 +59,16 @@ pub struct Options<'a> {
     pub sched_debug: bool,
     /// Print the host's CPUID leaves at boot (`cpuid_dump`).
     pub cpuid_dump: bool,
+    /// `test=fuzz`: the fuzzing guest's hypercall count (`fuzz_count=`).
+    pub fuzz_count: u32,
+    /// `test=fuzz`: its PRNG seed (`fuzz_seed=`).
+    pub fuzz_seed: u32,
 }
+
+/// `fuzz_count`'s default: a short run.
+pub const FUZZ_COUNT_DEFAULT: u32 = 10_000;
+/// `fuzz_seed`'s default.
+pub const FUZZ_SEED_DEFAULT: u32 = 0x6b65_656c;
 
 impl Default for Options<'_> {
     fn default() -> Self {
@@ -76,6 +85,8 @@ impl Default for Options<'_> {
             debug_exit: None,
             sched_debug: false,
             cpuid_dump: false,
+            fuzz_count: FUZZ_COUNT_DEFAULT,
+            fuzz_seed: FUZZ_SEED_DEFAULT,
         }
     }
 }
@@ -222,6 +233,14 @@ pub fn parse<'a>(s: &'a str, mut report: impl FnMut(Problem<'a>)) -> Options<'a>
                 Some(b) => o.cpuid_dump = b,
                 None => bad(&mut report),
             },
+            "fuzz_count" => match value.and_then(parse_u64) {
+                Some(n) if (1..=u32::MAX as u64).contains(&n) => o.fuzz_count = n as u32,
+                _ => bad(&mut report),
+            },
+            "fuzz_seed" => match value.and_then(parse_u64) {
+                Some(n) if n <= u32::MAX as u64 => o.fuzz_seed = n as u32,
+                _ => bad(&mut report),
+            },
             "debug_exit" => match value.and_then(parse_u64) {
                 Some(p) if p <= 0xffff => o.debug_exit = Some(p as u16),
                 _ => bad(&mut report),
@@ -326,6 +345,24 @@ mod tests {
         assert_eq!(o.test_fault, Some(Fault::PageFault));
         assert_eq!(format!("{}", p[1]), "bad value for 'smp': 'abc'");
         assert_eq!(format!("{}", p[0]), "unknown option 'bogus_opt'");
+    }
+
+    #[test]
+    fn fuzz_options() {
+        let (o, p) = parse_all("test=fuzz fuzz_count=1000000 fuzz-seed=0x1234");
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!((o.fuzz_count, o.fuzz_seed), (1_000_000, 0x1234));
+        let d = Options::default();
+        assert_eq!(
+            (d.fuzz_count, d.fuzz_seed),
+            (FUZZ_COUNT_DEFAULT, FUZZ_SEED_DEFAULT)
+        );
+        let (o, p) = parse_all("fuzz_count=0 fuzz_count=0x100000000 fuzz_seed=-1 fuzz_count");
+        assert_eq!(p.len(), 4, "{p:?}");
+        assert_eq!(
+            (o.fuzz_count, o.fuzz_seed),
+            (FUZZ_COUNT_DEFAULT, FUZZ_SEED_DEFAULT)
+        );
     }
 
     #[test]

@@ -9,6 +9,12 @@
 //! * `bench`: VM-exit round trips per second (null hypercall, CPUID) and
 //!   vCPU switches per second (two guests ping-ponging over an event
 //!   channel on one CPU), one after another.
+//! * `fuzz`: a hostile test guest (d21, CPU 1) makes `fuzz_count=` random
+//!   hypercalls with random and adversarial arguments, mixed with random
+//!   port, MSR and CPUID accesses, while a well-behaved guest (d20, long
+//!   run) runs on CPU 0; then a suite guest (d22) runs on the fuzzer's CPU.
+//!   d20 and d22 must finish cleanly; the fuzzer may finish or be killed
+//!   with a reason. keel prints the count, time and rate.
 //! * `sched`: dom0 boots as usual while CPU-bound test guests share CPU 1:
 //!   weights 256 and 512, a domain capped at 25 %, a vCPU halted
 //!   throughout. After the measuring window keel prints each one's share
@@ -35,6 +41,7 @@ enum Test {
     Guests(Guests),
     Bench(Bench),
     Sched(Sched),
+    Fuzz(Fuzz),
 }
 
 static TEST: Mutex<Option<Test>> = Mutex::new(None);
@@ -131,6 +138,7 @@ pub fn start(t: &str, bi: &'static BootInfo, online: u32, wanted: u32) {
             bench_next();
         }
         "sched" => sched_start(bi, online),
+        "fuzz" => fuzz_start(bi, online, wanted, backend()),
         _ => fail(format_args!("unknown-scenario")),
     }
 }
@@ -166,6 +174,10 @@ pub fn domain_ended(d: &Arc<Domain>, o: &Outcome) -> bool {
             true
         }
         Some(Test::Sched(_)) if d.is_test() => true,
+        Some(Test::Fuzz(f)) if d.is_test() => {
+            f.ended(d, o);
+            true
+        }
         _ => false,
     }
 }
@@ -396,6 +408,118 @@ fn bench_ended(d: &Arc<Domain>, o: &Outcome) {
     b.stage += 1;
     drop(g);
     bench_next();
+}
+
+// --- fuzz ---------------------------------------------------------------------
+
+struct Fuzz {
+    image: &'static [u8],
+    cpus: (u32, u32),
+    backend: &'static str,
+    /// The fuzzer's CPU (a bit mask).
+    fuzz_cpu: u64,
+    start: u64,
+    /// (domid, outcome)
+    results: Vec<(u16, Outcome)>,
+    /// The fuzzer's summary, once it ended.
+    summary: Option<String>,
+}
+
+const FUZZ_WELL_BEHAVED: u16 = 20;
+const FUZZ_FUZZER: u16 = 21;
+const FUZZ_AFTER: u16 = 22;
+
+fn fuzz_start(bi: &'static BootInfo, online: u32, wanted: u32, backend: &'static str) {
+    let image = module(bi, "testguest");
+    let o = crate::cmdline::get();
+    let fuzz_cpu = if online >= 2 { 0b10 } else { 0b01 };
+    *TEST.lock() = Some(Test::Fuzz(Fuzz {
+        image,
+        cpus: (online, wanted),
+        backend,
+        fuzz_cpu,
+        start: platform::tsc(),
+        results: Vec::new(),
+        summary: None,
+    }));
+    log::info!(
+        "fuzz: d{FUZZ_FUZZER}: {} hypercalls, seed {:#x}, on CPU{} beside d{FUZZ_WELL_BEHAVED} (long run) on CPU0 ({backend})",
+        o.fuzz_count,
+        o.fuzz_seed,
+        fuzz_cpu.trailing_zeros()
+    );
+    if let Err(e) = guest(FUZZ_WELL_BEHAVED, Scenario::LongRun, image, 0b01) {
+        fail(format_args!("long-run-guest {e}"));
+    }
+    let d = match testdom::build(FUZZ_FUZZER, Scenario::Fuzz, image) {
+        Ok(d) => d,
+        Err(e) => fail(format_args!("fuzz-guest {e}")),
+    };
+    if let crate::domain::Kind::Test(t) = &d.kind {
+        let mut t = t.lock();
+        t.fuzz_count = o.fuzz_count;
+        t.fuzz_seed = o.fuzz_seed;
+    }
+    let home = fuzz_cpu.trailing_zeros() as usize;
+    if let Err(e) = build::launch(d, &|_| fuzz_cpu, &|_| home) {
+        fail(format_args!("fuzz-guest {e}"));
+    }
+}
+
+impl Fuzz {
+    fn ended(&mut self, d: &Domain, o: &Outcome) {
+        self.results.push((d.id, o.clone()));
+        if d.id == FUZZ_FUZZER {
+            let us = us_since(self.start).max(1);
+            let calls = match (&d.kind, o) {
+                (crate::domain::Kind::Test(t), Outcome::Done(0)) => t.lock().scratch as u64,
+                // Killed: keel's own count of the calls it dispatched.
+                _ => d.stats.hypercalls.load(Ordering::Relaxed),
+            };
+            let per_s = calls * 1_000_000 / us;
+            let unimpl = d.stats.unimplemented.load(Ordering::Relaxed);
+            log::info!(
+                "fuzz: d{FUZZ_FUZZER}: {o:?}: {calls} hypercalls ({unimpl} -ENOSYS for unimplemented calls) and {} exits in {us} us = {per_s} hypercalls/s ({})",
+                exits(d),
+                self.backend
+            );
+            self.summary = Some(format!(
+                "calls={calls} us={us} calls_per_s={per_s} backend={}",
+                self.backend
+            ));
+            // keel still serves a fresh guest on the CPU the fuzzer had.
+            if let Err(e) = guest(FUZZ_AFTER, Scenario::Suite, self.image, self.fuzz_cpu) {
+                fail(format_args!("suite-guest-after-fuzz {e}"));
+            }
+        }
+        if self.results.len() == 3 {
+            self.judge();
+        }
+    }
+
+    fn judge(&self) -> ! {
+        let r = |id| &self.results.iter().find(|x| x.0 == id).unwrap().1;
+        let (wb, fz, after) = (r(FUZZ_WELL_BEHAVED), r(FUZZ_FUZZER), r(FUZZ_AFTER));
+        log::info!("fuzz: d{FUZZ_WELL_BEHAVED} long run beside the fuzzer: {wb:?}");
+        log::info!("fuzz: d{FUZZ_AFTER} suite after the fuzzer: {after:?}");
+        if *wb != Outcome::Done(0) {
+            fail(format_args!("long-run-guest {wb:?}"));
+        }
+        if *after != Outcome::Done(0) {
+            fail(format_args!("suite-guest-after-fuzz {after:?}"));
+        }
+        let fuzzer = match fz {
+            Outcome::Done(0) => String::from("done"),
+            // keel may end a hostile guest, if it says why.
+            Outcome::Killed(why) if !why.is_empty() => format!("killed({why})"),
+            o => fail(format_args!("fuzz-guest {o:?}")),
+        };
+        let (online, wanted) = self.cpus;
+        pass_and_power_off(format_args!(
+            "cpus={online}/{wanted} fuzzer={fuzzer} {}",
+            self.summary.as_deref().unwrap_or("")
+        ))
+    }
 }
 
 // --- sched --------------------------------------------------------------------

@@ -6,11 +6,13 @@
 //! cargo xtask run [opts]            boot keel in QEMU or Bochs
 //! cargo xtask test [opts]           host unit tests + every emulator scenario
 //! cargo xtask bench                 benchmarks -> docs/benchmarks.md
+//! cargo xtask fuzz [--count N]      the hypercall-fuzzing benchmark alone
 //! ```
 //! Run `cargo xtask help` for the options.
 
 mod deb;
 mod debian;
+mod fuzz;
 mod linux;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +58,8 @@ commands:
       --no-host-tests             skip the host `cargo test`
       --list                      list the scenarios and exit
   bench                 run the available benchmarks and write docs/benchmarks.md
+  fuzz [--count N]      the hypercall-fuzzing benchmark alone (default 1000000 hypercalls
+                        per vendor): prints its table, writes nothing
   deb                   keel's Debian package (target/keel/keel_<version>_amd64.deb): keel, the
                         GRUB script, the dom0 tools and services (docs/install.md)
   linux                 fetch Debian's standard kernel + busybox-static and build a PVH test
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
         "run" => cmd_run(rest),
         "test" => cmd_test(rest),
         "bench" => cmd_bench(rest),
+        "fuzz" => cmd_fuzz(rest),
         "linux" => linux::cmd_linux(rest),
         "deb" => cmd_deb(rest),
         "help" | "-h" | "--help" => {
@@ -585,6 +590,7 @@ fn cmd_test(a: &[String]) -> Result<u8> {
     let mut scenarios: Vec<_> = keel_harness::required()
         .into_iter()
         .chain(keel_harness::guest_scenarios(&[]))
+        .chain(keel_harness::fuzz_scenarios(&[]))
         .chain(keel_harness::linux_scenarios())
         .filter(selected)
         .collect();
@@ -980,6 +986,13 @@ fn cmd_bench(a: &[String]) -> Result<u8> {
             skipped.push(format!("VM exits: {e}"));
         }
     }
+    match bench_fuzz(FUZZ_BENCH_COUNT) {
+        Ok(section) => sections.push(section),
+        Err(e) => {
+            failed = true;
+            skipped.push(format!("hypercall fuzzing: {e}"));
+        }
+    }
     match bench_linux_boot() {
         Ok(section) => sections.push(section),
         Err(e) => {
@@ -1074,6 +1087,49 @@ fn bench_vm_exits() -> Result<String> {
         );
     }
     Ok(out)
+}
+
+/// Hypercalls per vendor in the fuzzing benchmark.
+const FUZZ_BENCH_COUNT: u32 = 1_000_000;
+
+/// `cargo xtask fuzz [--count N]`: the fuzzing benchmark alone.
+fn cmd_fuzz(a: &[String]) -> Result<u8> {
+    let mut args = Args::new(a);
+    let mut count = FUZZ_BENCH_COUNT;
+    while let Some(f) = args.next() {
+        match f.as_str() {
+            "--count" => count = args.parsed(&f)?,
+            other => return Err(format!("fuzz: unknown option '{other}'")),
+        }
+    }
+    let section = bench_fuzz(count)?;
+    println!("{section}");
+    Ok(0)
+}
+
+/// The hypercall-fuzzing runs (`test=fuzz fuzz_count=count`) on each
+/// emulator, one after the other: their table.
+fn bench_fuzz(count: u32) -> Result<String> {
+    host::ensure_packages(&emulator::ALL_PACKAGES)?;
+    let tools = build_tools()?;
+    let guest = build_test_guest()?;
+    let work_root = out_dir().join("bench");
+    let mut rows = Vec::new();
+    for s in keel_harness::fuzz_bench_scenarios(&guest, count) {
+        let (lines, wall) = bench_console(&s, &tools, &work_root)?;
+        let row = fuzz::parse(&lines)
+            .ok_or_else(|| format!("{}: no fuzzing summary on the console", s.name))?;
+        let model = match s.emulator {
+            keel_harness::Emulator::Qemu => format!("QEMU TCG -cpu {}", s.vendor.qemu_cpu()),
+            keel_harness::Emulator::Bochs => format!("Bochs 2.7 {}", s.vendor.bochs_cpu()),
+        };
+        eprintln!(
+            "    {model}: {} hypercalls, {}/s, {wall:.1} s",
+            row.calls, row.per_s
+        );
+        rows.push((model, row, wall));
+    }
+    Ok(fuzz::section(count, &rows))
 }
 
 /// The kernel's own clock at `Run /init` in a console line

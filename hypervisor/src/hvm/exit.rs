@@ -348,6 +348,8 @@ fn test_io(
                 tp::SCENARIO => s.scenario as u64,
                 tp::EXPECT => s.npf_served as u64,
                 tp::PEER => s.peer_port as u64,
+                tp::FUZZ_COUNT => s.fuzz_count as u64,
+                tp::FUZZ_SEED => s.fuzz_seed as u64,
                 _ => u64::MAX, // no device: all ones
             }
         };

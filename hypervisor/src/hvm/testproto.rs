@@ -12,6 +12,8 @@
 //! | `TIMER` 0x514 | out (4 bytes) | arm the local APIC timer one-shot: interrupt [`TIMER_VECTOR`] after N µs (the guest EOIs it, x2APIC MSR 0x80b) |
 //! | `EXPECT` 0x515 | in (4 bytes) | a counter keel keeps: number of nested-paging faults it served |
 //! | `PEER` 0x516 | in (4 bytes) | the event-channel port keel bound to this guest's partner (ping-pong), 0 if none |
+//! | `FUZZ_COUNT` 0x517 | in (4 bytes) | the fuzzing guest's hypercall count (`fuzz_count=`) |
+//! | `FUZZ_SEED` 0x518 | in (4 bytes) | the fuzzing guest's PRNG seed (`fuzz_seed=`) |
 //! | VMCALL / VMMCALL, RAX = 0 | | null hypercall: returns 0 in RAX |
 //! | VMCALL / VMMCALL, RAX = other | | the Xen ABI, as for any unprivileged domain (keel's management call: -EPERM; unknown numbers: -ENOSYS) |
 //! | MSR `SCRATCH_MSR` | rdmsr / wrmsr | a 64-bit register keel emulates |
@@ -30,6 +32,8 @@ pub const DONE: u16 = 0x513;
 pub const TIMER: u16 = 0x514;
 pub const EXPECT: u16 = 0x515;
 pub const PEER: u16 = 0x516;
+pub const FUZZ_COUNT: u16 = 0x517;
+pub const FUZZ_SEED: u16 = 0x518;
 pub const SCRATCH_MSR: u32 = 0x4000_00f0;
 pub const TIMER_VECTOR: u8 = 0x30;
 pub const ENOSYS: i64 = -38;
@@ -70,6 +74,11 @@ pub enum Scenario {
     Ping = 8,
     /// The other side: answers every event, forever.
     Pong = 9,
+    /// Hostile: N random hypercalls (N from `FUZZ_COUNT`, seeded by
+    /// `FUZZ_SEED`) with random and adversarial arguments, mixed with
+    /// random port, MSR and CPUID accesses; its hypercall count in
+    /// `SCRATCH`, then DONE.
+    Fuzz = 10,
 }
 
 /// A test guest's state in keel (its one vCPU's registers are elsewhere).
@@ -82,6 +91,9 @@ pub struct TestState {
     pub npf_served: u32,
     /// The port keel bound for its ping-pong partner (0: none).
     pub peer_port: u32,
+    /// What the fuzzing guest reads from `FUZZ_COUNT` and `FUZZ_SEED`.
+    pub fuzz_count: u32,
+    pub fuzz_seed: u32,
 }
 
 impl TestState {
@@ -92,6 +104,8 @@ impl TestState {
             scratch_msr: 0,
             npf_served: 0,
             peer_port: 0,
+            fuzz_count: 0,
+            fuzz_seed: 0,
         }
     }
 }
@@ -112,5 +126,6 @@ pub fn name(s: Scenario) -> &'static str {
         Scenario::Halt => "halt",
         Scenario::Ping => "ping",
         Scenario::Pong => "pong",
+        Scenario::Fuzz => "fuzz",
     }
 }

@@ -17,6 +17,8 @@ mod console;
 #[cfg(target_os = "none")]
 mod entry;
 #[cfg(target_os = "none")]
+mod fuzz;
+#[cfg(target_os = "none")]
 mod proto;
 #[cfg(target_os = "none")]
 mod scenarios;
@@ -62,6 +64,7 @@ pub extern "C" fn guest_main() -> ! {
         proto::HALT => scenarios::halt(),
         proto::PING => scenarios::ping_pong(true),
         proto::PONG => scenarios::ping_pong(false),
+        proto::FUZZ => fuzz::run(),
         other => {
             println!("unknown scenario {}", other);
             arch::done(proto::DONE_UNKNOWN_SCENARIO)

@@ -11,6 +11,8 @@ pub const DONE: u16 = 0x513;
 pub const TIMER: u16 = 0x514;
 pub const EXPECT: u16 = 0x515;
 pub const PEER: u16 = 0x516;
+pub const FUZZ_COUNT: u16 = 0x517;
+pub const FUZZ_SEED: u16 = 0x518;
 pub const SCRATCH_MSR: u32 = 0x4000_00f0;
 pub const TIMER_VECTOR: u8 = 0x30;
 pub const ENOSYS: i64 = -38;
@@ -35,6 +37,7 @@ pub const SPIN: u32 = 6;
 pub const HALT: u32 = 7;
 pub const PING: u32 = 8;
 pub const PONG: u32 = 9;
+pub const FUZZ: u32 = 10;
 
 // DONE values this guest writes (keel only distinguishes 0 from non-zero).
 pub const DONE_PASS: u32 = 0;
@@ -55,6 +58,7 @@ pub fn scenario_name(s: u32) -> &'static str {
         HALT => "halt",
         PING => "ping",
         PONG => "pong",
+        FUZZ => "fuzz",
         _ => "unknown",
     }
 }

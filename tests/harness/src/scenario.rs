@@ -335,6 +335,93 @@ pub fn guest_scenarios(guest_elf: &[u8]) -> Vec<Scenario> {
     ]
 }
 
+/// The hypercall fuzzer's count in the test scenarios, per emulator: each
+/// run takes well under a minute on the 2-core development VM.
+pub const FUZZ_COUNT_QEMU: u32 = 100_000;
+pub const FUZZ_COUNT_BOCHS: u32 = 20_000;
+
+/// One `test=fuzz` run (issue 12): the fuzzing test guest makes `count`
+/// random hypercalls (with random ports, MSRs and CPUID) beside a
+/// well-behaved guest; a suite guest runs after it on its CPU.
+pub fn fuzz_scenario(
+    name: &str,
+    emulator: Emulator,
+    vendor: Vendor,
+    firmware: Firmware,
+    count: u32,
+    guest_elf: &[u8],
+) -> Scenario {
+    let mut s = Scenario::boot(name, emulator, vendor, firmware, 2)
+        .describe(&format!(
+            "test=fuzz: {count} random hypercalls, ports, MSRs and CPUIDs from a hostile guest beside a well-behaved one; keel survives, the others finish"
+        ))
+        .module("testguest", guest_elf.to_vec())
+        .expect(Expect::Pass {
+            test: "fuzz".into(),
+        })
+        .must_contain(&[
+            &format!("(d21) fuzz: {count} hypercalls, rc histogram: 0:"),
+            &format!("(d21) fuzz: by kind: hypercall {count} "),
+            "fuzz: d21: Done(0): ",
+            "fuzz: d20 long run beside the fuzzer: Done(0)",
+            "(d22) suite: 10/10 checks passed",
+            "fuzz: d22 suite after the fuzzer: Done(0)",
+        ]);
+    s.cmdline = s
+        .cmdline
+        .replace("test=boot", &format!("test=fuzz fuzz_count={count}"));
+    s
+}
+
+/// The fuzzing scenarios `cargo xtask test` runs, one per vendor/emulator.
+pub fn fuzz_scenarios(guest_elf: &[u8]) -> Vec<Scenario> {
+    use Emulator::*;
+    use Firmware::*;
+    use Vendor::*;
+    vec![
+        fuzz_scenario("qemu-amd-fuzz", Qemu, Amd, Uefi, FUZZ_COUNT_QEMU, guest_elf),
+        fuzz_scenario(
+            "bochs-intel-fuzz",
+            Bochs,
+            Intel,
+            Grub,
+            FUZZ_COUNT_BOCHS,
+            guest_elf,
+        ),
+        fuzz_scenario(
+            "bochs-amd-fuzz",
+            Bochs,
+            Amd,
+            Grub,
+            FUZZ_COUNT_BOCHS,
+            guest_elf,
+        ),
+    ]
+}
+
+/// The fuzzing benchmark runs (`cargo xtask bench`): `count` hypercalls
+/// on each emulator, with room for Bochs' pace.
+pub fn fuzz_bench_scenarios(guest_elf: &[u8], count: u32) -> Vec<Scenario> {
+    use Emulator::*;
+    use Firmware::*;
+    use Vendor::*;
+    [
+        ("bench-fuzz-qemu-amd", Qemu, Amd, Uefi),
+        ("bench-fuzz-bochs-intel", Bochs, Intel, Grub),
+        ("bench-fuzz-bochs-amd", Bochs, Amd, Grub),
+    ]
+    .into_iter()
+    .map(|(name, e, v, f)| {
+        let mut s = fuzz_scenario(name, e, v, f, count, guest_elf);
+        s.timeout = std::time::Duration::from_secs(match e {
+            Qemu => 900,
+            Bochs => 3600,
+        });
+        s
+    })
+    .collect()
+}
+
 /// Linux as a PVH domain: Debian's stock kernel (from `cargo xtask linux`,
 /// filled in by xtask as the `dom0` and `dom0-initrd` modules) as the
 /// initial domain with 2 vCPUs, to userspace and back: the initramfs's
@@ -777,6 +864,43 @@ mod tests {
 
     const GOOD2: &str = "SeaBIOS\n(XEN) keel: booting\n(XEN) CPU0 online\n(XEN) CPU1 online\n\
         (XEN) SMP: 2/2 CPUs online\n(XEN) keel-test: PASS boot cpus=2/2\n(XEN) keel: powering off\n";
+
+    /// A `qemu-amd-fuzz` run's keel lines (QEMU, 2026-12-02), shortened.
+    const FUZZ_LOG: &str = "(XEN) SMP: 2/2 CPUs online (2 present)\n\
+        (XEN) (d21) fuzz: 100000 hypercalls, rc histogram: 0:3024 -1:7821 -2:1224 -3:48 -14:377 -22:1333 -38:86054 -62:1 other-negative:0 positive:118 faulted:0\n\
+        (XEN) (d21) fuzz: by kind: hypercall 100000 port-in 9863 port-out 9884 rdmsr 10087 (7401 #GP) wrmsr 9695 (8137 #GP) cpuid 20244\n\
+        (XEN) fuzz: d21: Done(0): 100000 hypercalls (86015 -ENOSYS for unimplemented calls) and 159548 exits in 16951292 us = 5899 hypercalls/s (AMD-V)\n\
+        (XEN) (d22) suite: 10/10 checks passed\n\
+        (XEN) fuzz: d20 long run beside the fuzzer: Done(0)\n\
+        (XEN) fuzz: d22 suite after the fuzzer: Done(0)\n\
+        (XEN) keel-test: PASS fuzz cpus=2/2 fuzzer=done calls=100000 us=16951292 calls_per_s=5899 backend=AMD-V\n\
+        (XEN) keel: powering off\n";
+
+    #[test]
+    fn fuzz_scenarios_decide_on_the_summary_lines() {
+        let all = fuzz_scenarios(&[]);
+        assert_eq!(all.len(), 3);
+        let s = &all[0];
+        assert_eq!(s.name, "qemu-amd-fuzz");
+        assert!(
+            s.cmdline.contains("test=fuzz fuzz_count=100000"),
+            "{}",
+            s.cmdline
+        );
+        let v = decide(s, &Console::parse(FUZZ_LOG), Exit::Status(Some(0)));
+        assert_eq!(v.status, Status::Passed, "{v:?}");
+        // The fuzzer ended early: its summary is missing.
+        let short: String = FUZZ_LOG
+            .lines()
+            .filter(|l| !l.contains("(d21)"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let v = decide(s, &Console::parse(&short), Exit::Status(Some(0)));
+        assert!(!v.ok() && v.reason.contains("rc histogram"), "{v:?}");
+        // The bench runs ask for their own count and have room for it.
+        let b = fuzz_bench_scenarios(&[], 1_000_000);
+        assert!(b.iter().all(|s| s.cmdline.contains("fuzz_count=1000000")));
+    }
 
     #[test]
     fn required_scenarios_are_complete_and_unique() {
