@@ -118,7 +118,15 @@ pub fn handle(cx: &mut Ctx, exit: Exit) -> Step {
             present,
         } => return npf(cx, gpa, access, present),
         Exit::ExternalInterrupt | Exit::InterruptWindow => {}
-        Exit::TripleFault => return kill(String::from("triple fault")),
+        Exit::TripleFault => {
+            log::info!(
+                "d{}v{}: triple fault; {}",
+                cx.dom.id,
+                cx.vcpu.id,
+                walk_report(cx, cx.hw.regs().rip)
+            );
+            return kill(String::from("triple fault"));
+        }
         Exit::Init | Exit::Sipi { .. } => return kill(String::from("unexpected INIT/SIPI")),
         Exit::CrAccess { cr, .. } => return kill(format!("unexpected CR{cr} access exit")),
         Exit::Exception { vector, error_code } => {
@@ -130,6 +138,38 @@ pub fn handle(cx: &mut Ctx, exit: Exit) -> Step {
         Exit::Unhandled { reason } => return kill(format!("unhandled exit {reason:#x}")),
     }
     Step::Go
+}
+
+/// The guest's 4-level page walk for `la`, each level's table as
+/// guest-physical -> host-physical and the entry read there: what a guest
+/// killed by a fault at `la` saw (a page walk keel did not disturb reads the
+/// same entries).
+fn walk_report(cx: &Ctx, la: u64) -> String {
+    use core::fmt::Write;
+    let [cr0, cr3, cr4, efer] = cx.hw.control_regs();
+    let mut out =
+        format!("page walk for {la:#x} (CR0 {cr0:#x} CR3 {cr3:#x} CR4 {cr4:#x} EFER {efer:#x}):");
+    if cr0 & (1 << 31) == 0 || efer & (1 << 10) == 0 {
+        out.push_str(" not in long mode");
+        return out;
+    }
+    let mut table = cr3 & 0x000f_ffff_ffff_f000;
+    for level in (1..=4).rev() {
+        let gpa = table + ((la >> (12 + 9 * (level - 1))) & 0x1ff) * 8;
+        let Some(hpa) = cx.dom.mem.translate(gpa) else {
+            let _ = write!(out, " L{level} table {table:#x} unmapped");
+            break;
+        };
+        let mut b = [0u8; 8];
+        crate::mm::phys::read(hpa, &mut b);
+        let e = u64::from_le_bytes(b);
+        let _ = write!(out, " L{level} {gpa:#x}->{hpa:#x}={e:#x}");
+        if e & 1 == 0 || level == 1 || (level <= 3 && e & 0x80 != 0) {
+            break;
+        }
+        table = e & 0x000f_ffff_ffff_f000;
+    }
+    out
 }
 
 fn kill(why: String) -> Step {

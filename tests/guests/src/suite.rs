@@ -24,6 +24,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("hypercall", hypercall),
     ("mgmt-eperm", mgmt_eperm),
     ("ud-exception", ud_exception),
+    ("svm-insns-ud", svm_insns_ud),
 ];
 
 pub fn run() -> ! {
@@ -333,6 +334,42 @@ fn ud_exception() -> Result<(), Msg> {
             f.vector
         );
     }
+    Ok(())
+}
+
+/// The SVM instructions raise #UD: keel offers no nested virtualization
+/// (SVM is absent from CPUID and EFER.SVME reads 0). On AMD-V keel must
+/// intercept them: the guest's real EFER.SVME is set, and an unintercepted
+/// VMSAVE would write host memory at RAX, CLGI would block the host's
+/// interrupts. On Intel CPUs they are #UD natively.
+fn svm_insns_ud() -> Result<(), Msg> {
+    // RAX = 0 for the ones that take an address: page 0 is keel's, never
+    // a guest's, so even a missing intercept would harm no domain.
+    macro_rules! ud3 {
+        ($name:literal, $b2:literal) => {{
+            // SAFETY: a 3-byte instruction expected to raise #UD; the
+            // handler skips it. RAX/ECX are inputs for VMLOAD/VMSAVE/VMRUN/
+            // INVLPGA/SKINIT; none writes memory when it faults.
+            let ((), f) = expect_fault(3, || unsafe {
+                asm!(concat!(".byte 0x0f, 0x01, ", $b2), in("rax") 0u64, in("ecx") 0u32, options(nostack))
+            });
+            if f.count != 1 || f.vector != 6 {
+                fail!(
+                    "{}: {} exceptions, last vector {}, want exactly one #UD (6)",
+                    $name,
+                    f.count,
+                    f.vector
+                );
+            }
+        }};
+    }
+    ud3!("vmrun", "0xd8");
+    ud3!("vmload", "0xda");
+    ud3!("vmsave", "0xdb");
+    ud3!("stgi", "0xdc");
+    ud3!("clgi", "0xdd");
+    ud3!("skinit", "0xde");
+    ud3!("invlpga", "0xdf");
     Ok(())
 }
 

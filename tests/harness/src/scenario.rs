@@ -122,6 +122,8 @@ pub struct Scenario {
     pub net: bool,
     /// A reset reboots the machine (the scenario sees two boots).
     pub allow_reboot: bool,
+    /// QEMU runs every vCPU in one host thread (`emulator::tcg_accel`).
+    pub single_thread_tcg: bool,
 }
 
 /// The base command line of every test run.
@@ -168,6 +170,7 @@ impl Scenario {
             disk: false,
             net: false,
             allow_reboot: false,
+            single_thread_tcg: false,
         }
     }
 
@@ -279,7 +282,7 @@ pub fn guest_scenarios(guest_elf: &[u8]) -> Vec<Scenario> {
             .module("testguest", guest_elf.to_vec())
             .expect(Expect::Pass { test: "guests".into() })
             .must_contain(&[
-                "(d1) suite: 10/10 checks passed",
+                "(d1) suite: 11/11 checks passed",
                 // keel's management hypercall is refused to a domain that is not dom0.
                 "(d1) check mgmt-eperm: ok",
                 // Guests run one after another on a CPU: none may see another's FPU state.
@@ -364,12 +367,15 @@ pub fn fuzz_scenario(
             &format!("(d21) fuzz: by kind: hypercall {count} "),
             "fuzz: d21: Done(0): ",
             "fuzz: d20 long run beside the fuzzer: Done(0)",
-            "(d22) suite: 10/10 checks passed",
+            "(d22) suite: 11/11 checks passed",
             "fuzz: d22 suite after the fuzzer: Done(0)",
         ]);
     s.cmdline = s
         .cmdline
         .replace("test=boot", &format!("test=fuzz fuzz_count={count}"));
+    // Two guests exiting often on two CPUs meet a QEMU bug under
+    // multi-threaded TCG (`emulator::tcg_accel`); keel is not what fails.
+    s.single_thread_tcg = true;
     s
 }
 
@@ -870,7 +876,7 @@ mod tests {
         (XEN) (d21) fuzz: 100000 hypercalls, rc histogram: 0:3024 -1:7821 -2:1224 -3:48 -14:377 -22:1333 -38:86054 -62:1 other-negative:0 positive:118 faulted:0\n\
         (XEN) (d21) fuzz: by kind: hypercall 100000 port-in 9863 port-out 9884 rdmsr 10087 (7401 #GP) wrmsr 9695 (8137 #GP) cpuid 20244\n\
         (XEN) fuzz: d21: Done(0): 100000 hypercalls (86015 -ENOSYS for unimplemented calls) and 159548 exits in 16951292 us = 5899 hypercalls/s (AMD-V)\n\
-        (XEN) (d22) suite: 10/10 checks passed\n\
+        (XEN) (d22) suite: 11/11 checks passed\n\
         (XEN) fuzz: d20 long run beside the fuzzer: Done(0)\n\
         (XEN) fuzz: d22 suite after the fuzzer: Done(0)\n\
         (XEN) keel-test: PASS fuzz cpus=2/2 fuzzer=done calls=100000 us=16951292 calls_per_s=5899 backend=AMD-V\n\
@@ -882,6 +888,7 @@ mod tests {
         assert_eq!(all.len(), 3);
         let s = &all[0];
         assert_eq!(s.name, "qemu-amd-fuzz");
+        assert!(all.iter().all(|s| s.single_thread_tcg));
         assert!(
             s.cmdline.contains("test=fuzz fuzz_count=100000"),
             "{}",

@@ -29,6 +29,22 @@ pub fn read_cr2() -> u64 {
     unsafe { core::arch::asm!("mov {}, cr2", out(reg) v, options(nomem, nostack)) };
     v
 }
+/// Loads CR2 (the page-fault address). Only a #PF handler reads it; no
+/// translation depends on it.
+pub fn write_cr2(v: u64) {
+    // SAFETY: CR2 is a plain register: writing it changes no mapping,
+    // protection or control state.
+    unsafe { core::arch::asm!("mov cr2, {}", in(reg) v, options(nomem, nostack)) };
+}
+
+/// Makes the CPU's CR2 hold a guest's before entering it: VT-x never
+/// switches CR2, and Bochs's VMRUN does not load the VMCB's (`svm`). A
+/// write only when the value differs: MOV to CR2 serializes.
+pub fn load_guest_cr2(v: u64) {
+    if read_cr2() != v {
+        write_cr2(v);
+    }
+}
 pub fn read_cr3() -> u64 {
     let v: u64;
     // SAFETY: as above.

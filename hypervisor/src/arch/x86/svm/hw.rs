@@ -127,6 +127,8 @@ pub struct SvmVcpu {
     guest_efer: u64,
     /// The guest's x87/SSE state (see `arch::x86::fpu`).
     fpu: GuestFpu,
+    /// The last #VMEXIT's code, for the reports below.
+    last_exit: u64,
 }
 
 // SAFETY: the VMCB and maps are owned by this vCPU alone.
@@ -164,6 +166,7 @@ impl SvmVcpu {
             p2m: None,
             guest_efer: 0,
             fpu: GuestFpu::new(),
+            last_exit: u64::MAX,
         };
         Ok(v)
     }
@@ -320,6 +323,8 @@ keel_svm_run:
     mov rdi, [rdi + 8*5]
     vmload
     vmrun
+    .global keel_svm_after_vmrun
+keel_svm_after_vmrun:
     vmsave                      // RAX is the guest VMCB again after #VMEXIT
     push rdi
     mov rdi, [rsp + 16]         // &mut Regs
@@ -353,6 +358,15 @@ keel_svm_run:
 
 extern "C" {
     fn keel_svm_run(regs: *mut Regs, vmcb_pa: u64, host_vmcb_pa: u64);
+    /// The instruction after `vmrun`: the RIP VMRUN saves as the host's.
+    static keel_svm_after_vmrun: u8;
+}
+
+/// Whether `rip` is the host RIP VMRUN saves: a guest state holding it is
+/// keel's own state (see `SvmVcpu::run`).
+fn is_host_rip(rip: u64) -> bool {
+    // Only the label's address is taken (no read): no `unsafe` needed.
+    rip == core::ptr::addr_of!(keel_svm_after_vmrun) as u64
 }
 
 fn seg(selector: u16, base: u64, limit: u32, vmx_ar: u16) -> Seg {
@@ -378,10 +392,22 @@ impl Vcpu for SvmVcpu {
             | intercept::INIT
             | intercept::CPUID
             | intercept::HLT
+            | intercept::INVLPGA
             | intercept::IOIO_PROT
             | intercept::MSR_PROT
             | intercept::SHUTDOWN;
+        // The SVM instructions: the guest's EFER.SVME is really set (VMRUN
+        // requires it), so without these intercepts VMLOAD/VMSAVE would
+        // read and write *host* physical memory at the guest's RAX, CLGI
+        // would hold off the host's interrupts, and INVLPGA would flush
+        // other vCPUs' ASIDs. The guest sees EFER.SVME clear and no SVM
+        // in CPUID: each gets the #UD a CPU without SVM gives.
         c.intercept_misc2 = intercept::VMRUN
+            | intercept::VMLOAD
+            | intercept::VMSAVE
+            | intercept::STGI
+            | intercept::CLGI
+            | intercept::SKINIT
             | intercept::VMMCALL
             | intercept::XSETBV
             | intercept::MONITOR
@@ -497,9 +523,32 @@ impl Vcpu for SvmVcpu {
                 code: 0,
             };
         }
+        // keel's own state as the guest's (docs/dom0.md, "Intermittent
+        // fault"): caught here, it ends the domain with a report instead of
+        // running keel's code in guest mode.
+        if is_host_rip(self.regs.rip) {
+            log::error!(
+                "svm: the VMCB at {:#x} holds keel's host state before VMRUN (last exit {:#x}, CPU{here})",
+                self.vmcb_pa,
+                self.last_exit
+            );
+            return Exit::InvalidGuestState {
+                detail: "the VMCB held keel's host state before VMRUN",
+                code: self.last_exit,
+            };
+        }
+        let injected = self.vmcb_ref().control.event_inj;
         VMRUNS.fetch_add(1, Ordering::Relaxed);
         x86_64::instructions::interrupts::disable();
         self.fpu.load();
+        // VMRUN loads the guest's CR2 from the VMCB, except on Bochs (2.7
+        // and later), which reads the field but never loads it: a vCPU
+        // switched in there would see the last vCPU's page-fault address
+        // (dom0's init died of a SIGSEGV at another process's address on
+        // `ryzen` with 4 vCPUs on 2 CPUs). Loading it here costs nothing
+        // where VMRUN does it too (the CPU's CR2 is already the guest's
+        // after its own #VMEXIT).
+        cpu::load_guest_cr2(self.vmcb_ref().save.cr2);
         // SAFETY: SVM is enabled on this CPU (checked above); the VMCB,
         // maps and host save area are valid frames; the stub saves and
         // restores every callee-saved register. With GIF clear, STI lets no
@@ -536,6 +585,19 @@ impl Vcpu for SvmVcpu {
             self.regs.rip = s.rip;
             self.regs.rflags = s.rflags;
         }
+        let prev_exit = core::mem::replace(&mut self.last_exit, code);
+        if is_host_rip(self.regs.rip) {
+            let c = &self.vmcb_ref().control;
+            log::error!(
+                "svm: #VMEXIT {code:#x} (info {info1:#x} {info2:#x}, exit_int_info {:#x}, injected {injected:#x}, previous exit {prev_exit:#x}) stored keel's host state as the guest's, VMCB {:#x}, CPU{here}",
+                c.exit_int_info,
+                self.vmcb_pa
+            );
+            return Exit::InvalidGuestState {
+                detail: "#VMEXIT stored keel's host state as the guest's",
+                code,
+            };
+        }
         // Exits the backend finishes itself, then the neutral decoding.
         match code {
             exit::INTR | exit::NMI => {
@@ -545,7 +607,13 @@ impl Vcpu for SvmVcpu {
                 x86_64::instructions::interrupts::disable();
             }
             exit::VINTR => self.vmcb().control.vintr &= !(1 << 8),
-            exit::VMRUN => {
+            exit::VMRUN
+            | exit::VMLOAD
+            | exit::VMSAVE
+            | exit::STGI
+            | exit::CLGI
+            | exit::SKINIT
+            | exit::INVLPGA => {
                 // Nested SVM is not offered: the guest gets #UD.
                 self.inject(Event::Exception {
                     vector: 6,
@@ -570,6 +638,15 @@ impl Vcpu for SvmVcpu {
                 return self.run();
             }
             c if c == exit::EXCP_BASE + 8 => {
+                // What led to it (debug: a guest may raise #DF at will).
+                let s = &self.vmcb_ref().save;
+                log::debug!(
+                    "svm: #DF at RIP {:#x} RSP {:#x} CR2 {:#x}: exit_int_info {:#x}, injected at entry {injected:#x}, previous exit {prev_exit:#x}",
+                    s.rip,
+                    s.rsp,
+                    s.cr2,
+                    self.vmcb_ref().control.exit_int_info
+                );
                 if self.double_fault_is_shutdown() {
                     return Exit::TripleFault;
                 }

@@ -134,12 +134,18 @@ pub mod intercept {
     pub const CPUID: u32 = 1 << 18;
     pub const PAUSE: u32 = 1 << 23;
     pub const HLT: u32 = 1 << 24;
+    pub const INVLPGA: u32 = 1 << 26;
     pub const IOIO_PROT: u32 = 1 << 27;
     pub const MSR_PROT: u32 = 1 << 28;
     pub const SHUTDOWN: u32 = 1 << 31;
     // misc2 (0x010)
     pub const VMRUN: u32 = 1 << 0;
     pub const VMMCALL: u32 = 1 << 1;
+    pub const VMLOAD: u32 = 1 << 2;
+    pub const VMSAVE: u32 = 1 << 3;
+    pub const STGI: u32 = 1 << 4;
+    pub const CLGI: u32 = 1 << 5;
+    pub const SKINIT: u32 = 1 << 6;
     pub const MONITOR: u32 = 1 << 10;
     /// MWAIT (and MWAITX), unconditionally.
     pub const MWAIT: u32 = 1 << 11;
@@ -158,11 +164,17 @@ pub mod exit {
     pub const CPUID: u64 = 0x72;
     pub const PAUSE: u64 = 0x77;
     pub const HLT: u64 = 0x78;
+    pub const INVLPGA: u64 = 0x7a;
     pub const IOIO: u64 = 0x7b;
     pub const MSR: u64 = 0x7c;
     pub const SHUTDOWN: u64 = 0x7f;
     pub const VMRUN: u64 = 0x80;
     pub const VMMCALL: u64 = 0x81;
+    pub const VMLOAD: u64 = 0x82;
+    pub const VMSAVE: u64 = 0x83;
+    pub const STGI: u64 = 0x84;
+    pub const CLGI: u64 = 0x85;
+    pub const SKINIT: u64 = 0x86;
     pub const MONITOR: u64 = 0x8a;
     pub const MWAIT: u64 = 0x8b;
     pub const MWAIT_ARMED: u64 = 0x8c;

@@ -161,6 +161,10 @@ pub struct VmxVcpu {
     cr3: u64,
     cr4: u64,
     efer: u64,
+    /// The guest's CR2: VT-x leaves it in the CPU across exits and
+    /// entries, so another vCPU run here in between (or keel) would
+    /// otherwise hand this guest a stale page-fault address.
+    cr2: u64,
     entry: u32,
     interruptibility: u32,
     interruptibility_dirty: bool,
@@ -254,6 +258,7 @@ impl VmxVcpu {
             cr3: 0,
             cr4: 0,
             efer: 0,
+            cr2: 0,
             entry: caps.entry,
             interruptibility: 0,
             interruptibility_dirty: false,
@@ -844,9 +849,11 @@ impl VmxVcpu {
             if let Err(e) = self.prepare_entry() {
                 return e;
             }
+            cpu::load_guest_cr2(self.cr2);
             // SAFETY: the VMCS is current on this CPU and fully set up; the
             // stub preserves the host's callee-saved registers and stack.
             let rc = unsafe { keel_vmx_enter(&mut self.regs, self.launched as u64) };
+            self.cr2 = cpu::read_cr2();
             if rc != 0 {
                 let fail = if rc == 1 {
                     VmFail(None)
@@ -906,6 +913,7 @@ impl Vcpu for VmxVcpu {
         self.cr3 = 0;
         self.cr4 = 0;
         self.efer = 0;
+        self.cr2 = 0;
         self.entry = self.caps.entry;
         self.interruptibility = 0;
         self.interruptibility_dirty = true;
