@@ -353,8 +353,14 @@ fn quiet_status(mut c: Command, what: &str) -> Result<()> {
 /// graphical console, GRUB's menu takes a minute to draw under TCG).
 fn qemu(disk: &Path, uefi: Option<&Path>, sock: &Path) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-cpu", "EPYC", "-smp", "2", "-m", "2048"])
-        .args(["-nodefaults", "-display", "none"]);
+    c.args([
+        "-accel",
+        keel_harness::emulator::tcg_accel(false),
+        "-cpu",
+        "EPYC",
+    ])
+    .args(["-smp", "2", "-m", "2048"])
+    .args(["-nodefaults", "-display", "none"]);
     if uefi.is_none() {
         c.args(["-vga", "std"]);
     }

@@ -433,6 +433,7 @@ pub fn run_scenario(s: &Scenario, tools: &Tools, work_root: &Path) -> Report {
     let mut devices = emulator::Devices {
         net: s.net,
         allow_reboot: s.allow_reboot,
+        single_thread_tcg: s.single_thread_tcg,
         ..Default::default()
     };
     if s.disk {
