@@ -1071,7 +1071,15 @@ fn bench_vm_exits() -> Result<String> {
             .and_then(|(n, _)| n.trim().parse::<u64>().ok())
             .ok_or_else(|| format!("{}: no ping-pong line on the console", s.name))?;
         let model = match s.emulator {
-            keel_harness::Emulator::Qemu => format!("QEMU TCG -cpu {}", s.vendor.qemu_cpu()),
+            keel_harness::Emulator::Qemu => format!(
+                "QEMU TCG{} -cpu {}",
+                if s.single_thread_tcg {
+                    " (one thread)"
+                } else {
+                    ""
+                },
+                s.vendor.qemu_cpu()
+            ),
             keel_harness::Emulator::Bochs => format!("Bochs 2.7 {}", s.vendor.bochs_cpu()),
         };
         rows.push((model, backend, hc, cpuid, switches, wall));
@@ -1132,7 +1140,15 @@ fn bench_fuzz(count: u32) -> Result<String> {
         let row = fuzz::parse(&lines)
             .ok_or_else(|| format!("{}: no fuzzing summary on the console", s.name))?;
         let model = match s.emulator {
-            keel_harness::Emulator::Qemu => format!("QEMU TCG -cpu {}", s.vendor.qemu_cpu()),
+            keel_harness::Emulator::Qemu => format!(
+                "QEMU TCG{} -cpu {}",
+                if s.single_thread_tcg {
+                    " (one thread)"
+                } else {
+                    ""
+                },
+                s.vendor.qemu_cpu()
+            ),
             keel_harness::Emulator::Bochs => format!("Bochs 2.7 {}", s.vendor.bochs_cpu()),
         };
         eprintln!(
