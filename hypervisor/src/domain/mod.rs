@@ -96,10 +96,12 @@ pub struct Memory {
     pub e820: Vec<(u64, u64, MemType)>,
     /// dom0's layout: RAM 1:1 with host memory, host devices its own.
     pub identity: bool,
+    /// The largest page the p2m may use (the hardware's limit).
+    pub max_page: PageSize,
 }
 
 impl Memory {
-    pub fn new(p2m: P2m, shared_info: u64, identity: bool) -> Self {
+    pub fn new(p2m: P2m, shared_info: u64, identity: bool, max_page: PageSize) -> Self {
         Memory {
             p2m,
             edit: Mutex::new(()),
@@ -110,6 +112,7 @@ impl Memory {
             gfn_limit: 0,
             e820: Vec::new(),
             identity,
+            max_page,
         }
     }
 
@@ -136,23 +139,14 @@ impl Memory {
         Ok(())
     }
 
-    /// Maps a range page by page (4 KiB: any page may be replaced by gfn
-    /// later, as shared_info and grant frames are), for the build.
-    pub fn map_4k_range(&self, gpa: u64, hpa: u64, len: u64, perm: Perm) -> Result<(), Errno> {
-        let _g = self.edit.lock();
-        for off in (0..len).step_by(4096) {
-            self.p2m
-                .map(&mut Tables, gpa + off, hpa + off, PageSize::Size4K, perm)
-                .map_err(|_| Errno::ENOMEM)?;
-        }
-        Ok(())
-    }
-
-    /// Maps a range (large pages where they fit), for the build.
-    pub fn map_range(&self, gpa: u64, hpa: u64, len: u64, perm: Perm) -> Result<(), Errno> {
+    /// Maps a run of RAM for the build with the largest pages that fit
+    /// (up to `max_page`, what the CPU's p2m format offers); a later 4 KiB
+    /// change (shared_info, grant frames, a foreign page) splits only the
+    /// large page around it.
+    pub fn map_ram(&self, gpa: u64, hpa: u64, len: u64, perm: Perm) -> Result<(), Errno> {
         let _g = self.edit.lock();
         self.p2m
-            .map_range(&mut Tables, gpa, hpa, len, perm, false)
+            .map_range(&mut Tables, gpa, hpa, len, perm, self.max_page)
             .map_err(|_| Errno::ENOMEM)
     }
 
@@ -166,6 +160,11 @@ impl Memory {
         self.copy(gpa, buf.len(), |hpa, off, n| {
             phys::read(hpa, &mut buf[off..off + n])
         })
+    }
+
+    /// Zeroes guest-physical memory; false if any byte is unmapped.
+    pub fn zero(&self, gpa: u64, len: u64) -> bool {
+        self.copy(gpa, len as usize, |hpa, _, n| phys::zero(hpa, n as u64))
     }
 
     /// Copies into guest-physical memory; false if any byte is unmapped.
@@ -191,14 +190,26 @@ impl Memory {
 }
 
 impl Drop for Memory {
+    /// Gives the domain's frames back, scrubbed first: free memory never
+    /// holds a domain's data, so no builder has to zero what it allocates
+    /// from the pool for another domain to be safe (docs/memory.md).
     fn drop(&mut self) {
         let mut tables = Vec::new();
         self.p2m.free_tables(&mut Tables, &mut |t| tables.push(t));
+        let owned = core::mem::take(&mut *self.frames.lock());
+        // Scrubbed outside the allocator's lock: other CPUs allocate meanwhile.
+        for &(start, pages) in &owned {
+            phys::zero(start, pages * 4096);
+        }
+        phys::zero(self.shared_info, 4096);
+        for &t in &tables {
+            phys::zero(t, 4096);
+        }
         let mut f = phys::frames();
         for t in tables {
             f.free(t, 1);
         }
-        for &(start, pages) in self.frames.lock().iter() {
+        for &(start, pages) in &owned {
             f.free(start, pages);
         }
         f.free(self.shared_info, 1);
@@ -623,5 +634,58 @@ impl Domain {
             .flush(|line| log::info!("(d{id}) {line}"));
         let _ = self.life.lock().lc.destroy();
         table::finish(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mm::p2m::Format;
+
+    /// A domain's frames go back to the pool scrubbed: the next domain
+    /// given them never sees the old data.
+    #[test]
+    fn freed_memory_is_scrubbed() {
+        const PAGES: u64 = 1024; // 4 MiB: two 2 MiB p2m pages
+        let p2m = P2m::new(Format::Ept, &mut Tables).unwrap();
+        let si = phys::alloc_zeroed(1).unwrap();
+        let mem = Memory::new(p2m, si, false, PageSize::Size2M);
+        let ram = phys::frames()
+            .alloc_in(PAGES, 2 << 20, 0, u64::MAX)
+            .unwrap();
+        mem.own(ram, PAGES);
+        mem.map_ram(0, ram, PAGES * 4096, Perm::RWX).unwrap();
+        assert_eq!(mem.translate(0x20_1234), Some(ram + 0x20_1234));
+        // A frame replaced inside a 2 MiB page splits it; the rest stays.
+        let extra = phys::alloc_zeroed(1).unwrap();
+        mem.own(extra, 1);
+        mem.map_4k(0x5000, extra, Perm::RW).unwrap();
+        assert_eq!(mem.translate(0x5008), Some(extra + 8));
+        assert_eq!(mem.translate(0x6008), Some(ram + 0x6008));
+        assert!(mem.write(0, &[0xa5; 4096 * 8]));
+        assert!(mem.write(PAGES * 4096 - 16, &[0x5a; 16]));
+        phys::fill(si, 0x77, 4096);
+        drop(mem);
+        // Take the frames back (nobody else has them if this succeeds: they
+        // were free, so nobody wrote them) and look.
+        let mut f = phys::frames();
+        let all_back =
+            f.take(ram, ram + PAGES * 4096) && f.take(extra, extra + 4096) && f.take(si, si + 4096);
+        drop(f);
+        assert!(all_back, "another test took the frames meanwhile: rerun");
+        let mut buf = vec![0xffu8; (PAGES * 4096) as usize];
+        phys::read(ram, &mut buf);
+        assert!(
+            buf.iter().all(|&b| b == 0),
+            "a freed domain's RAM kept its data"
+        );
+        let mut page = [0xffu8; 4096];
+        phys::read(extra, &mut page);
+        assert!(page.iter().all(|&b| b == 0), "a freed frame kept its data");
+        phys::read(si, &mut page);
+        assert!(page.iter().all(|&b| b == 0), "shared_info kept its data");
+        phys::free(si, 1);
+        phys::free(ram, PAGES);
+        phys::free(extra, 1);
     }
 }

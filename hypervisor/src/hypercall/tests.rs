@@ -7,6 +7,7 @@ use crate::domain::{table, Kind, Memory, Outcome, ShutdownReason, Vcpu};
 use crate::hvm::vcpu::{Event, Exit, Regs, StartMode, Vcpu as HwVcpu};
 use crate::loader::pvh::MemType;
 use crate::mm::p2m::{Format, P2m, Perm};
+use crate::mm::paging::PageSize;
 use crate::mm::phys::{self, Tables};
 use crate::xen::abi::{self, consoleio, evtchnop, schedop, xenmem, xenver, Hypercall};
 use alloc::boxed::Box;
@@ -83,10 +84,15 @@ fn domain(privileged: bool) -> T {
     let id = NEXT_ID.fetch_add(1, O::SeqCst);
     let p2m = P2m::new(Format::Ept, &mut Tables).unwrap();
     let si = phys::alloc_zeroed(1).unwrap();
-    let mut mem = Memory::new(p2m, si, false);
-    let ram = phys::alloc_zeroed(RAM / 4096).unwrap();
+    let mut mem = Memory::new(p2m, si, false, PageSize::Size2M);
+    // 2 MiB-aligned, so RAM is mapped with 2 MiB pages and the tests that
+    // map single frames into it (shared_info, grant frames) split them.
+    let ram = phys::frames()
+        .alloc_in(RAM / 4096, 2 << 20, 0, u64::MAX)
+        .unwrap();
+    phys::zero(ram, RAM);
     mem.own(ram, RAM / 4096);
-    mem.map_4k_range(0, ram, RAM, Perm::RWX).unwrap();
+    mem.map_ram(0, ram, RAM, Perm::RWX).unwrap();
     mem.ram_pages = RAM / 4096;
     mem.gfn_limit = RAM / 4096;
     mem.e820 = alloc::vec![

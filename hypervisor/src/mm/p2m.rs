@@ -186,13 +186,15 @@ impl P2m {
         })
     }
 
-    /// The leaf slot for `gpa` at `size`'s level, creating tables on the way.
+    /// The leaf slot for `gpa` at `size`'s level, creating tables on the
+    /// way (`create`) and splitting a larger page that covers it (`split`).
     fn slot<M: TableMemory>(
         &self,
         mem: &mut M,
         gpa: u64,
         size: PageSize,
         create: bool,
+        split: bool,
     ) -> Result<(u64, usize), P2mError> {
         if gpa >= 1 << 48 {
             return Err(P2mError::OutOfRange);
@@ -208,6 +210,10 @@ impl P2m {
                 let t = mem.alloc_table().ok_or(P2mError::OutOfMemory)?;
                 mem.table(table)[i] = self.format.table(t);
                 t
+            } else if self.format.is_large(e) && split {
+                let t = self.split(mem, e, level)?;
+                mem.table(table)[i] = self.format.table(t);
+                t
             } else if self.format.is_large(e) {
                 return Err(if create {
                     P2mError::AlreadyMapped
@@ -219,6 +225,25 @@ impl P2m {
             };
         }
         Ok((table, index(gpa, level_of(size))))
+    }
+
+    /// A new table holding the 512 pages of the next smaller size that
+    /// together translate exactly as the large entry `e` at `level` does.
+    /// The caller installs it in place of `e`: a CPU walking meanwhile sees
+    /// either, and both give the same translations.
+    fn split<M: TableMemory>(&self, mem: &mut M, e: u64, level: usize) -> Result<u64, P2mError> {
+        let (big, small) = match level {
+            3 => (PageSize::Size1G, PageSize::Size2M),
+            2 => (PageSize::Size2M, PageSize::Size4K),
+            _ => unreachable!("only 1 GiB and 2 MiB entries are large"),
+        };
+        let base = e & ADDR_MASK & !(big.bytes() - 1);
+        let perm = self.format.perm(e);
+        let t = mem.alloc_table().ok_or(P2mError::OutOfMemory)?;
+        for i in 0..512u64 {
+            mem.table(t)[i as usize] = self.format.leaf(base + i * small.bytes(), perm, small)?;
+        }
+        Ok(t)
     }
 
     pub fn map<M: TableMemory>(
@@ -233,7 +258,7 @@ impl P2m {
             return Err(P2mError::Misaligned);
         }
         let leaf = self.format.leaf(hpa, p, size)?;
-        let (t, i) = self.slot(mem, gpa, size, true)?;
+        let (t, i) = self.slot(mem, gpa, size, true, false)?;
         if self.format.present(mem.table(t)[i]) {
             return Err(P2mError::AlreadyMapped);
         }
@@ -241,7 +266,7 @@ impl P2m {
         Ok(())
     }
 
-    /// Maps a range with the largest pages that fit.
+    /// Maps a range with the largest pages that fit, up to `max`.
     pub fn map_range<M: TableMemory>(
         &self,
         mem: &mut M,
@@ -249,7 +274,7 @@ impl P2m {
         hpa: u64,
         len: u64,
         p: Perm,
-        gib: bool,
+        max: PageSize,
     ) -> Result<(), P2mError> {
         if !gpa.is_multiple_of(4096) || !hpa.is_multiple_of(4096) || !len.is_multiple_of(4096) {
             return Err(P2mError::Misaligned);
@@ -260,7 +285,7 @@ impl P2m {
             let size = [PageSize::Size1G, PageSize::Size2M, PageSize::Size4K]
                 .into_iter()
                 .find(|s| {
-                    (*s != PageSize::Size1G || gib)
+                    s.bytes() <= max.bytes()
                         && g % s.bytes() == 0
                         && h % s.bytes() == 0
                         && left >= s.bytes()
@@ -272,14 +297,21 @@ impl P2m {
         Ok(())
     }
 
-    /// Removes the mapping of size `size` at `gpa`. Caller flushes.
+    /// Removes the mapping of size `size` at `gpa`, splitting a larger page
+    /// around it (the rest of which stays mapped as it was). Caller flushes.
     pub fn unmap<M: TableMemory>(
         &self,
         mem: &mut M,
         gpa: u64,
         size: PageSize,
     ) -> Result<u64, P2mError> {
-        let (t, i) = self.slot(mem, gpa, size, false)?;
+        if !gpa.is_multiple_of(size.bytes()) {
+            return Err(P2mError::Misaligned);
+        }
+        if self.translate(mem, gpa).is_none() {
+            return Err(P2mError::NotMapped);
+        }
+        let (t, i) = self.slot(mem, gpa, size, false, true)?;
         let e = mem.table(t)[i];
         if !self.format.present(e) || (size != PageSize::Size4K) != self.format.is_large(e) {
             return Err(P2mError::NotMapped);
@@ -288,7 +320,8 @@ impl P2m {
         Ok(e & ADDR_MASK)
     }
 
-    /// Changes the permissions of the page of size `size` at `gpa`. Caller flushes.
+    /// Changes the permissions of the page of size `size` at `gpa`,
+    /// splitting a larger page around it. Caller flushes.
     pub fn protect<M: TableMemory>(
         &self,
         mem: &mut M,
@@ -296,9 +329,15 @@ impl P2m {
         size: PageSize,
         p: Perm,
     ) -> Result<(), P2mError> {
-        let (t, i) = self.slot(mem, gpa, size, false)?;
+        if !gpa.is_multiple_of(size.bytes()) {
+            return Err(P2mError::Misaligned);
+        }
+        if self.translate(mem, gpa).is_none() {
+            return Err(P2mError::NotMapped);
+        }
+        let (t, i) = self.slot(mem, gpa, size, false, true)?;
         let e = mem.table(t)[i];
-        if !self.format.present(e) {
+        if !self.format.present(e) || (size != PageSize::Size4K) != self.format.is_large(e) {
             return Err(P2mError::NotMapped);
         }
         let hpa = e & ADDR_MASK & !(size.bytes() - 1);
@@ -453,7 +492,7 @@ mod tests {
                 0x4000_0000,
                 0x4020_0000 + 0x3000,
                 Perm::RWX,
-                true,
+                PageSize::Size1G,
             )
             .unwrap();
             assert_eq!(
@@ -481,14 +520,15 @@ mod tests {
                 p.unmap(&mut m, 0x4020_2000, PageSize::Size4K),
                 Err(P2mError::NotMapped)
             );
-            // a 4K unmap inside a 1G page is refused, not half-done
-            assert_eq!(
-                p.unmap(&mut m, 0x1000, PageSize::Size4K),
-                Err(P2mError::NotMapped)
-            );
+            // mapping over a present page is refused, also inside a large one
             assert_eq!(
                 p.map(&mut m, 0x1000, 0, PageSize::Size4K, Perm::RW),
                 Err(P2mError::AlreadyMapped)
+            );
+            // a 2M unmap where 4K pages are mapped is refused, not half-done
+            assert_eq!(
+                p.unmap(&mut m, 0x4020_0000, PageSize::Size2M),
+                Err(P2mError::NotMapped)
             );
             assert_eq!(
                 p.map(&mut m, 0x1001, 0, PageSize::Size4K, Perm::RW),
@@ -502,6 +542,79 @@ mod tests {
             p.free_tables(&mut m, &mut |t| freed.push(t));
             assert_eq!(freed.len(), m.t.len(), "every table freed once");
             assert_eq!(*freed.last().unwrap(), p.root);
+        }
+    }
+
+    /// Every 4 KiB page's translation in [0, len), sampled at one address per page.
+    fn snapshot(p: &P2m, m: &mut Mem, len: u64) -> Vec<Option<(u64, Perm)>> {
+        (0..len)
+            .step_by(4096)
+            .map(|g| p.translate(m, g + 0x123).map(|(h, perm, _)| (h, perm)))
+            .collect()
+    }
+
+    #[test]
+    fn unmap_and_protect_split_large_pages_and_keep_the_rest() {
+        for format in [Format::Ept, Format::Npt { nx: true }] {
+            let mut m = Mem::default();
+            let p = P2m::new(format, &mut m).unwrap();
+            let hpa = 0x1_0000_0000;
+            p.map_range(&mut m, 0, hpa, 2 << 30, Perm::RWX, PageSize::Size1G)
+                .unwrap();
+            let tables = m.t.len();
+            assert_eq!(tables, 2, "two 1 GiB leaves: the root and one PDPT");
+            let mut want = snapshot(&p, &mut m, 2 << 30);
+            // A 4 KiB hole in the first GiB: 1G -> 2M -> 4K.
+            assert_eq!(
+                p.unmap(&mut m, 0x20_3000, PageSize::Size4K),
+                Ok(hpa + 0x20_3000)
+            );
+            want[0x203] = None;
+            assert_eq!(m.t.len(), tables + 2, "one 2M table and one 4K table");
+            assert_eq!(p.translate(&mut m, 0x20_2000).unwrap().2, PageSize::Size4K);
+            assert_eq!(p.translate(&mut m, 0x40_0000).unwrap().2, PageSize::Size2M);
+            assert_eq!(
+                p.translate(&mut m, 0x4000_0000).unwrap().2,
+                PageSize::Size1G
+            );
+            // Read-only 4 KiB inside the second GiB.
+            p.protect(&mut m, 0x4123_4000, PageSize::Size4K, Perm::R)
+                .unwrap();
+            want[0x41234] = Some((hpa + 0x4123_4123, Perm::R));
+            // A whole 2 MiB page out of the second GiB.
+            assert_eq!(
+                p.unmap(&mut m, 0x4060_0000, PageSize::Size2M),
+                Ok(hpa + 0x4060_0000)
+            );
+            for w in &mut want[0x40600..0x40800] {
+                *w = None;
+            }
+            assert_eq!(snapshot(&p, &mut m, 2 << 30), want);
+            // The hole can be filled again; the untouched neighbours stay.
+            p.map(&mut m, 0x20_3000, 0x5000, PageSize::Size4K, Perm::RW)
+                .unwrap();
+            assert_eq!(
+                p.translate(&mut m, 0x20_3008),
+                Some((0x5008, Perm::RW, PageSize::Size4K))
+            );
+            // Unmapped or misaligned requests change nothing.
+            let before = m.t.len();
+            assert_eq!(
+                p.unmap(&mut m, 0x8000_0000, PageSize::Size4K),
+                Err(P2mError::NotMapped)
+            );
+            assert_eq!(
+                p.unmap(&mut m, 0x4000_1000, PageSize::Size2M),
+                Err(P2mError::Misaligned)
+            );
+            assert_eq!(
+                p.protect(&mut m, 0x8000_0000, PageSize::Size4K, Perm::R),
+                Err(P2mError::NotMapped)
+            );
+            assert_eq!(m.t.len(), before);
+            let mut freed = Vec::new();
+            p.free_tables(&mut m, &mut |t| freed.push(t));
+            assert_eq!(freed.len(), m.t.len(), "split tables are freed too");
         }
     }
 }

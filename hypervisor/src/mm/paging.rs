@@ -44,6 +44,14 @@ impl PageSize {
             PageSize::Size1G => 1 << 30,
         }
     }
+    /// "4 KiB", "2 MiB" or "1 GiB", for logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PageSize::Size4K => "4 KiB",
+            PageSize::Size2M => "2 MiB",
+            PageSize::Size1G => "1 GiB",
+        }
+    }
     /// Level of the leaf entry: 1 = PT, 2 = PD, 3 = PDPT.
     const fn level(self) -> usize {
         match self {

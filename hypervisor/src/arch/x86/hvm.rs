@@ -2,6 +2,7 @@
 use super::{cpu, svm};
 use crate::hvm::vcpu::Vcpu;
 use crate::mm::p2m::Format;
+use crate::mm::paging::PageSize;
 use alloc::boxed::Box;
 use alloc::string::String;
 
@@ -22,6 +23,17 @@ pub fn p2m_format() -> Result<Format, &'static str> {
         }),
         cpu::Vendor::Intel => Ok(Format::Ept),
         cpu::Vendor::Other => Err("unknown CPU vendor"),
+    }
+}
+
+/// The largest page this machine's p2m format can map: EPT's from
+/// IA32_VMX_EPT_VPID_CAP; NPT always has 2 MiB leaves and has 1 GiB ones
+/// where the CPU has 1 GiB pages (CPUID 0x8000_0001 EDX.Page1GB).
+pub fn p2m_max_page() -> PageSize {
+    match cpu::features().vendor {
+        cpu::Vendor::Intel => super::vmx::max_page(),
+        _ if cpu::features().gib_pages => PageSize::Size1G,
+        _ => PageSize::Size2M,
     }
 }
 

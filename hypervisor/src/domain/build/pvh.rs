@@ -60,9 +60,9 @@ pub fn build(cfg: &Config) -> Result<Domain, String> {
     }
     let p2m = P2m::new(format, &mut Tables).map_err(|e| format!("p2m: {e:?}"))?;
     let shared_info = phys::alloc_zeroed(1).ok_or("out of memory for shared_info")?;
-    let mut mem = Memory::new(p2m, shared_info, cfg.identity);
-    // (guest-physical, host-physical, bytes) runs of RAM.
-    let mut runs: Vec<(u64, u64, u64)> = Vec::new();
+    let mut mem = Memory::new(p2m, shared_info, cfg.identity, hw::p2m_max_page());
+    // (guest-physical, host-physical, bytes, zero it) runs of RAM.
+    let mut runs: Vec<(u64, u64, u64, bool)> = Vec::new();
     let gpa_top;
     if cfg.identity {
         // Low memory: the boot structures and ACPI tables (read, never a
@@ -85,11 +85,11 @@ pub fn build(cfg: &Config) -> Result<Domain, String> {
                 .alloc(pages)
                 .ok_or("out of memory for dom0's low memory")?;
             mem.own(hpa, pages);
-            runs.push((g0, hpa, g1 - g0));
+            runs.push((g0, hpa, g1 - g0, true));
         }
         if identity_low {
             mem.own(lo_ram, (hi_ram - lo_ram) / 4096);
-            runs.push((lo_ram, lo_ram, hi_ram - lo_ram));
+            runs.push((lo_ram, lo_ram, hi_ram - lo_ram, false));
         }
         gpa_top = IDENTITY_BASE + cfg.mem_bytes;
         if !phys::frames().take(IDENTITY_BASE, gpa_top) {
@@ -98,7 +98,7 @@ pub fn build(cfg: &Config) -> Result<Domain, String> {
             ));
         }
         mem.own(IDENTITY_BASE, cfg.mem_bytes / 4096);
-        runs.push((IDENTITY_BASE, IDENTITY_BASE, cfg.mem_bytes));
+        runs.push((IDENTITY_BASE, IDENTITY_BASE, cfg.mem_bytes, false));
         log::info!(
             "d{}: RAM 1:1 with host memory at [{IDENTITY_BASE:#x}, {gpa_top:#x}){}",
             cfg.domid,
@@ -115,14 +115,20 @@ pub fn build(cfg: &Config) -> Result<Domain, String> {
             .alloc_in(pages, 2 << 20, 0x10_0000, u64::MAX)
             .ok_or_else(|| format!("not enough memory for a {} MiB domain", cfg.mem_bytes >> 20))?;
         mem.own(ram, pages);
-        runs.push((0, ram, cfg.mem_bytes));
+        runs.push((0, ram, cfg.mem_bytes, true));
     }
-    mem.ram_pages = runs.iter().map(|&(_, _, b)| b / 4096).sum();
+    mem.ram_pages = runs.iter().map(|&(_, _, b, _)| b / 4096).sum();
     mem.gfn_limit = gpa_top / 4096;
-    // 4 KiB pages: pages get replaced (shared_info, grant frames) by gfn.
-    for &(gpa, hpa, bytes) in &runs {
-        phys::zero(hpa, bytes);
-        mem.map_4k_range(gpa, hpa, bytes, Perm::RWX)
+    // dom0's 1:1 RAM is not zeroed, as Xen builds dom0 (MEMF_no_scrub): it
+    // holds only what firmware and the boot loader left there, never a
+    // domain's data (domains' frames are scrubbed when freed), and dom0 may
+    // read all host memory anyway. The kernel's .bss is zeroed below. Any
+    // other domain's RAM, and keel's own low frames, are zeroed.
+    for &(gpa, hpa, bytes, zero) in &runs {
+        if zero {
+            phys::zero(hpa, bytes);
+        }
+        mem.map_ram(gpa, hpa, bytes, Perm::RWX)
             .map_err(|e| format!("p2m: {e:?}"))?;
     }
     let img = PvhImage::parse(cfg.kernel, gpa_top).map_err(|e| format!("kernel refused: {e}"))?;
@@ -136,11 +142,12 @@ pub fn build(cfg: &Config) -> Result<Domain, String> {
     }
     img.notes.log();
     let mut loaded = true;
+    let mut zeroed = true;
     img.elf.load(
         |gpa, b| loaded &= mem.write(gpa, b),
-        |_, _| {}, /* RAM is zeroed */
+        |gpa, len| zeroed &= mem.zero(gpa, len),
     );
-    if !loaded {
+    if !loaded || !zeroed {
         return Err(String::from("kernel segments outside the domain's RAM"));
     }
     let kernel_end = img

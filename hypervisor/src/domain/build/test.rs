@@ -21,14 +21,14 @@ pub fn build(id: u16, scenario: Scenario, image: &[u8]) -> Result<Domain, String
     let format = hw::p2m_format()?;
     let p2m = P2m::new(format, &mut Tables).map_err(|e| format!("p2m: {e:?}"))?;
     let shared_info = phys::alloc_zeroed(1).ok_or("out of memory for shared_info")?;
-    let mut mem = Memory::new(p2m, shared_info, false);
+    let mut mem = Memory::new(p2m, shared_info, false, hw::p2m_max_page());
     let pages = tp::RAM_SIZE / 4096;
     let ram = phys::frames()
         .alloc_in(pages, 2 << 20, 0x10_0000, u64::MAX)
         .ok_or("out of memory for guest RAM")?;
     mem.own(ram, pages);
     phys::zero(ram, tp::RAM_SIZE);
-    mem.map_4k_range(0, ram, tp::RAM_SIZE, Perm::RWX)
+    mem.map_ram(0, ram, tp::RAM_SIZE, Perm::RWX)
         .map_err(|e| format!("p2m: {e:?}"))?;
     mem.ram_pages = pages;
     mem.gfn_limit = (tp::ON_DEMAND_BASE + tp::ON_DEMAND_SIZE) / 4096;

@@ -49,6 +49,8 @@ pub mod msr {
     /// IA32_VMX_EPT_VPID_CAP bits.
     pub const EPT_WALK_4: u64 = 1 << 6;
     pub const EPT_WB: u64 = 1 << 14;
+    pub const EPT_2M_PAGES: u64 = 1 << 16;
+    pub const EPT_1G_PAGES: u64 = 1 << 17;
     pub const EPT_INVEPT: u64 = 1 << 20;
     pub const EPT_INVEPT_SINGLE: u64 = 1 << 25;
     pub const EPT_INVEPT_ALL: u64 = 1 << 26;

@@ -1,6 +1,7 @@
 //! VMX instructions, capability discovery and per-CPU VMX operation.
 use super::defs::{self, bits, entry_ctl, exit_ctl, msr, pin, proc, proc2, Field};
 use crate::arch::x86::{cpu, gdt};
+use crate::mm::paging::PageSize;
 use core::arch::asm;
 use core::sync::atomic::Ordering;
 use spin::Once;
@@ -150,6 +151,16 @@ impl Caps {
             2
         }
     }
+    /// The largest EPT leaf this CPU supports.
+    pub fn max_page(&self) -> PageSize {
+        if self.ept_vpid & msr::EPT_1G_PAGES != 0 {
+            PageSize::Size1G
+        } else if self.ept_vpid & msr::EPT_2M_PAGES != 0 {
+            PageSize::Size2M
+        } else {
+            PageSize::Size4K
+        }
+    }
     pub fn invvpid_type(&self) -> u64 {
         if self.ept_vpid & msr::VPID_INVVPID_SINGLE != 0 {
             1
@@ -268,6 +279,11 @@ fn compute_caps() -> Result<Caps, &'static str> {
     })
 }
 
+/// The largest EPT page this CPU maps (4 KiB if VT-x is unusable).
+pub fn max_page() -> PageSize {
+    caps().map(|c| c.max_page()).unwrap_or(PageSize::Size4K)
+}
+
 /// Checks that this CPU can run keel's VT-x guests: VMX in CPUID, not
 /// locked off by firmware, EPT + unrestricted guest + VPID.
 pub fn supported() -> Result<(), &'static str> {
@@ -358,7 +374,8 @@ pub fn disable_cpu() {
 pub fn describe() -> alloc::string::String {
     match supported().and_then(|_| caps()) {
         Ok(c) => alloc::format!(
-            "VT-x with EPT, VPID and unrestricted guest (VMCS revision {:#x}, INVEPT {}, INVVPID {})",
+            "VT-x with EPT ({} pages), VPID and unrestricted guest (VMCS revision {:#x}, INVEPT {}, INVVPID {})",
+            c.max_page().name(),
             c.revision,
             if c.invept_type() == 1 { "single-context" } else { "all-context" },
             if c.invvpid_type() == 1 { "single-context" } else { "all-context" },

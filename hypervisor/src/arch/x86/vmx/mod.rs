@@ -11,6 +11,6 @@ mod hw;
 mod vcpu;
 
 #[cfg(target_os = "none")]
-pub use hw::{describe, disable_cpu, enable_cpu, supported};
+pub use hw::{describe, disable_cpu, enable_cpu, max_page, supported};
 #[cfg(target_os = "none")]
 pub use vcpu::VmxVcpu;
