@@ -356,6 +356,30 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
     Ok(0)
 }
 
+/// Debian's Xen 4.17 hypervisor package: the baseline of `cargo xtask bench`.
+pub const XEN_PKG: &str = "xen-hypervisor-4.17-amd64";
+
+/// Debian's Xen 4.17 hypervisor (`/boot/xen-4.17-amd64.gz` of
+/// [`XEN_PKG`]), fetched and cached under `target/keel/xen` like the
+/// kernel; returns its path and the package version.
+pub fn fetch_xen() -> Result<(PathBuf, String)> {
+    let out = root().join("target/keel/xen");
+    let debs = out.join("debs");
+    mkdir(&debs)?;
+    let deb = download(&debs, XEN_PKG)?;
+    let rootfs = out.join("root");
+    extract(&deb, &rootfs)?;
+    let xen = rootfs.join("boot/xen-4.17-amd64.gz");
+    if !xen.is_file() {
+        return Err(format!(
+            "{} has no boot/xen-4.17-amd64.gz (looked in {})",
+            file_name(&deb),
+            rootfs.display()
+        ));
+    }
+    Ok((xen, deb_version(&deb)))
+}
+
 // ------------------------------------------------------------------ host steps
 
 pub(crate) fn mkdir(p: &Path) -> Result<()> {

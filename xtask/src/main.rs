@@ -7,6 +7,7 @@
 //! cargo xtask test [opts]           host unit tests + every emulator scenario
 //! cargo xtask bench                 benchmarks -> docs/benchmarks.md
 //! cargo xtask fuzz [--count N]      the hypercall-fuzzing benchmark alone
+//! cargo xtask boot-vs-xen           the boot comparison against Xen 4.17 alone
 //! ```
 //! Run `cargo xtask help` for the options.
 
@@ -14,6 +15,7 @@ mod deb;
 mod debian;
 mod fuzz;
 mod linux;
+mod xenbench;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -60,6 +62,9 @@ commands:
   bench                 run the available benchmarks and write docs/benchmarks.md
   fuzz [--count N]      the hypercall-fuzzing benchmark alone (default 1000000 hypercalls
                         per vendor): prints its table, writes nothing
+  boot-vs-xen           the bench's boot comparison alone: Debian's kernel as dom0 under keel
+                        and under Debian's Xen 4.17 (fetched, cached), same QEMU machine, 3 runs
+                        each: prints its table, writes nothing
   deb                   keel's Debian package (target/keel/keel_<version>_amd64.deb): keel, the
                         GRUB script, the dom0 tools and services (docs/install.md)
   linux                 fetch Debian's standard kernel + busybox-static and build a PVH test
@@ -91,6 +96,7 @@ fn main() -> ExitCode {
         "test" => cmd_test(rest),
         "bench" => cmd_bench(rest),
         "fuzz" => cmd_fuzz(rest),
+        "boot-vs-xen" => cmd_boot_vs_xen(rest),
         "linux" => linux::cmd_linux(rest),
         "deb" => cmd_deb(rest),
         "help" | "-h" | "--help" => {
@@ -1012,6 +1018,13 @@ fn cmd_bench(a: &[String]) -> Result<u8> {
             skipped.push(format!("Linux boot: {e}"));
         }
     }
+    match bench_boot_vs_xen() {
+        Ok(section) => sections.push(section),
+        Err(e) => {
+            failed = true;
+            skipped.push(format!("boot against Xen 4.17: {e}"));
+        }
+    }
     for s in &skipped {
         eprintln!("skipped: {s}");
     }
@@ -1107,6 +1120,21 @@ fn bench_vm_exits() -> Result<String> {
         );
     }
     Ok(out)
+}
+
+/// `cargo xtask boot-vs-xen`: the boot comparison against Xen 4.17 alone.
+fn cmd_boot_vs_xen(a: &[String]) -> Result<u8> {
+    if let Some(x) = a.first() {
+        return Err(format!("boot-vs-xen takes no options (got '{x}')"));
+    }
+    println!("{}", bench_boot_vs_xen()?);
+    Ok(0)
+}
+
+fn bench_boot_vs_xen() -> Result<String> {
+    host::ensure_packages(&emulator::ALL_PACKAGES)?;
+    let kernel = build_kernel()?;
+    xenbench::bench(&kernel, &out_dir().join("bench"))
 }
 
 /// Hypercalls per vendor in the fuzzing benchmark.
