@@ -22,6 +22,16 @@ use crate::conswitch::{Action, InputQueue, Owner, Switch, SWITCH_CODE};
 
 static RING: Mutex<Ring> = Mutex::new(Ring::new());
 
+/// Xen's `readconsole` on the console ring (see [`Ring::read_from`]).
+pub fn ring_read_from(incremental: bool, index: u32, out: &mut [u8]) -> (usize, u32) {
+    RING.lock().read_from(incremental, index, out)
+}
+
+/// Forgets the ring's bytes before `index` (see [`Ring::clear_to`]).
+pub fn ring_clear_to(index: u32) {
+    RING.lock().clear_to(index)
+}
+
 /// Reads the console ring (see [`Ring::read`]); `clear` empties it after.
 pub fn ring_read(out: &mut [u8], clear: bool) -> usize {
     let mut r = RING.lock();

@@ -348,6 +348,7 @@ fn launch(bi: &'static BootInfo, online: u32, wanted: u32) -> ! {
     }
     crate::domain::table::set_end_hook(on_domain_end);
     crate::hypercall::set_mgmt_host(&crate::mgmt::KeelHost);
+    crate::hypercall::sysctl::set_host(&crate::hypercall::sysctl::Machine);
     let opts = cmdline::get();
     match opts.test {
         Some(t) => crate::selftest::start(t, bi, online, wanted),

@@ -243,6 +243,8 @@ pub struct Domain {
     /// HVM_PARAM_CALLBACK_IRQ of type "vector" (0: none), read without `xen`.
     pub callback_vector: AtomicU8,
     pub stats: DomStats,
+    /// The toolstack's 16-byte handle for it (a UUID; `setdomainhandle`).
+    pub handle: Mutex<[u8; 16]>,
     life: Mutex<Life>,
     ending: AtomicBool,
     finished: AtomicBool,
@@ -275,6 +277,7 @@ impl Domain {
             scale: TimeScale::from_hz(platform::tsc_khz() * 1000),
             callback_vector: AtomicU8::new(0),
             stats: DomStats::default(),
+            handle: Mutex::new([0; 16]),
             life: Mutex::new(Life {
                 lc: Lifecycle::new(mem.ram_pages),
                 outcome: None,

@@ -126,6 +126,21 @@ impl<'a> GuestVirt<'a> {
             .collect()
     }
 
+    /// A toolstack-ABI value (`keel_xen_abi`, decoded field by field)
+    /// from guest-virtual `gva`.
+    pub fn read_abi<T: keel_xen_abi::Pod>(&self, gva: u64) -> Result<T, Errno> {
+        let mut b = alloc::vec![0u8; T::SIZE];
+        self.read(gva, &mut b)?;
+        T::from_bytes(&b).ok_or(Errno::EFAULT)
+    }
+
+    /// Writes a toolstack-ABI value (padding zeroed) to guest-virtual `gva`.
+    pub fn write_abi<T: keel_xen_abi::Pod>(&self, gva: u64, v: &T) -> Result<(), Errno> {
+        let mut b = alloc::vec![0u8; T::SIZE];
+        v.write_to(&mut b).ok_or(Errno::EFAULT)?;
+        self.write(gva, &b)
+    }
+
     pub fn write_u16(&self, gva: u64, v: u16) -> Result<(), Errno> {
         self.write(gva, &v.to_le_bytes())
     }

@@ -12,12 +12,14 @@
 pub mod guest;
 
 mod console_io;
+mod domctl;
 mod event_channel_op;
 mod grant_table_op;
 mod hvm_op;
 mod memory_op;
 mod platform_op;
 mod sched_op;
+pub mod sysctl;
 #[cfg(test)]
 mod tests;
 mod vcpu_op;
@@ -123,6 +125,8 @@ fn xen(cx: &mut Ctx, call: Hypercall, a: [u64; 5]) -> HcResult {
         Hypercall::EventChannelOp => event_channel_op::call(cx, a[0], a[1]),
         Hypercall::GrantTableOp => grant_table_op::call(cx, a[0], a[1], a[2]),
         Hypercall::PlatformOp => platform_op::call(cx, a[0]),
+        Hypercall::Sysctl => sysctl::call(cx, a[0]),
+        Hypercall::Domctl => domctl::call(cx, a[0]),
         other => Err(cx.unimplemented(format_args!(
             "hypercall {other:?} ({:#x}, {:#x}, {:#x})",
             a[0], a[1], a[2]

@@ -713,3 +713,384 @@ fn the_exit_path_serves_the_common_exits() {
         s => panic!("{s:?}"),
     }
 }
+
+// --- the toolstack ABI: sysctl and domctl ------------------------------------
+
+mod toolstack {
+    use super::*;
+    use crate::conring::Ring;
+    use keel_xen_abi::domctl::{
+        self as dctl, affinity, dominf, schedop, scheduler, GetDomainInfo, GetVcpuInfo,
+        SchedCredit, SchedOpU, SchedulerOp, SetDomainHandle, VcpuAffinity, XenDomctl,
+    };
+    use keel_xen_abi::sysctl::{
+        self as sctl, GetDomainInfoList, PhysInfo, ReadConsole, SchedId, XenSysctl,
+    };
+    use keel_xen_abi::{GuestHandle, Pod, XenctlBitmap};
+    use std::sync::Mutex as StdMutex;
+
+    struct Fake {
+        ring: StdMutex<Box<Ring>>,
+    }
+    impl sysctl::HostFacts for Fake {
+        fn nr_cpus(&self) -> u32 {
+            4
+        }
+        fn cpu_khz(&self) -> u32 {
+            2_600_000
+        }
+        fn total_pages(&self) -> u64 {
+            262_144
+        }
+        fn free_pages(&self) -> u64 {
+            100_000
+        }
+        fn max_mfn(&self) -> u64 {
+            0x3ffff
+        }
+        fn hw_cap(&self) -> [u32; 8] {
+            [1, 2, 3, 4, 5, 6, 7, 8]
+        }
+        fn console_read_from(&self, inc: bool, index: u32, out: &mut [u8]) -> (usize, u32) {
+            self.ring.lock().unwrap().read_from(inc, index, out)
+        }
+        fn console_clear_to(&self, index: u32) {
+            self.ring.lock().unwrap().clear_to(index)
+        }
+    }
+
+    fn fake() -> &'static Fake {
+        static F: std::sync::OnceLock<&'static Fake> = std::sync::OnceLock::new();
+        F.get_or_init(|| {
+            let f: &'static Fake = Box::leak(Box::new(Fake {
+                ring: StdMutex::new(Box::new(Ring::new())),
+            }));
+            let mut r = f.ring.lock().unwrap();
+            r.push(b"(XEN) keel starting\n(XEN) d0: built\n");
+            drop(r);
+            sysctl::set_host(f);
+            f
+        })
+    }
+
+    /// Where tests put the call's argument, and buffers after it.
+    const ARG: u64 = GVA;
+    const BUF: u64 = GVA + 0x1000;
+
+    fn put_abi<P: Pod>(t: &T, gva: u64, v: &P) {
+        let mut b = vec![0u8; P::SIZE];
+        v.write_to(&mut b).unwrap();
+        t.put(gva, &b);
+    }
+    fn get_abi<P: Pod>(t: &T, gva: u64) -> P {
+        P::from_bytes(&t.get(gva, P::SIZE)).unwrap()
+    }
+
+    fn sysctl<P: Pod>(t: &mut T, cmd: u32, arg: &P) -> (i64, XenSysctl) {
+        fake();
+        put_abi(t, ARG, &XenSysctl::new(cmd, arg));
+        let r = t.ret(Hypercall::Sysctl, &[ARG]);
+        (r, get_abi(t, ARG))
+    }
+
+    fn domctl<P: Pod>(t: &mut T, cmd: u32, dom: u16, arg: &P) -> (i64, XenDomctl) {
+        put_abi(t, ARG, &XenDomctl::new(cmd, dom, arg));
+        let r = t.ret(Hypercall::Domctl, &[ARG]);
+        (r, get_abi(t, ARG))
+    }
+
+    const EACCES: i64 = -13;
+    const ESRCH: i64 = -3;
+    const EOPNOTSUPP: i64 = -95;
+
+    #[test]
+    fn only_a_privileged_domain_gets_in_and_only_at_version_0x15() {
+        let mut u = domain(false);
+        // Refused before the argument is read: a bad pointer is no -EFAULT.
+        assert_eq!(u.ret(Hypercall::Sysctl, &[HOLE]), EPERM);
+        assert_eq!(u.ret(Hypercall::Domctl, &[HOLE]), EPERM);
+        assert_eq!(sysctl(&mut u, sctl::op::SCHED_ID, &0u32).0, EPERM);
+        let mut t = domain(true);
+        assert_eq!(t.ret(Hypercall::Sysctl, &[HOLE]), EFAULT);
+        assert_eq!(t.ret(Hypercall::Domctl, &[HOLE]), EFAULT);
+        // 4.16's interface version (0x14) is refused as on Xen.
+        let mut sc = XenSysctl::new(sctl::op::SCHED_ID, &0u32);
+        sc.interface_version = 0x14;
+        put_abi(&t, ARG, &sc);
+        assert_eq!(t.ret(Hypercall::Sysctl, &[ARG]), EACCES);
+        let mut dc = XenDomctl::new(dctl::op::GETDOMAININFO, 0, &0u32);
+        dc.interface_version = 0x14;
+        put_abi(&t, ARG, &dc);
+        assert_eq!(t.ret(Hypercall::Domctl, &[ARG]), EACCES);
+        // Unknown sub-ops: -ENOSYS, counted.
+        let before = t.dom.stats.unimplemented.load(O::Relaxed);
+        assert_eq!(sysctl(&mut t, 999, &0u32).0, ENOSYS);
+        assert_eq!(
+            {
+                let id = t.dom.id;
+                domctl(&mut t, 999, id, &0u32)
+            }
+            .0,
+            ENOSYS
+        );
+        assert_eq!(t.dom.stats.unimplemented.load(O::Relaxed), before + 2);
+        // An argument in a read-only page is read, but the answer cannot be
+        // written back: -EFAULT, and keel carries on.
+        let mut b = vec![0u8; XenSysctl::SIZE];
+        XenSysctl::new(sctl::op::SCHED_ID, &0u32)
+            .write_to(&mut b)
+            .unwrap();
+        assert!(t.dom.mem.write(0x10_0000 + (RO_PAGE - GVA), &b));
+        assert_eq!(t.ret(Hypercall::Sysctl, &[RO_PAGE]), EFAULT);
+        // Straddling the end of what is mapped.
+        assert_eq!(t.ret(Hypercall::Sysctl, &[HOLE - 8]), EFAULT);
+    }
+
+    #[test]
+    fn physinfo_sched_id_and_the_console() {
+        let mut t = domain(true);
+        let (r, sc) = sysctl(&mut t, sctl::op::PHYSINFO, &PhysInfo::zeroed());
+        assert_eq!(r, 0);
+        let pi: PhysInfo = sc.op();
+        assert_eq!((pi.nr_cpus, pi.max_cpu_id, pi.nr_nodes), (4, 3, 1));
+        assert_eq!(pi.threads_per_core * pi.cores_per_socket, 4);
+        assert_eq!(
+            (pi.cpu_khz, pi.total_pages, pi.free_pages),
+            (2_600_000, 262_144, 100_000)
+        );
+        assert_eq!(pi.max_mfn, 0x3ffff);
+        assert_eq!(pi.hw_cap, [1, 2, 3, 4, 5, 6, 7, 8]);
+        let caps = sctl::physcap::HVM | sctl::physcap::HAP | sctl::physcap::GNTTAB_V1;
+        assert_eq!(pi.capabilities, caps);
+        let (r, sc) = sysctl(&mut t, sctl::op::SCHED_ID, &SchedId { sched_id: 0 });
+        assert_eq!((r, sc.op::<SchedId>().sched_id), (0, scheduler::CREDIT));
+
+        // readconsole, incremental from 0 with a small buffer, as xl dmesg.
+        let rc = |index: u32, count: u32, buffer: u64, clear: u8| ReadConsole {
+            clear,
+            incremental: 1,
+            index,
+            buffer: GuestHandle::new(buffer),
+            count,
+            ..ReadConsole::zeroed()
+        };
+        let (r, sc) = sysctl(&mut t, sctl::op::READCONSOLE, &rc(0, 6, BUF, 0));
+        let out: ReadConsole = sc.op();
+        assert_eq!((r, out.count, out.index), (0, 6, 6));
+        assert_eq!(&t.get(BUF, 6), b"(XEN) ");
+        let (_, sc) = sysctl(&mut t, sctl::op::READCONSOLE, &rc(6, 4096, BUF, 0));
+        let out: ReadConsole = sc.op();
+        assert_eq!(
+            &t.get(BUF, out.count as usize),
+            b"keel starting\n(XEN) d0: built\n"
+        );
+        // A bad buffer with `clear`: -EFAULT and the log is kept.
+        let (r, _) = sysctl(&mut t, sctl::op::READCONSOLE, &rc(0, 64, HOLE, 1));
+        assert_eq!(r, EFAULT);
+        let (_, sc) = sysctl(&mut t, sctl::op::READCONSOLE, &rc(0, 4096, BUF, 0));
+        assert_eq!(sc.op::<ReadConsole>().count, 36);
+    }
+
+    #[test]
+    fn getdomaininfo_and_the_list_describe_the_domain() {
+        let mut t = domain(true);
+        let id = t.dom.id;
+        let handle = [7u8; 16];
+        let (r, _) = domctl(
+            &mut t,
+            dctl::op::SETDOMAINHANDLE,
+            id,
+            &SetDomainHandle { handle },
+        );
+        assert_eq!(r, 0);
+        let (r, dc) = domctl(
+            &mut t,
+            dctl::op::GETDOMAININFO,
+            id,
+            &GetDomainInfo::zeroed(),
+        );
+        assert_eq!(r, 0);
+        let gi: GetDomainInfo = dc.op();
+        assert_eq!((dc.domain, gi.domain), (id, id));
+        assert_eq!(
+            gi.flags & (dominf::HVM_GUEST | dominf::HAP),
+            dominf::HVM_GUEST | dominf::HAP
+        );
+        assert_eq!(gi.flags & (dominf::SHUTDOWN | dominf::DYING), 0);
+        assert_eq!((gi.tot_pages, gi.max_pages), (RAM / 4096, RAM / 4096));
+        assert_eq!((gi.nr_online_vcpus, gi.max_vcpu_id), (1, 0));
+        assert_eq!(gi.handle, handle);
+        assert_eq!(
+            gi.arch_config.emulation_flags,
+            keel_xen_abi::arch_x86::EMU_LAPIC
+        );
+        // "The first domain with an id at least N": past every domain, -ESRCH.
+        assert_eq!(
+            domctl(&mut t, dctl::op::GETDOMAININFO, 0x7fe0, &0u32).0,
+            ESRCH
+        );
+        assert_eq!(
+            domctl(&mut t, dctl::op::GETDOMAININFO, 0x7ff5, &0u32).0,
+            ESRCH
+        );
+        // No such domain for a targeted sub-op.
+        assert_eq!(
+            domctl(&mut t, dctl::op::SETDOMAINHANDLE, 0x7fe0, &[0u8; 16]).0,
+            ESRCH
+        );
+
+        // The sysctl list: the same record, starting at our id.
+        let list = GetDomainInfoList {
+            first_domain: id,
+            max_domains: 1,
+            buffer: GuestHandle::new(BUF),
+            ..GetDomainInfoList::zeroed()
+        };
+        let (r, sc) = sysctl(&mut t, sctl::op::GETDOMAININFOLIST, &list);
+        assert_eq!((r, sc.op::<GetDomainInfoList>().num_domains), (0, 1));
+        let first: GetDomainInfo = get_abi(&t, BUF);
+        assert_eq!(
+            (first.domain, first.handle, first.tot_pages),
+            (id, handle, RAM / 4096)
+        );
+        // A buffer keel cannot write: -EFAULT.
+        let bad = GetDomainInfoList {
+            buffer: GuestHandle::new(HOLE),
+            ..list
+        };
+        assert_eq!(sysctl(&mut t, sctl::op::GETDOMAININFOLIST, &bad).0, EFAULT);
+        // A shut-down domain reports SHUTDOWN with its code.
+        t.dom.end(Outcome::Shutdown(ShutdownReason::Reboot));
+        let gi = domctl::domain_info(&t.dom);
+        assert_eq!(gi.flags & dominf::SHUTDOWN, dominf::SHUTDOWN);
+        assert_eq!(gi.shutdown_code(), 1);
+    }
+
+    #[test]
+    fn vcpu_info_affinity_and_credit_parameters() {
+        let mut t = domain(true);
+        let id = t.dom.id;
+        t.dom.start(&|_| 0b1111, &|_| 0);
+        let (r, dc) = domctl(&mut t, dctl::op::GETVCPUINFO, id, &GetVcpuInfo::zeroed());
+        assert_eq!(r, 0);
+        let vi: GetVcpuInfo = dc.op();
+        assert_eq!((vi.vcpu, vi.online), (0, 1));
+        assert_eq!(domctl(&mut t, dctl::op::GETVCPUINFO, id, &1u32).0, EINVAL);
+
+        // Pin vCPU 0 to CPU 1 (hard), then read it back.
+        let map = |addr: u64| XenctlBitmap {
+            bitmap: GuestHandle::new(addr),
+            nr_bits: 8,
+        };
+        let va = |flags| VcpuAffinity {
+            vcpu: 0,
+            flags,
+            cpumap_hard: map(BUF),
+            cpumap_soft: map(BUF + 8),
+        };
+        t.put(BUF, &[0b10]);
+        assert_eq!(
+            domctl(&mut t, dctl::op::SETVCPUAFFINITY, id, &va(affinity::HARD)).0,
+            0
+        );
+        assert_eq!(
+            crate::sched::affinity(t.dom.vcpus[0].sched_ref()),
+            Some(0b10)
+        );
+        t.put(BUF, &[0xff]);
+        assert_eq!(
+            domctl(
+                &mut t,
+                dctl::op::GETVCPUAFFINITY,
+                id,
+                &va(affinity::HARD | affinity::SOFT)
+            )
+            .0,
+            0
+        );
+        assert_eq!(t.get(BUF, 1), [0b10]);
+        assert_eq!(t.get(BUF + 8, 1), [0b1111], "soft affinity: every CPU");
+        // No CPU at all, a narrower soft mask, no flags: refused, nothing changed.
+        t.put(BUF, &[0b1_0000]);
+        assert_eq!(
+            domctl(&mut t, dctl::op::SETVCPUAFFINITY, id, &va(affinity::HARD)).0,
+            EINVAL
+        );
+        t.put(BUF + 8, &[0b1]);
+        assert_eq!(
+            domctl(&mut t, dctl::op::SETVCPUAFFINITY, id, &va(affinity::SOFT)).0,
+            EOPNOTSUPP
+        );
+        assert_eq!(
+            domctl(&mut t, dctl::op::SETVCPUAFFINITY, id, &va(0)).0,
+            EINVAL
+        );
+        assert_eq!(
+            crate::sched::affinity(t.dom.vcpus[0].sched_ref()),
+            Some(0b10)
+        );
+        // A bitmap keel cannot read.
+        let bad = VcpuAffinity {
+            cpumap_hard: map(HOLE),
+            ..va(affinity::HARD)
+        };
+        assert_eq!(
+            domctl(&mut t, dctl::op::SETVCPUAFFINITY, id, &bad).0,
+            EFAULT
+        );
+
+        // Credit: put weight and cap, get them back.
+        let so = |cmd, weight, cap| SchedulerOp {
+            sched_id: scheduler::CREDIT,
+            cmd,
+            u: SchedOpU::new(&SchedCredit { weight, cap }),
+        };
+        assert_eq!(
+            domctl(
+                &mut t,
+                dctl::op::SCHEDULER_OP,
+                id,
+                &so(schedop::PUTINFO, 512, 50)
+            )
+            .0,
+            0
+        );
+        let (r, dc) = domctl(
+            &mut t,
+            dctl::op::SCHEDULER_OP,
+            id,
+            &so(schedop::GETINFO, 0, 0),
+        );
+        let c: SchedCredit = dc.op::<SchedulerOp>().u.get();
+        assert_eq!((r, c.weight, c.cap), (0, 512, 50));
+        // Weight 0 and cap 0xffff leave both as they are.
+        assert_eq!(
+            domctl(
+                &mut t,
+                dctl::op::SCHEDULER_OP,
+                id,
+                &so(schedop::PUTINFO, 0, 0xffff)
+            )
+            .0,
+            0
+        );
+        assert_eq!(crate::sched::weight_and_cap(id), Some((512, 50)));
+        // A cap above 100 % per vCPU, or another scheduler's id: -EINVAL.
+        assert_eq!(
+            domctl(
+                &mut t,
+                dctl::op::SCHEDULER_OP,
+                id,
+                &so(schedop::PUTINFO, 1, 101)
+            )
+            .0,
+            EINVAL
+        );
+        let other = SchedulerOp {
+            sched_id: scheduler::CREDIT2,
+            ..so(schedop::GETINFO, 0, 0)
+        };
+        assert_eq!(domctl(&mut t, dctl::op::SCHEDULER_OP, id, &other).0, EINVAL);
+        assert_eq!(crate::sched::weight_and_cap(id), Some((512, 50)));
+    }
+}

@@ -218,6 +218,7 @@ impl Errno {
     pub const EOVERFLOW: Self = Self(75);
     pub const ERESTART: Self = Self(85);
     pub const EOPNOTSUPP: Self = Self(95);
+    pub const ENOBUFS: Self = Self(105);
     pub const EISCONN: Self = Self(106);
     pub const ENOTCONN: Self = Self(107);
     pub const ETIMEDOUT: Self = Self(110);
