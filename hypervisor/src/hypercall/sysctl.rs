@@ -40,6 +40,8 @@ pub trait HostFacts: Sync {
     fn console_read_from(&self, incremental: bool, index: u32, out: &mut [u8]) -> (usize, u32);
     /// [`crate::conring::Ring::clear_to`].
     fn console_clear_to(&self, index: u32);
+    /// keel's own command line, as the boot loader gave it.
+    fn commandline(&self) -> alloc::string::String;
 }
 
 static HOST: spin::Once<&'static dyn HostFacts> = spin::Once::new();
@@ -49,7 +51,7 @@ pub fn set_host(h: &'static dyn HostFacts) {
     HOST.call_once(|| h);
 }
 
-fn host() -> Result<&'static dyn HostFacts, Errno> {
+pub(super) fn host() -> Result<&'static dyn HostFacts, Errno> {
     HOST.get().copied().ok_or(Errno::ENOSYS)
 }
 
@@ -269,5 +271,8 @@ impl HostFacts for Machine {
     }
     fn console_clear_to(&self, index: u32) {
         crate::console::ring_clear_to(index)
+    }
+    fn commandline(&self) -> alloc::string::String {
+        alloc::string::String::from(crate::bootinfo::get().map_or("", |b| b.cmdline()))
     }
 }

@@ -757,6 +757,9 @@ mod toolstack {
         fn console_clear_to(&self, index: u32) {
             self.ring.lock().unwrap().clear_to(index)
         }
+        fn commandline(&self) -> String {
+            String::from("console=com1 loglvl=info")
+        }
     }
 
     fn fake() -> &'static Fake {
@@ -802,6 +805,69 @@ mod toolstack {
     const EACCES: i64 = -13;
     const ESRCH: i64 = -3;
     const EOPNOTSUPP: i64 = -95;
+
+    #[test]
+    fn xen_version_for_the_toolstack() {
+        use crate::xen::abi::xenver;
+        fake();
+        let mut u = domain(false);
+        let mut t = domain(true);
+        let cstring = |t: &T, n: usize| {
+            let b = t.get(BUF, n);
+            String::from_utf8(b[..b.iter().position(|&c| c == 0).unwrap()].to_vec()).unwrap()
+        };
+        assert_eq!(
+            u.ret(Hypercall::XenVersion, &[xenver::CAPABILITIES, BUF]),
+            0
+        );
+        assert_eq!(
+            cstring(&u, 1024),
+            "xen-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64"
+        );
+        assert_eq!(
+            u.ret(Hypercall::XenVersion, &[xenver::COMPILE_INFO, BUF]),
+            0
+        );
+        assert!(cstring(&u, 64).starts_with("rustc"));
+        assert_eq!(u.ret(Hypercall::XenVersion, &[xenver::CHANGESET, BUF]), 0);
+        assert!(cstring(&u, 64).starts_with("keel "));
+        assert_eq!(
+            u.ret(Hypercall::XenVersion, &[xenver::PLATFORM_PARAMETERS, BUF]),
+            0
+        );
+        assert_eq!(u.get(BUF, 8), 0xffff_8000_0000_0000u64.to_le_bytes());
+        *u.dom.handle.lock() = [9; 16];
+        assert_eq!(
+            u.ret(Hypercall::XenVersion, &[xenver::GUEST_HANDLE, BUF]),
+            0
+        );
+        assert_eq!(u.get(BUF, 16), [9; 16]);
+        // The command line and build id are dom0's alone.
+        assert_eq!(
+            u.ret(Hypercall::XenVersion, &[xenver::COMMANDLINE, BUF]),
+            EPERM
+        );
+        assert_eq!(
+            u.ret(Hypercall::XenVersion, &[xenver::BUILD_ID, BUF]),
+            EPERM
+        );
+        assert_eq!(t.ret(Hypercall::XenVersion, &[xenver::COMMANDLINE, BUF]), 0);
+        assert!(cstring(&t, 1024).starts_with("console=com1 loglvl=info"));
+        assert_eq!(t.ret(Hypercall::XenVersion, &[xenver::BUILD_ID, BUF]), -61);
+        assert_eq!(
+            t.ret(Hypercall::XenVersion, &[xenver::COMMANDLINE, HOLE]),
+            EFAULT
+        );
+        // The command line gains dom0_mem only where the operator gave none.
+        use super::super::xen_version::commandline;
+        assert_eq!(
+            commandline("console=com1", Some(256)),
+            "console=com1 dom0_mem=256M"
+        );
+        assert_eq!(commandline("", Some(1024)), "dom0_mem=1024M");
+        assert_eq!(commandline("dom0_mem=2G x", Some(2048)), "dom0_mem=2G x");
+        assert_eq!(commandline("x ", None), "x");
+    }
 
     #[test]
     fn only_a_privileged_domain_gets_in_and_only_at_version_0x15() {
