@@ -310,6 +310,12 @@ impl Scheduler {
                 Ok(self.enqueue(v))
             }
             RunState::Running => Ok(Some(cpu)),
+            // Blocked but still `cpu`'s current vCPU (that CPU has not
+            // decided since): it stays there, so that a wake-up before then
+            // finds it current and that CPU's next decision moves it (a
+            // vCPU moved now would be queued elsewhere while still current
+            // here, and run on two CPUs). Have `cpu` decide soon.
+            RunState::Blocked if self.current[cpu] == Some(v) => Ok(Some(cpu)),
             RunState::Blocked => {
                 // Its next wake-up places it inside the mask.
                 self.vcpus.get_mut(&v).unwrap().cpu = mask.trailing_zeros() as usize;

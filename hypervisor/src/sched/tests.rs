@@ -353,6 +353,40 @@ fn pinning_moves_and_restricts() {
     assert_eq!(s.wake(A).unwrap(), Some(1));
 }
 
+/// A vCPU that blocked is still its CPU's current one until that CPU
+/// decides again. Pinned elsewhere and woken in that window, it must run
+/// on one CPU only: the old CPU's next decision must not queue it again
+/// while the new one runs it (it did: dom0 then hung with a vCPU lost in
+/// SCHEDOP_poll, seen after `keelctl vcpu-pin`).
+#[test]
+fn pinned_while_blocked_but_still_current_runs_on_one_cpu() {
+    let mut s = Scheduler::new(2).unwrap();
+    s.add_vcpu(A, ANY, 0, true).unwrap();
+    assert_eq!(s.tick(0, 0).unwrap().run, Some(A));
+    s.block(A).unwrap();
+    s.pin(A, 0b10).unwrap();
+    s.wake(A).unwrap();
+    let mut runs = 0;
+    for (cpu, t) in [(1, 1_000), (0, 2_000), (1, 3_000), (0, 4_000), (1, 5_000)] {
+        let d = s.tick(cpu, t).unwrap();
+        if let Some(v) = d.run {
+            check_pick(&s, cpu, v);
+            assert_eq!(cpu, 1, "runs only inside its new affinity");
+            runs += 1;
+        }
+        let queued = (0..2)
+            .flat_map(|c| s.runqueue(c).collect::<Vec<_>>())
+            .filter(|&v| v == A)
+            .count();
+        let current = (0..2).filter(|&c| s.current(c) == Some(A)).count();
+        assert!(
+            queued + current <= 1,
+            "A queued {queued}x and current on {current} CPU(s) at {t}"
+        );
+    }
+    assert!(runs >= 2, "A runs on CPU 1");
+}
+
 #[test]
 fn idle_cpus_steal_within_affinity() {
     let mut s = Scheduler::new(2).unwrap();
@@ -488,5 +522,15 @@ fn randomized_invariants() {
             .filter(|v| s.state(**v) == Some(RunState::Queued))
             .count();
         assert_eq!(queued, want);
+        // A queued vCPU is nobody's current one; a running one is its
+        // CPU's current one, and no other CPU's.
+        for &v in &vs {
+            let on: Vec<usize> = (0..4).filter(|&c| s.current(c) == Some(v)).collect();
+            match s.state(v) {
+                Some(RunState::Queued) => assert_eq!(on, [], "{v:?} queued and current"),
+                Some(RunState::Running) => assert_eq!(on, [s.cpu_of(v).unwrap()], "{v:?} running"),
+                _ => assert!(on.len() <= 1, "{v:?} current on {on:?}"),
+            }
+        }
     }
 }
