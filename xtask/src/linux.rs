@@ -38,7 +38,7 @@ echo "KEEL-LINUX: userspace reached"
 echo "KEEL-LINUX: cpus online: $(cat /sys/devices/system/cpu/online)"
 echo "KEEL-LINUX: nproc: $(grep -c ^processor /proc/cpuinfo)"
 echo "KEEL-LINUX: hypervisor type: $(cat /sys/hypervisor/type 2>/dev/null || echo none)"
-# keel's management hypercall goes through Linux's privcmd driver.
+# keelctl reaches keel (Xen 4.17 sysctl/domctl) through Linux's privcmd driver.
 for m in /lib/modules/*.ko; do
     insmod "$m" || echo "KEEL-LINUX: insmod $m failed"
 done
@@ -48,6 +48,16 @@ keelctl info
 echo "KEEL-LINUX: keelctl info exit $?"
 keelctl list
 echo "KEEL-LINUX: keelctl list exit $?"
+# vCPU placement through domctl: pin dom0's vCPU 1 to CPU 0 (it usually
+# runs on CPU 1), then look.
+keelctl vcpu-pin 0 1 0
+echo "KEEL-LINUX: keelctl vcpu-pin exit $?"
+keelctl vcpu-list | awk '$1 == "Domain-0" { print "KEEL-LINUX: vcpu " $3 " cpu " $4 " affinity " $7 " / " $9 }'
+# Credit scheduler parameters through domctl scheduler_op.
+keelctl sched-credit -d 0 -w 512
+echo "KEEL-LINUX: keelctl sched-credit -w exit $?"
+keelctl sched-credit | awk '$1 == "Domain-0" { print "KEEL-LINUX: credit weight " $3 " cap " $4 }'
+keelctl sched-credit -d 0 -w 256
 keelctl dmesg >/tmp/dmesg
 echo "KEEL-LINUX: keelctl dmesg exit $? lines $(grep -c . /tmp/dmesg)"
 grep -m1 "PVH kernel entry" /tmp/dmesg | sed 's/^(XEN) /KEEL-LINUX: keel log: /'
@@ -139,7 +149,7 @@ const APPLETS: &[&str] = &[
 /// Kernel modules put in the initramfs, in load order (`/init` insmods each; the
 /// package ships no modules.dep). Paths under `lib/modules/<release>/kernel/`.
 pub const MODULES: &[&str] = &[
-    // /dev/xen/privcmd: keelctl's way to keel's management hypercall.
+    // /dev/xen/privcmd: keelctl's way to keel's sysctl/domctl.
     "drivers/xen/xen-privcmd.ko",
     // virtio over PCI: the disk and network of `cargo xtask run` and the QEMU scenarios.
     "drivers/virtio/virtio_ring.ko",

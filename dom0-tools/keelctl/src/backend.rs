@@ -180,6 +180,25 @@ pub trait Hypervisor {
     ) -> Result<()>;
     /// The hypervisor console ring; `clear` empties it afterwards.
     fn read_console_ring(&self, clear: bool) -> Result<String>;
+    /// A domain's credit scheduler (weight, cap).
+    fn sched_credit(&self, dom: &DomainRef) -> Result<(u16, u16)> {
+        let _ = dom;
+        Err(BackendError::NotImplemented(
+            "this backend has no credit scheduler parameters".into(),
+        ))
+    }
+    /// Sets a domain's credit weight and/or cap (`None`: unchanged).
+    fn set_sched_credit(
+        &self,
+        dom: &DomainRef,
+        weight: Option<u16>,
+        cap: Option<u16>,
+    ) -> Result<()> {
+        let _ = (dom, weight, cap);
+        Err(BackendError::NotImplemented(
+            "this backend has no credit scheduler parameters".into(),
+        ))
+    }
 }
 
 /// The backend used when the hypervisor cannot be reached: every call
@@ -259,14 +278,14 @@ pub fn open(privcmd: &Path) -> Box<dyn Hypervisor> {
     open_with(privcmd, &hypervisor_type_path())
 }
 
-/// The keel backend over `privcmd`, or a [`NotAvailable`] saying what is
+/// The Xen-ABI backend over `privcmd`, or a [`NotAvailable`] saying what is
 /// missing; `hypervisor_type` (`/sys/hypervisor/type`) tells "not on a
 /// Xen-ABI hypervisor" from "privcmd driver not loaded".
 pub fn open_with(privcmd: &Path, hypervisor_type: &Path) -> Box<dyn Hypervisor> {
     use crate::privcmd::{OpenError, Privcmd};
     let p = privcmd.display();
     let reason = match Privcmd::open(privcmd) {
-        Ok(dev) => return Box::new(crate::keel::KeelBackend::new(dev)),
+        Ok(dev) => return Box::new(crate::xen::XenBackend::new(dev)),
         Err(OpenError::Missing) => {
             let xen = std::fs::read_to_string(hypervisor_type).is_ok_and(|t| t.trim() == "xen");
             if xen {
@@ -339,7 +358,7 @@ mod tests {
         let e = open_with(&hv_type, &hv_type).host_info().unwrap_err();
         assert_eq!(
             e,
-            BackendError::Failed("keel management call Version failed: ENOTTY (errno 25)".into())
+            BackendError::Failed("xen_version failed: ENOTTY (errno 25)".into())
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

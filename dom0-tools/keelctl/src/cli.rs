@@ -120,6 +120,19 @@ pub enum Command {
         /// Soft affinity (optional)
         cpus_soft: Option<String>,
     },
+    /// Show or set credit scheduler parameters (weight, cap), as `xl sched-credit`
+    #[command(name = "sched-credit")]
+    SchedCredit {
+        /// Only this domain (name or id); all domains without it
+        #[arg(short, long)]
+        domain: Option<String>,
+        /// Weight (1-65535; default 256): CPU share relative to other domains
+        #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
+        weight: Option<u16>,
+        /// Cap in percent of one CPU (0 = none; at most 100 per vCPU)
+        #[arg(short, long)]
+        cap: Option<u16>,
+    },
     /// Set a domain's memory target (default unit kiB; suffix b, k, m, g, t)
     #[command(name = "mem-set")]
     MemSet {
@@ -188,6 +201,7 @@ impl Command {
             Command::Dmesg { .. } => "dmesg",
             Command::VcpuList { .. } => "vcpu-list",
             Command::VcpuPin { .. } => "vcpu-pin",
+            Command::SchedCredit { .. } => "sched-credit",
             Command::MemSet { .. } => "mem-set",
             Command::BlockAttach { .. } => "block-attach",
             Command::NetworkAttach { .. } => "network-attach",
@@ -212,6 +226,7 @@ pub const SUBCOMMANDS: &[&str] = &[
     "dmesg",
     "vcpu-list",
     "vcpu-pin",
+    "sched-credit",
     "mem-set",
     "block-attach",
     "network-attach",

@@ -127,6 +127,15 @@ fn mhz(khz: u32) -> String {
     format!("{}.{:03}", khz / 1000, khz % 1000)
 }
 
+/// `xl sched-credit` rows: (name, id, weight, cap).
+pub fn sched_credit_table(rows: &[(String, u32, u16, u16)]) -> String {
+    let mut o = format!("{:<32} {:>5} {:>6} {:>4}\n", "Name", "ID", "Weight", "Cap");
+    for (name, id, w, c) in rows {
+        let _ = writeln!(o, "{name:<32} {id:>5} {w:>6} {c:>4}");
+    }
+    o
+}
+
 /// `xl info` style `key : value` lines.
 pub fn info_text(h: &HostInfo) -> String {
     let caps = if h.virt_caps.is_empty() {

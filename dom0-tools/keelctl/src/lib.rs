@@ -13,6 +13,7 @@ pub mod format;
 pub mod keel;
 #[allow(unsafe_code)]
 pub mod privcmd;
+pub mod xen;
 
 use std::io::Write;
 use std::path::Path;
@@ -323,6 +324,31 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
                 Err(e) => return fail(io, name, format!("invalid soft-affinity CPU list: {e}")),
             };
             done(io, name, hv.pin_vcpu(&DomainRef::parse(&domain), vcpu, &hard, soft.as_ref()))
+        }
+        Command::SchedCredit { domain, weight, cap } => {
+            if weight.is_some() || cap.is_some() {
+                let Some(d) = domain else {
+                    return fail(io, name, "setting -w or -c needs -d DOMAIN");
+                };
+                return done(io, name, hv.set_sched_credit(&DomainRef::parse(&d), weight, cap));
+            }
+            let doms = match hv.list_domains() {
+                Ok(d) => d,
+                Err(e) => return backend_error(io, name, e),
+            };
+            let doms = match filter_domains(io, name, doms, &domain.into_iter().collect::<Vec<_>>(), |r, d| r.matches(d)) {
+                Ok(d) => d,
+                Err(rc) => return rc,
+            };
+            let mut rows = Vec::new();
+            for d in &doms {
+                match hv.sched_credit(&DomainRef::Id(d.domid)) {
+                    Ok((w, c)) => rows.push((d.name.clone(), d.domid, w, c)),
+                    Err(e) => return backend_error(io, name, e),
+                }
+            }
+            let _ = io.out.write_all(format::sched_credit_table(&rows).as_bytes());
+            EXIT_OK
         }
         Command::MemSet { domain, mem } => match parse_mem_kib(&mem) {
             Ok(kib) => done(io, name, hv.set_memory_target(&DomainRef::parse(&domain), kib)),

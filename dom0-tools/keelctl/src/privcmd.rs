@@ -146,6 +146,15 @@ impl MgmtCall for Privcmd {
     }
 }
 
+impl crate::xen::XenCall for Privcmd {
+    fn call(&self, op: u64, args: [u64; 5], mem: &mut [u8]) -> Result<u64, CallError> {
+        prefault(mem);
+        // `mem` stays mutably borrowed for the whole hypercall, so every
+        // address in `args` that points into it stays valid and unaliased.
+        self.hypercall(op, args)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

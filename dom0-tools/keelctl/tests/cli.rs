@@ -207,7 +207,7 @@ fn a_device_that_is_not_privcmd_fails_cleanly() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
         text(&o.stderr),
-        "keelctl: info: keel management call Version failed: ENOTTY (errno 25)\n"
+        "keelctl: info: xen_version failed: ENOTTY (errno 25)\n"
     );
 }
 

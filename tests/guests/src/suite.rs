@@ -22,7 +22,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("on-demand", on_demand),
     ("hlt-timer", hlt_timer),
     ("hypercall", hypercall),
-    ("mgmt-eperm", mgmt_eperm),
+    ("toolstack-eperm", toolstack_eperm),
     ("ud-exception", ud_exception),
     ("svm-insns-ud", svm_insns_ud),
 ];
@@ -300,24 +300,36 @@ fn hypercall() -> Result<(), Msg> {
     Ok(())
 }
 
-/// keel's management hypercall (`keel_mgmt`) is dom0's alone: this guest
-/// is not dom0, so every command gets -EPERM.
-fn mgmt_eperm() -> Result<(), Msg> {
+/// The toolstack's calls are dom0's alone: this guest is not dom0, so
+/// sysctl (35), domctl (36) and keel's management hypercall each get
+/// -EPERM, before keel reads the argument (RDI holds a sentinel, not a
+/// pointer, so any read would have answered -EFAULT instead).
+fn toolstack_eperm() -> Result<(), Msg> {
     let insn = HypercallInsn::detect();
-    let nr = keel_mgmt::HYPERCALL;
-    let ((rax, _), f) = expect_fault(3, || arch::hypercall_checked(insn, nr));
-    if f.count != 0 {
-        fail!("{} rax={}: raised vector {}", insn.name(), nr, f.vector);
-    }
     let want = keel_mgmt::Errno::EPERM.to_ret();
-    if rax as i64 != want {
-        fail!(
-            "{} rax={} (keel management): returned {}, want {} (EPERM)",
-            insn.name(),
-            nr,
-            rax as i64,
-            want
-        );
+    for (nr, what) in [
+        (35, "sysctl"),
+        (36, "domctl"),
+        (keel_mgmt::HYPERCALL, "keel management"),
+    ] {
+        let ((rax, _), f) = expect_fault(3, || arch::hypercall_checked(insn, nr));
+        if f.count != 0 {
+            fail!(
+                "{} rax={} ({what}): raised vector {}",
+                insn.name(),
+                nr,
+                f.vector
+            );
+        }
+        if rax as i64 != want {
+            fail!(
+                "{} rax={} ({what}): returned {}, want {} (EPERM)",
+                insn.name(),
+                nr,
+                rax as i64,
+                want
+            );
+        }
     }
     Ok(())
 }

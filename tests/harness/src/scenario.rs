@@ -283,8 +283,9 @@ pub fn guest_scenarios(guest_elf: &[u8]) -> Vec<Scenario> {
             .expect(Expect::Pass { test: "guests".into() })
             .must_contain(&[
                 "(d1) suite: 11/11 checks passed",
-                // keel's management hypercall is refused to a domain that is not dom0.
-                "(d1) check mgmt-eperm: ok",
+                // sysctl, domctl and keel's management hypercall are
+                // refused to a domain that is not dom0.
+                "(d1) check toolstack-eperm: ok",
                 // Guests run one after another on a CPU: none may see another's FPU state.
                 "(d1) fpu state: clean",
                 "(d2) fpu state: clean",
@@ -442,12 +443,12 @@ pub fn fuzz_bench_scenarios(guest_elf: &[u8], count: u32) -> Vec<Scenario> {
 pub fn linux_scenarios() -> Vec<Scenario> {
     let full = |name: &str, emulator: Emulator, vendor: Vendor, secs: u64| {
         let mut s = linux(name, emulator, vendor)
-            .describe("Debian's kernel as PVH dom0 (2 vCPUs) to userspace: KEEL-LINUX markers, both CPUs online, /sys/hypervisor/type = xen, keelctl info/list/dmesg through privcmd, sleep 1, ACPI power-off")
+            .describe("Debian's kernel as PVH dom0 (2 vCPUs) to userspace: KEEL-LINUX markers, both CPUs online, /sys/hypervisor/type = xen, keelctl info/list/dmesg/vcpu-pin/vcpu-list through privcmd (Xen 4.17 sysctl/domctl), sleep 1, ACPI power-off")
             .dom0_must_contain(&[
                 "KEEL-LINUX: userspace reached",
                 "KEEL-LINUX: cpus online: 0-1",
                 "KEEL-LINUX: hypervisor type: xen",
-                // keelctl, through privcmd and keel's management hypercall:
+                // keelctl, through privcmd and Xen 4.17's sysctl/domctl:
                 // the CPUs and memory the emulator was given (2 CPUs, 1024 MiB
                 // of which the firmware keeps 1 MiB), dom0's size, keel's log.
                 "KEEL-LINUX: /dev/xen/privcmd present",
@@ -458,6 +459,12 @@ pub fn linux_scenarios() -> Vec<Scenario> {
                 "KEEL-LINUX: keelctl info exit 0",
                 "Domain-0                                     0    256     2   r-----",
                 "KEEL-LINUX: keelctl list exit 0",
+                // vcpu-pin and vcpu-list through domctl: the pin is seen.
+                "KEEL-LINUX: keelctl vcpu-pin exit 0",
+                "KEEL-LINUX: vcpu 0 cpu",
+                "KEEL-LINUX: vcpu 1 cpu 0 affinity 0 / all",
+                "KEEL-LINUX: keelctl sched-credit -w exit 0",
+                "KEEL-LINUX: credit weight 512 cap 0",
                 "KEEL-LINUX: keelctl dmesg exit 0",
                 "KEEL-LINUX: keel log: d0: PVH kernel entry",
                 "KEEL-LINUX: sleep 1 took",

@@ -1,0 +1,1073 @@
+//! The Xen-ABI backend: [`Hypervisor`] over Xen 4.17's toolstack calls
+//! (`sysctl`, `domctl` at interface version 0x15, `xen_version`), the
+//! same ones `xl` makes, through any [`XenCall`] transport (privcmd in
+//! dom0, a fake hypervisor in tests).
+//!
+//! Every call's argument and the buffers it points to live in one
+//! allocation (`mem` below) that the transport makes present before the
+//! call: the hypervisor reaches them through dom0's page tables and does
+//! not fault pages in.
+
+use keel_xen_abi::domctl::{
+    self as dctl, affinity, dominf, GetDomainInfo, GetVcpuInfo, SchedCredit, SchedOpU, SchedulerOp,
+    VcpuAffinity, XenDomctl,
+};
+use keel_xen_abi::sysctl::{
+    self as sctl, physcap, GetDomainInfoList, PhysInfo, ReadConsole, SchedId, XenSysctl,
+};
+use keel_xen_abi::version::{self as ver};
+use keel_xen_abi::{hypercall, GuestHandle, Pod, XenctlBitmap};
+use keel_xlcfg::{CpuList, DomainConfig};
+
+use crate::backend::{
+    BackendError, DomainInfo, DomainRef, DomainState, HostInfo, Hypervisor, Result, VcpuInfo,
+    VcpuState,
+};
+use crate::keel::{CallError, HOSTNAME_PATH};
+
+/// One hypercall: `op` with `args`, any of which may be an address inside
+/// `mem` (whose first byte is at `mem.as_ptr()`). Returns its
+/// non-negative value, or the errno of a negative one.
+pub trait XenCall {
+    fn call(&self, op: u64, args: [u64; 5], mem: &mut [u8]) -> std::result::Result<u64, CallError>;
+}
+
+/// Domains per `getdomaininfolist` call.
+pub const LIST_BATCH: u32 = 32;
+/// Console bytes per `readconsole` call.
+const CONSOLE_CHUNK: usize = 16 * 1024;
+/// CPUs a bitmap passed to the hypervisor has room for.
+const CPUMAP_BITS: u32 = 512;
+
+/// Xen's errno names, for messages.
+fn errno_name(e: i32) -> String {
+    let n = match e {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSYS => "ENOSYS",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::ENOTTY => "ENOTTY",
+        _ => return format!("errno {e}"),
+    };
+    format!("{n} (errno {e})")
+}
+
+fn call_error(what: &str, e: CallError) -> BackendError {
+    match e.errno {
+        libc::EPERM => BackendError::Unavailable(format!(
+            "the hypervisor refused {what}: this domain is not privileged (not dom0)"
+        )),
+        libc::EACCES => BackendError::Unavailable(format!(
+            "the hypervisor refused {what}: it does not speak Xen 4.17's toolstack interface (0x15)"
+        )),
+        libc::ENOSYS => {
+            BackendError::NotImplemented(format!("the hypervisor does not implement {what}"))
+        }
+        n => BackendError::Failed(format!("{what} failed: {}", errno_name(n))),
+    }
+}
+
+/// The bytes of a NUL-terminated C string.
+fn c_string(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// A CPU set as xl prints it: "all" for every CPU, else "0-2,5".
+pub fn cpuset_text(mask: &[bool]) -> String {
+    if !mask.is_empty() && mask.iter().all(|&b| b) {
+        return "all".into();
+    }
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < mask.len() {
+        if mask[i] {
+            let s = i;
+            while i + 1 < mask.len() && mask[i + 1] {
+                i += 1;
+            }
+            parts.push(if s == i {
+                format!("{s}")
+            } else {
+                format!("{s}-{i}")
+            });
+        }
+        i += 1;
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+/// A domain's name: dom0 is "Domain-0"; others are named in xenstore by
+/// the toolstack that made them, which keelctl does not read yet, so
+/// they show as xl shows a domain without a name.
+fn domain_name(domid: u32) -> String {
+    if domid == 0 {
+        "Domain-0".into()
+    } else {
+        "(null)".into()
+    }
+}
+
+fn state(flags: u32) -> DomainState {
+    let shutdown = flags & dominf::SHUTDOWN != 0;
+    let code = (flags >> dominf::SHUTDOWNSHIFT) & dominf::SHUTDOWNMASK;
+    DomainState {
+        running: flags & dominf::RUNNING != 0,
+        blocked: flags & dominf::BLOCKED != 0,
+        paused: flags & dominf::PAUSED != 0,
+        // SHUTDOWN_crash is 3.
+        shutdown: shutdown && code != 3,
+        crashed: shutdown && code == 3,
+        dying: flags & dominf::DYING != 0,
+    }
+}
+
+/// keel (or Xen) through Xen 4.17's toolstack ABI.
+pub struct XenBackend<T: XenCall> {
+    hc: T,
+    /// The host name `info` prints; `None` reads [`HOSTNAME_PATH`].
+    pub hostname: Option<String>,
+    /// The CPU vendor `info` prints; `None` asks CPUID.
+    pub cpu_vendor: Option<String>,
+}
+
+impl<T: XenCall> XenBackend<T> {
+    pub fn new(hc: T) -> Self {
+        XenBackend {
+            hc,
+            hostname: None,
+            cpu_vendor: None,
+        }
+    }
+
+    /// Calls `op` on a `H` at the start of a fresh buffer with `extra`
+    /// bytes after it (`head` gets their address, for the handles it
+    /// holds); returns `H` as the hypervisor left it and the extra bytes.
+    fn call_with<H: Pod>(
+        &self,
+        what: &str,
+        op: u64,
+        pre: &[u64],
+        extra: usize,
+        head: impl FnOnce(u64) -> H,
+    ) -> Result<(H, Vec<u8>, u64)> {
+        let mut mem = vec![0u8; H::SIZE + extra];
+        let base = mem.as_ptr() as u64;
+        let h = head(base + H::SIZE as u64);
+        h.write_to(&mut mem).expect("sized for H");
+        let mut args = [0u64; 5];
+        args[..pre.len()].copy_from_slice(pre);
+        args[pre.len()] = base;
+        let ret = self
+            .hc
+            .call(op, args, &mut mem)
+            .map_err(|e| call_error(what, e))?;
+        let h = H::from_prefix(&mem).expect("sized for H");
+        Ok((h, mem.split_off(H::SIZE), ret))
+    }
+
+    fn sysctl<P: Pod>(
+        &self,
+        what: &str,
+        cmd: u32,
+        extra: usize,
+        arg: impl FnOnce(u64) -> P,
+    ) -> Result<(P, Vec<u8>)> {
+        let (sc, rest, _) = self.call_with(what, hypercall::SYSCTL, &[], extra, |x| {
+            XenSysctl::new(cmd, &arg(x))
+        })?;
+        Ok((sc.op(), rest))
+    }
+
+    fn domctl<P: Pod>(
+        &self,
+        what: &str,
+        cmd: u32,
+        dom: u16,
+        extra: usize,
+        arg: impl FnOnce(u64) -> P,
+    ) -> Result<(XenDomctl, Vec<u8>)> {
+        let (dc, rest, _) = self.call_with(what, hypercall::DOMCTL, &[], extra, |x| {
+            XenDomctl::new(cmd, dom, &arg(x))
+        })?;
+        Ok((dc, rest))
+    }
+
+    fn version_string<const N: usize>(&self, what: &str, cmd: u32) -> Result<String> {
+        let (b, _, _) =
+            self.call_with::<[u8; N]>(what, hypercall::XEN_VERSION, &[cmd as u64], 0, |_| [0; N])?;
+        Ok(c_string(&b))
+    }
+
+    fn physinfo(&self) -> Result<PhysInfo> {
+        Ok(self
+            .sysctl("sysctl physinfo", sctl::op::PHYSINFO, 0, |_| {
+                PhysInfo::zeroed()
+            })?
+            .0)
+    }
+
+    fn hostname(&self) -> String {
+        if let Some(h) = &self.hostname {
+            return h.clone();
+        }
+        std::fs::read_to_string(HOSTNAME_PATH)
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "(unknown)".into())
+    }
+
+    fn cpu_vendor(&self) -> String {
+        if let Some(v) = &self.cpu_vendor {
+            return v.clone();
+        }
+        let r = std::arch::x86_64::__cpuid(0);
+        let mut b = Vec::with_capacity(12);
+        for w in [r.ebx, r.edx, r.ecx] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        String::from_utf8_lossy(&b).into_owned()
+    }
+
+    /// Every domain's `getdomaininfo` record, in id order.
+    fn domain_infos(&self) -> Result<Vec<GetDomainInfo>> {
+        let mut out: Vec<GetDomainInfo> = Vec::new();
+        let mut first: u16 = 0;
+        loop {
+            let room = LIST_BATCH as usize * GetDomainInfo::SIZE;
+            let (l, buf) = self.sysctl(
+                "sysctl getdomaininfolist",
+                sctl::op::GETDOMAININFOLIST,
+                room,
+                |x| GetDomainInfoList {
+                    first_domain: first,
+                    max_domains: LIST_BATCH,
+                    buffer: GuestHandle::new(x),
+                    ..GetDomainInfoList::zeroed()
+                },
+            )?;
+            if l.num_domains > LIST_BATCH {
+                return Err(BackendError::Failed(format!(
+                    "getdomaininfolist returned {} domains for {LIST_BATCH} asked",
+                    l.num_domains
+                )));
+            }
+            for rec in buf
+                .chunks_exact(GetDomainInfo::SIZE)
+                .take(l.num_domains as usize)
+            {
+                let d = GetDomainInfo::from_bytes(rec).expect("record size");
+                if d.domain < first || out.last().is_some_and(|p| p.domain >= d.domain) {
+                    return Err(BackendError::Failed(format!(
+                        "getdomaininfolist is out of order (domain {} after id {first})",
+                        d.domain
+                    )));
+                }
+                out.push(d);
+            }
+            match out.last() {
+                Some(last)
+                    if l.num_domains == LIST_BATCH
+                        && last.domain < keel_xen_abi::DOMID_FIRST_RESERVED =>
+                {
+                    first = last.domain + 1
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    fn find(&self, dom: &DomainRef) -> Result<GetDomainInfo> {
+        self.domain_infos()?
+            .into_iter()
+            .find(|d| dom.matches(&info(d)))
+            .ok_or_else(|| BackendError::NoSuchDomain(dom.clone()))
+    }
+
+    /// vCPU `vcpu`'s affinity masks (hard, soft), `n` CPUs each.
+    fn affinity(&self, dom: u16, vcpu: u32, n: u32) -> Result<(Vec<bool>, Vec<bool>)> {
+        let bytes = CPUMAP_BITS.div_ceil(8) as usize;
+        let (_, maps) = self.domctl(
+            "domctl getvcpuaffinity",
+            dctl::op::GETVCPUAFFINITY,
+            dom,
+            2 * bytes,
+            |x| VcpuAffinity {
+                vcpu,
+                flags: affinity::HARD | affinity::SOFT,
+                cpumap_hard: XenctlBitmap {
+                    bitmap: GuestHandle::new(x),
+                    nr_bits: CPUMAP_BITS,
+                },
+                cpumap_soft: XenctlBitmap {
+                    bitmap: GuestHandle::new(x + bytes as u64),
+                    nr_bits: CPUMAP_BITS,
+                },
+            },
+        )?;
+        let bits = |m: &[u8]| {
+            (0..n)
+                .map(|c| m[(c / 8) as usize] & (1 << (c % 8)) != 0)
+                .collect()
+        };
+        Ok((bits(&maps[..bytes]), bits(&maps[bytes..])))
+    }
+}
+
+fn info(d: &GetDomainInfo) -> DomainInfo {
+    DomainInfo {
+        name: domain_name(d.domain as u32),
+        domid: d.domain as u32,
+        mem_kib: d.tot_pages * 4,
+        vcpus: d.nr_online_vcpus,
+        state: state(d.flags),
+        cpu_time_ns: d.cpu_time,
+    }
+}
+
+fn not_yet(what: &str) -> BackendError {
+    BackendError::NotImplemented(format!(
+        "keelctl cannot {what} through Xen's toolstack ABI yet"
+    ))
+}
+
+impl<T: XenCall> Hypervisor for XenBackend<T> {
+    fn host_info(&self) -> Result<HostInfo> {
+        let v = self
+            .call_with::<[u8; 0]>(
+                "xen_version",
+                hypercall::XEN_VERSION,
+                &[ver::VERSION as u64],
+                0,
+                |_| [],
+            )?
+            .2;
+        let extra = self.version_string::<16>("xen_version extraversion", ver::EXTRAVERSION)?;
+        let changeset = self.version_string::<64>("xen_version changeset", ver::CHANGESET)?;
+        let pi = self.physinfo()?;
+        let (sid, _) = self.sysctl("sysctl sched_id", sctl::op::SCHED_ID, 0, |_| SchedId {
+            sched_id: 0,
+        })?;
+        let keel = extra.contains("keel");
+        let caps = [
+            (physcap::HVM, "hvm"),
+            (physcap::PV, "pv"),
+            (physcap::HAP, "hap"),
+            (physcap::SHADOW, "shadow"),
+            (physcap::DIRECTIO, "hvm_directio"),
+            (physcap::GNTTAB_V1, "gnttab-v1"),
+            (physcap::GNTTAB_V2, "gnttab-v2"),
+        ];
+        Ok(HostInfo {
+            host: self.hostname(),
+            hypervisor: if keel { "keel" } else { "xen" }.into(),
+            version: match changeset.strip_prefix("keel ") {
+                Some(v) if keel => v.to_string(),
+                _ => changeset.clone(),
+            },
+            mgmt_abi: format!(
+                "xen {}.{}{extra} (sysctl {:#x}, domctl {:#x})",
+                v >> 16,
+                v & 0xffff,
+                sctl::INTERFACE_VERSION,
+                dctl::INTERFACE_VERSION
+            ),
+            cpu_vendor: self.cpu_vendor(),
+            virt_caps: caps
+                .iter()
+                .filter(|(b, _)| pi.capabilities & b != 0)
+                .map(|(_, n)| n.to_string())
+                .collect(),
+            nr_cpus: pi.nr_cpus,
+            nr_nodes: pi.nr_nodes,
+            tsc_khz: pi.cpu_khz,
+            total_mem_mib: (pi.total_pages * 4096) >> 20,
+            free_mem_mib: (pi.free_pages * 4096) >> 20,
+            scheduler: match sid.sched_id {
+                dctl::scheduler::CREDIT => "credit".into(),
+                dctl::scheduler::CREDIT2 => "credit2".into(),
+                dctl::scheduler::RTDS => "rtds".into(),
+                dctl::scheduler::NULL => "null".into(),
+                dctl::scheduler::ARINC653 => "arinc653".into(),
+                other => format!("scheduler {other}"),
+            },
+        })
+    }
+
+    fn list_domains(&self) -> Result<Vec<DomainInfo>> {
+        Ok(self.domain_infos()?.iter().map(info).collect())
+    }
+
+    fn vcpu_list(&self) -> Result<Vec<VcpuInfo>> {
+        let n = self.physinfo()?.nr_cpus;
+        let mut out = Vec::new();
+        for d in self.domain_infos()? {
+            if d.max_vcpu_id == dctl::INVALID_MAX_VCPU_ID {
+                continue;
+            }
+            for vcpu in 0..=d.max_vcpu_id {
+                let (dc, _) = self.domctl(
+                    "domctl getvcpuinfo",
+                    dctl::op::GETVCPUINFO,
+                    d.domain,
+                    0,
+                    |_| GetVcpuInfo {
+                        vcpu,
+                        ..GetVcpuInfo::zeroed()
+                    },
+                )?;
+                let vi: GetVcpuInfo = dc.op();
+                let (hard, soft) = self.affinity(d.domain, vcpu, n)?;
+                out.push(VcpuInfo {
+                    domain: domain_name(d.domain as u32),
+                    domid: d.domain as u32,
+                    vcpu,
+                    cpu: (vi.online != 0).then_some(vi.cpu),
+                    state: if vi.online == 0 {
+                        VcpuState::Offline
+                    } else if vi.running != 0 {
+                        VcpuState::Running
+                    } else {
+                        VcpuState::Blocked
+                    },
+                    cpu_time_ns: vi.cpu_time,
+                    hard_affinity: cpuset_text(&hard),
+                    soft_affinity: cpuset_text(&soft),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn create_domain(&self, _: &DomainConfig, _: bool) -> Result<u32> {
+        Err(not_yet("create a domain"))
+    }
+    fn destroy(&self, _: &DomainRef) -> Result<()> {
+        Err(not_yet("destroy a domain"))
+    }
+    fn shutdown(&self, _: &DomainRef) -> Result<()> {
+        Err(not_yet("shut down a domain"))
+    }
+    fn reboot(&self, _: &DomainRef) -> Result<()> {
+        Err(not_yet("reboot a domain"))
+    }
+    fn pause(&self, _: &DomainRef) -> Result<()> {
+        Err(not_yet("pause a domain"))
+    }
+    fn unpause(&self, _: &DomainRef) -> Result<()> {
+        Err(not_yet("unpause a domain"))
+    }
+    fn set_memory_target(&self, _: &DomainRef, _: u64) -> Result<()> {
+        Err(not_yet("change a domain's memory"))
+    }
+
+    fn pin_vcpu(
+        &self,
+        dom: &DomainRef,
+        vcpu: Option<u32>,
+        hard: &CpuList,
+        soft: Option<&CpuList>,
+    ) -> Result<()> {
+        let d = self.find(dom)?;
+        let n = self.physinfo()?.nr_cpus;
+        if d.max_vcpu_id == dctl::INVALID_MAX_VCPU_ID {
+            return Err(BackendError::Failed(format!("domain '{dom}' has no vCPUs")));
+        }
+        let vcpus: Vec<u32> = match vcpu {
+            Some(v) if v > d.max_vcpu_id => {
+                return Err(BackendError::Failed(format!(
+                    "domain '{dom}' has no vCPU {v} (its vCPUs are 0-{})",
+                    d.max_vcpu_id
+                )))
+            }
+            Some(v) => vec![v],
+            None => (0..=d.max_vcpu_id).collect(),
+        };
+        let bytes = CPUMAP_BITS.div_ceil(8) as usize;
+        let map = |l: &CpuList| -> Result<Vec<u8>> {
+            let set = l.resolve(n, |_| (0..n).collect());
+            if set.is_empty() {
+                return Err(BackendError::Failed(format!(
+                    "CPU list '{l}' names none of the {n} CPUs"
+                )));
+            }
+            let mut b = vec![0u8; bytes];
+            for c in set.into_iter().filter(|&c| c < n.min(CPUMAP_BITS)) {
+                b[(c / 8) as usize] |= 1 << (c % 8);
+            }
+            Ok(b)
+        };
+        let hard_map = map(hard)?;
+        let soft_map = soft.map(map).transpose()?;
+        for v in vcpus {
+            let flags = affinity::HARD
+                | if soft_map.is_some() {
+                    affinity::SOFT
+                } else {
+                    0
+                };
+            let mut mem = vec![0u8; XenDomctl::SIZE + 2 * bytes];
+            let base = mem.as_ptr() as u64;
+            let x = base + XenDomctl::SIZE as u64;
+            let va = VcpuAffinity {
+                vcpu: v,
+                flags,
+                cpumap_hard: XenctlBitmap {
+                    bitmap: GuestHandle::new(x),
+                    nr_bits: CPUMAP_BITS,
+                },
+                cpumap_soft: XenctlBitmap {
+                    bitmap: GuestHandle::new(x + bytes as u64),
+                    nr_bits: CPUMAP_BITS,
+                },
+            };
+            XenDomctl::new(dctl::op::SETVCPUAFFINITY, d.domain, &va)
+                .write_to(&mut mem)
+                .expect("sized");
+            mem[XenDomctl::SIZE..XenDomctl::SIZE + bytes].copy_from_slice(&hard_map);
+            if let Some(s) = &soft_map {
+                mem[XenDomctl::SIZE + bytes..].copy_from_slice(s);
+            }
+            self.hc
+                .call(hypercall::DOMCTL, [base, 0, 0, 0, 0], &mut mem)
+                .map_err(|e| call_error(&format!("pinning vCPU {v} of domain '{dom}'"), e))?;
+        }
+        Ok(())
+    }
+
+    fn sched_credit(&self, dom: &DomainRef) -> Result<(u16, u16)> {
+        let d = self.find(dom)?;
+        let (dc, _) = self.domctl(
+            "domctl scheduler_op",
+            dctl::op::SCHEDULER_OP,
+            d.domain,
+            0,
+            |_| SchedulerOp {
+                sched_id: dctl::scheduler::CREDIT,
+                cmd: dctl::schedop::GETINFO,
+                u: SchedOpU::default(),
+            },
+        )?;
+        let c: SchedCredit = dc.op::<SchedulerOp>().u.get();
+        Ok((c.weight, c.cap))
+    }
+
+    fn set_sched_credit(
+        &self,
+        dom: &DomainRef,
+        weight: Option<u16>,
+        cap: Option<u16>,
+    ) -> Result<()> {
+        let d = self.find(dom)?;
+        // Xen's credit: weight 0 and cap 0xffff leave the value as it is.
+        let c = SchedCredit {
+            weight: weight.unwrap_or(0),
+            cap: cap.unwrap_or(u16::MAX),
+        };
+        self.domctl(
+            "domctl scheduler_op",
+            dctl::op::SCHEDULER_OP,
+            d.domain,
+            0,
+            |_| SchedulerOp {
+                sched_id: dctl::scheduler::CREDIT,
+                cmd: dctl::schedop::PUTINFO,
+                u: SchedOpU::new(&c),
+            },
+        )?;
+        Ok(())
+    }
+
+    fn read_console_ring(&self, clear: bool) -> Result<String> {
+        let mut out = Vec::new();
+        let mut index = 0u32;
+        loop {
+            let (rc, buf) = self.sysctl(
+                "sysctl readconsole",
+                sctl::op::READCONSOLE,
+                CONSOLE_CHUNK,
+                |x| ReadConsole {
+                    clear: 0,
+                    incremental: 1,
+                    index,
+                    buffer: GuestHandle::new(x),
+                    count: CONSOLE_CHUNK as u32,
+                    ..ReadConsole::zeroed()
+                },
+            )?;
+            let n = (rc.count as usize).min(CONSOLE_CHUNK);
+            out.extend_from_slice(&buf[..n]);
+            index = rc.index;
+            if n == 0 || out.len() > 64 << 20 {
+                break;
+            }
+        }
+        if clear {
+            // Xen clears what it read: one more read from where we stopped.
+            self.sysctl("sysctl readconsole", sctl::op::READCONSOLE, 0, |x| {
+                ReadConsole {
+                    clear: 1,
+                    incremental: 1,
+                    index,
+                    buffer: GuestHandle::new(x),
+                    count: 0,
+                    ..ReadConsole::zeroed()
+                }
+            })?;
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// A tiny Xen 4.17 toolstack interface: what the hypervisor answers,
+    /// reading and writing only inside the call's `mem` (an address
+    /// outside it is an -EFAULT, as for the real one).
+    struct FakeXen {
+        privileged: bool,
+        ncpus: u32,
+        /// (id, pages, vCPUs, flags)
+        doms: Vec<(u16, u64, u32, u32)>,
+        /// Hard affinity per (domain, vCPU).
+        pins: RefCell<Vec<((u16, u32), u64)>>,
+        console: RefCell<Vec<u8>>,
+        calls: RefCell<Vec<String>>,
+        /// Credit (weight, cap) per domain.
+        credit: RefCell<Vec<(u16, (u16, u16))>>,
+    }
+
+    fn fault() -> CallError {
+        CallError {
+            errno: libc::EFAULT,
+        }
+    }
+
+    /// The offset in `mem` of `len` bytes at address `addr`.
+    fn at(mem: &[u8], addr: u64, len: usize) -> std::result::Result<usize, CallError> {
+        let base = mem.as_ptr() as u64;
+        let off = addr.checked_sub(base).ok_or_else(fault)? as usize;
+        if off + len > mem.len() {
+            return Err(fault());
+        }
+        Ok(off)
+    }
+    fn get<P: Pod>(mem: &[u8], addr: u64) -> std::result::Result<P, CallError> {
+        let o = at(mem, addr, P::SIZE)?;
+        Ok(P::from_bytes(&mem[o..o + P::SIZE]).unwrap())
+    }
+    fn put<P: Pod>(mem: &mut [u8], addr: u64, v: &P) -> std::result::Result<(), CallError> {
+        let o = at(mem, addr, P::SIZE)?;
+        v.write_to(&mut mem[o..]).unwrap();
+        Ok(())
+    }
+    fn put_bytes(mem: &mut [u8], addr: u64, b: &[u8]) -> std::result::Result<(), CallError> {
+        let o = at(mem, addr, b.len())?;
+        mem[o..o + b.len()].copy_from_slice(b);
+        Ok(())
+    }
+    fn err(e: i32) -> std::result::Result<u64, CallError> {
+        Err(CallError { errno: e })
+    }
+
+    impl FakeXen {
+        fn new() -> Self {
+            FakeXen {
+                privileged: true,
+                ncpus: 2,
+                doms: vec![
+                    (0, 65536, 2, dominf::HVM_GUEST | dominf::RUNNING),
+                    (1, 1024, 1, dominf::HVM_GUEST | dominf::BLOCKED),
+                    (5, 256, 1, dominf::HVM_GUEST | dominf::SHUTDOWN | (3 << 16)),
+                ],
+                pins: RefCell::new(Vec::new()),
+                console: RefCell::new(b"(XEN) keel 0.1.0 starting\n(XEN) d0: built\n".to_vec()),
+                calls: RefCell::new(Vec::new()),
+                credit: RefCell::new(Vec::new()),
+            }
+        }
+        fn pin(&self, d: u16, v: u32) -> u64 {
+            self.pins
+                .borrow()
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == (d, v))
+                .map_or((1 << self.ncpus) - 1, |p| p.1)
+        }
+    }
+
+    impl XenCall for FakeXen {
+        fn call(
+            &self,
+            op: u64,
+            args: [u64; 5],
+            mem: &mut [u8],
+        ) -> std::result::Result<u64, CallError> {
+            if !self.privileged && op != hypercall::XEN_VERSION {
+                return err(libc::EPERM);
+            }
+            match op {
+                hypercall::XEN_VERSION => match args[0] as u32 {
+                    ver::VERSION => Ok(0x0004_0011),
+                    ver::EXTRAVERSION => put_bytes(mem, args[1], b"-keel\0").map(|_| 0),
+                    ver::CHANGESET => put_bytes(mem, args[1], b"keel 0.1.0\0").map(|_| 0),
+                    _ => err(libc::ENOSYS),
+                },
+                hypercall::SYSCTL => {
+                    let mut sc: XenSysctl = get(mem, args[0])?;
+                    self.calls.borrow_mut().push(format!("sysctl {}", sc.cmd));
+                    if !sc.version_ok() {
+                        return err(libc::EACCES);
+                    }
+                    match sc.cmd {
+                        sctl::op::PHYSINFO => {
+                            sc.u = sctl::SysctlU::new(&PhysInfo {
+                                nr_cpus: self.ncpus,
+                                nr_nodes: 1,
+                                cpu_khz: 2_600_000,
+                                total_pages: 262_144,
+                                free_pages: 131_072,
+                                capabilities: physcap::HVM | physcap::HAP | physcap::GNTTAB_V1,
+                                ..PhysInfo::zeroed()
+                            })
+                        }
+                        sctl::op::SCHED_ID => sc.u = sctl::SysctlU::new(&SchedId { sched_id: 5 }),
+                        sctl::op::GETDOMAININFOLIST => {
+                            let mut l: GetDomainInfoList = sc.op();
+                            let mut n = 0;
+                            for &(id, pages, vcpus, flags) in &self.doms {
+                                if id < l.first_domain || n >= l.max_domains {
+                                    continue;
+                                }
+                                let gi = GetDomainInfo {
+                                    domain: id,
+                                    flags,
+                                    tot_pages: pages,
+                                    nr_online_vcpus: vcpus,
+                                    max_vcpu_id: vcpus - 1,
+                                    cpu_time: 1_500_000_000,
+                                    ..GetDomainInfo::zeroed()
+                                };
+                                put(mem, l.buffer.element(n as u64).unwrap(), &gi)?;
+                                n += 1;
+                            }
+                            l.num_domains = n;
+                            sc.u = sctl::SysctlU::new(&l);
+                        }
+                        sctl::op::READCONSOLE => {
+                            let mut rc: ReadConsole = sc.op();
+                            let c = self.console.borrow().clone();
+                            let from = if rc.incremental != 0 {
+                                (rc.index as usize).min(c.len())
+                            } else {
+                                0
+                            };
+                            let n = (c.len() - from).min(rc.count as usize);
+                            put_bytes(mem, rc.buffer.addr(), &c[from..from + n])?;
+                            if rc.clear != 0 {
+                                self.console.borrow_mut().clear();
+                            }
+                            rc.count = n as u32;
+                            rc.index = (from + n) as u32;
+                            sc.u = sctl::SysctlU::new(&rc);
+                        }
+                        _ => return err(libc::ENOSYS),
+                    }
+                    put(mem, args[0], &sc).map(|_| 0)
+                }
+                hypercall::DOMCTL => {
+                    let mut dc: XenDomctl = get(mem, args[0])?;
+                    self.calls
+                        .borrow_mut()
+                        .push(format!("domctl {} d{}", dc.cmd, dc.domain));
+                    let Some(&(_, _, vcpus, _)) = self.doms.iter().find(|d| d.0 == dc.domain)
+                    else {
+                        return err(libc::ESRCH);
+                    };
+                    match dc.cmd {
+                        dctl::op::GETVCPUINFO => {
+                            let mut vi: GetVcpuInfo = dc.op();
+                            if vi.vcpu >= vcpus {
+                                return err(libc::EINVAL);
+                            }
+                            vi.online = 1;
+                            vi.running = (dc.domain == 0) as u8;
+                            vi.blocked = (dc.domain != 0) as u8;
+                            vi.cpu = vi.vcpu % self.ncpus;
+                            vi.cpu_time = 42_000_000;
+                            dc.u = dctl::DomctlU::new(&vi);
+                            put(mem, args[0], &dc).map(|_| 0)
+                        }
+                        dctl::op::GETVCPUAFFINITY | dctl::op::SETVCPUAFFINITY => {
+                            let va: VcpuAffinity = dc.op();
+                            if dc.cmd == dctl::op::SETVCPUAFFINITY {
+                                let m: u8 = get(mem, va.cpumap_hard.bitmap.addr())?;
+                                if m as u64 & ((1 << self.ncpus) - 1) == 0 {
+                                    return err(libc::EINVAL);
+                                }
+                                if va.flags & affinity::SOFT != 0 {
+                                    return err(libc::EOPNOTSUPP);
+                                }
+                                self.pins
+                                    .borrow_mut()
+                                    .push(((dc.domain, va.vcpu), m as u64));
+                            } else {
+                                put(
+                                    mem,
+                                    va.cpumap_hard.bitmap.addr(),
+                                    &(self.pin(dc.domain, va.vcpu) as u8),
+                                )?;
+                                put(
+                                    mem,
+                                    va.cpumap_soft.bitmap.addr(),
+                                    &(((1u64 << self.ncpus) - 1) as u8),
+                                )?;
+                            }
+                            Ok(0)
+                        }
+                        dctl::op::SCHEDULER_OP => {
+                            let mut so: SchedulerOp = dc.op();
+                            if so.sched_id != dctl::scheduler::CREDIT {
+                                return err(libc::EINVAL);
+                            }
+                            let cur = self
+                                .credit
+                                .borrow()
+                                .iter()
+                                .rev()
+                                .find(|c| c.0 == dc.domain)
+                                .map_or((256, 0), |c| c.1);
+                            if so.cmd == dctl::schedop::GETINFO {
+                                so.u = SchedOpU::new(&SchedCredit {
+                                    weight: cur.0,
+                                    cap: cur.1,
+                                });
+                                dc.u = dctl::DomctlU::new(&so);
+                                return put(mem, args[0], &dc).map(|_| 0);
+                            }
+                            let c: SchedCredit = so.u.get();
+                            let w = if c.weight == 0 { cur.0 } else { c.weight };
+                            let cap = if c.cap == u16::MAX { cur.1 } else { c.cap };
+                            self.credit.borrow_mut().push((dc.domain, (w, cap)));
+                            Ok(0)
+                        }
+                        _ => err(libc::ENOSYS),
+                    }
+                }
+                _ => err(libc::ENOSYS),
+            }
+        }
+    }
+
+    fn backend(x: FakeXen) -> XenBackend<FakeXen> {
+        let mut b = XenBackend::new(x);
+        b.hostname = Some("dom0".into());
+        b.cpu_vendor = Some("AuthenticAMD".into());
+        b
+    }
+
+    #[test]
+    fn info_from_xen_version_physinfo_and_sched_id() {
+        let h = backend(FakeXen::new()).host_info().unwrap();
+        assert_eq!(
+            (h.hypervisor.as_str(), h.version.as_str()),
+            ("keel", "0.1.0")
+        );
+        assert_eq!(h.mgmt_abi, "xen 4.17-keel (sysctl 0x15, domctl 0x15)");
+        assert_eq!(h.virt_caps, ["hvm", "hap", "gnttab-v1"]);
+        assert_eq!((h.nr_cpus, h.nr_nodes, h.tsc_khz), (2, 1, 2_600_000));
+        assert_eq!((h.total_mem_mib, h.free_mem_mib), (1024, 512));
+        assert_eq!(h.scheduler, "credit");
+        let text = crate::format::info_text(&h);
+        assert!(text.contains("hypervisor            : keel\n"), "{text}");
+        assert!(text.contains("total_memory          : 1024\n"), "{text}");
+    }
+
+    #[test]
+    fn list_pages_through_the_domains_in_id_order() {
+        let b = backend(FakeXen::new());
+        let l = b.list_domains().unwrap();
+        let rows: Vec<_> = l
+            .iter()
+            .map(|d| {
+                (
+                    d.name.as_str(),
+                    d.domid,
+                    d.mem_kib,
+                    d.vcpus,
+                    d.state.flags(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("Domain-0", 0, 262_144, 2, "r-----".to_string()),
+                ("(null)", 1, 4096, 1, "-b----".to_string()),
+                ("(null)", 5, 1024, 1, "----c-".to_string()),
+            ]
+        );
+        let table = crate::format::list_table(&l);
+        assert!(
+            table.contains("Domain-0                                     0    256     2   r-----"),
+            "{table}"
+        );
+        // More domains than one batch: asked for in two calls.
+        let mut x = FakeXen::new();
+        x.doms = (0..40).map(|i| (i * 3, 256, 1, dominf::RUNNING)).collect();
+        let b = backend(x);
+        let l = b.list_domains().unwrap();
+        assert_eq!(l.len(), 40);
+        assert_eq!(l.last().unwrap().domid, 117);
+        let lists =
+            b.hc.calls
+                .borrow()
+                .iter()
+                .filter(|c| *c == "sysctl 6")
+                .count();
+        assert_eq!(lists, 2);
+    }
+
+    #[test]
+    fn vcpu_list_and_pin() {
+        let b = backend(FakeXen::new());
+        let v = b.vcpu_list().unwrap();
+        assert_eq!(v.len(), 4);
+        assert_eq!(
+            (v[1].domid, v[1].vcpu, v[1].cpu, v[1].state),
+            (0, 1, Some(1), VcpuState::Running)
+        );
+        assert_eq!(
+            (v[1].hard_affinity.as_str(), v[1].soft_affinity.as_str()),
+            ("all", "all")
+        );
+        b.pin_vcpu(
+            &DomainRef::Id(0),
+            Some(1),
+            &CpuList::parse("1").unwrap(),
+            None,
+        )
+        .unwrap();
+        let v = b.vcpu_list().unwrap();
+        assert_eq!(v[1].hard_affinity, "1");
+        assert_eq!(v[0].hard_affinity, "all");
+        // Every vCPU of a domain named by name.
+        b.pin_vcpu(
+            &DomainRef::Name("Domain-0".into()),
+            None,
+            &CpuList::parse("0").unwrap(),
+            None,
+        )
+        .unwrap();
+        let v = b.vcpu_list().unwrap();
+        assert_eq!(
+            (v[0].hard_affinity.as_str(), v[1].hard_affinity.as_str()),
+            ("0", "0")
+        );
+        // Errors say what went wrong.
+        let e = b
+            .pin_vcpu(
+                &DomainRef::Id(0),
+                Some(7),
+                &CpuList::parse("0").unwrap(),
+                None,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("no vCPU 7"), "{e}");
+        let e = b
+            .pin_vcpu(&DomainRef::Id(9), None, &CpuList::parse("0").unwrap(), None)
+            .unwrap_err();
+        assert_eq!(e, BackendError::NoSuchDomain(DomainRef::Id(9)));
+        let e = b
+            .pin_vcpu(&DomainRef::Id(0), None, &CpuList::parse("7").unwrap(), None)
+            .unwrap_err();
+        assert!(e.to_string().contains("names none"), "{e}");
+        let e = b
+            .pin_vcpu(
+                &DomainRef::Id(1),
+                None,
+                &CpuList::parse("0").unwrap(),
+                Some(&CpuList::parse("1").unwrap()),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("EOPNOTSUPP"), "{e}");
+        assert_eq!(
+            cpuset_text(&[true, false, true, true, false, true]),
+            "0,2-3,5"
+        );
+        assert_eq!(cpuset_text(&[false, false]), "none");
+    }
+
+    #[test]
+    fn sched_credit_get_and_set() {
+        let b = backend(FakeXen::new());
+        assert_eq!(b.sched_credit(&DomainRef::Id(1)).unwrap(), (256, 0));
+        b.set_sched_credit(&DomainRef::Id(1), Some(512), None)
+            .unwrap();
+        assert_eq!(b.sched_credit(&DomainRef::Id(1)).unwrap(), (512, 0));
+        b.set_sched_credit(&DomainRef::Id(1), None, Some(50))
+            .unwrap();
+        assert_eq!(b.sched_credit(&DomainRef::Id(1)).unwrap(), (512, 50));
+        assert_eq!(b.sched_credit(&DomainRef::Id(0)).unwrap(), (256, 0));
+        assert_eq!(
+            b.set_sched_credit(&DomainRef::Name("nope".into()), Some(1), None)
+                .unwrap_err(),
+            BackendError::NoSuchDomain(DomainRef::Name("nope".into()))
+        );
+    }
+
+    #[test]
+    fn dmesg_reads_the_ring_incrementally_and_clears_it() {
+        let b = backend(FakeXen::new());
+        assert_eq!(
+            b.read_console_ring(false).unwrap(),
+            "(XEN) keel 0.1.0 starting\n(XEN) d0: built\n"
+        );
+        assert_eq!(b.read_console_ring(true).unwrap().lines().count(), 2);
+        assert_eq!(b.read_console_ring(false).unwrap(), "");
+    }
+
+    #[test]
+    fn refusals_are_explained() {
+        let mut x = FakeXen::new();
+        x.privileged = false;
+        let e = backend(x).list_domains().unwrap_err();
+        assert!(
+            matches!(&e, BackendError::Unavailable(m) if m.contains("not privileged")),
+            "{e}"
+        );
+        let e = call_error(
+            "sysctl physinfo",
+            CallError {
+                errno: libc::EACCES,
+            },
+        );
+        assert!(e.to_string().contains("0x15"));
+        let e = call_error(
+            "domctl 99",
+            CallError {
+                errno: libc::ENOSYS,
+            },
+        );
+        assert!(matches!(e, BackendError::NotImplemented(_)));
+        let e = backend(FakeXen::new())
+            .pause(&DomainRef::Id(1))
+            .unwrap_err();
+        assert!(matches!(e, BackendError::NotImplemented(_)));
+    }
+}
