@@ -49,10 +49,14 @@ echo "KEEL-LINUX: keelctl info exit $?"
 keelctl list
 echo "KEEL-LINUX: keelctl list exit $?"
 # vCPU placement through domctl: pin dom0's vCPU 1 to CPU 0 (it usually
-# runs on CPU 1), then look.
+# runs on CPU 1), look, then to CPU 1 (in the sched scenarios, beside the
+# CPU-bound test domains), look again.
 keelctl vcpu-pin 0 1 0
 echo "KEEL-LINUX: keelctl vcpu-pin exit $?"
 keelctl vcpu-list | awk '$1 == "Domain-0" { print "KEEL-LINUX: vcpu " $3 " cpu " $4 " affinity " $7 " / " $9 }'
+keelctl vcpu-pin 0 1 1
+sleep 1
+keelctl vcpu-list | awk '$1 == "Domain-0" && $3 == 1 { print "KEEL-LINUX: then vcpu " $3 " cpu " $4 " affinity " $7 " / " $9 }'
 # Credit scheduler parameters through domctl scheduler_op.
 keelctl sched-credit -d 0 -w 512
 echo "KEEL-LINUX: keelctl sched-credit -w exit $?"

@@ -316,11 +316,11 @@ impl Scheduler {
             // vCPU moved now would be queued elsewhere while still current
             // here, and run on two CPUs). Have `cpu` decide soon.
             RunState::Blocked if self.current[cpu] == Some(v) => Ok(Some(cpu)),
-            RunState::Blocked => {
-                // Its next wake-up places it inside the mask.
-                self.vcpus.get_mut(&v).unwrap().cpu = mask.trailing_zeros() as usize;
-                Ok(None)
-            }
+            // Blocked: it stays assigned to `cpu`, whose run loop keeps its
+            // timers (a sleeper moved to another CPU would be dropped by
+            // this one and unknown to that one: its timer would never fire).
+            // Its wake-up queues it inside the new mask.
+            RunState::Blocked => Ok(None),
         }
     }
 
@@ -404,6 +404,7 @@ impl Scheduler {
         let info = self.vcpus.get_mut(&v).unwrap();
         info.cpu = cpu;
         info.state = RunState::Queued;
+        info.yielded = false;
         let credit = info.credit;
         self.runq[cpu].push_back(v);
         let kick = match self.current[cpu] {
@@ -625,6 +626,10 @@ impl Scheduler {
             return;
         }
         i.state = RunState::Queued;
+        // A yield gives way once: this decision took the CPU from it, so
+        // from now on it competes by credit again (kept, the flag would
+        // lose it every decision to CPU-bound vCPUs, for good).
+        i.yielded = false;
         if i.affinity & (1 << cpu) != 0 {
             self.runq[cpu].push_back(cur);
         } else {

@@ -463,6 +463,7 @@ pub fn linux_scenarios() -> Vec<Scenario> {
                 "KEEL-LINUX: keelctl vcpu-pin exit 0",
                 "KEEL-LINUX: vcpu 0 cpu",
                 "KEEL-LINUX: vcpu 1 cpu 0 affinity 0 / all",
+                "KEEL-LINUX: then vcpu 1 cpu 1 affinity 1 / all",
                 "KEEL-LINUX: keelctl sched-credit -w exit 0",
                 "KEEL-LINUX: credit weight 512 cap 0",
                 "KEEL-LINUX: keelctl dmesg exit 0",
@@ -544,6 +545,8 @@ fn sched(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenario 
             "KEEL-LINUX: userspace reached",
             "KEEL-LINUX: cpus online: 0-3",
             "KEEL-LINUX: nproc: 4",
+            // dom0's vCPU 1 pinned beside the CPU-bound domains keeps running.
+            "KEEL-LINUX: then vcpu 1 cpu 1 affinity 1 / all",
             "KEEL-LINUX: sleep 1 took",
             "reboot: Power down",
         ])
