@@ -62,6 +62,27 @@ keelctl sched-credit -d 0 -w 512
 echo "KEEL-LINUX: keelctl sched-credit -w exit $?"
 keelctl sched-credit | awk '$1 == "Domain-0" { print "KEEL-LINUX: credit weight " $3 " cap " $4 }'
 keelctl sched-credit -d 0 -w 256
+# Toolstack pause (the sched scenarios: CPU-bound test domains beside dom0).
+# dom0 cannot pause itself; another domain's CPU time stands still while
+# paused and moves again once unpaused. Waits for keel's share check first.
+dom=$(keelctl list | awk 'NR > 1 && $2 != 0 { print $2; exit }')
+if [ -n "$dom" ]; then
+    i=0
+    while ! keelctl dmesg | grep -q "keel-test: PASS sched" && [ $i -lt 120 ]; do sleep 0.5; i=$((i + 1)); done
+    keelctl pause 0 2>/dev/null && echo "KEEL-LINUX: pause 0 accepted" || echo "KEEL-LINUX: pause 0 refused"
+    cputime() { keelctl list --json | tr '{' '\n' | grep "\"domid\":$dom," | sed 's/.*"cpu_time_s":\([0-9.]*\).*/\1/'; }
+    keelctl pause "$dom"
+    rc=$?
+    sleep 0.5
+    echo "KEEL-LINUX: pause d$dom exit $rc state $(keelctl list | awk -v d="$dom" '$2 == d { print $5 }')"
+    a=$(cputime); sleep 1; b=$(cputime)
+    keelctl unpause "$dom"
+    echo "KEEL-LINUX: unpause d$dom exit $?"
+    sleep 1; c=$(cputime)
+    echo "KEEL-LINUX: d$dom cpu time $a s, $b s a second later (paused), $c s after unpause"
+    [ -n "$a" ] && [ "$a" = "$b" ] && echo "KEEL-LINUX: the paused domain stood still"
+    [ -n "$c" ] && [ "$c" != "$b" ] && echo "KEEL-LINUX: the unpaused domain ran again"
+fi
 keelctl dmesg >/tmp/dmesg
 echo "KEEL-LINUX: keelctl dmesg exit $? lines $(grep -c . /tmp/dmesg)"
 grep -m1 "PVH kernel entry" /tmp/dmesg | sed 's/^(XEN) /KEEL-LINUX: keel log: /'

@@ -203,6 +203,25 @@ impl<T: XenCall> XenBackend<T> {
         Ok((dc, rest))
     }
 
+    /// A domctl without argument; `einval` says what -EINVAL means for it.
+    fn domctl_plain(&self, cmd: u32, dom: u16, what: &str, einval: &str) -> Result<()> {
+        let mut mem = vec![0u8; XenDomctl::SIZE];
+        let base = mem.as_ptr() as u64;
+        XenDomctl::without_arg(cmd, dom)
+            .write_to(&mut mem)
+            .expect("sized");
+        match self
+            .hc
+            .call(hypercall::DOMCTL, [base, 0, 0, 0, 0], &mut mem)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.errno == libc::EINVAL => Err(BackendError::Failed(format!(
+                "{what} refused: {einval} (EINVAL)"
+            ))),
+            Err(e) => Err(call_error(what, e)),
+        }
+    }
+
     fn version_string<const N: usize>(&self, what: &str, cmd: u32) -> Result<String> {
         let (b, _, _) =
             self.call_with::<[u8; N]>(what, hypercall::XEN_VERSION, &[cmd as u64], 0, |_| [0; N])?;
@@ -463,11 +482,23 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
     fn reboot(&self, _: &DomainRef) -> Result<()> {
         Err(not_yet("reboot a domain"))
     }
-    fn pause(&self, _: &DomainRef) -> Result<()> {
-        Err(not_yet("pause a domain"))
+    fn pause(&self, dom: &DomainRef) -> Result<()> {
+        let d = self.find(dom)?;
+        self.domctl_plain(
+            dctl::op::PAUSEDOMAIN,
+            d.domain,
+            &format!("pausing domain '{dom}'"),
+            "a domain cannot pause itself, and a dying one cannot be paused",
+        )
     }
-    fn unpause(&self, _: &DomainRef) -> Result<()> {
-        Err(not_yet("unpause a domain"))
+    fn unpause(&self, dom: &DomainRef) -> Result<()> {
+        let d = self.find(dom)?;
+        self.domctl_plain(
+            dctl::op::UNPAUSEDOMAIN,
+            d.domain,
+            &format!("unpausing domain '{dom}'"),
+            "it is not paused",
+        )
     }
     fn set_memory_target(&self, _: &DomainRef, _: u64) -> Result<()> {
         Err(not_yet("change a domain's memory"))
@@ -840,6 +871,15 @@ mod tests {
                             }
                             Ok(0)
                         }
+                        dctl::op::PAUSEDOMAIN | dctl::op::UNPAUSEDOMAIN => {
+                            if dc.domain == 0 {
+                                return err(libc::EINVAL);
+                            }
+                            self.calls
+                                .borrow_mut()
+                                .push(format!("pause-op {} d{}", dc.cmd, dc.domain));
+                            Ok(0)
+                        }
                         dctl::op::SCHEDULER_OP => {
                             let mut so: SchedulerOp = dc.op();
                             if so.sched_id != dctl::scheduler::CREDIT {
@@ -1065,9 +1105,20 @@ mod tests {
             },
         );
         assert!(matches!(e, BackendError::NotImplemented(_)));
-        let e = backend(FakeXen::new())
-            .pause(&DomainRef::Id(1))
-            .unwrap_err();
+        let b = backend(FakeXen::new());
+        b.pause(&DomainRef::Id(1)).unwrap();
+        b.unpause(&DomainRef::Id(1)).unwrap();
+        let ops: Vec<String> =
+            b.hc.calls
+                .borrow()
+                .iter()
+                .filter(|c| c.starts_with("pause-op"))
+                .cloned()
+                .collect();
+        assert_eq!(ops, ["pause-op 3 d1", "pause-op 4 d1"]);
+        let e = b.pause(&DomainRef::Id(0)).unwrap_err();
+        assert!(e.to_string().contains("cannot pause itself"), "{e}");
+        let e = b.destroy(&DomainRef::Id(1)).unwrap_err();
         assert!(matches!(e, BackendError::NotImplemented(_)));
     }
 }

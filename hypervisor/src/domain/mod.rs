@@ -41,7 +41,7 @@ use crate::xen::time::{publish, TimeScale};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use spin::Mutex;
 
 /// How a domain ended.
@@ -245,6 +245,8 @@ pub struct Domain {
     pub stats: DomStats,
     /// The toolstack's 16-byte handle for it (a UUID; `setdomainhandle`).
     pub handle: Mutex<[u8; 16]>,
+    /// Toolstack pauses not undone yet (`domctl pausedomain`).
+    pauses: AtomicU32,
     life: Mutex<Life>,
     ending: AtomicBool,
     finished: AtomicBool,
@@ -278,6 +280,7 @@ impl Domain {
             callback_vector: AtomicU8::new(0),
             stats: DomStats::default(),
             handle: Mutex::new([0; 16]),
+            pauses: AtomicU32::new(0),
             life: Mutex::new(Life {
                 lc: Lifecycle::new(mem.ram_pages),
                 outcome: None,
@@ -351,8 +354,12 @@ impl Domain {
 
     // --- waking ---------------------------------------------------------------
 
-    /// Whether a waiting vCPU's wake condition holds.
+    /// Whether a waiting vCPU's wake condition holds (never while the
+    /// toolstack has the domain paused).
     pub fn ready(&self, st: &VcpuState) -> bool {
+        if st.wait.is_some() && self.is_paused() {
+            return false;
+        }
         match st.wait {
             None => true,
             Some(Wait::Halt) => st.interrupt_due(),
@@ -363,7 +370,55 @@ impl Domain {
             }
             Some(Wait::Down) => matches!(st.power, Power::Start(_)),
             Some(Wait::Park) | Some(Wait::Stopped) => false,
+            Some(Wait::Paused) => true,
         }
+    }
+
+    // --- toolstack pause --------------------------------------------------------
+
+    /// Paused by the toolstack (its pause count is not zero).
+    pub fn is_paused(&self) -> bool {
+        self.pauses.load(Ordering::SeqCst) != 0
+    }
+
+    /// `domctl pausedomain`: its vCPUs leave their CPUs at their next exit
+    /// and stay off until as many unpauses came. Pauses nest (255 at most,
+    /// as on Xen).
+    pub fn pause(&self) -> Result<(), Errno> {
+        self.pauses
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < 255).then_some(n + 1)
+            })
+            .map_err(|_| Errno::EOVERFLOW)?;
+        let _ = self.life.lock().lc.pause();
+        for v in &self.vcpus {
+            if let Some(cpu) = v.running_on() {
+                crate::sched::resched(cpu);
+            }
+        }
+        Ok(())
+    }
+
+    /// `domctl unpausedomain`: undoes one pause (-EINVAL if not paused); the
+    /// last one lets every vCPU whose wake condition holds run again.
+    pub fn unpause(&self) -> Result<(), Errno> {
+        let before = self
+            .pauses
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .map_err(|_| Errno::EINVAL)?;
+        if before == 1 {
+            let _ = self.life.lock().lc.unpause();
+            for v in &self.vcpus {
+                let mut st = v.st.lock();
+                if st.wait == Some(Wait::Paused) {
+                    st.wait = None;
+                    crate::sched::wake(v.sched_ref());
+                } else {
+                    self.poke(v, &mut st);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Something changed for `v`: wake it if it may run, else kick its CPU.

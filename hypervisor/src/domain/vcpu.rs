@@ -54,8 +54,11 @@ pub enum Wait {
     Poll,
     /// Not started yet: until a start-up IPI.
     Down,
-    /// Paused by the toolstack, or the domain is ending.
+    /// The domain is ending.
     Stopped,
+    /// The toolstack paused the domain (`domctl pausedomain`): until it is
+    /// unpaused.
+    Paused,
 }
 
 /// The part of a vCPU that other vCPUs and CPUs touch.

@@ -8,8 +8,8 @@
 //! Implemented: `getdomaininfo`, `getvcpuinfo`, `getvcpuaffinity`,
 //! `setvcpuaffinity` (hard affinity; soft affinity is every CPU),
 //! `scheduler_op` (credit weight and cap, get and put),
-//! `setdomainhandle`. Every other sub-op answers -ENOSYS (counted),
-//! `pausedomain`/`unpausedomain` among them for now.
+//! `setdomainhandle`, `pausedomain`/`unpausedomain` (nesting; a domain
+//! cannot pause itself). Every other sub-op answers -ENOSYS (counted).
 
 use super::sysctl::{read_cpumap, write_cpumap};
 use super::{Ctx, HcResult, Ret};
@@ -141,6 +141,23 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
                 }
             }
         }
+        // As Xen: a domain may not pause itself (`xl pause 0` fails).
+        op::PAUSEDOMAIN => {
+            let d = target(dc.domain)?;
+            if d.id == cx.dom.id || d.is_ending() {
+                return Err(Errno::EINVAL);
+            }
+            d.pause()?;
+            return Ok(Ret::Val(0));
+        }
+        op::UNPAUSEDOMAIN => {
+            let d = target(dc.domain)?;
+            if d.is_ending() {
+                return Err(Errno::EINVAL);
+            }
+            d.unpause()?;
+            return Ok(Ret::Val(0));
+        }
         op::SETDOMAINHANDLE => {
             let d = target(dc.domain)?;
             let h: SetDomainHandle = dc.op();
@@ -169,13 +186,17 @@ pub fn domain_info(d: &Domain) -> GetDomainInfo {
                 .vcpus
                 .iter()
                 .any(|v| v.running_on.load(Ordering::Relaxed) != crate::domain::vcpu::NOWHERE);
-            let blocked = d.vcpus.iter().all(|v| v.st.lock().wait.is_some());
+            // A vCPU held by a toolstack pause is not blocked (as on Xen).
+            let blocked = d.vcpus.iter().all(|v| {
+                let w = v.st.lock().wait;
+                w.is_some() && w != Some(crate::domain::Wait::Paused)
+            });
             if running {
                 flags |= dominf::RUNNING;
             } else if blocked {
                 flags |= dominf::BLOCKED;
             }
-            if d.state() == crate::domain::DomainState::Paused {
+            if d.is_paused() {
                 flags |= dominf::PAUSED;
             }
         }

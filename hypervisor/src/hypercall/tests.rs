@@ -1033,6 +1033,46 @@ mod toolstack {
     }
 
     #[test]
+    fn pause_and_unpause_nest_and_hold_the_vcpus() {
+        let mut t = domain(true);
+        let g = domain(false);
+        let (me, gid) = (t.dom.id, g.dom.id);
+        let pause = |t: &mut T, id| domctl(t, dctl::op::PAUSEDOMAIN, id, &0u32).0;
+        let unpause = |t: &mut T, id| domctl(t, dctl::op::UNPAUSEDOMAIN, id, &0u32).0;
+        // A domain cannot pause itself (xl pause 0 fails on Xen too).
+        assert_eq!(pause(&mut t, me), EINVAL);
+        assert_eq!(pause(&mut t, 0x7fe0), ESRCH);
+        assert_eq!(unpause(&mut t, gid), EINVAL, "not paused");
+        // Paused twice: still paused after one unpause.
+        assert_eq!(pause(&mut t, gid), 0);
+        assert_eq!(pause(&mut t, gid), 0);
+        assert!(domctl::domain_info(&g.dom).flags & dominf::PAUSED != 0);
+        // A halted vCPU with an interrupt due stays off the CPU while paused.
+        let v = g.dom.vcpus[0].clone();
+        {
+            let mut st = v.st.lock();
+            st.wait = Some(crate::domain::Wait::Halt);
+            st.lapic
+                .write(crate::hvm::vlapic::MSR_BASE + 0xf, 0x1ff, 0)
+                .unwrap(); // SVR: enable
+            st.lapic.raise(0x40);
+            assert!(st.interrupt_due());
+            assert!(!g.dom.ready(&st), "paused: not ready");
+            g.dom.poke(&v, &mut st);
+            assert_eq!(st.wait, Some(crate::domain::Wait::Halt));
+        }
+        assert_eq!(unpause(&mut t, gid), 0);
+        assert!(g.dom.is_paused());
+        assert_eq!(v.st.lock().wait, Some(crate::domain::Wait::Halt));
+        // The last unpause wakes it.
+        assert_eq!(unpause(&mut t, gid), 0);
+        assert!(!g.dom.is_paused());
+        assert_eq!(v.st.lock().wait, None);
+        assert_eq!(domctl::domain_info(&g.dom).flags & dominf::PAUSED, 0);
+        assert_eq!(unpause(&mut t, gid), EINVAL);
+    }
+
+    #[test]
     fn vcpu_info_affinity_and_credit_parameters() {
         let mut t = domain(true);
         let id = t.dom.id;

@@ -236,6 +236,10 @@ impl Cpu {
                 if d.is_ending() || mech::take_resched(self.index) || platform::tsc() >= slice_end {
                     break;
                 }
+                // The toolstack paused the domain: off the CPU until unpaused.
+                if d.is_paused() && block(&d, &v, Wait::Paused) {
+                    break;
+                }
                 let duties = self.duties();
                 let sleepers = self.sleepers_next();
                 if sleepers.is_some_and(|t| platform::tsc() >= t) {

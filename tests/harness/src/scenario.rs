@@ -547,6 +547,13 @@ fn sched(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenario 
             "KEEL-LINUX: nproc: 4",
             // dom0's vCPU 1 pinned beside the CPU-bound domains keeps running.
             "KEEL-LINUX: then vcpu 1 cpu 1 affinity 1 / all",
+            // domctl pause/unpause: refused on dom0 itself; a test domain's
+            // CPU time stops while paused and moves again after.
+            "KEEL-LINUX: pause 0 refused",
+            "KEEL-LINUX: pause d11 exit 0 state --p---",
+            "KEEL-LINUX: unpause d11 exit 0",
+            "KEEL-LINUX: the paused domain stood still",
+            "KEEL-LINUX: the unpaused domain ran again",
             "KEEL-LINUX: sleep 1 took",
             "reboot: Power down",
         ])
