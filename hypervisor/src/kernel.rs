@@ -347,7 +347,6 @@ fn launch(bi: &'static BootInfo, online: u32, wanted: u32) -> ! {
         fatal_message(format_args!("scheduler: {e:?}"));
     }
     crate::domain::table::set_end_hook(on_domain_end);
-    crate::hypercall::set_mgmt_host(&crate::mgmt::KeelHost);
     crate::hypercall::sysctl::set_host(&crate::hypercall::sysctl::Machine);
     let opts = cmdline::get();
     match opts.test {

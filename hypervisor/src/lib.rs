@@ -15,7 +15,6 @@ pub mod conswitch;
 pub mod domain;
 pub mod hvm;
 pub mod loader;
-pub mod mgmt;
 pub mod mm;
 pub mod percpu;
 pub mod platform;

@@ -85,7 +85,7 @@ pub fn section(count: u32, rows: &[(String, Row, f64)]) -> String {
         "## Hypercall fuzzing (keel's test guest)\n\n\
          `cargo xtask bench` (or `cargo xtask fuzz --count N` alone): keel boots with \
          `test=fuzz fuzz_count={count}`; its fuzzing test guest makes {count} hypercalls with \
-         random numbers (0-63, keel's management call 64, and out-of-range ones), sub-ops and \
+         random numbers (0-63, 64 (keel's former management call) and out-of-range ones), sub-ops and \
          random or adversarial pointers and lengths (its own scratch memory, the last bytes of \
          its RAM, memory it does not own, non-canonical and kernel-half addresses, huge \
          lengths), mixed with random port I/O, rdmsr/wrmsr and CPUID, while a well-behaved \

@@ -1,7 +1,7 @@
 //! The hypervisor backend seam.
 //!
 //! Every command that needs the hypervisor goes through [`Hypervisor`].
-//! In dom0 on keel that is [`crate::keel::KeelBackend`] over
+//! In dom0 on keel that is [`crate::xen::XenBackend`] over
 //! `/dev/xen/privcmd`; anywhere else [`open`] returns [`NotAvailable`],
 //! which explains why.
 

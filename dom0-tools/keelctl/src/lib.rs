@@ -1,16 +1,15 @@
 //! `keelctl`: xl-style management tool for keel domains.
 //!
 //! The binary is a thin wrapper around [`run`]; all hypervisor access goes
-//! through the [`backend::Hypervisor`] trait: [`keel::KeelBackend`] speaks
-//! keel's management hypercall through `/dev/xen/privcmd` ([`privcmd`]),
-//! and tests use in-memory fakes.
+//! through the [`backend::Hypervisor`] trait: [`xen::XenBackend`] speaks
+//! Xen 4.17's toolstack ABI (`sysctl`, `domctl`, `xen_version`) through
+//! `/dev/xen/privcmd` ([`privcmd`]), and tests use in-memory fakes.
 
 #![deny(unsafe_code)]
 
 pub mod backend;
 pub mod cli;
 pub mod format;
-pub mod keel;
 #[allow(unsafe_code)]
 pub mod privcmd;
 pub mod xen;

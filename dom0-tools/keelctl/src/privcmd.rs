@@ -1,5 +1,6 @@
-//! Linux's `/dev/xen/privcmd`: the transport that carries keel's
-//! management hypercall from dom0 userspace to the hypervisor.
+//! Linux's `/dev/xen/privcmd`: the transport that carries Xen's toolstack
+//! hypercalls (`xen_version`, `sysctl`, `domctl`) from dom0 userspace to
+//! the hypervisor.
 //!
 //! This is the only module of keelctl with `unsafe` code (one `ioctl` and
 //! the volatile page touches before it).
@@ -10,9 +11,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use keel_mgmt::Cmd;
-
-use crate::keel::{CallError, MgmtCall};
+/// A failed hypercall: the errno of its negative return value (or of the
+/// transport itself, e.g. ENOTTY from a device that is not privcmd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallError {
+    pub errno: i32,
+}
 
 /// `struct privcmd_hypercall` from Linux's `include/uapi/xen/privcmd.h`.
 #[repr(C)]
@@ -87,7 +91,7 @@ impl Privcmd {
         // exactly as IOCTL_PRIVCMD_HYPERCALL expects (size asserted above);
         // the kernel only reads it during the call. The fd is owned by
         // `self.file` and open. Any buffer named in `args` is the caller's
-        // responsibility (see `MgmtCall::call` below).
+        // responsibility (see `XenCall::call` below).
         let ret = unsafe {
             libc::ioctl(
                 self.file.as_raw_fd(),
@@ -129,23 +133,6 @@ fn prefault(buf: &mut [u8]) {
     }
 }
 
-impl MgmtCall for Privcmd {
-    fn call(&self, cmd: Cmd, buf: &mut [u8], arg: u64) -> Result<u64, CallError> {
-        prefault(buf);
-        let addr = if buf.is_empty() {
-            0
-        } else {
-            buf.as_mut_ptr() as u64
-        };
-        // `buf` stays mutably borrowed for the whole hypercall, so the
-        // address and length keel writes to stay valid and unaliased.
-        self.hypercall(
-            keel_mgmt::HYPERCALL,
-            [cmd as u64, addr, buf.len() as u64, arg, 0],
-        )
-    }
-}
-
 impl crate::xen::XenCall for Privcmd {
     fn call(&self, op: u64, args: [u64; 5], mem: &mut [u8]) -> Result<u64, CallError> {
         prefault(mem);
@@ -179,7 +166,7 @@ mod tests {
         assert_eq!(p.path(), f.as_path());
         let mut buf = [0u8; 8];
         assert_eq!(
-            p.call(Cmd::Version, &mut buf, 0),
+            crate::xen::XenCall::call(&p, 17, [0; 5], &mut buf),
             Err(CallError {
                 errno: libc::ENOTTY
             })

@@ -23,7 +23,10 @@ use crate::backend::{
     BackendError, DomainInfo, DomainRef, DomainState, HostInfo, Hypervisor, Result, VcpuInfo,
     VcpuState,
 };
-use crate::keel::{CallError, HOSTNAME_PATH};
+use crate::privcmd::CallError;
+
+/// Where dom0's host name comes from.
+pub const HOSTNAME_PATH: &str = "/proc/sys/kernel/hostname";
 
 /// One hypercall: `op` with `args`, any of which may be an address inside
 /// `mem` (whose first byte is at `mem.as_ptr()`). Returns its
@@ -142,6 +145,11 @@ pub struct XenBackend<T: XenCall> {
 }
 
 impl<T: XenCall> XenBackend<T> {
+    /// The transport it calls through.
+    pub fn transport(&self) -> &T {
+        &self.hc
+    }
+
     pub fn new(hc: T) -> Self {
         XenBackend {
             hc,
@@ -662,23 +670,24 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
     }
 }
 
+/// A fake hypervisor for keelctl's tests (here and in `crate::tests`).
 #[cfg(test)]
-mod tests {
+pub(crate) mod fake {
     use super::*;
     use std::cell::RefCell;
 
     /// A tiny Xen 4.17 toolstack interface: what the hypervisor answers,
     /// reading and writing only inside the call's `mem` (an address
     /// outside it is an -EFAULT, as for the real one).
-    struct FakeXen {
-        privileged: bool,
-        ncpus: u32,
+    pub struct FakeXen {
+        pub privileged: bool,
+        pub ncpus: u32,
         /// (id, pages, vCPUs, flags)
-        doms: Vec<(u16, u64, u32, u32)>,
+        pub doms: Vec<(u16, u64, u32, u32)>,
         /// Hard affinity per (domain, vCPU).
         pins: RefCell<Vec<((u16, u32), u64)>>,
         console: RefCell<Vec<u8>>,
-        calls: RefCell<Vec<String>>,
+        pub calls: RefCell<Vec<String>>,
         /// Credit (weight, cap) per domain.
         credit: RefCell<Vec<(u16, (u16, u16))>>,
     }
@@ -717,7 +726,7 @@ mod tests {
     }
 
     impl FakeXen {
-        fn new() -> Self {
+        pub fn new() -> Self {
             FakeXen {
                 privileged: true,
                 ncpus: 2,
@@ -914,12 +923,18 @@ mod tests {
         }
     }
 
-    fn backend(x: FakeXen) -> XenBackend<FakeXen> {
+    pub fn backend(x: FakeXen) -> XenBackend<FakeXen> {
         let mut b = XenBackend::new(x);
         b.hostname = Some("dom0".into());
         b.cpu_vendor = Some("AuthenticAMD".into());
         b
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::{backend, FakeXen};
+    use super::*;
 
     #[test]
     fn info_from_xen_version_physinfo_and_sched_id() {

@@ -15,7 +15,7 @@
 //! | `FUZZ_COUNT` 0x517 | in (4 bytes) | the fuzzing guest's hypercall count (`fuzz_count=`) |
 //! | `FUZZ_SEED` 0x518 | in (4 bytes) | the fuzzing guest's PRNG seed (`fuzz_seed=`) |
 //! | VMCALL / VMMCALL, RAX = 0 | | null hypercall: returns 0 in RAX |
-//! | VMCALL / VMMCALL, RAX = other | | the Xen ABI, as for any unprivileged domain (keel's management call: -EPERM; unknown numbers: -ENOSYS) |
+//! | VMCALL / VMMCALL, RAX = other | | the Xen ABI, as for any unprivileged domain (sysctl and domctl: -EPERM; unknown numbers: -ENOSYS) |
 //! | MSR `SCRATCH_MSR` | rdmsr / wrmsr | a 64-bit register keel emulates |
 //! | any other MSR | rdmsr | keel injects #GP(0) |
 //! | CPUID 0x4000_0000 | | "XenVMMXenVMM" signature, max leaf in EAX |

@@ -1,4 +1,4 @@
-//! Hypercalls: the Xen ABI's (and keel's management call) as a domain's
+//! Hypercalls: the Xen ABI's, as a domain's
 //! vCPU issues them with VMCALL/VMMCALL. RAX = number, arguments in RDI,
 //! RSI, RDX, R10, R8; the result in RAX.
 //!
@@ -74,27 +74,15 @@ pub enum Next {
     End(Outcome),
 }
 
-/// keel's management hypercall (number [`keel_mgmt::HYPERCALL`]) answers
-/// from this host description, set at boot.
-static MGMT_HOST: spin::Once<&'static (dyn crate::mgmt::Host + Sync)> = spin::Once::new();
-
-pub fn set_mgmt_host(h: &'static (dyn crate::mgmt::Host + Sync)) {
-    MGMT_HOST.call_once(|| h);
-}
-
 /// Serves the hypercall the vCPU in `cx` just made (RIP still at the
 /// instruction: the caller skips it).
 pub fn dispatch(cx: &mut Ctx) -> Next {
     cx.dom.stats.hypercalls.fetch_add(1, Ordering::Relaxed);
     let r = *cx.hw.regs();
     let args = [r.rdi, r.rsi, r.rdx, r.r10, r.r8];
-    let res = if r.rax == keel_mgmt::HYPERCALL {
-        keel_mgmt_call(cx, args)
-    } else {
-        match Hypercall::from_u64(r.rax) {
-            Some(call) => xen(cx, call, args),
-            None => Err(cx.unimplemented(format_args!("hypercall {}", r.rax))),
-        }
+    let res = match Hypercall::from_u64(r.rax) {
+        Some(call) => xen(cx, call, args),
+        None => Err(cx.unimplemented(format_args!("hypercall {}", r.rax))),
     };
     match res {
         Ok(Ret::Val(x)) => {
@@ -132,28 +120,4 @@ fn xen(cx: &mut Ctx, call: Hypercall, a: [u64; 5]) -> HcResult {
             a[0], a[1], a[2]
         ))),
     }
-}
-
-/// keel's management call: dom0's alone, refused before any argument is
-/// read (`crate::mgmt`).
-fn keel_mgmt_call(cx: &mut Ctx, a: [u64; 5]) -> HcResult {
-    struct Mem<'a>(GuestVirt<'a>);
-    impl crate::mgmt::CallerMem for Mem<'_> {
-        fn write(&mut self, gva: u64, bytes: &[u8]) -> Result<(), keel_mgmt::Errno> {
-            self.0.write(gva, bytes).map_err(|e| keel_mgmt::Errno(e.0))
-        }
-    }
-    let caller = if cx.dom.privileged {
-        0
-    } else {
-        cx.dom.id.max(1)
-    };
-    if caller != 0 {
-        return Err(Errno::EPERM);
-    }
-    let host = *MGMT_HOST.get().ok_or(Errno::ENOSYS)?;
-    let mut mem = Mem(cx.mem());
-    crate::mgmt::call(caller, [a[0], a[1], a[2], a[3]], host, &mut mem)
-        .map(Ret::Val)
-        .map_err(|e| Errno(e.0))
 }

@@ -283,8 +283,7 @@ pub fn guest_scenarios(guest_elf: &[u8]) -> Vec<Scenario> {
             .expect(Expect::Pass { test: "guests".into() })
             .must_contain(&[
                 "(d1) suite: 11/11 checks passed",
-                // sysctl, domctl and keel's management hypercall are
-                // refused to a domain that is not dom0.
+                // sysctl and domctl are refused to a domain that is not dom0.
                 "(d1) check toolstack-eperm: ok",
                 // Guests run one after another on a CPU: none may see another's FPU state.
                 "(d1) fpu state: clean",
