@@ -166,20 +166,33 @@ impl<T: XenCall> XenBackend<T> {
         what: &str,
         op: u64,
         pre: &[u64],
-        extra: usize,
+        extra: Vec<u8>,
         head: impl FnOnce(u64) -> H,
     ) -> Result<(H, Vec<u8>, u64)> {
-        let mut mem = vec![0u8; H::SIZE + extra];
+        self.raw_call_with(op, pre, extra, head)
+            .map_err(|e| call_error(what, e))
+    }
+
+    /// Calls `op` on a `H` at the start of a fresh buffer followed by
+    /// `extra` (`head` gets the address of those bytes, for the handles it
+    /// holds; `pre` are the arguments before the buffer's address); returns
+    /// `H` as the hypervisor left it, the extra bytes, and the call's value.
+    fn raw_call_with<H: Pod>(
+        &self,
+        op: u64,
+        pre: &[u64],
+        extra: Vec<u8>,
+        head: impl FnOnce(u64) -> H,
+    ) -> std::result::Result<(H, Vec<u8>, u64), CallError> {
+        let mut mem = vec![0u8; H::SIZE];
+        mem.extend_from_slice(&extra);
         let base = mem.as_ptr() as u64;
         let h = head(base + H::SIZE as u64);
         h.write_to(&mut mem).expect("sized for H");
         let mut args = [0u64; 5];
         args[..pre.len()].copy_from_slice(pre);
         args[pre.len()] = base;
-        let ret = self
-            .hc
-            .call(op, args, &mut mem)
-            .map_err(|e| call_error(what, e))?;
+        let ret = self.hc.call(op, args, &mut mem)?;
         let h = H::from_prefix(&mem).expect("sized for H");
         Ok((h, mem.split_off(H::SIZE), ret))
     }
@@ -191,18 +204,20 @@ impl<T: XenCall> XenBackend<T> {
         extra: usize,
         arg: impl FnOnce(u64) -> P,
     ) -> Result<(P, Vec<u8>)> {
-        let (sc, rest, _) = self.call_with(what, hypercall::SYSCTL, &[], extra, |x| {
+        let (sc, rest, _) = self.call_with(what, hypercall::SYSCTL, &[], vec![0; extra], |x| {
             XenSysctl::new(cmd, &arg(x))
         })?;
         Ok((sc.op(), rest))
     }
 
+    /// A domctl with argument `arg` (given the address of `extra`, which
+    /// follows the `struct xen_domctl`).
     fn domctl<P: Pod>(
         &self,
         what: &str,
         cmd: u32,
         dom: u16,
-        extra: usize,
+        extra: Vec<u8>,
         arg: impl FnOnce(u64) -> P,
     ) -> Result<(XenDomctl, Vec<u8>)> {
         let (dc, rest, _) = self.call_with(what, hypercall::DOMCTL, &[], extra, |x| {
@@ -213,15 +228,9 @@ impl<T: XenCall> XenBackend<T> {
 
     /// A domctl without argument; `einval` says what -EINVAL means for it.
     fn domctl_plain(&self, cmd: u32, dom: u16, what: &str, einval: &str) -> Result<()> {
-        let mut mem = vec![0u8; XenDomctl::SIZE];
-        let base = mem.as_ptr() as u64;
-        XenDomctl::without_arg(cmd, dom)
-            .write_to(&mut mem)
-            .expect("sized");
-        match self
-            .hc
-            .call(hypercall::DOMCTL, [base, 0, 0, 0, 0], &mut mem)
-        {
+        match self.raw_call_with(hypercall::DOMCTL, &[], Vec::new(), |_| {
+            XenDomctl::without_arg(cmd, dom)
+        }) {
             Ok(_) => Ok(()),
             Err(e) if e.errno == libc::EINVAL => Err(BackendError::Failed(format!(
                 "{what} refused: {einval} (EINVAL)"
@@ -231,8 +240,13 @@ impl<T: XenCall> XenBackend<T> {
     }
 
     fn version_string<const N: usize>(&self, what: &str, cmd: u32) -> Result<String> {
-        let (b, _, _) =
-            self.call_with::<[u8; N]>(what, hypercall::XEN_VERSION, &[cmd as u64], 0, |_| [0; N])?;
+        let (b, _, _) = self.call_with::<[u8; N]>(
+            what,
+            hypercall::XEN_VERSION,
+            &[cmd as u64],
+            Vec::new(),
+            |_| [0; N],
+        )?;
         Ok(c_string(&b))
     }
 
@@ -330,19 +344,8 @@ impl<T: XenCall> XenBackend<T> {
             "domctl getvcpuaffinity",
             dctl::op::GETVCPUAFFINITY,
             dom,
-            2 * bytes,
-            |x| VcpuAffinity {
-                vcpu,
-                flags: affinity::HARD | affinity::SOFT,
-                cpumap_hard: XenctlBitmap {
-                    bitmap: GuestHandle::new(x),
-                    nr_bits: CPUMAP_BITS,
-                },
-                cpumap_soft: XenctlBitmap {
-                    bitmap: GuestHandle::new(x + bytes as u64),
-                    nr_bits: CPUMAP_BITS,
-                },
-            },
+            vec![0; 2 * bytes],
+            |x| affinity_arg(vcpu, affinity::HARD | affinity::SOFT, x),
         )?;
         let bits = |m: &[u8]| {
             (0..n)
@@ -350,6 +353,21 @@ impl<T: XenCall> XenBackend<T> {
                 .collect()
         };
         Ok((bits(&maps[..bytes]), bits(&maps[bytes..])))
+    }
+}
+
+/// `getvcpuaffinity`/`setvcpuaffinity`'s argument for vCPU `vcpu`: its
+/// two bitmaps of [`CPUMAP_BITS`] bits, hard at `maps`, soft right after.
+fn affinity_arg(vcpu: u32, flags: u32, maps: u64) -> VcpuAffinity {
+    let bitmap = |at: u64| XenctlBitmap {
+        bitmap: GuestHandle::new(at),
+        nr_bits: CPUMAP_BITS,
+    };
+    VcpuAffinity {
+        vcpu,
+        flags,
+        cpumap_hard: bitmap(maps),
+        cpumap_soft: bitmap(maps + CPUMAP_BITS.div_ceil(8) as u64),
     }
 }
 
@@ -377,7 +395,7 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
                 "xen_version",
                 hypercall::XEN_VERSION,
                 &[ver::VERSION as u64],
-                0,
+                Vec::new(),
                 |_| [],
             )?
             .2;
@@ -449,7 +467,7 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
                     "domctl getvcpuinfo",
                     dctl::op::GETVCPUINFO,
                     d.domain,
-                    0,
+                    Vec::new(),
                     |_| GetVcpuInfo {
                         vcpu,
                         ..GetVcpuInfo::zeroed()
@@ -557,31 +575,15 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
                 } else {
                     0
                 };
-            let mut mem = vec![0u8; XenDomctl::SIZE + 2 * bytes];
-            let base = mem.as_ptr() as u64;
-            let x = base + XenDomctl::SIZE as u64;
-            let va = VcpuAffinity {
-                vcpu: v,
-                flags,
-                cpumap_hard: XenctlBitmap {
-                    bitmap: GuestHandle::new(x),
-                    nr_bits: CPUMAP_BITS,
-                },
-                cpumap_soft: XenctlBitmap {
-                    bitmap: GuestHandle::new(x + bytes as u64),
-                    nr_bits: CPUMAP_BITS,
-                },
-            };
-            XenDomctl::new(dctl::op::SETVCPUAFFINITY, d.domain, &va)
-                .write_to(&mut mem)
-                .expect("sized");
-            mem[XenDomctl::SIZE..XenDomctl::SIZE + bytes].copy_from_slice(&hard_map);
-            if let Some(s) = &soft_map {
-                mem[XenDomctl::SIZE + bytes..].copy_from_slice(s);
-            }
-            self.hc
-                .call(hypercall::DOMCTL, [base, 0, 0, 0, 0], &mut mem)
-                .map_err(|e| call_error(&format!("pinning vCPU {v} of domain '{dom}'"), e))?;
+            let mut maps = hard_map.clone();
+            maps.extend_from_slice(soft_map.as_deref().unwrap_or(&vec![0; bytes]));
+            self.domctl(
+                &format!("pinning vCPU {v} of domain '{dom}'"),
+                dctl::op::SETVCPUAFFINITY,
+                d.domain,
+                maps,
+                |x| affinity_arg(v, flags, x),
+            )?;
         }
         Ok(())
     }
@@ -592,7 +594,7 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
             "domctl scheduler_op",
             dctl::op::SCHEDULER_OP,
             d.domain,
-            0,
+            Vec::new(),
             |_| SchedulerOp {
                 sched_id: dctl::scheduler::CREDIT,
                 cmd: dctl::schedop::GETINFO,
@@ -619,7 +621,7 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
             "domctl scheduler_op",
             dctl::op::SCHEDULER_OP,
             d.domain,
-            0,
+            Vec::new(),
             |_| SchedulerOp {
                 sched_id: dctl::scheduler::CREDIT,
                 cmd: dctl::schedop::PUTINFO,
