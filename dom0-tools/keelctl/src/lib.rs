@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod cli;
 pub mod format;
+pub mod fuzz;
 pub mod keel;
 #[allow(unsafe_code)]
 pub mod privcmd;
