@@ -108,7 +108,7 @@ impl Rng {
         // xorshift's state must not be 0.
         Rng(seed ^ 0x9e37_79b9_7f4a_7c15 | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -117,7 +117,7 @@ impl Rng {
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
     pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
         xs[self.below(xs.len() as u64) as usize]
@@ -153,7 +153,7 @@ const MAX_OWN_PORTS: usize = 32;
 
 impl Fuzzer {
     pub fn new(seed: u64, layout: Layout) -> Fuzzer {
-        assert!(layout.scratch_len >= 2 * 4096 && layout.scratch_len % 4096 == 0);
+        assert!(layout.scratch_len >= 2 * 4096 && layout.scratch_len.is_multiple_of(4096));
         Fuzzer {
             rng: Rng::new(seed),
             layout,
@@ -178,7 +178,7 @@ impl Fuzzer {
         match r.below(12) {
             0 => r.below(16),
             1 => r.below(41),
-            2 => r.next(),
+            2 => r.next_u64(),
             3 | 4 => l.scratch + r.below(l.scratch_len),
             5 => l.scratch + l.scratch_len - 1 - r.below(16),
             6 => r.pick(&[
@@ -298,7 +298,7 @@ impl Fuzzer {
                     0 => 0,
                     1 => 1 + r.below(1_000_000),
                     2 => r.below(1 << 40),
-                    _ => r.next(),
+                    _ => r.next_u64(),
                 };
                 self.put(scratch, p, &ports.to_le_bytes());
                 self.put(scratch, p + 8, &nr_ports.to_le_bytes());

@@ -148,7 +148,10 @@ fn main() {
             // there (the structure keel reads).
             let words: Vec<String> = c.args[..2]
                 .iter()
-                .filter(|&&a| a >= layout.scratch && a + 24 <= layout.scratch + SCRATCH as u64)
+                .filter(|&&a| {
+                    a.checked_sub(layout.scratch)
+                        .is_some_and(|o| o + 24 <= SCRATCH as u64)
+                })
                 .take(1)
                 .map(|&a| {
                     let o = (a - layout.scratch) as usize;
