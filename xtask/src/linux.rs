@@ -6,9 +6,10 @@
 //! 2. pulls the uncompressed `vmlinux` ELF out of `boot/vmlinuz-*` (bzImage setup header ->
 //!    XZ payload -> ELF64 x86-64 with a Xen `PHYS32_ENTRY` note) into `DIR/vmlinux`;
 //! 3. writes `DIR/initrd.cpio.gz`: busybox, a few applet links, the kernel modules in
-//!    [`MODULES`], `keelctl` (built static for musl) and an `/init` that prints the
-//!    `KEEL-LINUX:` marker lines, asks keel about itself with `keelctl`, and powers off (or,
-//!    with `keel.shell` on the kernel command line, starts a shell on the console).
+//!    [`MODULES`], `keelctl` and `keel-privcmd-fuzz` (built static for musl) and an `/init`
+//!    that prints the `KEEL-LINUX:` marker lines, asks keel about itself with `keelctl`, runs
+//!    the privcmd fuzzer with `keel.privcmd_fuzz=N`, and powers off (or, with `keel.shell` on
+//!    the kernel command line, starts a shell on the console).
 //!
 //! Every step is skipped when its output is already there (a `*.stamp` file next to each output
 //! records what it was built from). See docs/linux-guest.md.
