@@ -6,9 +6,10 @@
 //! 2. pulls the uncompressed `vmlinux` ELF out of `boot/vmlinuz-*` (bzImage setup header ->
 //!    XZ payload -> ELF64 x86-64 with a Xen `PHYS32_ENTRY` note) into `DIR/vmlinux`;
 //! 3. writes `DIR/initrd.cpio.gz`: busybox, a few applet links, the kernel modules in
-//!    [`MODULES`], `keelctl` (built static for musl) and an `/init` that prints the
-//!    `KEEL-LINUX:` marker lines, asks keel about itself with `keelctl`, and powers off (or,
-//!    with `keel.shell` on the kernel command line, starts a shell on the console).
+//!    [`MODULES`], `keelctl` and `keel-privcmd-fuzz` (built static for musl) and an `/init`
+//!    that prints the `KEEL-LINUX:` marker lines, asks keel about itself with `keelctl`, runs
+//!    the privcmd fuzzer with `keel.privcmd_fuzz=N`, and powers off (or, with `keel.shell` on
+//!    the kernel command line, starts a shell on the console).
 //!
 //! Every step is skipped when its output is already there (a `*.stamp` file next to each output
 //! records what it was built from). See docs/linux-guest.md.
@@ -86,6 +87,20 @@ fi
 keelctl dmesg >/tmp/dmesg
 echo "KEEL-LINUX: keelctl dmesg exit $? lines $(grep -c . /tmp/dmesg)"
 grep -m1 "PVH kernel entry" /tmp/dmesg | sed 's/^(XEN) /KEEL-LINUX: keel log: /'
+# keel.privcmd_fuzz=N: N random hypercalls from userspace through privcmd
+# (issue 12); keel.privcmd_fuzz_seed=S and keel.privcmd_fuzz_trace=I (print
+# each call from index I on; keel.privcmd_fuzz_trace_nr=N only number N) for
+# reproducing one; keel.privcmd_fuzz_untamed=N,N
+# sends those hypercall numbers as drawn, even where that may wreck dom0.
+n=$(sed -n 's/.*keel.privcmd_fuzz=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$n" ]; then
+    seed=$(sed -n 's/.*keel.privcmd_fuzz_seed=\([^ ]*\).*/\1/p' /proc/cmdline)
+    trace=$(sed -n 's/.*keel.privcmd_fuzz_trace=\([^ ]*\).*/\1/p' /proc/cmdline)
+    trace_nr=$(sed -n 's/.*keel.privcmd_fuzz_trace_nr=\([^ ]*\).*/\1/p' /proc/cmdline)
+    untamed=$(sed -n 's/.*keel.privcmd_fuzz_untamed=\([^ ]*\).*/\1/p' /proc/cmdline)
+    keel-privcmd-fuzz "$n" ${seed:+--seed "$seed"} ${trace:+--trace-from "$trace"} ${trace_nr:+--trace-nr "$trace_nr"} ${untamed:+--untamed "$untamed"}
+    echo "KEEL-LINUX: privcmd-fuzz exit $?"
+fi
 # Waits up to 10 s for block device /dev/$1 (its driver probes in the background).
 wait_dev() {
     i=0
@@ -205,9 +220,11 @@ pub const MODULES: &[&str] = &[
     "fs/ext4/ext4.ko",
 ];
 
-/// `target/x86_64-unknown-linux-musl/release/keelctl`, built now (static, for dom0).
-pub fn build_keelctl() -> Result<PathBuf> {
-    Ok(build_musl(&[("keelctl", "keelctl")])?.join("keelctl"))
+/// `target/x86_64-unknown-linux-musl/release/keelctl` and
+/// `keel-privcmd-fuzz` (the dom0 hypercall fuzzer), built now (static, for dom0).
+pub fn build_keelctl() -> Result<(PathBuf, PathBuf)> {
+    let dir = build_musl(&[("keelctl", "keelctl"), ("keelctl", "keel-privcmd-fuzz")])?;
+    Ok((dir.join("keelctl"), dir.join("keel-privcmd-fuzz")))
 }
 
 /// Builds `(package, binary)` pairs static for musl (dom0 tools: they run in
@@ -325,7 +342,8 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
     let t = Instant::now();
     let initrd = out.join("initrd.cpio.gz");
     let istamp = out.join("initrd.stamp");
-    let keelctl = read(&build_keelctl()?)?;
+    let (keelctl, fuzz) = build_keelctl()?;
+    let (keelctl, fuzz) = (read(&keelctl)?, read(&fuzz)?);
     let kdir = rootfs.join("lib/modules").join(&release).join("kernel");
     let mut modules = Vec::new();
     for m in MODULES {
@@ -339,7 +357,7 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
     // The stamp is a hash of the whole uncompressed archive (contents and
     // layout): building it is quick; compressing it is what the cache saves.
     let busybox = read(&rootfs.join("bin/busybox"))?;
-    let raw = initramfs(&busybox, &keelctl, &modules);
+    let raw = initramfs(&busybox, &keelctl, &fuzz, &modules);
     let istamp_want = format!(
         "{}\ncpio {:016x} ({} bytes)\n",
         file_name(&bdeb),
@@ -666,9 +684,14 @@ impl Cpio {
     }
 }
 
-/// The uncompressed initramfs: busybox, applet links, keelctl, kernel modules, /init and the
-/// mount points.
-pub fn initramfs(busybox: &[u8], keelctl: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
+/// The uncompressed initramfs: busybox, applet links, keelctl, the privcmd fuzzer, kernel
+/// modules, /init and the mount points.
+pub fn initramfs(
+    busybox: &[u8],
+    keelctl: &[u8],
+    fuzz: &[u8],
+    modules: &[(String, Vec<u8>)],
+) -> Vec<u8> {
     let mut c = Cpio::default();
     for d in [
         "bin",
@@ -683,6 +706,7 @@ pub fn initramfs(busybox: &[u8], keelctl: &[u8], modules: &[(String, Vec<u8>)]) 
         c.dir(d);
     }
     c.file("bin/keelctl", 0o755, keelctl);
+    c.file("bin/keel-privcmd-fuzz", 0o755, fuzz);
     // `sort`ed by the glob in /init: a number prefix keeps MODULES' order.
     for (i, (name, ko)) in modules.iter().enumerate() {
         c.file(&format!("lib/modules/{i:02}-{name}"), 0o644, ko);
@@ -778,12 +802,14 @@ mod tests {
         let e = parse_cpio(&initramfs(
             b"\x7fELF fake busybox",
             b"\x7fELF keelctl",
+            b"\x7fELF fuzz",
             &modules,
         ));
         let get = |n: &str| e.iter().find(|x| x.1 == n).unwrap_or_else(|| panic!("{n}"));
         assert_eq!(get("bin/busybox").2, b"\x7fELF fake busybox");
         assert_eq!(get("bin/keelctl").2, b"\x7fELF keelctl");
         assert_eq!(get("bin/keelctl").0[1], S_IFREG | 0o755);
+        assert_eq!(get("bin/keel-privcmd-fuzz").2, b"\x7fELF fuzz");
         assert_eq!(get("lib/modules/00-xen-privcmd.ko").2, b"\x7fELF ko");
         assert_eq!(get("init").0[1], S_IFREG | 0o755);
         assert!(get("init").2.starts_with(b"#!/bin/sh\n"));

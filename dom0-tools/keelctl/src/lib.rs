@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod cli;
 pub mod format;
+pub mod fuzz;
 #[allow(unsafe_code)]
 pub mod privcmd;
 pub mod xen;

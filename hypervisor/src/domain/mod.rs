@@ -343,9 +343,13 @@ impl Domain {
         self.scale.ns(platform::tsc().wrapping_sub(self.tsc_start))
     }
 
-    /// The TSC value at system time `ns`.
+    /// The TSC value at system time `ns`, `u64::MAX` ("never") for a time
+    /// beyond the TSC's range. Guests choose these times (set_timer_op,
+    /// SCHEDOP_poll): a wrapped value would be a deadline in the past that
+    /// never comes due, and under VT-x a VMX-preemption timer of 0 that
+    /// keeps the vCPU from running (issue 12).
     pub fn tsc_at(&self, ns: u64) -> u64 {
-        self.tsc_start + (ns as u128 * platform::tsc_khz() as u128 / 1_000_000) as u64
+        tsc_at(self.tsc_start, platform::tsc_khz(), ns)
     }
 
     pub fn vcpu(&self, i: usize) -> Option<&Arc<Vcpu>> {
@@ -693,6 +697,12 @@ impl Domain {
         let _ = self.life.lock().lc.destroy();
         table::finish(self);
     }
+}
+
+/// The TSC value `ns` nanoseconds after `tsc_start` at `khz`, saturating.
+pub fn tsc_at(tsc_start: u64, khz: u64, ns: u64) -> u64 {
+    let ticks = ns as u128 * khz as u128 / 1_000_000;
+    u64::try_from(ticks).map_or(u64::MAX, |t| tsc_start.saturating_add(t))
 }
 
 #[cfg(test)]

@@ -121,15 +121,28 @@ impl VcpuState {
     }
 
     /// The earliest moment one of its timers fires (or its poll ends).
+    ///
+    /// A poll's timeout counts only while the vCPU waits in that poll: a
+    /// stale one (the poll ended early, by an event or at once) would be a
+    /// deadline in the past for good, and under VT-x a VMX-preemption timer
+    /// of 0 ends every entry before the guest's first instruction: the
+    /// vCPU would never run again (issue 12, dom0's privcmd fuzzing).
     pub fn next_wakeup(&self) -> Option<u64> {
-        [
-            self.lapic.next_deadline(),
-            self.xen_timer_ns,
-            self.poll_timeout_ns,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        let poll = if self.wait == Some(Wait::Poll) {
+            self.poll_timeout_ns
+        } else {
+            None
+        };
+        [self.lapic.next_deadline(), self.xen_timer_ns, poll]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Forgets a finished SCHEDOP_poll: its ports and its timeout.
+    pub fn end_poll(&mut self) {
+        self.poll.clear();
+        self.poll_timeout_ns = None;
     }
 
     /// An interrupt or upcall is due (what ends a halt).

@@ -528,9 +528,10 @@ pub fn prepare_entry(cx: &mut Ctx) -> Option<u64> {
         st.p2m_seen = gen;
         cx.hw.flush_p2m();
     }
-    if st.wait.is_none() && !st.poll.is_empty() {
-        st.poll.clear();
-        st.poll_timeout_ns = None;
+    // A poll ends when its vCPU runs again, whatever woke it; one on no
+    // ports at all still has its timeout to forget (issue 12).
+    if st.wait.is_none() && (!st.poll.is_empty() || st.poll_timeout_ns.is_some()) {
+        st.end_poll();
     }
     let hw = &mut *cx.hw;
     if st.callback_pending {

@@ -1203,3 +1203,70 @@ mod toolstack {
         assert_eq!(crate::sched::weight_and_cap(id), Some((512, 50)));
     }
 }
+
+/// Issue 12: a SCHEDOP_poll on no ports with a timeout, ended before the
+/// timeout (at once, the timeout being past, or by an event), must leave
+/// no deadline behind. A stale one in the past made every VT-x entry end
+/// at once (VMX-preemption timer 0): dom0's vCPU never ran again.
+#[test]
+fn a_finished_poll_leaves_no_deadline() {
+    use crate::domain::Wait;
+    use crate::hvm::exit::prepare_entry;
+    let mut t = domain(false);
+    let v = t.dom.vcpus[0].clone();
+    let poll = |t: &mut T, n: u32, timeout: u64| {
+        let mut p = [0u8; 24];
+        p[..8].copy_from_slice(&(GVA + 64).to_le_bytes());
+        p[8..12].copy_from_slice(&n.to_le_bytes());
+        p[16..24].copy_from_slice(&timeout.to_le_bytes());
+        t.put(GVA, &p);
+        t.call(Hypercall::SchedOp.nr(), &[schedop::POLL, GVA]).1
+    };
+    let entry = |t: &mut T| {
+        prepare_entry(&mut Ctx {
+            dom: &t.dom,
+            vcpu: &v,
+            hw: &mut t.hw,
+        })
+    };
+    assert_eq!(entry(&mut t), None, "no timers to begin with");
+    // A timeout already past: the poll is over at once (the scheduler's
+    // `block` finds the vCPU ready and lets it run on).
+    assert_eq!(poll(&mut t, 0, 1), Next::Block(Wait::Poll));
+    {
+        let mut st = v.st.lock();
+        st.wait = Some(Wait::Poll);
+        assert!(t.dom.ready(&st));
+        assert_eq!(st.next_wakeup(), Some(1), "while it polls");
+        st.wait = None;
+    }
+    assert_eq!(entry(&mut t), None, "no deadline left behind");
+    assert_eq!(v.st.lock().poll_timeout_ns, None);
+    // A timeout ahead, the poll ended early by an upcall: the same.
+    let later = t.dom.now_ns() + 1_000_000_000;
+    assert_eq!(poll(&mut t, 0, later), Next::Block(Wait::Poll));
+    {
+        let mut st = v.st.lock();
+        st.wait = Some(Wait::Poll);
+        assert!(!t.dom.ready(&st));
+        st.callback_pending = true;
+        assert!(t.dom.ready(&st));
+        st.wait = None;
+        assert_eq!(st.next_wakeup(), None, "not polling: no poll deadline");
+    }
+    t.hw.regs.rflags = 0x202;
+    assert_eq!(entry(&mut t), None);
+    assert_eq!(v.st.lock().poll_timeout_ns, None);
+}
+
+/// Guest-chosen times beyond the TSC's range saturate instead of wrapping
+/// to a deadline in the past (set_timer_op(u64::MAX) at a 2.6 GHz TSC).
+#[test]
+fn tsc_at_saturates() {
+    use crate::domain::tsc_at;
+    assert_eq!(tsc_at(1000, 100_000, 10_000), 2000);
+    assert_eq!(tsc_at(1000, 2_600_000, 1_000_000_000), 1000 + 2_600_000_000);
+    assert_eq!(tsc_at(1000, 2_600_000, u64::MAX), u64::MAX);
+    assert_eq!(tsc_at(1000, 2_600_000, 1 << 63), u64::MAX);
+    assert_eq!(tsc_at(u64::MAX - 5, 1_000_000, 10), u64::MAX);
+}

@@ -9,7 +9,8 @@
 //! then DONE(0).
 //!
 //! The guest only avoids what would legitimately stop or break *itself*
-//! (keel is right to honour it): sched_op block/poll/shutdown, hvm_op
+//! (keel is right to honour it): sched_op block/shutdown, poll (but for
+//! one on no ports with a timeout already past, which ends at once), hvm_op
 //! set_param and the upcall vector (an event would then arrive on a vector
 //! this guest has no handler for), add_to_physmap onto its own RAM, long
 //! console writes (its own console budget, needed for the summary), writes
@@ -132,7 +133,22 @@ fn tame(r: &mut Rng, nr: u64, a: &mut [u64; 5]) {
         }
     }
     match nr {
-        proto::HYPERVISOR_SCHED_OP if matches!(a[0], 1..=3) => a[0] = SCHEDOP_YIELD,
+        // A poll on no ports whose timeout is already past ends at once:
+        // it stays (issue 12: keel kept that timeout as a deadline in the
+        // past, and under VT-x the vCPU never ran again).
+        proto::HYPERVISOR_SCHED_OP if a[0] == proto::SCHEDOP_POLL => {
+            // struct sched_poll { u64 ports; u32 nr_ports; u64 timeout }
+            let p = (BUF_BASE + r.below(BUF_SIZE - 4096)) & !7;
+            let timeout = 1 + r.below(1000);
+            // SAFETY: p is 8-aligned inside the scratch area, 24 bytes fit.
+            unsafe {
+                core::ptr::write(p as *mut u64, BUF_BASE);
+                core::ptr::write((p + 8) as *mut u64, 0);
+                core::ptr::write((p + 16) as *mut u64, timeout);
+            }
+            a[1] = p;
+        }
+        proto::HYPERVISOR_SCHED_OP if matches!(a[0], 1 | 2) => a[0] = SCHEDOP_YIELD,
         HYPERVISOR_HVM_OP if matches!(a[0], HVMOP_SET_PARAM | HVMOP_SET_EVTCHN_UPCALL_VECTOR) => {
             a[0] = HVMOP_GET_PARAM
         }

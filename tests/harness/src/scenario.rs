@@ -524,10 +524,66 @@ pub fn linux_scenarios() -> Vec<Scenario> {
         bochs("bochs-amd-linux", Vendor::Amd),
         reboot,
         devices,
+        privcmd_fuzz(
+            "qemu-amd-privcmd-fuzz",
+            Emulator::Qemu,
+            Vendor::Amd,
+            PRIVCMD_FUZZ_COUNT_QEMU,
+            300,
+        ),
+        privcmd_fuzz(
+            "bochs-intel-privcmd-fuzz",
+            Emulator::Bochs,
+            Vendor::Intel,
+            PRIVCMD_FUZZ_COUNT_BOCHS,
+            900,
+        ),
+        privcmd_fuzz(
+            "bochs-amd-privcmd-fuzz",
+            Emulator::Bochs,
+            Vendor::Amd,
+            PRIVCMD_FUZZ_COUNT_BOCHS,
+            900,
+        ),
         sched("qemu-amd-sched", Emulator::Qemu, Vendor::Amd, 300),
         sched("bochs-intel-sched", Emulator::Bochs, Vendor::Intel, 1200),
         sched("bochs-amd-sched", Emulator::Bochs, Vendor::Amd, 1200),
     ]
+}
+
+/// The dom0 privcmd fuzzer's count per emulator (`keel.privcmd_fuzz=N`).
+pub const PRIVCMD_FUZZ_COUNT_QEMU: u32 = 200_000;
+pub const PRIVCMD_FUZZ_COUNT_BOCHS: u32 = 200_000;
+
+/// Extra dom0 command-line words for the privcmd fuzzing scenarios, to
+/// reproduce a run: `keel.privcmd_fuzz_seed=S`, `keel.privcmd_fuzz_trace=I`
+/// (print each call from index I on), or another `keel.privcmd_fuzz=N`.
+pub const PRIVCMD_FUZZ_ENV: &str = "KEEL_PRIVCMD_FUZZ_ARGS";
+
+/// dom0's userspace makes `count` random hypercalls through privcmd
+/// (`keel-privcmd-fuzz`, issue 12; what it leaves out and why:
+/// `keelctl::fuzz`), then runs the rest of its script: dom0 must survive
+/// them with its timer (`sleep 1`) and power off.
+fn privcmd_fuzz(name: &str, emulator: Emulator, vendor: Vendor, count: u32, secs: u64) -> Scenario {
+    let extra = std::env::var(PRIVCMD_FUZZ_ENV).unwrap_or_default();
+    let mut s = linux(name, emulator, vendor)
+        .describe(&format!("dom0's userspace makes {count} random hypercalls (random sub-ops, structures, pointers) through privcmd; dom0 survives, sleep 1 and power-off work"))
+        .module(
+            "dom0-cmdline",
+            format!("{DOM0_CMDLINE} keel.privcmd_fuzz={count} {extra}").into_bytes(),
+        )
+        .dom0_must_contain(&[
+            "KEEL-LINUX: userspace reached",
+            "KEEL-LINUX: /dev/xen/privcmd present",
+            &format!("KEEL-LINUX: privcmd-fuzz: {count} calls done in"),
+            "KEEL-LINUX: privcmd-fuzz exit 0",
+            "KEEL-LINUX: sleep 1 took",
+            "KEEL-LINUX: powering off",
+            "reboot: Power down",
+        ])
+        .must_contain(&["d0: Shutdown(Poweroff)"]);
+    s.timeout = std::time::Duration::from_secs(secs);
+    s
 }
 
 /// Many domains on shared CPUs: dom0 with 4 vCPUs on a 2-CPU machine, and
