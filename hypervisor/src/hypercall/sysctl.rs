@@ -10,6 +10,7 @@
 //! `numainfo` and `cputopoinfo` (one node). Every other sub-op answers
 //! -ENOSYS (counted).
 
+use super::guest::MAX_COPY;
 use super::{domctl, Ctx, HcResult, Ret};
 use crate::xen::abi::Errno;
 use alloc::vec;
@@ -55,9 +56,6 @@ pub(super) fn host() -> Result<&'static dyn HostFacts, Errno> {
     HOST.get().copied().ok_or(Errno::ENOSYS)
 }
 
-/// The most console bytes one `readconsole` copies (the ring is smaller).
-const MAX_CONSOLE_COPY: usize = 1 << 20;
-
 pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
     if !cx.dom.privileged {
         return Err(Errno::EPERM);
@@ -70,7 +68,7 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
     match sc.cmd {
         op::READCONSOLE => {
             let mut rc: ReadConsole = sc.op();
-            let mut out = vec![0u8; (rc.count as usize).min(MAX_CONSOLE_COPY)];
+            let mut out = vec![0u8; (rc.count as usize).min(MAX_COPY)];
             let h = host()?;
             let (n, next) = h.console_read_from(rc.incremental != 0, rc.index, &mut out);
             mem.write(rc.buffer.addr(), &out[..n])?;
@@ -209,7 +207,7 @@ pub(super) fn write_cpumap(
     set: impl Fn(u32) -> bool,
 ) -> Result<(), Errno> {
     let bytes = map.nr_bits.div_ceil(8) as usize;
-    if bytes > MAX_CONSOLE_COPY {
+    if bytes > MAX_COPY {
         return Err(Errno::EINVAL);
     }
     let mut b = vec![0u8; bytes];
