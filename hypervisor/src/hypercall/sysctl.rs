@@ -7,7 +7,9 @@
 //!
 //! Implemented: `readconsole`, `physinfo`, `sched_id`,
 //! `getdomaininfolist`, `cpupool_op` (INFO: one pool with every CPU),
-//! `numainfo` and `cputopoinfo` (one node). Every other sub-op answers
+//! `numainfo` and `cputopoinfo` (one node), `scheduler_op` (credit's
+//! pool parameters: get; a put that would change them answers
+//! -EOPNOTSUPP, keel's are built in). Every other sub-op answers
 //! -ENOSYS (counted).
 
 use super::guest::MAX_COPY;
@@ -16,8 +18,8 @@ use crate::xen::abi::Errno;
 use alloc::vec;
 use keel_xen_abi::domctl::{scheduler, GetDomainInfo};
 use keel_xen_abi::sysctl::{
-    self, cpupool_op, op, physcap, CpuTopo, CpuTopoInfo, CpupoolOp, GetDomainInfoList, MemInfo,
-    NumaInfo, PhysInfo, ReadConsole, SchedId, XenSysctl,
+    self, cpupool_op, op, physcap, schedop, CpuTopo, CpuTopoInfo, CpupoolOp, GetDomainInfoList,
+    MemInfo, NumaInfo, PhysInfo, ReadConsole, SchedCreditParams, SchedId, SchedulerOp, XenSysctl,
 };
 use keel_xen_abi::{Pod, XenctlBitmap};
 
@@ -189,12 +191,63 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
             ti.num_cpus = n;
             sc.u = sysctl::SysctlU::new(&ti);
         }
+        op::SCHEDULER_OP => {
+            let mut so: SchedulerOp = sc.op();
+            if so.cpupool_id != 0 {
+                return Err(Errno::ESRCH);
+            }
+            if so.sched_id != scheduler::CREDIT {
+                return Err(Errno::EINVAL);
+            }
+            let fixed = credit_params();
+            match so.cmd {
+                schedop::GETINFO => {}
+                schedop::PUTINFO => {
+                    let p: SchedCreditParams = so.u.get();
+                    check_credit_params(&p)?;
+                    // keel's slice and rate limit are built in: a put that
+                    // would change them is refused, not silently ignored.
+                    if p != fixed {
+                        return Err(Errno::EOPNOTSUPP);
+                    }
+                }
+                _ => return Err(Errno::EINVAL),
+            }
+            so.u = sysctl::SchedulerOpU::new(&fixed);
+            sc.u = sysctl::SysctlU::new(&so);
+        }
         other => {
             return Err(cx.unimplemented(format_args!("sysctl {other}")));
         }
     }
     mem.write_abi(arg, &sc)?;
     Ok(Ret::Val(0))
+}
+
+/// The credit scheduler's pool-wide parameters as Xen names them: the
+/// longest slice, the least a vCPU runs before it can be preempted (Xen's
+/// rate limit), and no migration delay.
+fn credit_params() -> SchedCreditParams {
+    use crate::sched::credit::{MAX_SLICE_NS, MIN_SLICE_NS};
+    SchedCreditParams {
+        tslice_ms: (MAX_SLICE_NS / 1_000_000) as u32,
+        ratelimit_us: (MIN_SLICE_NS / 1_000) as u32,
+        vcpu_migr_delay_us: 0,
+    }
+}
+
+/// Xen's bounds on a credit `putinfo` (`csched_sys_cntl`): -EINVAL outside them.
+fn check_credit_params(p: &SchedCreditParams) -> Result<(), Errno> {
+    let bad = !(schedop::CSCHED_TSLICE_MIN..=schedop::CSCHED_TSLICE_MAX).contains(&p.tslice_ms)
+        || (p.ratelimit_us != 0
+            && !(schedop::RATELIMIT_MIN..=schedop::RATELIMIT_MAX).contains(&p.ratelimit_us))
+        || u64::from(p.ratelimit_us) > u64::from(p.tslice_ms) * 1000
+        || p.vcpu_migr_delay_us > schedop::CSCHED_MGR_DLY_MAX_US;
+    if bad {
+        Err(Errno::EINVAL)
+    } else {
+        Ok(())
+    }
 }
 
 /// Writes a CPU bitmap of `n` CPUs (`set(cpu)` says which are in it) into

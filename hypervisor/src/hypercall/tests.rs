@@ -915,6 +915,83 @@ mod toolstack {
         assert_eq!(t.ret(Hypercall::Sysctl, &[HOLE - 8]), EFAULT);
     }
 
+    /// `xl sched-credit` lists the pool's parameters through sysctl
+    /// scheduler_op; keel's are fixed, so a put may only restate them.
+    #[test]
+    fn sysctl_scheduler_op_reports_credit_parameters() {
+        use keel_xen_abi::sysctl::{schedop, SchedCreditParams, SchedulerOp, SchedulerOpU};
+        let mut t = domain(true);
+        let so = |pool: u32, sched_id: u32, cmd: u32, p: SchedCreditParams| SchedulerOp {
+            cpupool_id: pool,
+            sched_id,
+            cmd,
+            u: SchedulerOpU::new(&p),
+        };
+        let zero = SchedCreditParams::zeroed();
+        let (r, sc) = sysctl(
+            &mut t,
+            sctl::op::SCHEDULER_OP,
+            &so(0, scheduler::CREDIT, schedop::GETINFO, zero),
+        );
+        let got: SchedCreditParams = sc.op::<SchedulerOp>().u.get();
+        assert_eq!(r, 0);
+        assert_eq!(
+            (got.tslice_ms, got.ratelimit_us, got.vcpu_migr_delay_us),
+            (10, 1000, 0)
+        );
+        // Restating them is accepted; changing them is refused, not ignored.
+        let put = |t: &mut T, p| {
+            sysctl(
+                t,
+                sctl::op::SCHEDULER_OP,
+                &so(0, scheduler::CREDIT, schedop::PUTINFO, p),
+            )
+            .0
+        };
+        assert_eq!(put(&mut t, got), 0);
+        let slice5 = SchedCreditParams {
+            tslice_ms: 5,
+            ..got
+        };
+        assert_eq!(put(&mut t, slice5), -95);
+        // Xen's bounds: a 0 or 2000 ms slice, a rate limit longer than the
+        // slice or below 100 us, a migration delay over 100 ms.
+        for bad in [
+            SchedCreditParams {
+                tslice_ms: 0,
+                ..got
+            },
+            SchedCreditParams {
+                tslice_ms: 2000,
+                ..got
+            },
+            SchedCreditParams {
+                ratelimit_us: 20_000,
+                ..got
+            },
+            SchedCreditParams {
+                ratelimit_us: 50,
+                ..got
+            },
+            SchedCreditParams {
+                vcpu_migr_delay_us: 200_000,
+                ..got
+            },
+        ] {
+            assert_eq!(put(&mut t, bad), EINVAL, "{bad:?}");
+        }
+        // Another pool, another scheduler, another command.
+        let r = |t: &mut T, pool, id, cmd| {
+            sysctl(t, sctl::op::SCHEDULER_OP, &so(pool, id, cmd, zero)).0
+        };
+        assert_eq!(r(&mut t, 1, scheduler::CREDIT, schedop::GETINFO), ESRCH);
+        assert_eq!(r(&mut t, 0, scheduler::CREDIT2, schedop::GETINFO), EINVAL);
+        assert_eq!(r(&mut t, 0, scheduler::CREDIT, 7), EINVAL);
+        // Not for an unprivileged domain.
+        let mut u = domain(false);
+        assert_eq!(r(&mut u, 0, scheduler::CREDIT, schedop::GETINFO), EPERM);
+    }
+
     #[test]
     fn physinfo_sched_id_and_the_console() {
         let mut t = domain(true);
