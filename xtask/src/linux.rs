@@ -101,6 +101,10 @@ if [ -x /usr/lib/xen-4.17/bin/xl ]; then
     while [ ! -S /run/xenstored/socket ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
     /usr/lib/xen-4.17/bin/xen-init-dom0
     echo "KEEL-LINUX: xen-init-dom0 exit $? name $(xenstore-read /local/domain/0/name)"
+    sed 's/^/KEEL-LINUX: xenstored: /' /tmp/xenstored.log
+    # The same store through dom0's kernel (/dev/xen/xenbus -> the ring
+    # keel-xenstored serves) rather than the socket.
+    echo "KEEL-LINUX: xenstore through dom0's kernel: $(XENSTORED_PATH=/dev/xen/xenbus xenstore-read /local/domain/0/name 2>&1)"
     xl info >/tmp/xl-info 2>&1
     echo "KEEL-LINUX: xl info exit $?"
     sed 's/^/XL| /' /tmp/xl-info

@@ -468,7 +468,9 @@ pub fn linux_scenarios() -> Vec<Scenario> {
                 // Debian's unmodified xl (xen-utils-4.17) with keel-xenstored
                 // as dom0's xenstore: the same facts as keelctl.
                 "KEEL-LINUX: /proc/xen/capabilities: control_d",
+                "KEEL-LINUX: xenstored: keel-xenstored: serving dom0's kernel on its ring of domain 0",
                 "KEEL-LINUX: xen-init-dom0 exit 0 name Domain-0",
+                "KEEL-LINUX: xenstore through dom0's kernel: Domain-0",
                 "KEEL-LINUX: xl info exit 0",
                 "XL| nr_cpus                : 2",
                 "XL| total_memory           : 1023",
