@@ -150,6 +150,10 @@ if [ -x /usr/lib/xen-4.17/bin/xl ]; then
     echo "KEEL-LINUX: xl pause 0: $(grep -m1 -o 'Pausing domain: .*' /tmp/xl-pause || echo accepted)"
     xl dmesg >/tmp/xl-dmesg
     echo "KEEL-LINUX: xl dmesg exit $? $(grep -m1 "PVH kernel entry" /tmp/xl-dmesg | sed 's/^(XEN) //')"
+    # xentop (libxenstat: getdomaininfo, xenstore names), one batch sample.
+    xentop -b -i 1 >/tmp/xentop 2>&1
+    echo "KEEL-LINUX: xentop exit $?"
+    sed 's/^/XL| /' /tmp/xentop
     # The sched scenarios: CPU-bound test domains beside dom0 that keel
     # built at boot. Their toolstack records (a name, libxl's domain type)
     # are written as a toolstack would have; then xl pauses one, and moves

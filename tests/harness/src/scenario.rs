@@ -490,6 +490,9 @@ pub fn linux_scenarios() -> Vec<Scenario> {
                 // As on Xen: a domain cannot pause itself.
                 "KEEL-LINUX: xl pause 0: Pausing domain: Invalid argument",
                 "KEEL-LINUX: xl dmesg exit 0 d0: PVH kernel entry",
+                // Debian's xentop (libxenstat) sees Domain-0 running.
+                "KEEL-LINUX: xentop exit 0",
+                "XL|   Domain-0 -----r",
                 "KEEL-LINUX: keelctl dmesg exit 0",
                 "KEEL-LINUX: keel log: d0: PVH kernel entry",
                 "KEEL-LINUX: sleep 1 took",
