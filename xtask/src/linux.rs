@@ -154,6 +154,14 @@ if [ -x /usr/lib/xen-4.17/bin/xl ]; then
     xentop -b -i 1 >/tmp/xentop 2>&1
     echo "KEEL-LINUX: xentop exit $?"
     sed 's/^/XL| /' /tmp/xentop
+    # xen-cpuid (libxenguest): featuresets and policies (sysctl
+    # get_cpu_featureset / get_cpu_policy), the host's and the HVM guests'.
+    xen-cpuid >/tmp/xen-cpuid 2>&1
+    echo "KEEL-LINUX: xen-cpuid exit $?"
+    xen-cpuid -p >/tmp/xen-cpuid-p 2>&1
+    echo "KEEL-LINUX: xen-cpuid -p exit $?"
+    sed 's/^/XL| /' /tmp/xen-cpuid | head -40
+    grep -E 'policy|leaves|MSRs' /tmp/xen-cpuid-p | sed 's/^/XL| /'
     # The sched scenarios: CPU-bound test domains beside dom0 that keel
     # built at boot. Their toolstack records (a name, libxl's domain type)
     # are written as a toolstack would have; then xl pauses one, and moves

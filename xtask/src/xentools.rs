@@ -1,5 +1,5 @@
 //! Debian's unmodified Xen 4.17 toolstack for dom0's initramfs (issue 13):
-//! `xl`, `xen-init-dom0`, `xentop`, `xenperf` and `xenstore-*`, exactly as
+//! `xl`, `xen-init-dom0`, `xentop`, `xenperf`, `xen-cpuid` and `xenstore-*`, exactly as
 //! Debian ships them in `xen-utils-4.17`, `xen-utils-common` and
 //! `xenstore-utils`, with the shared libraries they load (glibc included).
 //!
@@ -55,6 +55,8 @@ pub const ROOTS: &[&str] = &[
     "usr/lib/xen-4.17/bin/xentop",
     "usr/lib/xen-4.17/bin/xenperf",
     "usr/lib/xen-4.17/bin/xen-init-dom0",
+    "usr/bin/xen-cpuid",
+    "usr/lib/xen-4.17/bin/xen-cpuid",
     "usr/bin/xenstore-read",
     "usr/bin/xenstore-write",
     "usr/bin/xenstore-ls",
