@@ -21,6 +21,15 @@ pub trait Transport: Send {
     /// File descriptor that becomes readable when `recv` may make progress;
     /// `None` means the server must poll it periodically.
     fn poll_fd(&self) -> Option<RawFd>;
+    /// Whether `poll_fd` signals room to write (POLLOUT). An event
+    /// channel is always "writable"; a ring's room is announced by the
+    /// peer's notification instead, which makes the fd readable.
+    fn polls_for_room(&self) -> bool {
+        true
+    }
+    /// `poll_fd` was reported ready: consume whatever made it so (an
+    /// event channel's pending event), before any read.
+    fn ack_event(&mut self) {}
     /// The domain this connection speaks for (0 = privileged).
     fn domid(&self) -> u32;
     /// Called before the server drops a connection for a protocol

@@ -135,10 +135,13 @@ impl EvtchnRing {
 
 impl Transport for EvtchnRing {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // First the doorbell, so a ring that has nothing for us does not
-        // keep the fd readable (and poll(2) spinning).
-        self.ev.drain();
         self.ring.recv(buf)
+    }
+
+    /// The doorbell rang: consume it and unmask the port, so the fd is
+    /// readable again only at the next notification (else poll(2) spins).
+    fn ack_event(&mut self) {
+        self.ev.drain();
     }
 
     fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -147,6 +150,13 @@ impl Transport for EvtchnRing {
 
     fn poll_fd(&self) -> Option<RawFd> {
         Some(self.ev.fd())
+    }
+
+    /// Room in a full ring comes with the peer's notification (Linux's
+    /// xenbus notifies after reading from a full ring); POLLOUT on the
+    /// event channel would be ready at once and spin the loop.
+    fn polls_for_room(&self) -> bool {
+        false
     }
 
     fn domid(&self) -> u32 {
