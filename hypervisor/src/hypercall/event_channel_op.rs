@@ -6,9 +6,10 @@ use super::guest::put;
 use super::{Ctx, HcResult, Ret};
 use crate::xen::abi::{
     evtchnop, resolve_domid, Errno, EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi,
-    EvtchnBindVcpu, EvtchnBindVirq, EvtchnPortArg,
+    EvtchnBindVcpu, EvtchnBindVirq, EvtchnPortArg, EvtchnStatus,
 };
 use crate::xen::evtchn::Peer;
+use core::mem::offset_of;
 
 pub fn call(cx: &mut Ctx, cmd: u64, arg: u64) -> HcResult {
     let mem = cx.mem();
@@ -26,12 +27,33 @@ pub fn call(cx: &mut Ctx, cmd: u64, arg: u64) -> HcResult {
         }
         evtchnop::ALLOC_UNBOUND => {
             let a: EvtchnAllocUnbound = mem.read_obj(arg)?;
-            if resolve_domid(a.dom, dom.id) != dom.id {
-                return Err(Errno::EPERM); // for another domain: the toolstack's
-            }
+            // DOMID_SELF, either side, is the caller (as on Xen).
             let remote = resolve_domid(a.remote_dom, dom.id);
-            let port = dom.xen.lock().chans.alloc_unbound(remote)?;
+            let port = match resolve_domid(a.dom, dom.id) {
+                id if id == dom.id => dom.xen.lock().chans.alloc_unbound(remote)?,
+                // In another domain: the toolstack's (its console and
+                // xenstore ports), so only for a privileged caller.
+                id => target_domain(cx, id)?
+                    .xen
+                    .lock()
+                    .chans
+                    .alloc_unbound(remote)?,
+            };
             put!(mem, arg, EvtchnAllocUnbound, port, port)?;
+        }
+        evtchnop::STATUS => {
+            let st: EvtchnStatus = mem.read_obj(arg)?;
+            let id = resolve_domid(st.dom, dom.id);
+            let out = if id == dom.id {
+                dom.xen.lock().chans.status(st.port)?
+            } else {
+                target_domain(cx, id)?.xen.lock().chans.status(st.port)?
+            };
+            // Field by field: the struct has padding after `dom`.
+            put!(mem, arg, EvtchnStatus, status, out.status)?;
+            put!(mem, arg, EvtchnStatus, vcpu, out.vcpu)?;
+            put!(mem, arg, EvtchnStatus, u, out.u.0[0])?;
+            mem.write_u32(arg + offset_of!(EvtchnStatus, u) as u64 + 4, out.u.0[1])?;
         }
         evtchnop::BIND_INTERDOMAIN => {
             let b: EvtchnBindInterdomain = mem.read_obj(arg)?;
@@ -65,6 +87,20 @@ pub fn call(cx: &mut Ctx, cmd: u64, arg: u64) -> HcResult {
         _ => return Err(cx.unimplemented(format_args!("event_channel_op {cmd}"))),
     }
     Ok(Ret::Val(0))
+}
+
+/// Domain `id`, for an operation on another domain's event channels:
+/// -EPERM unless the caller is privileged (checked first, so an
+/// unprivileged caller learns nothing of other domains), -ESRCH if there is
+/// none, or it is ending.
+fn target_domain(cx: &Ctx, id: u16) -> Result<alloc::sync::Arc<crate::domain::Domain>, Errno> {
+    if !cx.dom.privileged {
+        return Err(Errno::EPERM);
+    }
+    match crate::domain::table::get(id) {
+        Some(d) if !d.is_ending() => Ok(d),
+        _ => Err(Errno::ESRCH),
+    }
 }
 
 /// EVTCHNOP_send: to this domain (IPI, loopback) or another one.

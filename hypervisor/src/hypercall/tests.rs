@@ -395,6 +395,74 @@ fn event_channels_within_and_between_domains() {
     );
 }
 
+/// The toolstack's event-channel calls on another domain (a domU's console
+/// and xenstore ports): a privileged caller allocates an unbound port in
+/// it and reads any port's status; an unprivileged one gets -EPERM.
+#[test]
+fn toolstack_event_channels_in_another_domain() {
+    let mut d0 = domain(true);
+    let mut u = domain(false);
+    let uid = u.dom.id;
+    // alloc_unbound { dom: u, remote_dom: DOMID_SELF (= the caller) }.
+    let mut au = [0u8; 8];
+    au[..2].copy_from_slice(&uid.to_le_bytes());
+    au[2..4].copy_from_slice(&abi::DOMID_SELF.to_le_bytes());
+    d0.put(GVA, &au);
+    assert_eq!(
+        d0.ret(Hypercall::EventChannelOp, &[evtchnop::ALLOC_UNBOUND, GVA]),
+        0
+    );
+    let port = u32::from_le_bytes(d0.get(GVA + 4, 4).try_into().unwrap());
+    let status = |t: &mut T, dom: u16, port: u32| {
+        let mut st = [0u8; 24];
+        st[..2].copy_from_slice(&dom.to_le_bytes());
+        st[4..8].copy_from_slice(&port.to_le_bytes());
+        t.put(GVA, &st);
+        let r = t.ret(Hypercall::EventChannelOp, &[evtchnop::STATUS, GVA]);
+        let w = |o: u64| u32::from_le_bytes(t.get(GVA + o, 4).try_into().unwrap());
+        (r, w(8), w(16), w(20))
+    };
+    // The port is u's, unbound, for the caller.
+    assert_eq!(
+        status(&mut d0, uid, port),
+        (0, abi::evtchnstat::UNBOUND, d0.dom.id as u32, 0)
+    );
+    // The caller binds to it from its side.
+    let mut bi = [0u8; 12];
+    bi[..2].copy_from_slice(&uid.to_le_bytes());
+    bi[4..8].copy_from_slice(&port.to_le_bytes());
+    d0.put(GVA, &bi);
+    assert_eq!(
+        d0.ret(
+            Hypercall::EventChannelOp,
+            &[evtchnop::BIND_INTERDOMAIN, GVA]
+        ),
+        0
+    );
+    let local = u32::from_le_bytes(d0.get(GVA + 8, 4).try_into().unwrap());
+    assert_eq!(
+        status(&mut d0, uid, port),
+        (0, abi::evtchnstat::INTERDOMAIN, d0.dom.id as u32, local)
+    );
+    // The caller's own side, through DOMID_SELF.
+    assert_eq!(
+        status(&mut d0, abi::DOMID_SELF, local),
+        (0, abi::evtchnstat::INTERDOMAIN, uid as u32, port)
+    );
+    // u reads its own port, not d0's; nobody reads a domain that is not there.
+    assert_eq!(status(&mut u, abi::DOMID_SELF, port).0, 0);
+    assert_eq!(status(&mut u, d0.dom.id, local).0, EPERM);
+    assert_eq!(status(&mut d0, 0x7000, 1).0, -3);
+    assert_eq!(status(&mut d0, uid, 5000).0, EINVAL);
+    // An unprivileged domain cannot allocate in another.
+    au[..2].copy_from_slice(&d0.dom.id.to_le_bytes());
+    u.put(GVA, &au);
+    assert_eq!(
+        u.ret(Hypercall::EventChannelOp, &[evtchnop::ALLOC_UNBOUND, GVA]),
+        EPERM
+    );
+}
+
 #[test]
 fn sched_ops_block_poll_and_shutdown() {
     let mut t = domain(false);
