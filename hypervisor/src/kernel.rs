@@ -348,6 +348,7 @@ fn launch(bi: &'static BootInfo, online: u32, wanted: u32) -> ! {
     }
     crate::domain::table::set_end_hook(on_domain_end);
     crate::hypercall::sysctl::set_host(&crate::hypercall::sysctl::Machine);
+    crate::domain::create::set_backend(&crate::domain::create::Machine);
     let opts = cmdline::get();
     match opts.test {
         Some(t) => crate::selftest::start(t, bi, online, wanted),

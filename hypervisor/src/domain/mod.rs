@@ -18,6 +18,7 @@ pub mod acpi;
 #[cfg(target_os = "none")]
 pub mod build;
 pub mod console;
+pub mod create;
 pub mod hostacpi;
 pub mod lifecycle;
 pub mod table;
@@ -379,6 +380,15 @@ impl Domain {
     }
 
     // --- toolstack pause --------------------------------------------------------
+
+    /// The most pages the domain may hold (`domctl max_mem`).
+    pub fn max_pages(&self) -> u64 {
+        self.life.lock().lc.max_pages()
+    }
+
+    pub fn set_max_pages(&self, pages: u64) {
+        self.life.lock().lc.set_max_pages(pages);
+    }
 
     /// Paused by the toolstack (its pause count is not zero).
     pub fn is_paused(&self) -> bool {

@@ -9,18 +9,23 @@
 //! `setvcpuaffinity` (hard affinity; soft affinity is every CPU),
 //! `scheduler_op` (credit weight and cap, get and put),
 //! `setdomainhandle`, `pausedomain`/`unpausedomain` (nesting; a domain
-//! cannot pause itself). Every other sub-op answers -ENOSYS (counted).
+//! cannot pause itself), `createdomain` (an empty, paused PVH domain:
+//! `domain::create`), `destroydomain`, `max_vcpus` (confirms
+//! createdomain's count), `max_mem`. Every other sub-op answers -ENOSYS
+//! (counted).
 
 use super::sysctl::{read_cpumap, write_cpumap};
 use super::{Ctx, HcResult, Ret};
+use crate::domain::create;
 use crate::domain::{table, Domain, Outcome};
 use crate::xen::abi::Errno;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use keel_xen_abi::arch_x86::{ArchDomainConfig, EMU_LAPIC};
 use keel_xen_abi::domctl::{
-    affinity, dominf, op, schedop, scheduler, DomctlU, GetDomainInfo, GetVcpuInfo, SchedCredit,
-    SchedOpU, SchedulerOp, SetDomainHandle, VcpuAffinity, XenDomctl, INVALID_MAX_VCPU_ID,
+    affinity, dominf, op, schedop, scheduler, CreateDomain, DomctlU, GetDomainInfo, GetVcpuInfo,
+    MaxMem, MaxVcpus, SchedCredit, SchedOpU, SchedulerOp, SetDomainHandle, VcpuAffinity, XenDomctl,
+    INVALID_MAX_VCPU_ID,
 };
 use keel_xen_abi::{Pod, DOMID_SELF};
 
@@ -141,6 +146,41 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
                 }
             }
         }
+        // A new, empty, paused PVH domain (`domain::create`); its
+        // id goes back in the header.
+        op::CREATEDOMAIN => {
+            let cfg: CreateDomain = dc.op();
+            let d = create::create(dc.domain, &cfg)?;
+            dc.domain = d.id;
+        }
+        // As Xen: not the caller itself. The domain ends at once: its
+        // vCPUs leave their CPUs and it leaves the table with the last.
+        op::DESTROYDOMAIN => {
+            let d = target(dc.domain)?;
+            if d.id == cx.dom.id {
+                return Err(Errno::EINVAL);
+            }
+            d.end(Outcome::Killed(alloc::format!(
+                "destroyed by d{}",
+                cx.dom.id
+            )));
+            return Ok(Ret::Val(0));
+        }
+        // The vCPUs were made by createdomain: this only confirms the count.
+        op::MAX_VCPUS => {
+            let d = target(dc.domain)?;
+            let m: MaxVcpus = dc.op();
+            if d.id == cx.dom.id || m.max as usize != d.vcpus.len() {
+                return Err(Errno::EINVAL);
+            }
+            return Ok(Ret::Val(0));
+        }
+        op::MAX_MEM => {
+            let d = target(dc.domain)?;
+            let m: MaxMem = dc.op();
+            d.set_max_pages(m.max_memkb >> 2);
+            return Ok(Ret::Val(0));
+        }
         // As Xen: a domain may not pause itself (`xl pause 0` fails).
         op::PAUSEDOMAIN => {
             let d = target(dc.domain)?;
@@ -210,7 +250,7 @@ pub fn domain_info(d: &Domain) -> GetDomainInfo {
         domain: d.id,
         flags,
         tot_pages: d.mem.ram_pages,
-        max_pages: d.mem.ram_pages,
+        max_pages: d.max_pages(),
         // keel does not track where the guest placed shared_info.
         shared_info_frame: u64::MAX,
         cpu_time: d

@@ -896,6 +896,121 @@ mod toolstack {
     const ESRCH: i64 = -3;
     const EOPNOTSUPP: i64 = -95;
 
+    /// createdomain's machine in the host tests: EPT, fake vCPUs.
+    struct FakeBackend;
+    impl crate::domain::create::Backend for FakeBackend {
+        fn p2m_format(&self) -> Result<crate::mm::p2m::Format, Errno> {
+            Ok(crate::mm::p2m::Format::Ept)
+        }
+        fn max_page(&self) -> crate::mm::paging::PageSize {
+            crate::mm::paging::PageSize::Size2M
+        }
+        fn new_vcpu(&self) -> Result<Box<dyn crate::hvm::vcpu::Vcpu + Send>, Errno> {
+            Ok(Box::new(FakeHw::default()))
+        }
+    }
+
+    /// The toolstack's domain life: createdomain makes an empty, paused
+    /// PVH domain with the id keel picks (or the one asked for), max_vcpus
+    /// confirms its vCPU count, max_mem sets its limit, unpause runs
+    /// nothing (no vCPU has a context yet), destroydomain removes it.
+    /// Configurations keel cannot run are refused as Xen refuses them.
+    #[test]
+    fn createdomain_max_vcpus_max_mem_destroydomain() {
+        use keel_xen_abi::arch_x86::{ArchDomainConfig, EMU_LAPIC};
+        use keel_xen_abi::domctl::{cdf, CreateDomain, MaxMem, MaxVcpus};
+        crate::domain::create::set_backend(&FakeBackend);
+        let mut t = domain(true);
+        let pvh = CreateDomain {
+            flags: cdf::HVM | cdf::HAP,
+            max_vcpus: 2,
+            max_evtchn_port: 1023,
+            max_grant_frames: -1,
+            max_maptrack_frames: -1,
+            grant_opts: 1,
+            handle: [7; 16],
+            arch: ArchDomainConfig {
+                emulation_flags: EMU_LAPIC,
+                ..ArchDomainConfig::zeroed()
+            },
+            ..CreateDomain::zeroed()
+        };
+        let (r, dc) = domctl(&mut t, dctl::op::CREATEDOMAIN, 0, &pvh);
+        assert_eq!(r, 0);
+        let id = dc.domain;
+        assert!(id > 0 && id < 0x7ff0 && id != t.dom.id);
+        let info = |t: &mut T| {
+            let (r, dc) = domctl(t, dctl::op::GETDOMAININFO, id, &0u32);
+            (r, dc.domain, dc.op::<GetDomainInfo>())
+        };
+        let (r, got, gi) = info(&mut t);
+        assert_eq!((r, got), (0, id));
+        assert_eq!(
+            gi.flags & (dominf::PAUSED | dominf::HVM_GUEST | dominf::RUNNING | dominf::DYING),
+            dominf::PAUSED | dominf::HVM_GUEST
+        );
+        assert_eq!(
+            (gi.nr_online_vcpus, gi.max_vcpu_id, gi.tot_pages),
+            (0, 1, 0)
+        );
+        assert_eq!(gi.handle, [7; 16]);
+        // max_vcpus must restate createdomain's count.
+        assert_eq!(
+            domctl(&mut t, dctl::op::MAX_VCPUS, id, &MaxVcpus { max: 2 }).0,
+            0
+        );
+        assert_eq!(
+            domctl(&mut t, dctl::op::MAX_VCPUS, id, &MaxVcpus { max: 3 }).0,
+            EINVAL
+        );
+        assert_eq!(
+            domctl(
+                &mut t,
+                dctl::op::MAX_MEM,
+                id,
+                &MaxMem {
+                    max_memkb: 256 << 10
+                }
+            )
+            .0,
+            0
+        );
+        assert_eq!(info(&mut t).2.max_pages, 65536);
+        // Unpaused, it still runs nothing: its vCPUs are down.
+        assert_eq!(domctl(&mut t, dctl::op::UNPAUSEDOMAIN, id, &0u32).0, 0);
+        let gi = info(&mut t).2;
+        assert_eq!((gi.flags & dominf::PAUSED, gi.nr_online_vcpus), (0, 0));
+        // The id asked for, if free; a taken one: -EEXIST.
+        assert_eq!(domctl(&mut t, dctl::op::CREATEDOMAIN, id, &pvh).0, -17);
+        // What keel cannot run.
+        let bad = |t: &mut T, f: &dyn Fn(&mut CreateDomain)| {
+            let mut c = pvh;
+            f(&mut c);
+            domctl(t, dctl::op::CREATEDOMAIN, 0, &c).0
+        };
+        assert_eq!(bad(&mut t, &|c| c.flags = cdf::HVM), EOPNOTSUPP); // shadow paging
+        assert_eq!(bad(&mut t, &|c| c.flags = 0), EOPNOTSUPP); // PV
+        assert_eq!(bad(&mut t, &|c| c.flags |= cdf::IOMMU), EOPNOTSUPP);
+        assert_eq!(bad(&mut t, &|c| c.flags |= 1 << 8), EINVAL);
+        assert_eq!(bad(&mut t, &|c| c.arch.emulation_flags = 0x3ff), EOPNOTSUPP); // full HVM
+        assert_eq!(bad(&mut t, &|c| c.max_vcpus = 0), EINVAL);
+        assert_eq!(bad(&mut t, &|c| c.max_vcpus = 129), EINVAL);
+        assert_eq!(bad(&mut t, &|c| c.grant_opts = 2), EINVAL);
+        assert_eq!(bad(&mut t, &|c| c.cpupool_id = 1), -2);
+        assert_eq!(bad(&mut t, &|c| c.vmtrace_size = 4096), EOPNOTSUPP);
+        assert_eq!(bad(&mut t, &|c| c.arch.misc_flags = 1), EOPNOTSUPP);
+        // destroydomain: never the caller itself; then the domain is gone.
+        let me = t.dom.id;
+        assert_eq!(domctl(&mut t, dctl::op::DESTROYDOMAIN, me, &0u32).0, EINVAL);
+        assert_eq!(domctl(&mut t, dctl::op::DESTROYDOMAIN, id, &0u32).0, 0);
+        assert!(table::get(id).is_none());
+        assert_eq!(domctl(&mut t, dctl::op::DESTROYDOMAIN, id, &0u32).0, ESRCH);
+        assert_eq!(
+            domctl(&mut t, dctl::op::MAX_MEM, id, &MaxMem { max_memkb: 1 }).0,
+            ESRCH
+        );
+    }
+
     #[test]
     fn xen_version_for_the_toolstack() {
         use crate::xen::abi::xenver;

@@ -1,7 +1,8 @@
 //! Building domains inside keel: PVH domains from a kernel image
 //! ([`pvh`]: dom0 at boot, [`dom0`] for its machine-owning specifics) and
-//! keel's test guests ([`test`]). domUs will be built from dom0's
-//! userspace through the toolstack ABI instead, as on Xen.
+//! keel's test guests ([`test`]). domUs are built from dom0's userspace
+//! through the toolstack ABI instead, as on Xen: keel only creates the
+//! empty container (`domain::create`).
 
 pub mod dom0;
 pub mod pvh;
