@@ -150,6 +150,15 @@ if [ -x /usr/lib/xen-4.17/bin/xl ]; then
     echo "KEEL-LINUX: xl pause 0: $(grep -m1 -o 'Pausing domain: .*' /tmp/xl-pause || echo accepted)"
     xl dmesg >/tmp/xl-dmesg
     echo "KEEL-LINUX: xl dmesg exit $? $(grep -m1 "PVH kernel entry" /tmp/xl-dmesg | sed 's/^(XEN) //')"
+    # How far Debian's `xl create` gets (issue 14): createdomain and the
+    # calls after it, until the first keel does not serve yet; libxl then
+    # destroys what it made, so nothing is left behind.
+    printf 'name = "probe"\ntype = "pvh"\nkernel = "/bin/busybox"\nmemory = 64\nvcpus = 1\n' >/tmp/probe.cfg
+    xl -vvv create -p /tmp/probe.cfg >/tmp/xl-create 2>&1
+    echo "KEEL-LINUX: xl create -p exit $?"
+    grep -E 'error|warning' /tmp/xl-create | sed 's/^/XLC| /'
+    xl list | grep -q '^probe ' && echo "KEEL-LINUX: xl create -p left its domain behind" \
+        || echo "KEEL-LINUX: xl create -p left nothing behind"
     # xentop (libxenstat: getdomaininfo, xenstore names), one batch sample.
     xentop -b -i 1 >/tmp/xentop 2>&1
     echo "KEEL-LINUX: xentop exit $?"
