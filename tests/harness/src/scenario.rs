@@ -467,6 +467,9 @@ pub fn linux_scenarios() -> Vec<Scenario> {
                 "KEEL-LINUX: credit weight 512 cap 0",
                 "KEEL-LINUX: keelctl dmesg exit 0",
                 "KEEL-LINUX: keel log: d0: PVH kernel entry",
+                // keelctl top: keel's VM-exit counters (sysctl perfc_op).
+                "KEEL-LINUX: keelctl top exit 0",
+                "KEEL-LINUX: top: Domain-0 hypercall exits/s non-zero",
                 "KEEL-LINUX: sleep 1 took",
                 "KEEL-LINUX: powering off",
                 "reboot: Power down",
