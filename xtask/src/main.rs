@@ -1210,8 +1210,10 @@ fn bench_exit_counters() -> Result<String> {
          `sysctl perfc_op` reads them) and off (`perfc=0` on keel's command line), {COUNTER_BENCH_ROUNDS} \
          runs of each, alternating, on the same emulator one after the other; the best run of each. \
          The ratio is counters-on over counters-off (1.00: no cost; below 1: slower with them). \
-         **Emulated figures**, and the emulators' own jitter between runs is of the same order \
-         as what is measured.\n\n\
+         **Emulated figures.** Bochs' clock counts emulated instructions (`ips`, `clock: \
+         sync=none`), so its runs repeat to the exit and its ratio is the counters' cost in guest \
+         time; QEMU TCG's clock is the host's, so on a busy host its ratio is mostly the host's \
+         noise.\n\n\
          | machine | backend | hypercall exits/s, on | off | on/off | CPUID exits/s, on | off | on/off |\n\
          |---|---|---:|---:|---:|---:|---:|---:|\n"
     );
