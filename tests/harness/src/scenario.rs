@@ -612,6 +612,7 @@ fn sched(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenario 
             "KEEL-LINUX: unpause d11 exit 0",
             "KEEL-LINUX: the paused domain stood still",
             "KEEL-LINUX: the unpaused domain ran again",
+            "KEEL-LINUX: top: Domain-0 hypercall exits/s non-zero",
             "KEEL-LINUX: sleep 1 took",
             "reboot: Power down",
         ])
