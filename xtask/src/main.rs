@@ -1160,8 +1160,15 @@ fn bench_model(s: &keel_harness::Scenario) -> String {
     }
 }
 
-/// Runs of each configuration in the exit-counter bench (alternating).
-const COUNTER_BENCH_ROUNDS: usize = 2;
+/// Runs of each configuration in the exit-counter bench (alternating):
+/// QEMU's clock is the host's (noisy when the host is busy: the best of
+/// several), Bochs' counts instructions (its runs repeat exactly).
+fn counter_bench_rounds(e: keel_harness::Emulator) -> usize {
+    match e {
+        keel_harness::Emulator::Qemu => 4,
+        keel_harness::Emulator::Bochs => 1,
+    }
+}
 
 /// The exit counters' cost: the VM-exit bench scenarios with the counters
 /// on (the default) and off (`perfc=0`), alternating, side by side.
@@ -1171,13 +1178,14 @@ fn bench_exit_counters() -> Result<String> {
     let guest = build_test_guest()?;
     let work_root = out_dir().join("bench");
     let mut rows = Vec::new();
+    let mut all_runs = Vec::new();
     for on in keel_harness::bench_scenarios(&guest) {
         let mut off = on.clone().extra_cmdline("perfc=0");
         off.name = format!("{}-perfc0", on.name);
         // (hypercall, CPUID) exits/s of each run: on, then off.
         let mut runs: [Vec<(u64, u64)>; 2] = [Vec::new(), Vec::new()];
         let mut backend = String::new();
-        for _ in 0..COUNTER_BENCH_ROUNDS {
+        for _ in 0..counter_bench_rounds(on.emulator) {
             for (i, s) in [&on, &off].into_iter().enumerate() {
                 let (lines, _) = bench_console(s, &tools, &work_root)?;
                 let (hc, cpuid, b) = exit_rates(&lines)
@@ -1200,6 +1208,18 @@ fn bench_exit_counters() -> Result<String> {
                 r.iter().map(|x| x.1).max().unwrap_or(0),
             )
         };
+        let list = |r: &[(u64, u64)]| {
+            r.iter()
+                .map(|(h, c)| format!("{h}/{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        all_runs.push(format!(
+            "- {}: on {}; off {}",
+            bench_model(&on),
+            list(&runs[0]),
+            list(&runs[1])
+        ));
         rows.push((bench_model(&on), backend, best(&runs[0]), best(&runs[1])));
     }
     let mut out = format!(
@@ -1207,15 +1227,17 @@ fn bench_exit_counters() -> Result<String> {
          `cargo xtask bench` (alone: `--only exit-counters`): the VM-exit runs above (`test=bench`: \
          100,000 null hypercalls, 100,000 CPUIDs) with keel's VM-exit counters on (the default: \
          every exit adds one to its vCPU's counter for the exit's reason, a relaxed atomic, \
-         `sysctl perfc_op` reads them) and off (`perfc=0` on keel's command line), {COUNTER_BENCH_ROUNDS} \
-         runs of each, alternating, on the same emulator one after the other; the best run of each. \
+         `sysctl perfc_op` reads them) and off (`perfc=0` on keel's command line), on the same \
+         emulator one after the other: under QEMU {} runs of each, alternating, the best run of \
+         each; under Bochs one of each. \
          The ratio is counters-on over counters-off (1.00: no cost; below 1: slower with them). \
          **Emulated figures.** Bochs' clock counts emulated instructions (`ips`, `clock: \
          sync=none`), so its runs repeat to the exit and its ratio is the counters' cost in guest \
          time; QEMU TCG's clock is the host's, so on a busy host its ratio is mostly the host's \
          noise.\n\n\
          | machine | backend | hypercall exits/s, on | off | on/off | CPUID exits/s, on | off | on/off |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|\n"
+         |---|---|---:|---:|---:|---:|---:|---:|\n",
+        counter_bench_rounds(keel_harness::Emulator::Qemu)
     );
     for (model, backend, (hc_on, cpuid_on), (hc_off, cpuid_off)) in &rows {
         out += &format!(
@@ -1224,6 +1246,9 @@ fn bench_exit_counters() -> Result<String> {
             *cpuid_on as f64 / (*cpuid_off).max(1) as f64
         );
     }
+    out += "\nEvery run (hypercall/CPUID exits/s, in the order run):\n\n";
+    out += &all_runs.join("\n");
+    out.push('\n');
     Ok(out)
 }
 
