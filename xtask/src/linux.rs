@@ -19,7 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use keel_vmlinux::{check_pvh_elf, extract_vmlinux};
+
+use crate::xentools;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -83,6 +87,118 @@ if [ -n "$dom" ]; then
     echo "KEEL-LINUX: d$dom cpu time $a s, $b s a second later (paused), $c s after unpause"
     [ -n "$a" ] && [ "$a" = "$b" ] && echo "KEEL-LINUX: the paused domain stood still"
     [ -n "$c" ] && [ "$c" != "$b" ] && echo "KEEL-LINUX: the unpaused domain ran again"
+fi
+# Debian's unmodified Xen 4.17 toolstack (xen-utils-4.17) beside keelctl:
+# keel-xenstored is dom0's xenstore, Debian's xen-init-dom0 names
+# Domain-0, and xl must report what keelctl reports.
+if [ -x /usr/lib/xen-4.17/bin/xl ]; then
+    export PATH=/bin:/usr/sbin:/usr/bin
+    ln -s /run /var/run
+    mkdir -p /run/xen /run/xenstored
+    mount -t xenfs xenfs /proc/xen && echo "KEEL-LINUX: /proc/xen/capabilities: $(cat /proc/xen/capabilities)"
+    keel-xenstored >/tmp/xenstored.log 2>&1 &
+    i=0
+    while [ ! -S /run/xenstored/socket ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    /usr/lib/xen-4.17/bin/xen-init-dom0
+    echo "KEEL-LINUX: xen-init-dom0 exit $? name $(xenstore-read /local/domain/0/name)"
+    sed 's/^/KEEL-LINUX: xenstored: /' /tmp/xenstored.log
+    # The same store through dom0's kernel (/dev/xen/xenbus -> the ring
+    # keel-xenstored serves) rather than the socket.
+    echo "KEEL-LINUX: xenstore through dom0's kernel: $(XENSTORED_PATH=/dev/xen/xenbus xenstore-read /local/domain/0/name 2>&1)"
+    xl info >/tmp/xl-info 2>&1
+    echo "KEEL-LINUX: xl info exit $?"
+    sed 's/^/XL| /' /tmp/xl-info
+    # "key : value" of one output, as key=value.
+    kv() { sed -n "s/^$2 *: \(.*\)\$/\1/p" "$1"; }
+    keelctl info >/tmp/keelctl-info
+    same="" n=0
+    for k in nr_cpus nr_nodes cpu_mhz total_memory free_memory; do
+        a=$(kv /tmp/xl-info $k); b=$(kv /tmp/keelctl-info $k)
+        if [ -n "$a" ] && [ "$a" = "$b" ]; then
+            same="$same $k=$a" n=$((n + 1))
+        else
+            echo "KEEL-LINUX: xl info $k '$a' but keelctl info '$b'"
+        fi
+    done
+    echo "KEEL-LINUX: xl and keelctl info agree on $n of 5:$same"
+    [ "$(kv /tmp/xl-info xen_scheduler)" = "$(kv /tmp/keelctl-info scheduler)" ] && echo "KEEL-LINUX: xl and keelctl agree: scheduler $(kv /tmp/xl-info xen_scheduler)"
+    xl list >/tmp/xl-list 2>&1
+    echo "KEEL-LINUX: xl list exit $?"
+    sed 's/^/XL| /' /tmp/xl-list
+    a=$(awk '$1 == "Domain-0" { print $1, $2, $3, $4, $5 }' /tmp/xl-list)
+    b=$(keelctl list | awk '$1 == "Domain-0" { print $1, $2, $3, $4, $5 }')
+    [ -n "$a" ] && [ "$a" = "$b" ] && echo "KEEL-LINUX: xl and keelctl list agree: $a"
+    xl vcpu-pin 0 1 0
+    echo "KEEL-LINUX: xl vcpu-pin exit $?"
+    xl vcpu-list 0 >/tmp/xl-vcpu 2>&1
+    sed 's/^/XL| /' /tmp/xl-vcpu
+    a=$(awk '$1 == "Domain-0" && $3 == 1 { print "vcpu " $3 " cpu " $4 " affinity " $7 " / " $9 }' /tmp/xl-vcpu)
+    b=$(keelctl vcpu-list | awk '$1 == "Domain-0" && $3 == 1 { print "vcpu " $3 " cpu " $4 " affinity " $7 " / " $9 }')
+    echo "KEEL-LINUX: xl $a; keelctl $b"
+    xl vcpu-pin 0 1 1
+    xl sched-credit -d 0 -w 384
+    echo "KEEL-LINUX: xl sched-credit -w exit $?"
+    xl sched-credit >/tmp/xl-credit 2>&1
+    sed 's/^/XL| /' /tmp/xl-credit
+    a=$(awk '$1 == "Domain-0" { print "weight " $3 " cap " $4 }' /tmp/xl-credit)
+    b=$(keelctl sched-credit | awk '$1 == "Domain-0" { print "weight " $3 " cap " $4 }')
+    echo "KEEL-LINUX: xl sched-credit $a; keelctl $b"
+    xl sched-credit -d 0 -w 256
+    # xl ignores libxl's answer to a pause (it exits 0 either way): the
+    # refusal is libxl's error line, as on Xen.
+    xl pause 0 >/tmp/xl-pause 2>&1
+    echo "KEEL-LINUX: xl pause 0: $(grep -m1 -o 'Pausing domain: .*' /tmp/xl-pause || echo accepted)"
+    xl dmesg >/tmp/xl-dmesg
+    echo "KEEL-LINUX: xl dmesg exit $? $(grep -m1 "PVH kernel entry" /tmp/xl-dmesg | sed 's/^(XEN) //')"
+    # xentop (libxenstat: getdomaininfo, xenstore names), one batch sample.
+    xentop -b -i 1 >/tmp/xentop 2>&1
+    echo "KEEL-LINUX: xentop exit $?"
+    sed 's/^/XL| /' /tmp/xentop
+    # xen-cpuid (libxenguest): featuresets and policies (sysctl
+    # get_cpu_featureset / get_cpu_policy), the host's and the HVM guests'.
+    xen-cpuid >/tmp/xen-cpuid 2>&1
+    echo "KEEL-LINUX: xen-cpuid exit $?"
+    xen-cpuid -p >/tmp/xen-cpuid-p 2>&1
+    echo "KEEL-LINUX: xen-cpuid -p exit $?"
+    sed 's/^/XL| /' /tmp/xen-cpuid | head -40
+    grep -E 'policy|leaves|MSRs' /tmp/xen-cpuid-p | sed 's/^/XL| /'
+    # The sched scenarios: CPU-bound test domains beside dom0 that keel
+    # built at boot. Their toolstack records (a name, libxl's domain type)
+    # are written as a toolstack would have; then xl pauses one, and moves
+    # CPU time between two by weight.
+    if [ -n "$dom" ]; then
+        for d in $(keelctl list | awk 'NR > 1 && $2 != 0 { print $2 }'); do
+            xenstore-write /local/domain/$d/name "test-d$d" /local/domain/$d/domid $d /libxl/$d/type pvh
+        done
+        xl list | sed 's/^/XL| /'
+        xtime() { xl list | awk -v d="$1" '$2 == d { print $6 }'; }
+        xl pause "$dom"
+        echo "KEEL-LINUX: xl pause d$dom state $(xl list | awk -v d="$dom" '$2 == d { print $5 }')"
+        a=$(xtime "$dom"); sleep 1; b=$(xtime "$dom")
+        xl unpause "$dom"
+        st=$(xl list | awk -v d="$dom" '$2 == d { print $5 }')
+        case "$st" in
+        ??p*) echo "KEEL-LINUX: xl unpause d$dom: still paused ($st)" ;;
+        *) echo "KEEL-LINUX: xl unpause d$dom: not paused ($st)" ;;
+        esac
+        sleep 1; c=$(xtime "$dom")
+        echo "KEEL-LINUX: xl: d$dom cpu time $a s, $b s a second later (paused), $c s after unpause"
+        [ -n "$a" ] && [ "$a" = "$b" ] && echo "KEEL-LINUX: xl: the paused domain stood still"
+        [ -n "$c" ] && [ "$c" != "$b" ] && echo "KEEL-LINUX: xl: the unpaused domain ran again"
+        # d11 (weight 256) against d12 (weight 512) on CPU 1: xl gives d11
+        # 1024, so it must now get more than d12 (about twice as much; dom0's
+        # own vCPUs and xl's 0.1 s resolution blur it, hence the margin).
+        other=$((dom + 1))
+        xl sched-credit -d "$dom" -w 1024
+        w=$(xl sched-credit -d "$dom" | awk -v d="$dom" '$2 == d { print $3 }')
+        a1=$(xtime "$dom"); b1=$(xtime "$other"); sleep 4; a2=$(xtime "$dom"); b2=$(xtime "$other")
+        echo "$a1 $a2 $b1 $b2" | awk -v d="$dom" -v o="$other" -v w="$w" '{
+            x = $2 - $1; y = $4 - $3
+            printf "KEEL-LINUX: xl: weight %s for d%s: while dom0 slept 4 s, d%s ran %.1f s and d%s (weight 512) %.1f s\n", w, d, d, x, o, y
+            if (x > 1.2 * y) print "KEEL-LINUX: xl: the share followed the weight"
+        }'
+        xl sched-credit -d "$dom" -w 256
+    fi
 fi
 keelctl dmesg >/tmp/dmesg
 echo "KEEL-LINUX: keelctl dmesg exit $? lines $(grep -c . /tmp/dmesg)"
@@ -206,6 +322,11 @@ const APPLETS: &[&str] = &[
 pub const MODULES: &[&str] = &[
     // /dev/xen/privcmd: keelctl's way to keel's sysctl/domctl.
     "drivers/xen/xen-privcmd.ko",
+    // /proc/xen (xenfs, with `capabilities` = control_d), /dev/xen/evtchn and
+    // /dev/xen/gntdev: what Debian's Xen tools open beside privcmd.
+    "drivers/xen/xenfs/xenfs.ko",
+    "drivers/xen/xen-evtchn.ko",
+    "drivers/xen/xen-gntdev.ko",
     // virtio over PCI: the disk and network of `cargo xtask run` and the QEMU scenarios.
     "drivers/virtio/virtio_ring.ko",
     "drivers/virtio/virtio.ko",
@@ -237,9 +358,26 @@ pub const MODULES: &[&str] = &[
 
 /// `target/x86_64-unknown-linux-musl/release/keelctl` and
 /// `keel-privcmd-fuzz` (the dom0 hypercall fuzzer), built now (static, for dom0).
-pub fn build_keelctl() -> Result<(PathBuf, PathBuf)> {
-    let dir = build_musl(&[("keelctl", "keelctl"), ("keelctl", "keel-privcmd-fuzz")])?;
-    Ok((dir.join("keelctl"), dir.join("keel-privcmd-fuzz")))
+pub fn build_keelctl() -> Result<DomTools<PathBuf>> {
+    let dir = build_musl(&[
+        ("keelctl", "keelctl"),
+        ("keelctl", "keel-privcmd-fuzz"),
+        ("keel-xenstored", "keel-xenstored"),
+    ])?;
+    Ok(DomTools {
+        keelctl: dir.join("keelctl"),
+        fuzz: dir.join("keel-privcmd-fuzz"),
+        xenstored: dir.join("keel-xenstored"),
+    })
+}
+
+/// keel's own dom0 programs in the initramfs (paths, then contents).
+pub struct DomTools<T = Vec<u8>> {
+    pub keelctl: T,
+    /// `keel-privcmd-fuzz`.
+    pub fuzz: T,
+    /// `keel-xenstored`, dom0's xenstore.
+    pub xenstored: T,
 }
 
 /// Builds `(package, binary)` pairs static for musl (dom0 tools: they run in
@@ -270,6 +408,11 @@ pub fn build_musl(bins: &[(&str, &str)]) -> Result<PathBuf> {
         names.join(", ")
     );
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // Shipped binaries (dom0's initramfs, keel's .deb) carry no debug info:
+    // keelctl alone is 11 MiB with it, 1 MiB without, and every byte of the
+    // initramfs is loaded and unpacked at each dom0 boot.
+    c.env("CARGO_PROFILE_RELEASE_DEBUG", "0")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols");
     c.current_dir(root()).env_remove("CARGO_TARGET_DIR").args([
         "build",
         "--release",
@@ -324,6 +467,8 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
     let rootfs = out.join("root");
     extract(&kdeb, &rootfs)?;
     extract(&bdeb, &rootfs)?;
+    let (xen_root, xen_version) = crate::xentools::fetch(&out)?;
+    let xen = crate::xentools::collect(&xen_root, crate::xentools::ROOTS)?;
     let t_pkgs = t.elapsed();
 
     // 2. vmlinux
@@ -357,8 +502,12 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
     let t = Instant::now();
     let initrd = out.join("initrd.cpio.gz");
     let istamp = out.join("initrd.stamp");
-    let (keelctl, fuzz) = build_keelctl()?;
-    let (keelctl, fuzz) = (read(&keelctl)?, read(&fuzz)?);
+    let tools = build_keelctl()?;
+    let tools = DomTools {
+        keelctl: read(&tools.keelctl)?,
+        fuzz: read(&tools.fuzz)?,
+        xenstored: read(&tools.xenstored)?,
+    };
     let kdir = rootfs.join("lib/modules").join(&release).join("kernel");
     let mut modules = Vec::new();
     for m in MODULES {
@@ -372,7 +521,7 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
     // The stamp is a hash of the whole uncompressed archive (contents and
     // layout): building it is quick; compressing it is what the cache saves.
     let busybox = read(&rootfs.join("bin/busybox"))?;
-    let raw = initramfs(&busybox, &keelctl, &fuzz, &modules);
+    let raw = initramfs(&busybox, &tools, &modules, &xen);
     let istamp_want = format!(
         "{}\ncpio {:016x} ({} bytes)\n",
         file_name(&bdeb),
@@ -383,8 +532,10 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
         eprintln!("==> initrd.cpio.gz: cached ({})", initrd.display());
     } else {
         eprintln!(
-            "==> initrd.cpio.gz: busybox + keelctl + {} module(s) + /init",
-            modules.len()
+            "==> initrd.cpio.gz: busybox + keelctl + keel-xenstored + {} module(s) + /init \
+             + Debian's Xen {xen_version} tools ({} files)",
+            modules.len(),
+            xen.len()
         );
         let gz = gzip(&raw)?;
         write_atomic(&initrd, &gz)?;
@@ -393,7 +544,7 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
     let t_initrd = t.elapsed();
 
     println!(
-        "kernel   {kpkg} {} (busybox-static {})",
+        "kernel   {kpkg} {} (busybox-static {}, xen-utils-4.17 {xen_version})",
         deb_version(&kdeb),
         deb_version(&bdeb)
     );
@@ -550,7 +701,7 @@ fn apt_download(dir: &Path, pkg: &str) -> Result<()> {
 }
 
 /// The cached `.deb` of `pkg` in `debs` (newest if several), downloading it if there is none.
-fn download(debs: &Path, pkg: &str) -> Result<PathBuf> {
+pub(crate) fn download(debs: &Path, pkg: &str) -> Result<PathBuf> {
     let find = || -> Option<PathBuf> {
         let mut v: Vec<_> = std::fs::read_dir(debs)
             .ok()?
@@ -593,7 +744,7 @@ fn download(debs: &Path, pkg: &str) -> Result<PathBuf> {
 }
 
 /// `dpkg -x deb root`, once per `.deb` (a marker under `root/.keel-extracted`).
-fn extract(deb: &Path, root: &Path) -> Result<()> {
+pub(crate) fn extract(deb: &Path, root: &Path) -> Result<()> {
     let marks = root.join(".keel-extracted");
     let mark = marks.join(file_name(deb));
     if mark.exists() {
@@ -609,7 +760,7 @@ fn extract(deb: &Path, root: &Path) -> Result<()> {
 }
 
 /// `linux-image-6.1.0-56-amd64_6.1.192-2_amd64.deb` -> `6.1.192-2` (`%3a` is the epoch's ':').
-fn deb_version(deb: &Path) -> String {
+pub(crate) fn deb_version(deb: &Path) -> String {
     let n = file_name(deb);
     n.split('_').nth(1).unwrap_or("?").replace("%3a", ":")
 }
@@ -699,16 +850,17 @@ impl Cpio {
     }
 }
 
-/// The uncompressed initramfs: busybox, applet links, keelctl, the privcmd fuzzer, kernel
-/// modules, /init and the mount points.
+/// The uncompressed initramfs: busybox, applet links, keelctl, the privcmd fuzzer,
+/// keel-xenstored, kernel modules, /init, the mount points, and Debian's Xen tools
+/// (`xen`, from [`crate::xentools::collect`]).
 pub fn initramfs(
     busybox: &[u8],
-    keelctl: &[u8],
-    fuzz: &[u8],
+    tools: &DomTools,
     modules: &[(String, Vec<u8>)],
+    xen: &BTreeMap<String, xentools::Entry>,
 ) -> Vec<u8> {
     let mut c = Cpio::default();
-    for d in [
+    let mut dirs: BTreeSet<String> = [
         "bin",
         "dev",
         "proc",
@@ -717,11 +869,30 @@ pub fn initramfs(
         "mnt",
         "lib",
         "lib/modules",
-    ] {
+        "run",
+        "var",
+        "var/lib",
+        "var/lib/xen",
+        "var/log",
+        "var/log/xen",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    dirs.extend(xentools::dirs(xen));
+    // BTreeSet order puts every parent before its children.
+    for d in &dirs {
         c.dir(d);
     }
-    c.file("bin/keelctl", 0o755, keelctl);
-    c.file("bin/keel-privcmd-fuzz", 0o755, fuzz);
+    c.file("bin/keelctl", 0o755, &tools.keelctl);
+    c.file("bin/keel-privcmd-fuzz", 0o755, &tools.fuzz);
+    c.file("bin/keel-xenstored", 0o755, &tools.xenstored);
+    for (path, e) in xen {
+        match e {
+            xentools::Entry::File { perm, data } => c.file(path, *perm, data),
+            xentools::Entry::Symlink(t) => c.symlink(path, t),
+        }
+    }
     // `sort`ed by the glob in /init: a number prefix keeps MODULES' order.
     for (i, (name, ko)) in modules.iter().enumerate() {
         c.file(&format!("lib/modules/{i:02}-{name}"), 0o644, ko);
@@ -811,15 +982,55 @@ mod tests {
         assert_eq!((t[0], t[1], t[4], t[6], t[11]), (0, 0, 1, 0, 11));
     }
 
+    fn get_in<'a>(
+        e: &'a [([u32; 13], String, Vec<u8>)],
+        n: &str,
+    ) -> &'a ([u32; 13], String, Vec<u8>) {
+        e.iter().find(|x| x.1 == n).unwrap_or_else(|| panic!("{n}"))
+    }
+
     #[test]
     fn initramfs_contents() {
         let modules = [("xen-privcmd.ko".to_string(), b"\x7fELF ko".to_vec())];
-        let e = parse_cpio(&initramfs(
-            b"\x7fELF fake busybox",
-            b"\x7fELF keelctl",
-            b"\x7fELF fuzz",
-            &modules,
-        ));
+        let tools = DomTools {
+            keelctl: b"\x7fELF keelctl".to_vec(),
+            fuzz: b"\x7fELF fuzz".to_vec(),
+            xenstored: b"\x7fELF xenstored".to_vec(),
+        };
+        let mut xen = BTreeMap::new();
+        xen.insert(
+            "usr/lib/xen-4.17/bin/xl".to_string(),
+            xentools::Entry::File {
+                perm: 0o755,
+                data: b"\x7fELF xl".to_vec(),
+            },
+        );
+        xen.insert(
+            "usr/sbin/xl".to_string(),
+            xentools::Entry::Symlink("../lib/xen-common/bin/xen-utils-wrapper".into()),
+        );
+        let raw = initramfs(b"\x7fELF fake busybox", &tools, &modules, &xen);
+        let e = parse_cpio(&raw);
+        // Every entry's parent directory comes before it (the kernel's
+        // unpacker does not create parents).
+        for (i, x) in e.iter().enumerate() {
+            if let Some((parent, _)) = x.1.rsplit_once('/') {
+                assert!(
+                    e[..i]
+                        .iter()
+                        .any(|p| p.1 == parent && p.0[1] & 0o170000 == S_IFDIR),
+                    "{} before its directory",
+                    x.1
+                );
+            }
+        }
+        assert_eq!(get_in(&e, "usr/lib/xen-4.17/bin/xl").2, b"\x7fELF xl");
+        assert_eq!(get_in(&e, "usr/lib/xen-4.17/bin/xl").0[1], S_IFREG | 0o755);
+        assert_eq!(
+            get_in(&e, "usr/sbin/xl").2,
+            b"../lib/xen-common/bin/xen-utils-wrapper"
+        );
+        assert_eq!(get_in(&e, "bin/keel-xenstored").2, b"\x7fELF xenstored");
         let get = |n: &str| e.iter().find(|x| x.1 == n).unwrap_or_else(|| panic!("{n}"));
         assert_eq!(get("bin/busybox").2, b"\x7fELF fake busybox");
         assert_eq!(get("bin/keelctl").2, b"\x7fELF keelctl");

@@ -16,6 +16,7 @@ mod debian;
 mod fuzz;
 mod linux;
 mod xenbench;
+mod xentools;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};

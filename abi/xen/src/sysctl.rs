@@ -13,7 +13,37 @@ pod_union! {
     pub struct SysctlU([u8; 128]), align 8;
 }
 
+pod_union! {
+    /// The `u` union of `struct xen_sysctl_scheduler_op`: [`SchedCreditParams`],
+    /// credit2's rate limit or arinc653's schedule handle.
+    pub struct SchedulerOpU([u8; 16]), align 8;
+}
+
 pod! {
+    "struct xen_sysctl_credit_schedule" =>
+    /// `struct xen_sysctl_credit_schedule`: the credit scheduler's
+    /// pool-wide parameters.
+    pub struct SchedCreditParams {
+        /// Time slice, milliseconds.
+        pub tslice_ms: u32,
+        /// The least a vCPU runs before it can be preempted, microseconds.
+        pub ratelimit_us: u32,
+        /// How long a vCPU that ran is kept from migrating, microseconds.
+        pub vcpu_migr_delay_us: u32,
+    }
+
+    "struct xen_sysctl_scheduler_op" =>
+    /// `struct xen_sysctl_scheduler_op` ([`op::SCHEDULER_OP`]): a cpupool
+    /// scheduler's parameters (`xl sched-credit -s`).
+    pub struct SchedulerOp {
+        pub cpupool_id: u32,
+        /// [`domctl::scheduler`](crate::domctl::scheduler) id; must be the pool's.
+        pub sched_id: u32,
+        /// [`schedop`].
+        pub cmd: u32,
+        pub u: SchedulerOpU,
+    }
+
     "struct xen_sysctl" =>
     /// `struct xen_sysctl`: the sysctl hypercall's one argument.
     pub struct XenSysctl {
@@ -224,6 +254,20 @@ impl XenSysctl {
     }
 }
 
+/// `SchedulerOp::cmd` (`XEN_SYSCTL_SCHEDOP_*`).
+pub mod schedop {
+    consts! {
+        PUTINFO: u32 = 0 => "XEN_SYSCTL_SCHEDOP_putinfo";
+        GETINFO: u32 = 1 => "XEN_SYSCTL_SCHEDOP_getinfo";
+        /// Bounds of [`SchedCreditParams`](super::SchedCreditParams) in a put.
+        RATELIMIT_MAX: u32 = 500_000 => "XEN_SYSCTL_SCHED_RATELIMIT_MAX";
+        RATELIMIT_MIN: u32 = 100 => "XEN_SYSCTL_SCHED_RATELIMIT_MIN";
+        CSCHED_TSLICE_MAX: u32 = 1000 => "XEN_SYSCTL_CSCHED_TSLICE_MAX";
+        CSCHED_TSLICE_MIN: u32 = 1 => "XEN_SYSCTL_CSCHED_TSLICE_MIN";
+        CSCHED_MGR_DLY_MAX_US: u32 = 100_000 => "XEN_SYSCTL_CSCHED_MGR_DLY_MAX_US";
+    }
+}
+
 /// Command numbers (`XEN_SYSCTL_*`, [`XenSysctl::cmd`]).
 pub mod op {
     consts! {
@@ -252,6 +296,7 @@ pub mod op {
         NUMAINFO: u32 = 17 => "XEN_SYSCTL_numainfo";
         /// [`CpupoolOp`](super::CpupoolOp).
         CPUPOOL_OP: u32 = 18 => "XEN_SYSCTL_cpupool_op";
+        /// [`SchedulerOp`](super::SchedulerOp).
         SCHEDULER_OP: u32 = 19 => "XEN_SYSCTL_scheduler_op";
         COVERAGE_OP: u32 = 20 => "XEN_SYSCTL_coverage_op";
         PSR_CMT_OP: u32 = 21 => "XEN_SYSCTL_psr_cmt_op";

@@ -425,6 +425,7 @@ const PADDING: &[(&str, usize)] = &[
     ("struct xen_sysctl_getdomaininfolist", 6), // after first_domain, num_domains
     ("struct xen_sysctl_cputopoinfo", 4),       // before cputopo
     ("struct xen_sysctl_numainfo", 4),          // before meminfo
+    ("struct xen_sysctl_scheduler_op", 4),      // before u
     ("struct xen_memory_reservation", 6),       // after domid
     ("struct xen_memory_map", 4),               // before buffer
     ("struct xen_foreign_memory_map", 6),       // before map

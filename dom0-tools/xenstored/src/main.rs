@@ -1,7 +1,9 @@
 //! keel-xenstored: the xenstore daemon.
 //!
-//! Usage: keel-xenstored [--socket PATH] [--persist FILE] [--verbose]
+//! Usage: keel-xenstored [--socket PATH] [--persist FILE] [--no-dom0-ring] [--verbose]
 //! The socket path defaults to $XENSTORED_PATH, else /run/xenstored/socket.
+//! In dom0 with xenfs mounted it also serves dom0's own kernel on the ring
+//! in /proc/xen/xsd_kva (Linux's local-xenstore mode), as Xen's xenstored does.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,23 +12,29 @@ use keel_xenstored::engine::Engine;
 use keel_xenstored::quota::Quota;
 use keel_xenstored::server::Server;
 use keel_xenstored::store::Store;
+use keel_xenstored::transport::xendev;
+use keel_xenstored::transport::Transport;
 
-const USAGE: &str = "usage: keel-xenstored [--socket PATH] [--persist FILE] [--verbose]
+const USAGE: &str =
+    "usage: keel-xenstored [--socket PATH] [--persist FILE] [--no-dom0-ring] [--verbose]
 
   --socket PATH   Unix socket to listen on (default: $XENSTORED_PATH, else /run/xenstored/socket)
   --persist FILE  load the tree from FILE at start, save it there on SIGTERM/SIGINT
+  --no-dom0-ring  do not serve dom0's kernel on /proc/xen/xsd_kva (served when it exists)
   --verbose       log connections and failed requests to stderr";
 
 fn main() -> ExitCode {
     let mut socket: Option<PathBuf> = None;
     let mut persist: Option<PathBuf> = None;
     let mut verbose = false;
+    let mut dom0_ring = true;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--socket" | "-s" => socket = args.next().map(PathBuf::from),
             "--persist" => persist = args.next().map(PathBuf::from),
             "--verbose" | "-v" => verbose = true,
+            "--no-dom0-ring" => dom0_ring = false,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -62,6 +70,15 @@ fn main() -> ExitCode {
         let mut server = Server::new(Engine::new(store, Quota::default()))?;
         server.set_verbose(verbose);
         server.listen(&socket)?;
+        if dom0_ring && std::path::Path::new(xendev::XSD_KVA).exists() {
+            let ring = xendev::dom0_ring()
+                .map_err(|e| std::io::Error::new(e.kind(), format!("dom0's xenstore ring: {e}")))?;
+            eprintln!(
+                "keel-xenstored: serving dom0's kernel on its {}",
+                ring.describe()
+            );
+            server.add_transport(Box::new(ring));
+        }
         if let Some(f) = persist.clone() {
             server.persist_to(f);
         }

@@ -8,17 +8,25 @@
 //! Implemented: `readconsole`, `physinfo`, `sched_id`, `perfc_op` (the
 //! VM-exit counters, [`crate::hvm::perfc`]), `getdomaininfolist`,
 //! `cpupool_op` (INFO: one pool with every CPU), `numainfo` and
-//! `cputopoinfo` (one node). Every other sub-op answers -ENOSYS (counted).
+//! `cputopoinfo` (one node), `get_cpu_featureset` and
+//! `get_cpu_policy` (the host's CPUID for raw/host, what keel shows HVM
+//! guests for hvm/hvm_max/hvm_default, in Xen's formats; PV answers
+//! -EOPNOTSUPP), `scheduler_op` (credit's
+//! pool parameters: get; a put that would change them answers
+//! -EOPNOTSUPP, keel's are built in). Every other sub-op answers
+//! -ENOSYS (counted).
 
 use super::guest::MAX_COPY;
 use super::{domctl, Ctx, HcResult, Ret};
 use crate::hvm::perfc;
 use crate::xen::abi::Errno;
+use crate::xen::cpu_policy as policy;
 use alloc::vec;
 use keel_xen_abi::domctl::{scheduler, GetDomainInfo};
 use keel_xen_abi::sysctl::{
-    self, cpupool_op, op, perfcop, physcap, CpuTopo, CpuTopoInfo, CpupoolOp, GetDomainInfoList,
-    MemInfo, NumaInfo, PerfcDesc, PerfcOp, PhysInfo, ReadConsole, SchedId, XenSysctl,
+    self, cpu_policy, cpupool_op, featureset, op, perfcop, physcap, schedop, CpuFeatureset,
+    CpuPolicy, CpuTopo, CpuTopoInfo, CpupoolOp, GetDomainInfoList, MemInfo, NumaInfo, PerfcDesc,
+    PerfcOp, PhysInfo, ReadConsole, SchedCreditParams, SchedId, SchedulerOp, XenSysctl,
 };
 use keel_xen_abi::{Pod, XenctlBitmap};
 
@@ -34,9 +42,9 @@ pub trait HostFacts: Sync {
     fn free_pages(&self) -> u64;
     /// The highest usable machine frame.
     fn max_mfn(&self) -> u64;
-    /// The host's CPUID feature words in Xen's featureset order (1:EDX,
-    /// 1:ECX, e1:EDX, e1:ECX, Da1:EAX, 7:0:EBX, 7:0:ECX, e7:EDX).
-    fn hw_cap(&self) -> [u32; 8];
+    /// CPUID `leaf`/`sub` of this machine (`Cpu::Host`) or as keel shows
+    /// it to an HVM guest (`Cpu::Guest`, vCPU 0 of a one-vCPU domain).
+    fn cpuid(&self, cpu: Cpu, leaf: u32, sub: u32) -> [u32; 4];
     /// keel's console ring as Xen's `readconsole` reads it
     /// ([`crate::conring::Ring::read_from`]).
     fn console_read_from(&self, incremental: bool, index: u32, out: &mut [u8]) -> (usize, u32);
@@ -44,6 +52,13 @@ pub trait HostFacts: Sync {
     fn console_clear_to(&self, index: u32);
     /// keel's own command line, as the boot loader gave it.
     fn commandline(&self) -> alloc::string::String;
+}
+
+/// Whose CPUID a policy describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cpu {
+    Host,
+    Guest,
 }
 
 static HOST: spin::Once<&'static dyn HostFacts> = spin::Once::new();
@@ -98,7 +113,10 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
                 total_pages: h.total_pages(),
                 free_pages: h.free_pages(),
                 max_mfn: h.max_mfn(),
-                hw_cap: h.hw_cap(),
+                hw_cap: {
+                    let f = policy::featureset(&|l, s| h.cpuid(Cpu::Host, l, s));
+                    core::array::from_fn(|i| f[i])
+                },
                 ..PhysInfo::zeroed()
             };
             sc.u = sysctl::SysctlU::new(&pi);
@@ -205,6 +223,99 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
             ti.num_cpus = n;
             sc.u = sysctl::SysctlU::new(&ti);
         }
+        op::GET_CPU_FEATURESET => {
+            let mut fs: CpuFeatureset = sc.op();
+            // A NULL buffer asks how many words there are.
+            if fs.features.is_null() {
+                fs.nr_features = policy::FEATURESET_WORDS as u32;
+                sc.u = sysctl::SysctlU::new(&fs);
+                mem.write_abi(arg, &sc)?;
+                return Ok(Ret::Val(0));
+            }
+            let cpu = match fs.index {
+                featureset::RAW | featureset::HOST => Cpu::Host,
+                featureset::HVM | featureset::HVM_MAX => Cpu::Guest,
+                // keel runs no PV guests.
+                featureset::PV | featureset::PV_MAX => return Err(Errno::EOPNOTSUPP),
+                _ => return Err(Errno::EINVAL),
+            };
+            let h = host()?;
+            let words = policy::featureset(&|l, s| h.cpuid(cpu, l, s));
+            let n = (fs.nr_features as usize).min(words.len());
+            let mut b = vec![0u8; n * 4];
+            for (c, w) in b.chunks_exact_mut(4).zip(words) {
+                c.copy_from_slice(&w.to_le_bytes());
+            }
+            mem.write(fs.features.addr(), &b)?;
+            fs.nr_features = n as u32;
+            sc.u = sysctl::SysctlU::new(&fs);
+            mem.write_abi(arg, &sc)?;
+            // Xen says so when the caller's buffer was short.
+            if n < words.len() {
+                return Err(Errno::ENOBUFS);
+            }
+            return Ok(Ret::Val(0));
+        }
+        op::GET_CPU_POLICY => {
+            let mut cp: CpuPolicy = sc.op();
+            if cp.rsvd != 0 || cp.index > cpu_policy::HVM_DEFAULT {
+                return Err(Errno::EINVAL);
+            }
+            let cpu = match cp.index {
+                cpu_policy::RAW | cpu_policy::HOST => Cpu::Host,
+                cpu_policy::HVM_MAX | cpu_policy::HVM_DEFAULT => Cpu::Guest,
+                _ => return Err(Errno::EOPNOTSUPP),
+            };
+            let h = host()?;
+            let id = |l, s| h.cpuid(cpu, l, s);
+            // NULL buffers ask for the most there can be.
+            if cp.leaves.is_null() {
+                cp.nr_leaves = policy::MAX_SERIALISED_LEAVES;
+            } else {
+                let v = policy::leaves(&id, cp.nr_leaves)?;
+                for (i, l) in v.iter().enumerate() {
+                    let at = cp.leaves.element(i as u64).ok_or(Errno::EFAULT)?;
+                    mem.write_abi(at, l)?;
+                }
+                cp.nr_leaves = v.len() as u32;
+            }
+            if cp.msrs.is_null() {
+                cp.nr_msrs = policy::MAX_SERIALISED_MSRS;
+            } else {
+                let v = policy::msrs(cp.nr_msrs)?;
+                for (i, m) in v.iter().enumerate() {
+                    let at = cp.msrs.element(i as u64).ok_or(Errno::EFAULT)?;
+                    mem.write_abi(at, m)?;
+                }
+                cp.nr_msrs = v.len() as u32;
+            }
+            sc.u = sysctl::SysctlU::new(&cp);
+        }
+        op::SCHEDULER_OP => {
+            let mut so: SchedulerOp = sc.op();
+            if so.cpupool_id != 0 {
+                return Err(Errno::ESRCH);
+            }
+            if so.sched_id != scheduler::CREDIT {
+                return Err(Errno::EINVAL);
+            }
+            let fixed = credit_params();
+            match so.cmd {
+                schedop::GETINFO => {}
+                schedop::PUTINFO => {
+                    let p: SchedCreditParams = so.u.get();
+                    check_credit_params(&p)?;
+                    // keel's slice and rate limit are built in: a put that
+                    // would change them is refused, not silently ignored.
+                    if p != fixed {
+                        return Err(Errno::EOPNOTSUPP);
+                    }
+                }
+                _ => return Err(Errno::EINVAL),
+            }
+            so.u = sysctl::SchedulerOpU::new(&fixed);
+            sc.u = sysctl::SysctlU::new(&so);
+        }
         other => {
             return Err(cx.unimplemented(format_args!("sysctl {other}")));
         }
@@ -263,6 +374,32 @@ fn perfc_op(cx: &Ctx, p: &PerfcOp) -> Result<(), Errno> {
     Ok(())
 }
 
+/// The credit scheduler's pool-wide parameters as Xen names them: the
+/// longest slice, the least a vCPU runs before it can be preempted (Xen's
+/// rate limit), and no migration delay.
+fn credit_params() -> SchedCreditParams {
+    use crate::sched::credit::{MAX_SLICE_NS, MIN_SLICE_NS};
+    SchedCreditParams {
+        tslice_ms: (MAX_SLICE_NS / 1_000_000) as u32,
+        ratelimit_us: (MIN_SLICE_NS / 1_000) as u32,
+        vcpu_migr_delay_us: 0,
+    }
+}
+
+/// Xen's bounds on a credit `putinfo` (`csched_sys_cntl`): -EINVAL outside them.
+fn check_credit_params(p: &SchedCreditParams) -> Result<(), Errno> {
+    let bad = !(schedop::CSCHED_TSLICE_MIN..=schedop::CSCHED_TSLICE_MAX).contains(&p.tslice_ms)
+        || (p.ratelimit_us != 0
+            && !(schedop::RATELIMIT_MIN..=schedop::RATELIMIT_MAX).contains(&p.ratelimit_us))
+        || u64::from(p.ratelimit_us) > u64::from(p.tslice_ms) * 1000
+        || p.vcpu_migr_delay_us > schedop::CSCHED_MGR_DLY_MAX_US;
+    if bad {
+        Err(Errno::EINVAL)
+    } else {
+        Ok(())
+    }
+}
+
 /// Writes a CPU bitmap of `n` CPUs (`set(cpu)` says which are in it) into
 /// the caller's `map`, as Xen's `cpumask_to_xenctl_bitmap`: `nr_bits` bits
 /// at most, the bytes past `n` CPUs zero.
@@ -319,16 +456,20 @@ impl HostFacts for Machine {
     fn max_mfn(&self) -> u64 {
         (crate::bootinfo::get().map_or(0, |b| b.top_of_ram()) / 4096).saturating_sub(1)
     }
-    fn hw_cap(&self) -> [u32; 8] {
-        let cpuid = core::arch::x86_64::__cpuid_count;
-        let l1 = cpuid(1, 0);
-        let e1 = cpuid(0x8000_0001, 0);
-        let d1 = cpuid(0xd, 1);
-        let l7 = cpuid(7, 0);
-        let e7 = cpuid(0x8000_0007, 0);
-        [
-            l1.edx, l1.ecx, e1.edx, e1.ecx, d1.eax, l7.ebx, l7.ecx, e7.edx,
-        ]
+    fn cpuid(&self, cpu: Cpu, leaf: u32, sub: u32) -> [u32; 4] {
+        let native = |l: u32, s: u32| {
+            let r = core::arch::x86_64::__cpuid_count(l, s);
+            [r.eax, r.ebx, r.ecx, r.edx]
+        };
+        match cpu {
+            Cpu::Host => native(leaf, sub),
+            Cpu::Guest => crate::hvm::cpuid::guest_cpuid(
+                leaf,
+                sub,
+                &crate::hvm::cpuid::Ctx::new(0, 0),
+                native,
+            ),
+        }
     }
     fn console_read_from(&self, incremental: bool, index: u32, out: &mut [u8]) -> (usize, u32) {
         crate::console::ring_read_from(incremental, index, out)

@@ -174,6 +174,7 @@ impl Drop for T {
 const EFAULT: i64 = -14;
 const EINVAL: i64 = -22;
 const ENOSYS: i64 = -38;
+const ENOBUFS: i64 = -105;
 const EPERM: i64 = -1;
 
 #[test]
@@ -755,8 +756,26 @@ mod toolstack {
         fn max_mfn(&self) -> u64 {
             0x3ffff
         }
-        fn hw_cap(&self) -> [u32; 8] {
-            [1, 2, 3, 4, 5, 6, 7, 8]
+        /// A CPU whose first eight featureset words are 1-8; the guest
+        /// view adds the hypervisor bit (1.ECX[31]).
+        fn cpuid(&self, cpu: sysctl::Cpu, leaf: u32, sub: u32) -> [u32; 4] {
+            let hv = if cpu == sysctl::Cpu::Guest {
+                1 << 31
+            } else {
+                0
+            };
+            match (leaf, sub) {
+                (0, _) => [0xd, 0, 0, 0],
+                (1, _) => [0, 0, 2 | hv, 1],
+                (7, 0) => [0, 6, 7, 10],
+                (0xd, 0) => [3, 0, 0, 0],
+                (0xd, 1) => [5, 0, 0, 0],
+                (0x8000_0000, _) => [0x8000_0008, 0, 0, 0],
+                (0x8000_0001, _) => [0, 0, 4, 3],
+                (0x8000_0007, _) => [0, 0, 0, 8],
+                (0x8000_0008, _) => [0, 9, 0, 0],
+                _ => [0; 4],
+            }
         }
         fn console_read_from(&self, inc: bool, index: u32, out: &mut [u8]) -> (usize, u32) {
             self.ring.lock().unwrap().read_from(inc, index, out)
@@ -917,6 +936,232 @@ mod toolstack {
         assert_eq!(t.ret(Hypercall::Sysctl, &[RO_PAGE]), EFAULT);
         // Straddling the end of what is mapped.
         assert_eq!(t.ret(Hypercall::Sysctl, &[HOLE - 8]), EFAULT);
+    }
+
+    /// `xen-cpuid` and libxenguest read featuresets and policies: sizes
+    /// from NULL buffers, then the data; short buffers get -ENOBUFS with
+    /// what fits, PV policies -EOPNOTSUPP, bad indexes -EINVAL.
+    #[test]
+    fn sysctl_cpu_featureset_and_policy() {
+        use crate::xen::cpu_policy as policy;
+        use keel_xen_abi::arch_x86::{CpuidLeaf, MsrEntry, CPUID_NO_SUBLEAF};
+        use keel_xen_abi::sysctl::{cpu_policy, featureset, CpuFeatureset, CpuPolicy};
+        let mut t = domain(true);
+        let fs = |index, nr, buf| CpuFeatureset {
+            index,
+            nr_features: nr,
+            features: GuestHandle::new(buf),
+        };
+        let (r, sc) = sysctl(&mut t, sctl::op::GET_CPU_FEATURESET, &fs(0, 0, 0));
+        assert_eq!((r, sc.op::<CpuFeatureset>().nr_features), (0, 19));
+        let (r, sc) = sysctl(
+            &mut t,
+            sctl::op::GET_CPU_FEATURESET,
+            &fs(featureset::HOST, 19, BUF),
+        );
+        assert_eq!((r, sc.op::<CpuFeatureset>().nr_features), (0, 19));
+        let w: Vec<u32> = t
+            .get(BUF, 19 * 4)
+            .chunks(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(&w[..10], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        // The HVM view is what guests see: the hypervisor bit is set.
+        sysctl(
+            &mut t,
+            sctl::op::GET_CPU_FEATURESET,
+            &fs(featureset::HVM, 19, BUF),
+        );
+        assert_eq!(t.get(BUF + 4, 4), (2u32 | 1 << 31).to_le_bytes());
+        // A short buffer: what fits, and -ENOBUFS.
+        let (r, sc) = sysctl(
+            &mut t,
+            sctl::op::GET_CPU_FEATURESET,
+            &fs(featureset::HOST, 4, BUF),
+        );
+        assert_eq!((r, sc.op::<CpuFeatureset>().nr_features), (ENOBUFS, 4));
+        assert_eq!(
+            sysctl(
+                &mut t,
+                sctl::op::GET_CPU_FEATURESET,
+                &fs(featureset::PV, 19, BUF)
+            )
+            .0,
+            -95
+        );
+        assert_eq!(
+            sysctl(&mut t, sctl::op::GET_CPU_FEATURESET, &fs(6, 19, BUF)).0,
+            EINVAL
+        );
+        assert_eq!(
+            sysctl(
+                &mut t,
+                sctl::op::GET_CPU_FEATURESET,
+                &fs(featureset::HOST, 19, HOLE)
+            )
+            .0,
+            EFAULT
+        );
+
+        let cp = |index, nr_leaves, leaves, nr_msrs, msrs| CpuPolicy {
+            index,
+            nr_leaves,
+            nr_msrs,
+            rsvd: 0,
+            leaves: GuestHandle::new(leaves),
+            msrs: GuestHandle::new(msrs),
+        };
+        let (r, sc) = sysctl(
+            &mut t,
+            sctl::op::GET_CPU_POLICY,
+            &cp(cpu_policy::HVM_DEFAULT, 0, 0, 0, 0),
+        );
+        let got = sc.op::<CpuPolicy>();
+        assert_eq!((r, got.nr_leaves, got.nr_msrs), (0, 120, 2));
+        let msrs = BUF + 120 * CpuidLeaf::SIZE as u64;
+        let (r, sc) = sysctl(
+            &mut t,
+            sctl::op::GET_CPU_POLICY,
+            &cp(cpu_policy::HVM_DEFAULT, 120, BUF, 2, msrs),
+        );
+        let got = sc.op::<CpuPolicy>();
+        let want = policy::leaves(
+            &|l, s| sysctl::HostFacts::cpuid(fake(), sysctl::Cpu::Guest, l, s),
+            120,
+        )
+        .unwrap();
+        assert_eq!((r, got.nr_leaves, got.nr_msrs), (0, want.len() as u32, 2));
+        let l1 =
+            CpuidLeaf::from_bytes(&t.get(BUF + CpuidLeaf::SIZE as u64, CpuidLeaf::SIZE)).unwrap();
+        assert_eq!(
+            (l1.leaf, l1.subleaf, l1.c),
+            (1, CPUID_NO_SUBLEAF, 2 | 1 << 31)
+        );
+        let m1 =
+            MsrEntry::from_bytes(&t.get(msrs + MsrEntry::SIZE as u64, MsrEntry::SIZE)).unwrap();
+        assert_eq!((m1.idx, m1.val), (0x10a, 0));
+        // Too little room: -ENOBUFS; reserved field, bad index, PV.
+        assert_eq!(
+            sysctl(
+                &mut t,
+                sctl::op::GET_CPU_POLICY,
+                &cp(cpu_policy::HOST, 3, BUF, 2, msrs)
+            )
+            .0,
+            ENOBUFS
+        );
+        assert_eq!(
+            sysctl(
+                &mut t,
+                sctl::op::GET_CPU_POLICY,
+                &cp(cpu_policy::HOST, 120, BUF, 1, msrs)
+            )
+            .0,
+            ENOBUFS
+        );
+        let mut bad = cp(cpu_policy::HOST, 0, 0, 0, 0);
+        bad.rsvd = 1;
+        assert_eq!(sysctl(&mut t, sctl::op::GET_CPU_POLICY, &bad).0, EINVAL);
+        assert_eq!(
+            sysctl(&mut t, sctl::op::GET_CPU_POLICY, &cp(6, 0, 0, 0, 0)).0,
+            EINVAL
+        );
+        assert_eq!(
+            sysctl(
+                &mut t,
+                sctl::op::GET_CPU_POLICY,
+                &cp(cpu_policy::PV_MAX, 0, 0, 0, 0)
+            )
+            .0,
+            -95
+        );
+        // A buffer straddling the end of what is mapped.
+        assert_eq!(
+            sysctl(
+                &mut t,
+                sctl::op::GET_CPU_POLICY,
+                &cp(cpu_policy::HOST, 120, HOLE - 48, 2, msrs)
+            )
+            .0,
+            EFAULT
+        );
+    }
+
+    /// `xl sched-credit` lists the pool's parameters through sysctl
+    /// scheduler_op; keel's are fixed, so a put may only restate them.
+    #[test]
+    fn sysctl_scheduler_op_reports_credit_parameters() {
+        use keel_xen_abi::sysctl::{schedop, SchedCreditParams, SchedulerOp, SchedulerOpU};
+        let mut t = domain(true);
+        let so = |pool: u32, sched_id: u32, cmd: u32, p: SchedCreditParams| SchedulerOp {
+            cpupool_id: pool,
+            sched_id,
+            cmd,
+            u: SchedulerOpU::new(&p),
+        };
+        let zero = SchedCreditParams::zeroed();
+        let (r, sc) = sysctl(
+            &mut t,
+            sctl::op::SCHEDULER_OP,
+            &so(0, scheduler::CREDIT, schedop::GETINFO, zero),
+        );
+        let got: SchedCreditParams = sc.op::<SchedulerOp>().u.get();
+        assert_eq!(r, 0);
+        assert_eq!(
+            (got.tslice_ms, got.ratelimit_us, got.vcpu_migr_delay_us),
+            (10, 1000, 0)
+        );
+        // Restating them is accepted; changing them is refused, not ignored.
+        let put = |t: &mut T, p| {
+            sysctl(
+                t,
+                sctl::op::SCHEDULER_OP,
+                &so(0, scheduler::CREDIT, schedop::PUTINFO, p),
+            )
+            .0
+        };
+        assert_eq!(put(&mut t, got), 0);
+        let slice5 = SchedCreditParams {
+            tslice_ms: 5,
+            ..got
+        };
+        assert_eq!(put(&mut t, slice5), -95);
+        // Xen's bounds: a 0 or 2000 ms slice, a rate limit longer than the
+        // slice or below 100 us, a migration delay over 100 ms.
+        for bad in [
+            SchedCreditParams {
+                tslice_ms: 0,
+                ..got
+            },
+            SchedCreditParams {
+                tslice_ms: 2000,
+                ..got
+            },
+            SchedCreditParams {
+                ratelimit_us: 20_000,
+                ..got
+            },
+            SchedCreditParams {
+                ratelimit_us: 50,
+                ..got
+            },
+            SchedCreditParams {
+                vcpu_migr_delay_us: 200_000,
+                ..got
+            },
+        ] {
+            assert_eq!(put(&mut t, bad), EINVAL, "{bad:?}");
+        }
+        // Another pool, another scheduler, another command.
+        let r = |t: &mut T, pool, id, cmd| {
+            sysctl(t, sctl::op::SCHEDULER_OP, &so(pool, id, cmd, zero)).0
+        };
+        assert_eq!(r(&mut t, 1, scheduler::CREDIT, schedop::GETINFO), ESRCH);
+        assert_eq!(r(&mut t, 0, scheduler::CREDIT2, schedop::GETINFO), EINVAL);
+        assert_eq!(r(&mut t, 0, scheduler::CREDIT, 7), EINVAL);
+        // Not for an unprivileged domain.
+        let mut u = domain(false);
+        assert_eq!(r(&mut u, 0, scheduler::CREDIT, schedop::GETINFO), EPERM);
     }
 
     #[test]

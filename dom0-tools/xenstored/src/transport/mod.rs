@@ -9,6 +9,7 @@ use std::os::fd::RawFd;
 
 pub mod ring;
 pub mod unix;
+pub mod xendev;
 
 /// A non-blocking, bidirectional byte stream to one client.
 pub trait Transport: Send {

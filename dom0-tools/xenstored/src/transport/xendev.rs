@@ -1,0 +1,236 @@
+//! Linux's Xen devices in dom0: the event-channel device
+//! (`/dev/xen/evtchn`) and the page dom0's own kernel talks xenstore on
+//! (`/proc/xen/xsd_kva`, port in `/proc/xen/xsd_port`, from xenfs).
+//!
+//! A PVH dom0 kernel runs its xenstore client in "local" mode: it allocates
+//! the ring page and an unbound event channel itself and waits for a
+//! daemon in its own userspace. [`dom0_ring`] attaches to both as Xen's C
+//! xenstored does at start (`dom0_init`): map the page, bind a port of
+//! this process to the kernel's (an interdomain bind to dom0 itself), then
+//! notify. From then on dom0's kernel (its xenbus, `/dev/xen/xenbus`) and
+//! the tools on the Unix socket share one store.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use super::ring::{RingPage, RingTransport};
+use super::Transport;
+
+pub const EVTCHN_DEV: &str = "/dev/xen/evtchn";
+pub const XSD_KVA: &str = "/proc/xen/xsd_kva";
+pub const XSD_PORT: &str = "/proc/xen/xsd_port";
+
+/// `_IOC(_IOC_NONE, 'E', nr, size)` of Linux's `include/uapi/xen/evtchn.h`.
+const fn ioc_evtchn(nr: u64, size: u64) -> u64 {
+    (size << 16) | ((b'E' as u64) << 8) | nr
+}
+/// `struct ioctl_evtchn_bind_interdomain { unsigned remote_domain, remote_port; }`.
+const IOCTL_EVTCHN_BIND_INTERDOMAIN: u64 = ioc_evtchn(1, 8);
+/// `struct ioctl_evtchn_notify { unsigned port; }`.
+const IOCTL_EVTCHN_NOTIFY: u64 = ioc_evtchn(4, 4);
+
+/// One open `/dev/xen/evtchn` with one bound port. Readable while the port
+/// has fired; [`Evtchn::drain`] consumes that and unmasks the port.
+pub struct Evtchn {
+    file: File,
+    port: u32,
+}
+
+impl Evtchn {
+    /// Binds a new local port to `remote_port` of domain `remote_dom`
+    /// (`EVTCHNOP_bind_interdomain` through the kernel driver).
+    pub fn bind_interdomain(remote_dom: u32, remote_port: u32) -> io::Result<Evtchn> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(EVTCHN_DEV)
+            .map_err(|e| io::Error::new(e.kind(), format!("{EVTCHN_DEV}: {e}")))?;
+        let arg: [u32; 2] = [remote_dom, remote_port];
+        // SAFETY: the ioctl reads the 8-byte struct at `arg`, which lives
+        // across the call; the fd is ours.
+        let r = unsafe { libc::ioctl(file.as_raw_fd(), IOCTL_EVTCHN_BIND_INTERDOMAIN as _, &arg) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("binding to d{remote_dom} port {remote_port}: {e}"),
+            ));
+        }
+        Ok(Evtchn {
+            file,
+            port: r as u32,
+        })
+    }
+
+    /// The local port.
+    pub fn port(&self) -> u32 {
+        self.port
+    }
+
+    /// Signals the other end.
+    pub fn notify(&self) {
+        let arg: u32 = self.port;
+        // SAFETY: the ioctl reads the 4-byte struct at `arg`; a failure
+        // (port closed under us) leaves nothing to do.
+        unsafe { libc::ioctl(self.file.as_raw_fd(), IOCTL_EVTCHN_NOTIFY as _, &arg) };
+    }
+
+    /// Consumes pending events and unmasks the port again (the driver masks
+    /// a port when it fires). Returns whether any were pending.
+    pub fn drain(&self) -> bool {
+        let mut ports = [0u32; 16];
+        let mut any = false;
+        loop {
+            // SAFETY: reading into a local array of its own size.
+            let n = unsafe {
+                libc::read(
+                    self.file.as_raw_fd(),
+                    ports.as_mut_ptr().cast(),
+                    std::mem::size_of_val(&ports),
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            any = true;
+        }
+        if any {
+            let p = self.port;
+            // SAFETY: writing the 4-byte port number from a local.
+            unsafe {
+                libc::write(
+                    self.file.as_raw_fd(),
+                    (&p as *const u32).cast(),
+                    std::mem::size_of::<u32>(),
+                )
+            };
+        }
+        any
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+/// A shared-page ring whose doorbell is an event channel.
+pub struct EvtchnRing {
+    ring: RingTransport,
+    ev: Arc<Evtchn>,
+}
+
+impl EvtchnRing {
+    pub fn new(page: RingPage, domid: u32, ev: Evtchn) -> EvtchnRing {
+        let ev = Arc::new(ev);
+        let bell = ev.clone();
+        let ring = RingTransport::new(page, domid, Box::new(move || bell.notify()), None);
+        EvtchnRing { ring, ev }
+    }
+}
+
+impl Transport for EvtchnRing {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // First the doorbell, so a ring that has nothing for us does not
+        // keep the fd readable (and poll(2) spinning).
+        self.ev.drain();
+        self.ring.recv(buf)
+    }
+
+    fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.ring.send(buf)
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        Some(self.ev.fd())
+    }
+
+    fn domid(&self) -> u32 {
+        self.ring.domid()
+    }
+
+    fn protocol_error(&mut self) {
+        self.ring.protocol_error()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} (event channel port {})",
+            self.ring.describe(),
+            self.ev.port
+        )
+    }
+}
+
+/// Parses `/proc/xen/xsd_port`'s contents.
+pub fn parse_port(s: &str) -> io::Result<u32> {
+    s.trim().parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{XSD_PORT}: not a port number: {:?}", s.trim()),
+        )
+    })
+}
+
+/// dom0's own kernel's xenstore ring, attached (see the module docs).
+pub fn dom0_ring() -> io::Result<EvtchnRing> {
+    let port = parse_port(
+        &std::fs::read_to_string(XSD_PORT)
+            .map_err(|e| io::Error::new(e.kind(), format!("{XSD_PORT}: {e}")))?,
+    )?;
+    let kva = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(XSD_KVA)
+        .map_err(|e| io::Error::new(e.kind(), format!("{XSD_KVA}: {e}")))?;
+    // SAFETY: a fresh shared mapping of the one page xenfs offers; the
+    // kernel checks the size and offset. It is never unmapped: dom0's ring
+    // is served for the life of the process.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            kva.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("mmap {XSD_KVA}: {e}")));
+    }
+    let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
+    // SAFETY: `ptr` maps a whole, page-aligned page that stays mapped (above).
+    let page = unsafe { RingPage::from_raw(ptr) };
+    // The kernel allocated the port unbound for itself (remote = DOMID_SELF).
+    let ev = Evtchn::bind_interdomain(0, port)?;
+    let ring = EvtchnRing::new(page, 0, ev);
+    // Requests dom0's kernel queued before the daemon came: look now.
+    ring.ev.notify();
+    Ok(ring)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ioctl numbers are Linux's (`_IOC(_IOC_NONE, 'E', nr, size)`).
+    #[test]
+    fn ioctl_numbers() {
+        assert_eq!(IOCTL_EVTCHN_BIND_INTERDOMAIN, 0x0008_4501);
+        assert_eq!(IOCTL_EVTCHN_NOTIFY, 0x0004_4504);
+    }
+
+    #[test]
+    fn xsd_port_parsing() {
+        assert_eq!(parse_port("3\n").unwrap(), 3);
+        assert!(parse_port("").is_err());
+        assert!(parse_port("-1").is_err());
+        assert!(parse_port("x").is_err());
+    }
+}
