@@ -211,6 +211,14 @@ echo "KEEL-LINUX: keelctl top exit $? lines $(grep -c . /tmp/top)"
 awk '$1 == "Domain-0" { r = $0 } END { print "KEEL-LINUX: top: " r; n = split(r, f, " ")
     for (i = 1; i <= n; i++) if (f[i] ~ /^hypercall=/ && substr(f[i], 11) + 0 > 0) ok = 1
     print "KEEL-LINUX: top: Domain-0 hypercall exits/s " (ok ? "non-zero" : "missing") }' /tmp/top
+# Debian's xenperf reads the same counters; -f adds the values, domain 0's first.
+if [ -x /usr/lib/xen-4.17/bin/xenperf ]; then
+    xenperf -f >/tmp/xenperf 2>&1
+    echo "KEEL-LINUX: xenperf exit $? counters $(grep -c '^vmexit ' /tmp/xenperf)"
+    grep '^vmexit hypercall ' /tmp/xenperf | sed 's/T= */T=/' | awk '{ t = substr($4, 3)
+        print "KEEL-LINUX: xenperf: " $1 " " $2 " " $3 " total " t ", Domain-0 " $5
+        if (t > 0 && $5 > 0) print "KEEL-LINUX: xenperf: Domain-0 hypercall exits non-zero" }'
+fi
 n=$(sed -n 's/.*keel.bench_list=\([0-9]*\).*/\1/p' /proc/cmdline)
 if [ -n "$n" ]; then
     read t0 x </proc/uptime; i=0

@@ -506,6 +506,9 @@ pub fn linux_scenarios() -> Vec<Scenario> {
                 // keelctl top: keel's VM-exit counters (sysctl perfc_op).
                 "KEEL-LINUX: keelctl top exit 0",
                 "KEEL-LINUX: top: Domain-0 hypercall exits/s non-zero",
+                // Debian's xenperf on the same counters (19 reasons).
+                "KEEL-LINUX: xenperf exit 0 counters 19",
+                "KEEL-LINUX: xenperf: Domain-0 hypercall exits non-zero",
                 "KEEL-LINUX: sleep 1 took",
                 "KEEL-LINUX: powering off",
                 "reboot: Power down",
