@@ -59,6 +59,9 @@ pub struct Options<'a> {
     pub sched_debug: bool,
     /// Print the host's CPUID leaves at boot (`cpuid_dump`).
     pub cpuid_dump: bool,
+    /// Count VM exits by reason (`perfc`, default on; `perfc=0` turns
+    /// the counters and `sysctl perfc_op` off).
+    pub perfc: bool,
     /// `test=fuzz`: the fuzzing guest's hypercall count (`fuzz_count=`).
     pub fuzz_count: u32,
     /// `test=fuzz`: its PRNG seed (`fuzz_seed=`).
@@ -85,6 +88,7 @@ impl Default for Options<'_> {
             debug_exit: None,
             sched_debug: false,
             cpuid_dump: false,
+            perfc: true,
             fuzz_count: FUZZ_COUNT_DEFAULT,
             fuzz_seed: FUZZ_SEED_DEFAULT,
         }
@@ -233,6 +237,10 @@ pub fn parse<'a>(s: &'a str, mut report: impl FnMut(Problem<'a>)) -> Options<'a>
                 Some(b) => o.cpuid_dump = b,
                 None => bad(&mut report),
             },
+            "perfc" => match value.map_or(Some(true), parse_bool) {
+                Some(b) => o.perfc = b,
+                None => bad(&mut report),
+            },
             "fuzz_count" => match value.and_then(parse_u64) {
                 Some(n) if (1..=u32::MAX as u64).contains(&n) => o.fuzz_count = n as u32,
                 _ => bad(&mut report),
@@ -315,6 +323,18 @@ mod tests {
         assert_eq!(o.debug_exit, Some(0xf4));
         assert!(o.noreboot);
         assert_eq!(parse_all("maxcpus=2").0.max_cpus, Some(2));
+        assert!(o.perfc, "the exit counters are on by default");
+        assert!(!parse_all("perfc=0").0.perfc);
+        assert!(parse_all("perfc=0 perfc").0.perfc);
+        let (o, p) = parse_all("perfc=maybe");
+        assert!(o.perfc);
+        assert_eq!(
+            p,
+            vec![Problem::BadValue {
+                name: "perfc",
+                value: "maybe"
+            }]
+        );
     }
 
     #[test]

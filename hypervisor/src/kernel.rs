@@ -96,6 +96,10 @@ pub fn start(bi: BootInfo) -> ! {
         f.vmx,
         f.svm
     );
+    crate::hvm::perfc::set_enabled(crate::cmdline::get().perfc);
+    if !crate::cmdline::get().perfc {
+        log::info!("perfc=0: VM exits are not counted by reason");
+    }
     if crate::cmdline::get().cpuid_dump {
         crate::hvm::cpuid::dump_host();
     }

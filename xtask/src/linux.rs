@@ -212,6 +212,29 @@ fi
 keelctl dmesg >/tmp/dmesg
 echo "KEEL-LINUX: keelctl dmesg exit $? lines $(grep -c . /tmp/dmesg)"
 grep -m1 "PVH kernel entry" /tmp/dmesg | sed 's/^(XEN) /KEEL-LINUX: keel log: /'
+# keelctl top: VM exits by reason from keel's counters (sysctl perfc_op), two
+# samples a second apart; dom0's own calls and timer make hypercall exits.
+# keel.bench_list=N: `keelctl list` N times, timed (cargo xtask bench).
+keelctl top --batch -i 2 -d 1 >/tmp/top
+echo "KEEL-LINUX: keelctl top exit $? lines $(grep -c . /tmp/top)"
+awk '$1 == "Domain-0" { r = $0 } END { print "KEEL-LINUX: top: " r; n = split(r, f, " ")
+    for (i = 1; i <= n; i++) if (f[i] ~ /^hypercall=/ && substr(f[i], 11) + 0 > 0) ok = 1
+    print "KEEL-LINUX: top: Domain-0 hypercall exits/s " (ok ? "non-zero" : "missing") }' /tmp/top
+# Debian's xenperf reads the same counters; -f adds the values, domain 0's first.
+if [ -x /usr/lib/xen-4.17/bin/xenperf ]; then
+    xenperf -f >/tmp/xenperf 2>&1
+    echo "KEEL-LINUX: xenperf exit $? counters $(grep -c '^vmexit ' /tmp/xenperf)"
+    grep '^vmexit hypercall ' /tmp/xenperf | sed 's/T= */T=/' | awk '{ t = substr($4, 3)
+        print "KEEL-LINUX: xenperf: " $1 " " $2 " " $3 " total " t ", Domain-0 " $5
+        if (t > 0 && $5 > 0) print "KEEL-LINUX: xenperf: Domain-0 hypercall exits non-zero" }'
+fi
+n=$(sed -n 's/.*keel.bench_list=\([0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$n" ]; then
+    read t0 x </proc/uptime; i=0
+    while [ $i -lt "$n" ]; do keelctl list >/dev/null; i=$((i + 1)); done
+    read t1 x </proc/uptime
+    echo "KEEL-LINUX: bench: keelctl list x$n from $t0 to $t1 s"
+fi
 # keel.privcmd_fuzz=N: N random hypercalls from userspace through privcmd
 # (issue 12); keel.privcmd_fuzz_seed=S and keel.privcmd_fuzz_trace=I (print
 # each call from index I on; keel.privcmd_fuzz_trace_nr=N only number N) for

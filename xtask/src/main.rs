@@ -61,6 +61,9 @@ commands:
       --no-host-tests             skip the host `cargo test`
       --list                      list the scenarios and exit
   bench                 run the available benchmarks and write docs/benchmarks.md
+      --only SECTION              run only this section (repeatable) and replace just its part
+                                  of docs/benchmarks.md: xenstored, vm-exits, exit-counters,
+                                  mgmt, fuzz, linux-boot, boot-vs-xen
   fuzz [--count N]      the hypercall-fuzzing benchmark alone (default 1000000 hypercalls
                         per vendor): prints its table, writes nothing
   boot-vs-xen           the bench's boot comparison alone: Debian's kernel as dom0 under keel
@@ -942,14 +945,43 @@ const BENCHES: &[Bench] = &[Bench {
     packages: &["xenstore-utils"],
 }];
 
+/// A bench section's run: its Markdown.
+type BenchFn = fn() -> Result<String>;
+
+/// The bench's sections, by the name `--only` takes.
+const BENCH_SECTIONS: &[&str] = &[
+    "xenstored",
+    "vm-exits",
+    "exit-counters",
+    "mgmt",
+    "fuzz",
+    "linux-boot",
+    "boot-vs-xen",
+];
+
 fn cmd_bench(a: &[String]) -> Result<u8> {
-    if let Some(x) = a.first() {
-        return Err(format!("bench takes no options (got '{x}')"));
+    let mut args = Args::new(a);
+    let mut only: Vec<String> = Vec::new();
+    while let Some(f) = args.next() {
+        match f.as_str() {
+            "--only" => {
+                let v: String = args.parsed(&f)?;
+                if !BENCH_SECTIONS.contains(&v.as_str()) {
+                    return Err(format!(
+                        "bench --only: unknown section '{v}' (one of {})",
+                        BENCH_SECTIONS.join(", ")
+                    ));
+                }
+                only.push(v);
+            }
+            other => return Err(format!("bench: unknown option '{other}'")),
+        }
     }
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut sections = Vec::new();
     let mut skipped = Vec::new();
     let mut failed = false;
-    for b in BENCHES {
+    for b in BENCHES.iter().filter(|b| wanted(b.name)) {
         let manifest = root().join(b.package_dir).join("Cargo.toml");
         let declared = std::fs::read_to_string(&manifest)
             .map(|m| m.contains(&format!("name = \"{}\"", b.bin)))
@@ -998,32 +1030,24 @@ fn cmd_bench(a: &[String]) -> Result<u8> {
             t.elapsed().as_secs_f64()
         ));
     }
-    match bench_vm_exits() {
-        Ok(section) => sections.push(section),
-        Err(e) => {
-            failed = true;
-            skipped.push(format!("VM exits: {e}"));
+    let runs: [(&str, &str, BenchFn); 6] = [
+        ("vm-exits", "VM exits", bench_vm_exits),
+        ("exit-counters", "VM-exit counter cost", bench_exit_counters),
+        ("mgmt", "management-call latency", bench_mgmt),
+        ("fuzz", "hypercall fuzzing", || bench_fuzz(FUZZ_BENCH_COUNT)),
+        ("linux-boot", "Linux boot", bench_linux_boot),
+        ("boot-vs-xen", "boot against Xen 4.17", bench_boot_vs_xen),
+    ];
+    for (name, what, f) in runs {
+        if !wanted(name) {
+            continue;
         }
-    }
-    match bench_fuzz(FUZZ_BENCH_COUNT) {
-        Ok(section) => sections.push(section),
-        Err(e) => {
-            failed = true;
-            skipped.push(format!("hypercall fuzzing: {e}"));
-        }
-    }
-    match bench_linux_boot() {
-        Ok(section) => sections.push(section),
-        Err(e) => {
-            failed = true;
-            skipped.push(format!("Linux boot: {e}"));
-        }
-    }
-    match bench_boot_vs_xen() {
-        Ok(section) => sections.push(section),
-        Err(e) => {
-            failed = true;
-            skipped.push(format!("boot against Xen 4.17: {e}"));
+        match f() {
+            Ok(section) => sections.push(section),
+            Err(e) => {
+                failed = true;
+                skipped.push(format!("{what}: {e}"));
+            }
         }
     }
     for s in &skipped {
@@ -1031,6 +1055,15 @@ fn cmd_bench(a: &[String]) -> Result<u8> {
     }
     if sections.is_empty() {
         eprintln!("no benchmark ran; docs/benchmarks.md left as it is");
+        return Ok(if failed { 1 } else { 0 });
+    }
+    let path = root().join("docs/benchmarks.md");
+    if !only.is_empty() {
+        // Only these sections: replace them in the document, keep the rest.
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let doc = replace_sections(&old, &sections);
+        std::fs::write(&path, doc).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("updated {} ({})", path.display(), only.join(", "));
         return Ok(if failed { 1 } else { 0 });
     }
     let mut doc =
@@ -1046,10 +1079,233 @@ fn cmd_bench(a: &[String]) -> Result<u8> {
             doc += &format!("- {s}\n");
         }
     }
-    let path = root().join("docs/benchmarks.md");
     std::fs::write(&path, doc).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(if failed { 1 } else { 0 })
+}
+
+/// `doc` with each of `sections` (Markdown starting `## Title`) in place
+/// of its namesake, or, if it has none, added before `## Skipped` (or at
+/// the end).
+fn replace_sections(doc: &str, sections: &[String]) -> String {
+    // The document's parts: a preamble, then one part per `## ` heading.
+    let mut parts: Vec<String> = vec![String::new()];
+    for line in doc.lines() {
+        if line.starts_with("## ") {
+            parts.push(String::new());
+        }
+        let last = parts.last_mut().expect("never empty");
+        last.push_str(line);
+        last.push('\n');
+    }
+    let title = |p: &str| p.lines().next().unwrap_or("").to_string();
+    for s in sections {
+        let body = format!("{}\n", s.trim_end());
+        match parts
+            .iter()
+            .position(|p| p.starts_with("## ") && title(p) == title(s))
+        {
+            Some(i) => parts[i] = body + "\n",
+            None => {
+                let at = parts
+                    .iter()
+                    .position(|p| title(p) == "## Skipped")
+                    .unwrap_or(parts.len());
+                let before = &mut parts[at - 1];
+                if !before.is_empty() && !before.ends_with("\n\n") {
+                    before.push('\n');
+                }
+                parts.insert(at, body + "\n");
+            }
+        }
+    }
+    let mut out = parts.concat();
+    while out.ends_with("\n\n") {
+        out.pop();
+    }
+    out
+}
+
+/// A VM-exit bench run's two rates ("bench: hypercall: 100114 exits in
+/// 1577094 us = 63480 exits/s (AMD-V)"): null hypercall and CPUID exits/s,
+/// and the backend.
+fn exit_rates(lines: &[String]) -> Option<(u64, u64, String)> {
+    let rate = |what: &str| -> Option<(u64, String)> {
+        let l = lines
+            .iter()
+            .find(|l| l.contains(&format!("bench: {what}: ")))?;
+        let (_, rest) = l.split_once(" = ")?;
+        let (n, rest) = rest.split_once(" exits/s (")?;
+        Some((
+            n.trim().parse().ok()?,
+            rest.trim_end_matches(')').to_string(),
+        ))
+    };
+    let (hc, backend) = rate("hypercall")?;
+    let (cpuid, _) = rate("cpuid")?;
+    Some((hc, cpuid, backend))
+}
+
+fn bench_model(s: &keel_harness::Scenario) -> String {
+    match s.emulator {
+        keel_harness::Emulator::Qemu => format!(
+            "QEMU TCG{} -cpu {}",
+            if s.single_thread_tcg {
+                " (one thread)"
+            } else {
+                ""
+            },
+            s.vendor.qemu_cpu()
+        ),
+        keel_harness::Emulator::Bochs => format!("Bochs 2.7 {}", s.vendor.bochs_cpu()),
+    }
+}
+
+/// Runs of each configuration in the exit-counter bench (alternating):
+/// QEMU's clock is the host's (noisy when the host is busy: the best of
+/// several), Bochs' counts instructions (its runs repeat exactly).
+fn counter_bench_rounds(e: keel_harness::Emulator) -> usize {
+    match e {
+        keel_harness::Emulator::Qemu => 4,
+        keel_harness::Emulator::Bochs => 1,
+    }
+}
+
+/// The exit counters' cost: the VM-exit bench scenarios with the counters
+/// on (the default) and off (`perfc=0`), alternating, side by side.
+fn bench_exit_counters() -> Result<String> {
+    host::ensure_packages(&emulator::ALL_PACKAGES)?;
+    let tools = build_tools()?;
+    let guest = build_test_guest()?;
+    let work_root = out_dir().join("bench");
+    let mut rows = Vec::new();
+    let mut all_runs = Vec::new();
+    for on in keel_harness::bench_scenarios(&guest) {
+        let mut off = on.clone().extra_cmdline("perfc=0");
+        off.name = format!("{}-perfc0", on.name);
+        // (hypercall, CPUID) exits/s of each run: on, then off.
+        let mut runs: [Vec<(u64, u64)>; 2] = [Vec::new(), Vec::new()];
+        let mut backend = String::new();
+        for _ in 0..counter_bench_rounds(on.emulator) {
+            for (i, s) in [&on, &off].into_iter().enumerate() {
+                let (lines, _) = bench_console(s, &tools, &work_root)?;
+                let (hc, cpuid, b) = exit_rates(&lines)
+                    .ok_or_else(|| format!("{}: no bench lines on the console", s.name))?;
+                if i == 1
+                    && !lines
+                        .iter()
+                        .any(|l| l.contains("perfc=0: VM exits are not counted"))
+                {
+                    return Err(format!("{}: keel did not take perfc=0", s.name));
+                }
+                eprintln!("    {}: {hc} hypercall, {cpuid} CPUID exits/s", s.name);
+                runs[i].push((hc, cpuid));
+                backend = b;
+            }
+        }
+        let best = |r: &[(u64, u64)]| {
+            (
+                r.iter().map(|x| x.0).max().unwrap_or(0),
+                r.iter().map(|x| x.1).max().unwrap_or(0),
+            )
+        };
+        let list = |r: &[(u64, u64)]| {
+            r.iter()
+                .map(|(h, c)| format!("{h}/{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        all_runs.push(format!(
+            "- {}: on {}; off {}",
+            bench_model(&on),
+            list(&runs[0]),
+            list(&runs[1])
+        ));
+        rows.push((bench_model(&on), backend, best(&runs[0]), best(&runs[1])));
+    }
+    let mut out = format!(
+        "## VM-exit counter cost\n\n\
+         `cargo xtask bench` (alone: `--only exit-counters`): the VM-exit runs above (`test=bench`: \
+         100,000 null hypercalls, 100,000 CPUIDs) with keel's VM-exit counters on (the default: \
+         every exit adds one to its vCPU's counter for the exit's reason, a relaxed atomic, \
+         `sysctl perfc_op` reads them) and off (`perfc=0` on keel's command line), on the same \
+         emulator one after the other: under QEMU {} runs of each, alternating, the best run of \
+         each; under Bochs one of each. \
+         The ratio is counters-on over counters-off (1.00: no cost; below 1: slower with them). \
+         **Emulated figures.** Bochs' clock counts emulated instructions (`ips`, `clock: \
+         sync=none`), so its runs repeat to the exit and its ratio is the counters' cost in guest \
+         time; QEMU TCG's clock is the host's, so on a busy host its ratio is mostly the host's \
+         noise.\n\n\
+         | machine | backend | hypercall exits/s, on | off | on/off | CPUID exits/s, on | off | on/off |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|\n",
+        counter_bench_rounds(keel_harness::Emulator::Qemu)
+    );
+    for (model, backend, (hc_on, cpuid_on), (hc_off, cpuid_off)) in &rows {
+        out += &format!(
+            "| {model} | {backend} | {hc_on} | {hc_off} | {:.3} | {cpuid_on} | {cpuid_off} | {:.3} |\n",
+            *hc_on as f64 / (*hc_off).max(1) as f64,
+            *cpuid_on as f64 / (*cpuid_off).max(1) as f64
+        );
+    }
+    out += "\nEvery run (hypercall/CPUID exits/s, in the order run):\n\n";
+    out += &all_runs.join("\n");
+    out.push('\n');
+    Ok(out)
+}
+
+/// `keelctl list` calls per management-call bench run.
+const MGMT_BENCH_CALLS: u32 = 200;
+
+/// Management-call latency: dom0 (the `qemu-amd-linux` scenario) runs
+/// `keelctl list` N times in a shell loop (`keel.bench_list=N`), timed
+/// with its uptime clock.
+fn bench_mgmt() -> Result<String> {
+    host::ensure_packages(&emulator::ALL_PACKAGES)?;
+    let tools = build_tools()?;
+    let mut s = keel_harness::linux_scenarios()
+        .into_iter()
+        .find(|s| s.name == "qemu-amd-linux")
+        .ok_or("no qemu-amd-linux scenario")?
+        .module(
+            "dom0-cmdline",
+            format!(
+                "{} keel.bench_list={MGMT_BENCH_CALLS}",
+                keel_harness::scenario::DOM0_CMDLINE
+            )
+            .into_bytes(),
+        );
+    s.name = "bench-mgmt-qemu-amd".into();
+    let mut one = [s];
+    fill_linux(&mut one)?;
+    let work_root = out_dir().join("bench");
+    let (lines, _) = bench_console(&one[0], &tools, &work_root)?;
+    // "KEEL-LINUX: bench: keelctl list x200 from 12.34 to 15.67 s"
+    let (n, secs) = lines
+        .iter()
+        .find_map(|l| {
+            let (_, rest) = l.split_once("KEEL-LINUX: bench: keelctl list x")?;
+            let (n, rest) = rest.split_once(" from ")?;
+            let (a, rest) = rest.split_once(" to ")?;
+            let b = rest.strip_suffix(" s")?;
+            let (a, b): (f64, f64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            Some((n.trim().parse::<u32>().ok()?, b - a))
+        })
+        .ok_or("no 'keelctl list' timing on dom0's console")?;
+    let per_call_ms = secs * 1000.0 / n.max(1) as f64;
+    eprintln!("    keelctl list: {n} calls in {secs:.2} s = {per_call_ms:.2} ms each");
+    Ok(format!(
+        "## Management-call latency (dom0)\n\n\
+         `cargo xtask bench` (alone: `--only mgmt`): dom0 of the `qemu-amd-linux` scenario (Debian's \
+         kernel as PVH dom0, 2 vCPUs, busybox userspace) runs `keelctl list >/dev/null` {n} times \
+         in a shell loop (`keel.bench_list={n}` on its command line), timed with its uptime \
+         clock (10 ms resolution over the whole loop). Each call is a whole process: fork, exec of \
+         the static keelctl, open `/dev/xen/privcmd`, `getdomaininfolist` (one sysctl), the \
+         table on stdout. **Emulated figures** (QEMU TCG).\n\n\
+         | machine | command | calls | total | per call |\n\
+         |---|---|---:|---:|---:|\n\
+         | {} | `keelctl list` | {n} | {secs:.2} s | {per_call_ms:.2} ms |\n",
+        bench_model(&one[0])
+    ))
 }
 
 /// VM-exit round trips per second on each emulator, side by side in one run.
@@ -1061,21 +1317,8 @@ fn bench_vm_exits() -> Result<String> {
     let mut rows = Vec::new();
     for s in keel_harness::bench_scenarios(&guest) {
         let (lines, wall) = bench_console(&s, &tools, &work_root)?;
-        // "(XEN) bench: hypercall: 100114 exits in 1577094 us = 63480 exits/s (AMD-V)"
-        let rate = |what: &str| -> Option<(u64, String)> {
-            let l = lines
-                .iter()
-                .find(|l| l.contains(&format!("bench: {what}: ")))?;
-            let (_, rest) = l.split_once(" = ")?;
-            let (n, rest) = rest.split_once(" exits/s (")?;
-            Some((
-                n.trim().parse().ok()?,
-                rest.trim_end_matches(')').to_string(),
-            ))
-        };
-        let (Some((hc, backend)), Some((cpuid, _))) = (rate("hypercall"), rate("cpuid")) else {
-            return Err(format!("{}: no bench lines on the console", s.name));
-        };
+        let (hc, cpuid, backend) = exit_rates(&lines)
+            .ok_or_else(|| format!("{}: no bench lines on the console", s.name))?;
         // "(XEN) bench: evtchn-ping-pong: 20000 round trips in 1234 us = 32414 vCPU switches/s on one CPU (AMD-V)"
         let switches = lines
             .iter()
@@ -1084,19 +1327,7 @@ fn bench_vm_exits() -> Result<String> {
             .and_then(|(_, r)| r.split_once(" vCPU switches/s"))
             .and_then(|(n, _)| n.trim().parse::<u64>().ok())
             .ok_or_else(|| format!("{}: no ping-pong line on the console", s.name))?;
-        let model = match s.emulator {
-            keel_harness::Emulator::Qemu => format!(
-                "QEMU TCG{} -cpu {}",
-                if s.single_thread_tcg {
-                    " (one thread)"
-                } else {
-                    ""
-                },
-                s.vendor.qemu_cpu()
-            ),
-            keel_harness::Emulator::Bochs => format!("Bochs 2.7 {}", s.vendor.bochs_cpu()),
-        };
-        rows.push((model, backend, hc, cpuid, switches, wall));
+        rows.push((bench_model(&s), backend, hc, cpuid, switches, wall));
     }
     let base = rows.first().map(|r| r.2.max(1)).unwrap_or(1) as f64;
     let mut out = String::from(
@@ -1341,4 +1572,43 @@ fn host_description() -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     format!("{cpu}, {n} CPUs; {rustc}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_only_replaces_its_sections() {
+        let doc =
+            "# Benchmarks\n\nHost: x\n\n## A\n\nold a\n\n## B\n\nold b\n\n## Skipped\n\n- z\n";
+        let new = replace_sections(
+            doc,
+            &["## B\n\nnew b\n".to_string(), "## C\n\nnew c\n".to_string()],
+        );
+        assert_eq!(
+            new,
+            "# Benchmarks\n\nHost: x\n\n## A\n\nold a\n\n## B\n\nnew b\n\n## C\n\nnew c\n\n## Skipped\n\n- z\n"
+        );
+        // Without a Skipped part, a new one goes last; an empty document works.
+        assert_eq!(
+            replace_sections("## A\n\na\n", &["## C\n\nc".to_string()]),
+            "## A\n\na\n\n## C\n\nc\n"
+        );
+        assert_eq!(
+            replace_sections("", &["## C\n\nc\n".to_string()]),
+            "## C\n\nc\n"
+        );
+        assert!(exit_rates(&[
+            "(XEN) bench: hypercall: 1 exits in 2 us = 63480 exits/s (AMD-V)".into()
+        ])
+        .is_none());
+        assert_eq!(
+            exit_rates(&[
+                "(XEN) bench: hypercall: 1 exits in 2 us = 63480 exits/s (AMD-V)".into(),
+                "(XEN) bench: cpuid: 1 exits in 2 us = 55322 exits/s (AMD-V)".into(),
+            ]),
+            Some((63480, 55322, "AMD-V".into()))
+        );
+    }
 }

@@ -116,6 +116,10 @@ pod! {
         pub nr_vals: u32,
     }
 
+    "xen_sysctl_perfc_val_t" =>
+    /// `xen_sysctl_perfc_val_t`: one counter value (they wrap at 2^32).
+    pub type PerfcVal = u32;
+
     "struct xen_sysctl_perfc_op" =>
     /// `struct xen_sysctl_perfc_op` ([`op::PERFC_OP`]): `xenperf`'s
     /// counters. NULL handles ask for the counts only.
@@ -124,10 +128,10 @@ pod! {
         pub cmd: u32,
         /// OUT: number of [`PerfcDesc`]s.
         pub nr_counters: u32,
-        /// OUT: number of values (`xen_sysctl_perfc_val_t`, u32) over all counters.
+        /// OUT: number of values ([`PerfcVal`]) over all counters.
         pub nr_vals: u32,
         pub desc: GuestHandle<PerfcDesc>,
-        pub val: GuestHandle<u32>,
+        pub val: GuestHandle<PerfcVal>,
     }
 
     "struct xen_sysctl_getdomaininfolist" =>

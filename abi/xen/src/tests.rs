@@ -6,7 +6,7 @@ extern crate std;
 use crate::domctl::{self, GetDomainInfo, SchedCredit, SchedulerOp, VcpuAffinity, XenDomctl};
 use crate::evtchn::{self, Status};
 use crate::layout::{Layout, ALL_CONSTS, ALL_LAYOUTS};
-use crate::sysctl::{self, GetDomainInfoList, XenSysctl};
+use crate::sysctl::{self, GetDomainInfoList, PerfcDesc, PerfcOp, XenSysctl};
 use crate::*;
 use std::collections::HashSet;
 use std::vec;
@@ -233,4 +233,39 @@ fn small_helpers() {
     let a: [u16; 3] = Pod::from_bytes(&[1, 0, 2, 0, 3, 0]).unwrap();
     assert_eq!(a, [1, 2, 3]);
     assert_eq!(<[u64; 0]>::SIZE, 0);
+}
+
+#[test]
+fn perfc_op_and_descriptions() {
+    // xenperf's query: cmd, two OUT counts, then the two handles.
+    let s = XenSysctl::new(
+        sysctl::op::PERFC_OP,
+        &PerfcOp {
+            cmd: sysctl::perfcop::QUERY,
+            nr_counters: 0xdead,
+            nr_vals: 0xbeef,
+            desc: GuestHandle::new(0x1000),
+            val: GuestHandle::new(0x2000),
+        },
+    );
+    let b = s.to_bytes();
+    assert_eq!(&b[0..4], &5u32.to_le_bytes());
+    assert_eq!(&b[8..12], &2u32.to_le_bytes());
+    assert_eq!(&b[12..16], &0xdeadu32.to_le_bytes());
+    assert_eq!(&b[16..20], &0xbeefu32.to_le_bytes());
+    assert_eq!(&b[24..32], &0x1000u64.to_le_bytes());
+    assert_eq!(&b[32..40], &0x2000u64.to_le_bytes());
+    let p: PerfcOp = XenSysctl::from_bytes(&b).unwrap().op();
+    assert_eq!(p.val.element(3), Some(0x200c));
+    // A description: 80 name bytes, then nr_vals.
+    let mut d = PerfcDesc {
+        name: [0; 80],
+        nr_vals: 64,
+    };
+    put_cstr(&mut d.name, b"vmexit cpuid [domid]");
+    let b = d.to_bytes();
+    assert_eq!(b.len(), 84);
+    assert_eq!(cstr(&b[..80]), b"vmexit cpuid [domid]");
+    assert_eq!(&b[80..84], &64u32.to_le_bytes());
+    assert_eq!(p.desc.element(2), Some(0x1000 + 2 * 84));
 }

@@ -133,6 +133,16 @@ pub struct VcpuInfo {
     pub soft_affinity: String,
 }
 
+/// One of the hypervisor's software performance counters
+/// (`XEN_SYSCTL_perfc_op`, as `xenperf` prints them): its name and its
+/// values (one per CPU, or an array; keel's VM-exit counters are arrays
+/// indexed by domain id, `crate::top`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PerfCounter {
+    pub name: String,
+    pub values: Vec<u32>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendError {
     /// No way to talk to the hypervisor at all (no privcmd, not dom0...).
@@ -180,6 +190,12 @@ pub trait Hypervisor {
     ) -> Result<()>;
     /// The hypervisor console ring; `clear` empties it afterwards.
     fn read_console_ring(&self, clear: bool) -> Result<String>;
+    /// The software performance counters (`perfc_op` query).
+    fn perf_counters(&self) -> Result<Vec<PerfCounter>> {
+        Err(BackendError::NotImplemented(
+            "this backend has no performance counters".into(),
+        ))
+    }
     /// A domain's credit scheduler (weight, cap).
     fn sched_credit(&self, dom: &DomainRef) -> Result<(u16, u16)> {
         let _ = dom;

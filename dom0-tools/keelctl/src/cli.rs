@@ -177,12 +177,31 @@ pub enum Command {
         #[arg(required = true, num_args = 1..=2, value_name = "[CONFIG] CHECKPOINT")]
         files: Vec<PathBuf>,
     },
-    /// Monitor domains interactively (like xentop)
+    /// Monitor domains live, as xentop: CPU %, memory, vCPUs, state and VM
+    /// exits per second by reason
     Top {
+        /// Plain lines for scripts (a header and a row per domain each
+        /// iteration), as `xentop -b`
+        #[arg(short, long)]
+        batch: bool,
         /// Seconds between updates
-        #[arg(short, long, default_value_t = 3)]
-        delay: u32,
+        #[arg(short, long, default_value_t = 3.0, value_parser = parse_delay)]
+        delay: f64,
+        /// Stop after N iterations (the first has no rates yet)
+        #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        iterations: Option<u32>,
+        /// One JSON object per iteration, one a line
+        #[arg(long)]
+        json: bool,
     },
+}
+
+/// `top -d`: seconds, at least 0.1 and at most a day.
+fn parse_delay(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(d) if (0.1..=86_400.0).contains(&d) => Ok(d),
+        _ => Err(format!("'{s}' is not a delay in seconds from 0.1 to 86400")),
+    }
 }
 
 impl Command {

@@ -45,7 +45,9 @@
 //!   right interface version or sub-op (enter ACPI sleep, destroy a domain,
 //!   kexec, unmap dom0's interrupts, a nested shutdown in a multicall).
 //!   Their first field is forced to a value Xen refuses, except
-//!   `platform_op`'s settime and get_cpuinfo with the right version.
+//!   `platform_op`'s settime and get_cpuinfo with the right version, and a
+//!   quarter of the sysctls: `perfc_op` at version 0x15 (query or reset of
+//!   keel's VM-exit counters, random commands and handles).
 //!
 //! Pointers: "valid" ones point into the scratch buffer (whose last page is
 //! followed by a guard page, so that a write keel makes past it faults
@@ -103,6 +105,12 @@ const SERVED: [u64; 12] = [
     nr::EVENT_CHANNEL_OP,
     nr::HVM_OP,
 ];
+
+/// The sysctl sub-ops dom0's fuzzer also sends well-formed (interface
+/// version 0x15; a quarter of its sysctls): only ones that change nothing
+/// keel or dom0 depend on. `perfc_op` (5): query or reset (keel's VM-exit
+/// counters) with random commands, counts and handles.
+const SYSCTL_SERVED: [u32; 1] = [keel_xen_abi::sysctl::op::PERFC_OP];
 
 /// The kernel's text in the direct-kernel mapping (PVH boot: no KASLR).
 const KERNEL_TEXT: u64 = 0xffff_ffff_8100_0000;
@@ -355,6 +363,30 @@ impl Fuzzer {
                 self.put(scratch, p + 4, &version.to_le_bytes());
                 a[0] = p;
             }
+            nr::SYSCTL if self.rng.below(4) == 0 => {
+                // struct xen_sysctl { u32 cmd; u32 interface_version; union
+                // at 8 }; perfc_op { u32 cmd; u32 nr_counters; u32 nr_vals;
+                // u64 desc at 16; u64 val at 24 }, both handles sometimes NULL.
+                let p = self.strukt(scratch, 136);
+                let cmd = self.rng.pick(&SYSCTL_SERVED);
+                self.put(scratch, p, &cmd.to_le_bytes());
+                self.put(
+                    scratch,
+                    p + 4,
+                    &keel_xen_abi::sysctl::INTERFACE_VERSION.to_le_bytes(),
+                );
+                let sub: u32 = self.rng.pick(&[1, 2, 2, 2, 0, 3, u32::MAX]);
+                self.put(scratch, p + 8, &sub.to_le_bytes());
+                for at in [p + 24, p + 32] {
+                    let h = if self.rng.below(3) == 0 {
+                        0
+                    } else {
+                        self.arg()
+                    };
+                    self.put(scratch, at, &h.to_le_bytes());
+                }
+                a[0] = p;
+            }
             nr::DOMCTL | nr::SYSCTL | nr::MULTICALL | nr::PHYSDEV_OP_COMPAT => {
                 // The structure's first field is the interface version
                 // (domctl, sysctl), the first entry's call (multicall) or
@@ -555,6 +587,7 @@ mod tests {
         let mut f = Fuzzer::new(12, LAYOUT);
         let mut s = vec![0u8; LAYOUT.scratch_len as usize];
         let mut seen = std::collections::BTreeSet::new();
+        let mut served = 0;
         for i in 0..200_000u32 {
             let c = f.next_call(&mut s);
             let u32_at = |p: u64| {
@@ -580,6 +613,17 @@ mod tests {
                     }
                 }
                 nr::GRANT_TABLE_OP => assert_ne!(a[0], 8),
+                // Only the served sub-ops at the interface version keel
+                // acts on; every other sysctl and domctl a version it refuses.
+                nr::SYSCTL | nr::DOMCTL => {
+                    if u32_at(a[0] + 4) == 0x15 {
+                        assert_eq!(c.nr, nr::SYSCTL);
+                        assert!(SYSCTL_SERVED.contains(&u32_at(a[0])));
+                        served += 1;
+                    } else {
+                        assert_eq!(u32_at(a[0]), 0xdead_beef);
+                    }
+                }
                 _ => {}
             }
             // Pretend every call succeeded and bound a new port.
@@ -596,6 +640,7 @@ mod tests {
             }
         }
         assert!(seen.contains(&64));
+        assert!(served > 100, "{served} well-formed perfc_ops");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod format;
 pub mod fuzz;
 #[allow(unsafe_code)]
 pub mod privcmd;
+pub mod top;
 pub mod xen;
 
 use std::io::Write;
@@ -48,7 +49,7 @@ fn fail(io: &mut Io, cmd: &str, why: impl std::fmt::Display) -> i32 {
 }
 
 /// Map a backend error to a message and exit status.
-fn backend_error(io: &mut Io, cmd: &str, e: BackendError) -> i32 {
+pub(crate) fn backend_error(io: &mut Io, cmd: &str, e: BackendError) -> i32 {
     match e {
         BackendError::Unavailable(_) | BackendError::NotImplemented(_) => not_supported(io, cmd, e),
         BackendError::NoSuchDomain(_) | BackendError::Failed(_) => fail(io, cmd, e),
@@ -242,7 +243,11 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
             let path = config.or(config_file).expect("clap requires a config");
             let rc = create(io, hv, &path, dry_run, paused, quiet);
             if rc == EXIT_OK && console && !dry_run {
-                return not_supported(io, "console", "guest consoles (xenconsoled) are not implemented in keel");
+                return not_supported(
+                    io,
+                    "console",
+                    "guest consoles (xenconsoled) are not implemented in keel",
+                );
             }
             rc
         }
@@ -255,7 +260,11 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
                 Ok(d) => d,
                 Err(rc) => return rc,
             };
-            let text = if json { format::list_json(&doms) } else { format::list_table(&doms) };
+            let text = if json {
+                format::list_json(&doms)
+            } else {
+                format::list_table(&doms)
+            };
             let _ = io.out.write_all(text.as_bytes());
             EXIT_OK
         }
@@ -271,13 +280,21 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
                 Ok(v) => v,
                 Err(rc) => return rc,
             };
-            let text = if json { format::vcpu_json(&vcpus) } else { format::vcpu_table(&vcpus) };
+            let text = if json {
+                format::vcpu_json(&vcpus)
+            } else {
+                format::vcpu_table(&vcpus)
+            };
             let _ = io.out.write_all(text.as_bytes());
             EXIT_OK
         }
         Command::Info { json } => match hv.host_info() {
             Ok(h) => {
-                let text = if json { format::info_json(&h) } else { format::info_text(&h) };
+                let text = if json {
+                    format::info_json(&h)
+                } else {
+                    format::info_text(&h)
+                };
                 let _ = io.out.write_all(text.as_bytes());
                 EXIT_OK
             }
@@ -296,11 +313,17 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
         Command::Shutdown { all, wait, domain } => {
             if wait {
                 // Waiting needs event-channel/xenstore watches: not there yet.
-                return not_supported(io, "shutdown -w", "waiting for shutdown needs xenstore watches, not implemented in keelctl");
+                return not_supported(
+                    io,
+                    "shutdown -w",
+                    "waiting for shutdown needs xenstore watches, not implemented in keelctl",
+                );
             }
             each_domain(io, hv, name, all, domain, |hv, d| hv.shutdown(d))
         }
-        Command::Reboot { all, domain } => each_domain(io, hv, name, all, domain, |hv, d| hv.reboot(d)),
+        Command::Reboot { all, domain } => {
+            each_domain(io, hv, name, all, domain, |hv, d| hv.reboot(d))
+        }
         Command::VcpuPin {
             domain,
             vcpu,
@@ -312,7 +335,13 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
             } else {
                 match vcpu.parse::<u32>() {
                     Ok(v) => Some(v),
-                    Err(_) => return fail(io, name, format!("invalid vCPU '{vcpu}' (a number or 'all')")),
+                    Err(_) => {
+                        return fail(
+                            io,
+                            name,
+                            format!("invalid vCPU '{vcpu}' (a number or 'all')"),
+                        )
+                    }
                 }
             };
             let hard = match CpuList::parse(&cpus) {
@@ -323,20 +352,38 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
                 Ok(l) => l,
                 Err(e) => return fail(io, name, format!("invalid soft-affinity CPU list: {e}")),
             };
-            done(io, name, hv.pin_vcpu(&DomainRef::parse(&domain), vcpu, &hard, soft.as_ref()))
+            done(
+                io,
+                name,
+                hv.pin_vcpu(&DomainRef::parse(&domain), vcpu, &hard, soft.as_ref()),
+            )
         }
-        Command::SchedCredit { domain, weight, cap } => {
+        Command::SchedCredit {
+            domain,
+            weight,
+            cap,
+        } => {
             if weight.is_some() || cap.is_some() {
                 let Some(d) = domain else {
                     return fail(io, name, "setting -w or -c needs -d DOMAIN");
                 };
-                return done(io, name, hv.set_sched_credit(&DomainRef::parse(&d), weight, cap));
+                return done(
+                    io,
+                    name,
+                    hv.set_sched_credit(&DomainRef::parse(&d), weight, cap),
+                );
             }
             let doms = match hv.list_domains() {
                 Ok(d) => d,
                 Err(e) => return backend_error(io, name, e),
             };
-            let doms = match filter_domains(io, name, doms, &domain.into_iter().collect::<Vec<_>>(), |r, d| r.matches(d)) {
+            let doms = match filter_domains(
+                io,
+                name,
+                doms,
+                &domain.into_iter().collect::<Vec<_>>(),
+                |r, d| r.matches(d),
+            ) {
                 Ok(d) => d,
                 Err(rc) => return rc,
             };
@@ -347,31 +394,70 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
                     Err(e) => return backend_error(io, name, e),
                 }
             }
-            let _ = io.out.write_all(format::sched_credit_table(&rows).as_bytes());
+            let _ = io
+                .out
+                .write_all(format::sched_credit_table(&rows).as_bytes());
             EXIT_OK
         }
         Command::MemSet { domain, mem } => match parse_mem_kib(&mem) {
-            Ok(kib) => done(io, name, hv.set_memory_target(&DomainRef::parse(&domain), kib)),
+            Ok(kib) => done(
+                io,
+                name,
+                hv.set_memory_target(&DomainRef::parse(&domain), kib),
+            ),
             Err(e) => fail(io, name, e),
         },
-        Command::BlockAttach { domain: _, disk_spec } => {
+        Command::BlockAttach {
+            domain: _,
+            disk_spec,
+        } => {
             let spec = disk_spec.join(",");
             if let Err(e) = keel_xlcfg::parse_disk_spec(&spec) {
                 return fail(io, name, format!("invalid disk spec '{spec}': {e}"));
             }
             not_supported(io, name, "block device hot-plug needs xenstore and a block backend, which keel does not provide yet")
         }
-        Command::NetworkAttach { domain: _, vif_spec } => {
+        Command::NetworkAttach {
+            domain: _,
+            vif_spec,
+        } => {
             let spec = vif_spec.join(",");
             if let Err(e) = keel_xlcfg::parse_vif_spec(&spec) {
                 return fail(io, name, format!("invalid vif spec '{spec}': {e}"));
             }
             not_supported(io, name, "network hot-plug needs xenstore and a netback driver, which keel does not provide yet")
         }
-        Command::Console { .. } => not_supported(io, name, "guest consoles (xenconsoled) are not implemented in keel"),
-        Command::Save { .. } => not_supported(io, name, "saving domain state needs live-migration support in the keel hypervisor"),
-        Command::Restore { .. } => not_supported(io, name, "restoring domain state needs live-migration support in the keel hypervisor"),
-        Command::Top { .. } => not_supported(io, name, "the interactive monitor is not implemented yet; use 'keelctl list' once a backend exists"),
+        Command::Console { .. } => not_supported(
+            io,
+            name,
+            "guest consoles (xenconsoled) are not implemented in keel",
+        ),
+        Command::Save { .. } => not_supported(
+            io,
+            name,
+            "saving domain state needs live-migration support in the keel hypervisor",
+        ),
+        Command::Restore { .. } => not_supported(
+            io,
+            name,
+            "restoring domain state needs live-migration support in the keel hypervisor",
+        ),
+        Command::Top {
+            batch,
+            delay,
+            iterations,
+            json,
+        } => top::run(
+            hv,
+            &top::Options {
+                batch,
+                json,
+                delay,
+                iterations,
+            },
+            io,
+            &mut top::RealClock::new(),
+        ),
     }
 }
 

@@ -159,6 +159,8 @@ pub struct VcpuStats {
     pub run_ns: AtomicU64,
     /// TSC ticks in guest mode.
     pub guest_tsc: AtomicU64,
+    /// Exits by reason (`sysctl perfc_op`, `keelctl top`).
+    pub by_reason: crate::hvm::perfc::ExitCounters,
 }
 
 pub struct Vcpu {

@@ -32,6 +32,7 @@ const PVH_MAX_EXITS: u64 = 400_000_000;
 /// Serves one exit of the vCPU in `cx`.
 pub fn handle(cx: &mut Ctx, exit: Exit) -> Step {
     let exits = cx.vcpu.stats.exits.fetch_add(1, Ordering::Relaxed) + 1;
+    cx.vcpu.stats.by_reason.count(&exit);
     let limit = if cx.dom.is_test() {
         tp::MAX_EXITS
     } else {
@@ -117,7 +118,7 @@ pub fn handle(cx: &mut Ctx, exit: Exit) -> Step {
             access,
             present,
         } => return npf(cx, gpa, access, present),
-        Exit::ExternalInterrupt | Exit::InterruptWindow => {}
+        Exit::ExternalInterrupt | Exit::InterruptWindow | Exit::PreemptionTimer => {}
         Exit::TripleFault => {
             log::info!(
                 "d{}v{}: triple fault; {}",

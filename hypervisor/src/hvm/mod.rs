@@ -9,6 +9,7 @@ pub mod cpuid;
 pub mod decode;
 pub mod exit;
 pub mod guestmem;
+pub mod perfc;
 pub mod testproto;
 pub mod vcpu;
 pub mod vlapic;

@@ -160,6 +160,10 @@ pub enum Exit {
     ExternalInterrupt,
     /// The guest can now take an injected interrupt.
     InterruptWindow,
+    /// keel's own deadline for this entry passed (VT-x's VMX-preemption
+    /// timer; AMD-V has none: there a host timer interrupt ends the entry,
+    /// an [`Exit::ExternalInterrupt`]).
+    PreemptionTimer,
     Init,
     Sipi {
         vector: u8,

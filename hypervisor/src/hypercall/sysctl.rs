@@ -5,9 +5,10 @@
 //! -EACCES. The one argument is a `struct xen_sysctl` in the caller's
 //! memory, copied back whole after a sub-op, as Xen does.
 //!
-//! Implemented: `readconsole`, `physinfo`, `sched_id`,
-//! `getdomaininfolist`, `cpupool_op` (INFO: one pool with every CPU),
-//! `numainfo` and `cputopoinfo` (one node), `get_cpu_featureset` and
+//! Implemented: `readconsole`, `physinfo`, `sched_id`, `perfc_op` (the
+//! VM-exit counters, [`crate::hvm::perfc`]), `getdomaininfolist`,
+//! `cpupool_op` (INFO: one pool with every CPU), `numainfo` and
+//! `cputopoinfo` (one node), `get_cpu_featureset` and
 //! `get_cpu_policy` (the host's CPUID for raw/host, what keel shows HVM
 //! guests for hvm/hvm_max/hvm_default, in Xen's formats; PV answers
 //! -EOPNOTSUPP), `scheduler_op` (credit's
@@ -17,14 +18,15 @@
 
 use super::guest::MAX_COPY;
 use super::{domctl, Ctx, HcResult, Ret};
+use crate::hvm::perfc;
 use crate::xen::abi::Errno;
 use crate::xen::cpu_policy as policy;
 use alloc::vec;
 use keel_xen_abi::domctl::{scheduler, GetDomainInfo};
 use keel_xen_abi::sysctl::{
-    self, cpu_policy, cpupool_op, featureset, op, physcap, schedop, CpuFeatureset, CpuPolicy,
-    CpuTopo, CpuTopoInfo, CpupoolOp, GetDomainInfoList, MemInfo, NumaInfo, PhysInfo, ReadConsole,
-    SchedCreditParams, SchedId, SchedulerOp, XenSysctl,
+    self, cpu_policy, cpupool_op, featureset, op, perfcop, physcap, schedop, CpuFeatureset,
+    CpuPolicy, CpuTopo, CpuTopoInfo, CpupoolOp, GetDomainInfoList, MemInfo, NumaInfo, PerfcDesc,
+    PerfcOp, PhysInfo, ReadConsole, SchedCreditParams, SchedId, SchedulerOp, XenSysctl,
 };
 use keel_xen_abi::{Pod, XenctlBitmap};
 
@@ -123,6 +125,21 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
             sc.u = sysctl::SysctlU::new(&SchedId {
                 sched_id: scheduler::CREDIT,
             });
+        }
+        op::PERFC_OP => {
+            // Off (`perfc=0`): as a Xen built without performance counters.
+            if !perfc::enabled() {
+                return Err(Errno::ENOSYS);
+            }
+            let mut p: PerfcOp = sc.op();
+            let r = perfc_op(cx, &p);
+            // Xen reports the sizes and copies the argument back whatever
+            // happened.
+            p.nr_counters = perfc::REASONS as u32;
+            p.nr_vals = (perfc::REASONS * perfc::DOMAIN_SLOTS) as u32;
+            sc.u = sysctl::SysctlU::new(&p);
+            mem.write_abi(arg, &sc)?;
+            return r.map(|()| Ret::Val(0));
         }
         op::GETDOMAININFOLIST => {
             let mut l: GetDomainInfoList = sc.op();
@@ -305,6 +322,56 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
     }
     mem.write_abi(arg, &sc)?;
     Ok(Ret::Val(0))
+}
+
+/// `XEN_SYSCTL_perfc_op`: with a NULL `desc`, the sizes only (the caller
+/// fills them in); else every counter's description into `desc` and every
+/// value into `val`, which must have room for them (the shape is fixed,
+/// see [`perfc`]: xenperf asks for the sizes first and then passes its
+/// buffers without them). `reset` then zeroes the counters, once the
+/// copies succeeded (a bad buffer loses nothing; Xen resets anyway).
+fn perfc_op(cx: &Ctx, p: &PerfcOp) -> Result<(), Errno> {
+    if p.cmd != perfcop::QUERY && p.cmd != perfcop::RESET {
+        return Err(Errno::EINVAL);
+    }
+    let doms = crate::domain::table::all();
+    if !p.desc.is_null() {
+        // Xen copies the values to whatever `val` holds, NULL too.
+        if p.val.is_null() {
+            return Err(Errno::EFAULT);
+        }
+        let mem = cx.mem();
+        let mut descs = vec![0u8; perfc::REASONS * PerfcDesc::SIZE];
+        for (i, out) in descs.chunks_exact_mut(PerfcDesc::SIZE).enumerate() {
+            let mut d = PerfcDesc {
+                name: [0; 80],
+                nr_vals: perfc::DOMAIN_SLOTS as u32,
+            };
+            keel_xen_abi::put_cstr(&mut d.name, perfc::counter_name(i).as_bytes());
+            d.write_to(out).ok_or(Errno::EFAULT)?;
+        }
+        // Values are u32 (`xen_sysctl_perfc_val_t`) and wrap, as Xen's.
+        let mut vals = vec![0u32; perfc::REASONS * perfc::DOMAIN_SLOTS];
+        for d in &doms {
+            let slot = perfc::slot(d.id);
+            for v in &d.vcpus {
+                for (r, chunk) in vals.chunks_exact_mut(perfc::DOMAIN_SLOTS).enumerate() {
+                    chunk[slot] = chunk[slot].wrapping_add(v.stats.by_reason.get(r) as u32);
+                }
+            }
+        }
+        let bytes: alloc::vec::Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        mem.write(p.desc.addr(), &descs)?;
+        mem.write(p.val.addr(), &bytes)?;
+    }
+    if p.cmd == perfcop::RESET {
+        for d in &doms {
+            for v in &d.vcpus {
+                v.stats.by_reason.reset();
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The credit scheduler's pool-wide parameters as Xen names them: the

@@ -81,7 +81,11 @@ struct T {
 /// A domain with `RAM` of memory whose vCPU 0 runs in long mode with the
 /// page tables described at [`GVA`].
 fn domain(privileged: bool) -> T {
-    let id = NEXT_ID.fetch_add(1, O::SeqCst);
+    domain_with_id(NEXT_ID.fetch_add(1, O::SeqCst), privileged)
+}
+
+/// [`domain`] with id `id` (one no other test uses).
+fn domain_with_id(id: u16, privileged: bool) -> T {
     let p2m = P2m::new(Format::Ept, &mut Tables).unwrap();
     let si = phys::alloc_zeroed(1).unwrap();
     let mut mem = Memory::new(p2m, si, false, PageSize::Size2M);
@@ -1386,6 +1390,138 @@ mod toolstack {
         assert_eq!(r, EFAULT);
         let (_, sc) = sysctl(&mut t, sctl::op::READCONSOLE, &rc(0, 4096, BUF, 0));
         assert_eq!(sc.op::<ReadConsole>().count, 36);
+    }
+
+    /// The VM-exit counters through `sysctl perfc_op`, as xenperf reads
+    /// them: sizes first, then descriptions and values; reset; hostile
+    /// arguments; the `perfc=0` switch. (All in one test: the switch is
+    /// global.)
+    #[test]
+    fn perfc_op_exports_the_exit_counters_by_domain_and_reason() {
+        use crate::hvm::exit::handle;
+        use crate::hvm::perfc::{self, DOMAIN_SLOTS, REASONS};
+        use keel_xen_abi::sysctl::{perfcop, PerfcDesc, PerfcOp};
+        const DESC: u64 = BUF;
+        const VAL: u64 = BUF + 0x1000;
+        // Ids 42 and 43 belong to this test (the others start at 100).
+        let mut g = domain_with_id(42, false);
+        let mut t = domain_with_id(43, true);
+        let exits = |g: &mut T, e: Exit, n: usize| {
+            let v = g.dom.vcpus[0].clone();
+            for _ in 0..n {
+                handle(
+                    &mut Ctx {
+                        dom: &g.dom,
+                        vcpu: &v,
+                        hw: &mut g.hw,
+                    },
+                    e,
+                );
+            }
+        };
+        let op = |cmd, desc: u64, val: u64| PerfcOp {
+            cmd,
+            // OUT only: what a caller leaves there (xenperf: its stack)
+            // changes nothing.
+            nr_counters: u32::MAX,
+            nr_vals: 7,
+            desc: GuestHandle::new(desc),
+            val: GuestHandle::new(val),
+        };
+        let query = |t: &mut T| -> Vec<u32> {
+            let (r, sc) = sysctl(t, sctl::op::PERFC_OP, &op(perfcop::QUERY, DESC, VAL));
+            assert_eq!(r, 0);
+            let p: PerfcOp = sc.op();
+            assert_eq!(p.nr_vals as usize, REASONS * DOMAIN_SLOTS);
+            t.get(VAL, REASONS * DOMAIN_SLOTS * 4)
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+                .collect()
+        };
+        let at = |r: perfc::Reason, dom: usize| r as usize * DOMAIN_SLOTS + dom;
+
+        // The sizes: NULL handles.
+        let (r, sc) = sysctl(&mut t, sctl::op::PERFC_OP, &op(perfcop::QUERY, 0, 0));
+        let p: PerfcOp = sc.op();
+        assert_eq!(r, 0);
+        assert_eq!(p.nr_counters as usize, REASONS);
+        assert_eq!(p.nr_vals as usize, REASONS * DOMAIN_SLOTS);
+
+        g.hw.regs.rflags = 0x202;
+        exits(&mut g, Exit::Cpuid { len: 2 }, 3);
+        exits(&mut g, Exit::Hlt { len: 1 }, 2);
+        exits(&mut g, Exit::ExternalInterrupt, 1);
+        exits(&mut g, Exit::PreemptionTimer, 4);
+        let v = query(&mut t);
+        let descs: Vec<PerfcDesc> = (0..REASONS)
+            .map(|i| get_abi(&t, DESC + (i * PerfcDesc::SIZE) as u64))
+            .collect();
+        let name = |d: &PerfcDesc| String::from_utf8(keel_xen_abi::cstr(&d.name).to_vec()).unwrap();
+        assert_eq!(name(&descs[0]), "vmexit cpuid [domid]");
+        assert_eq!(
+            name(&descs[perfc::Reason::Hypercall as usize]),
+            "vmexit hypercall [domid]"
+        );
+        assert!(descs.iter().all(|d| d.nr_vals as usize == DOMAIN_SLOTS));
+        use perfc::Reason::*;
+        assert_eq!(v[at(Cpuid, 42)], 3);
+        assert_eq!(v[at(Hlt, 42)], 2);
+        assert_eq!(v[at(Interrupt, 42)], 1);
+        assert_eq!(v[at(Timer, 42)], 4);
+        assert_eq!(v[at(Io, 42)], 0);
+        // The caller's own calls go straight to the dispatcher here: no exits.
+        assert_eq!(
+            (0..REASONS).map(|r| v[r * DOMAIN_SLOTS + 43]).sum::<u32>(),
+            0
+        );
+        // The test domains from id 100 up share the last slot.
+        assert_eq!(perfc::slot(100), DOMAIN_SLOTS - 1);
+
+        // Hostile arguments: an unknown command (-EINVAL, the sizes still
+        // reported), buffers keel cannot write (-EFAULT), a NULL value
+        // handle with descriptions wanted (-EFAULT, as Xen writing to NULL).
+        let (r, sc) = sysctl(&mut t, sctl::op::PERFC_OP, &op(3, DESC, VAL));
+        assert_eq!(r, EINVAL);
+        assert_eq!(sc.op::<PerfcOp>().nr_counters as usize, REASONS);
+        for (desc, val) in [
+            (HOLE, VAL),
+            (DESC, HOLE),
+            (DESC, 0),
+            (RO_PAGE, VAL),
+            (HOLE - 8, VAL),
+        ] {
+            let r = sysctl(&mut t, sctl::op::PERFC_OP, &op(perfcop::QUERY, desc, val)).0;
+            assert_eq!(r, EFAULT, "desc {desc:#x} val {val:#x}");
+        }
+        // A reset whose copy fails loses nothing.
+        let r = sysctl(&mut t, sctl::op::PERFC_OP, &op(perfcop::RESET, DESC, HOLE)).0;
+        assert_eq!(r, EFAULT);
+        assert_eq!(query(&mut t)[at(Cpuid, 42)], 3);
+        // Others may not even look.
+        assert_eq!(
+            sysctl(&mut g, sctl::op::PERFC_OP, &op(perfcop::QUERY, 0, 0)).0,
+            EPERM
+        );
+        // Reset, as `xenperf -r` (NULL handles): every counter from zero.
+        let (r, _) = sysctl(&mut t, sctl::op::PERFC_OP, &op(perfcop::RESET, 0, 0));
+        assert_eq!(r, 0);
+        let v = query(&mut t);
+        assert_eq!(
+            (v[at(Cpuid, 42)], v[at(Hlt, 42)], v[at(Timer, 42)]),
+            (0, 0, 0)
+        );
+        exits(&mut g, Exit::Cpuid { len: 2 }, 1);
+        assert_eq!(query(&mut t)[at(Cpuid, 42)], 1);
+
+        // perfc=0: nothing counted, and perfc_op is absent (-ENOSYS, as
+        // on a Xen built without performance counters).
+        perfc::set_enabled(false);
+        exits(&mut g, Exit::Cpuid { len: 2 }, 5);
+        let r = sysctl(&mut t, sctl::op::PERFC_OP, &op(perfcop::QUERY, DESC, VAL)).0;
+        perfc::set_enabled(true);
+        assert_eq!(r, ENOSYS);
+        assert_eq!(query(&mut t)[at(Cpuid, 42)], 1);
+        assert_eq!(g.dom.vcpus[0].stats.by_reason.get(Cpuid as usize), 1);
     }
 
     #[test]

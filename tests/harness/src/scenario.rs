@@ -507,6 +507,12 @@ pub fn linux_scenarios() -> Vec<Scenario> {
                 "XL| HVM Default policy: ",
                 "KEEL-LINUX: keelctl dmesg exit 0",
                 "KEEL-LINUX: keel log: d0: PVH kernel entry",
+                // keelctl top: keel's VM-exit counters (sysctl perfc_op).
+                "KEEL-LINUX: keelctl top exit 0",
+                "KEEL-LINUX: top: Domain-0 hypercall exits/s non-zero",
+                // Debian's xenperf on the same counters (19 reasons).
+                "KEEL-LINUX: xenperf exit 0 counters 19",
+                "KEEL-LINUX: xenperf: Domain-0 hypercall exits non-zero",
                 "KEEL-LINUX: sleep 1 took",
                 "KEEL-LINUX: powering off",
                 "reboot: Power down",
@@ -661,6 +667,7 @@ fn sched(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenario 
             "KEEL-LINUX: xl: the unpaused domain ran again",
             "KEEL-LINUX: xl: weight 1024 for d11",
             "KEEL-LINUX: xl: the share followed the weight",
+            "KEEL-LINUX: top: Domain-0 hypercall exits/s non-zero",
             "KEEL-LINUX: sleep 1 took",
             "reboot: Power down",
         ])

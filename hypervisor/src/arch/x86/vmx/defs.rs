@@ -579,9 +579,8 @@ pub fn decode_exit(raw: &RawExit, regs: &Regs) -> Exit {
             detail: "EPT misconfiguration (a malformed EPT entry; code = GPA)",
             code: raw.guest_physical,
         },
-        // keel's own deadline, like a host timer interrupt (see
-        // `Vcpu::set_deadline`).
-        reason::PREEMPTION_TIMER => Exit::ExternalInterrupt,
+        // keel's own deadline (see `Vcpu::set_deadline`).
+        reason::PREEMPTION_TIMER => Exit::PreemptionTimer,
         r => Exit::Unhandled { reason: r as u64 },
     }
 }
@@ -1004,6 +1003,7 @@ mod tests {
         assert_eq!(decode_exit(&raw(4, 0x9, 0), &r), Exit::Sipi { vector: 9 });
         assert_eq!(decode_exit(&raw(7, 0, 0), &r), Exit::InterruptWindow);
         assert_eq!(decode_exit(&raw(1, 0, 0), &r), Exit::ExternalInterrupt);
+        assert_eq!(decode_exit(&raw(52, 0, 0), &r), Exit::PreemptionTimer);
         assert_eq!(decode_exit(&raw(55, 0, 3), &r), Exit::Xsetbv { len: 3 });
         assert_eq!(decode_exit(&raw(36, 0, 3), &r), Exit::MonitorMwait);
         assert_eq!(decode_exit(&raw(39, 0, 3), &r), Exit::MonitorMwait);
