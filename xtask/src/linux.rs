@@ -228,12 +228,16 @@ if [ -x /usr/lib/xen-4.17/bin/xenperf ]; then
         print "KEEL-LINUX: xenperf: " $1 " " $2 " " $3 " total " t ", Domain-0 " $5
         if (t > 0 && $5 > 0) print "KEEL-LINUX: xenperf: Domain-0 hypercall exits non-zero" }'
 fi
+# Then Debian's `xl list` as many times, side by side (when dom0 has it).
 n=$(sed -n 's/.*keel.bench_list=\([0-9]*\).*/\1/p' /proc/cmdline)
 if [ -n "$n" ]; then
-    read t0 x </proc/uptime; i=0
-    while [ $i -lt "$n" ]; do keelctl list >/dev/null; i=$((i + 1)); done
-    read t1 x </proc/uptime
-    echo "KEEL-LINUX: bench: keelctl list x$n from $t0 to $t1 s"
+    for tool in keelctl xl; do
+        command -v $tool >/dev/null || continue
+        read t0 x </proc/uptime; i=0
+        while [ $i -lt "$n" ]; do $tool list >/dev/null; i=$((i + 1)); done
+        read t1 x </proc/uptime
+        echo "KEEL-LINUX: bench: $tool list x$n from $t0 to $t1 s"
+    done
 fi
 # keel.privcmd_fuzz=N: N random hypercalls from userspace through privcmd
 # (issue 12); keel.privcmd_fuzz_seed=S and keel.privcmd_fuzz_trace=I (print

@@ -1280,19 +1280,26 @@ fn bench_mgmt() -> Result<String> {
     let work_root = out_dir().join("bench");
     let (lines, _) = bench_console(&one[0], &tools, &work_root)?;
     // "KEEL-LINUX: bench: keelctl list x200 from 12.34 to 15.67 s"
-    let (n, secs) = lines
-        .iter()
-        .find_map(|l| {
-            let (_, rest) = l.split_once("KEEL-LINUX: bench: keelctl list x")?;
-            let (n, rest) = rest.split_once(" from ")?;
-            let (a, rest) = rest.split_once(" to ")?;
-            let b = rest.strip_suffix(" s")?;
-            let (a, b): (f64, f64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-            Some((n.trim().parse::<u32>().ok()?, b - a))
-        })
-        .ok_or("no 'keelctl list' timing on dom0's console")?;
+    let timing = |tool: &str| {
+        let key = format!("KEEL-LINUX: bench: {tool} list x");
+        lines
+            .iter()
+            .find_map(|l| {
+                let (_, rest) = l.split_once(key.as_str())?;
+                let (n, rest) = rest.split_once(" from ")?;
+                let (a, rest) = rest.split_once(" to ")?;
+                let b = rest.strip_suffix(" s")?;
+                let (a, b): (f64, f64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                Some((n.trim().parse::<u32>().ok()?, b - a))
+            })
+            .ok_or(format!("no '{tool} list' timing on dom0's console"))
+    };
+    let (n, secs) = timing("keelctl")?;
+    let (xn, xsecs) = timing("xl")?;
     let per_call_ms = secs * 1000.0 / n.max(1) as f64;
+    let xl_ms = xsecs * 1000.0 / xn.max(1) as f64;
     eprintln!("    keelctl list: {n} calls in {secs:.2} s = {per_call_ms:.2} ms each");
+    eprintln!("    xl list: {xn} calls in {xsecs:.2} s = {xl_ms:.2} ms each");
     Ok(format!(
         "## Management-call latency (dom0)\n\n\
          `cargo xtask bench` (alone: `--only mgmt`): dom0 of the `qemu-amd-linux` scenario (Debian's \
@@ -1301,10 +1308,15 @@ fn bench_mgmt() -> Result<String> {
          clock (10 ms resolution over the whole loop). Each call is a whole process: fork, exec of \
          the static keelctl, open `/dev/xen/privcmd`, `getdomaininfolist` (one sysctl), the \
          table on stdout. **Emulated figures** (QEMU TCG).\n\n\
-         | machine | command | calls | total | per call |\n\
-         |---|---|---:|---:|---:|\n\
-         | {} | `keelctl list` | {n} | {secs:.2} s | {per_call_ms:.2} ms |\n",
-        bench_model(&one[0])
+         Then Debian's unmodified `xl list` (xen-utils 4.17, dynamically linked against glibc, \
+         libxenlight and libxenctrl; xenstore reads of each domain's name through keel-xenstored) \
+         as many times, in the same boot: the ratio is xl's time over keelctl's.\n\n\
+         | machine | command | calls | total | per call | ratio |\n\
+         |---|---|---:|---:|---:|---:|\n\
+         | {m} | `keelctl list` | {n} | {secs:.2} s | {per_call_ms:.2} ms | 1 |\n\
+         | {m} | `xl list` | {xn} | {xsecs:.2} s | {xl_ms:.2} ms | {ratio:.2} |\n",
+        m = bench_model(&one[0]),
+        ratio = xl_ms / per_call_ms.max(f64::MIN_POSITIVE),
     ))
 }
 
