@@ -689,6 +689,7 @@ impl Domain {
             }
         }
         self.maybe_finish();
+        dom_exc(self.id);
     }
 
     /// Finishes an ending domain once none of its vCPUs is on a CPU (the
@@ -706,6 +707,22 @@ impl Domain {
             .flush(|line| log::info!("(d{id}) {line}"));
         let _ = self.life.lock().lc.destroy();
         table::finish(self);
+    }
+}
+
+/// `VIRQ_DOM_EXC`: domain `changed` shut down or is dying. Every
+/// privileged domain that bound the VIRQ hears of it (Xen's global VIRQ
+/// handler, dom0 unless the toolstack moved it): xenstored fires
+/// `@releaseDomain` from it, and `xl`'s domain-death watch follows.
+pub fn dom_exc(changed: DomId) {
+    for d in table::all() {
+        if !d.privileged || d.id == changed || d.is_ending() {
+            continue;
+        }
+        let xs = d.xen.lock();
+        if let Some(port) = xs.chans.virq_port(crate::xen::abi::virq::DOM_EXC, 0) {
+            d.signal(&xs, port);
+        }
     }
 }
 

@@ -399,6 +399,33 @@ fn event_channels_within_and_between_domains() {
     );
 }
 
+/// VIRQ_DOM_EXC reaches a privileged domain that bound it when another
+/// domain shuts down or is destroyed (xenstored's `@releaseDomain` hangs on
+/// it); a domain that did not bind it hears nothing.
+#[test]
+fn dom_exc_virq_on_another_domains_end() {
+    let mut d0 = domain(true);
+    let mut bv = [0u8; 12];
+    bv[..4].copy_from_slice(&abi::virq::DOM_EXC.to_le_bytes());
+    d0.put(GVA, &bv);
+    assert_eq!(
+        d0.ret(Hypercall::EventChannelOp, &[evtchnop::BIND_VIRQ, GVA]),
+        0
+    );
+    let port = u32::from_le_bytes(d0.get(GVA + 8, 4).try_into().unwrap());
+    // Only on vCPU 0: it is a global VIRQ.
+    bv[4..8].copy_from_slice(&1u32.to_le_bytes());
+    d0.put(GVA, &bv);
+    assert_eq!(
+        d0.ret(Hypercall::EventChannelOp, &[evtchnop::BIND_VIRQ, GVA]),
+        EINVAL
+    );
+    let u = domain(false);
+    assert!(!d0.dom.port_pending(port));
+    u.dom.end(Outcome::Shutdown(ShutdownReason::Poweroff));
+    assert!(d0.dom.port_pending(port), "no VIRQ_DOM_EXC on a shutdown");
+}
+
 /// The toolstack's event-channel calls on another domain (a domU's console
 /// and xenstore ports): a privileged caller allocates an unbound port in
 /// it and reads any port's status; an unprivileged one gets -EPERM.
