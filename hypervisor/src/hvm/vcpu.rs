@@ -250,6 +250,9 @@ pub trait Vcpu {
     fn request_interrupt_window(&mut self, on: bool);
     /// Guest CR0, CR3, CR4 and EFER (read-only view for diagnostics).
     fn control_regs(&self) -> [u64; 4];
+    /// The guest's current privilege level (0-3) as of the last exit:
+    /// SS.DPL on VT-x, the VMCB's CPL on AMD-V.
+    fn cpl(&self) -> u8;
     /// Flushes this vCPU's cached nested translations (after the p2m
     /// changed a present entry). Backends do it on the next entry.
     fn flush_p2m(&mut self);

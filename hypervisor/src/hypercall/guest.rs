@@ -3,6 +3,19 @@
 //! p2m, page by page. Any unmapped, non-canonical, read-only (for a
 //! write) or non-RAM byte makes the whole access -EFAULT, and nothing
 //! keel does with a guest pointer can fault keel itself.
+//!
+//! Hypercalls come from CPL 0 only ([`super::dispatch`]), so these are
+//! supervisor accesses, as Xen's `copy_{to,from}_guest` for HVM/PVH
+//! guests (`hvm_copy_*_guest_linear` with no `PFEC_user_mode`): a page
+//! the guest's kernel alone may touch (U/S clear) is as good as a user
+//! page, and a read-only page refuses a write while CR0.WP is set (as
+//! the CPU would refuse the kernel's own store), which Linux always sets.
+//! Where keel differs from Xen 4.17: a non-canonical address is -EFAULT
+//! (Xen's walk ignores bits 63:48 and reaches the canonical alias), and
+//! SMAP is not applied (Xen refuses a user page to a caller with CR4.SMAP
+//! set and RFLAGS.AC clear; Linux's privcmd sets AC around the call, so
+//! its callers see no difference). The first page of a copy that runs
+//! into a bad one has been written when the -EFAULT comes, as on Xen.
 
 use crate::domain::Memory;
 use crate::hvm::decode::{self, GuestPhys};
@@ -13,6 +26,9 @@ use core::mem::{size_of, MaybeUninit};
 /// The most one hypercall copies in one go (callers bound their counts;
 /// this bounds any single buffer).
 pub const MAX_COPY: usize = 1 << 20;
+
+/// CR0.WP: supervisor writes obey read-only entries.
+const CR0_WP: u64 = 1 << 16;
 
 /// The calling vCPU's view of memory.
 pub struct GuestVirt<'a> {
@@ -47,6 +63,8 @@ impl<'a> GuestVirt<'a> {
         if long && ((gva as i64) << 16 >> 16) as u64 != gva {
             return Err(Errno::EFAULT);
         }
+        // A supervisor write honours a read-only entry only under CR0.WP.
+        let write = write && cr0 & CR0_WP != 0;
         let gpa = decode::linear_to_gpa_for(&mut Walk(self.mem), cr0, cr3, cr4, efer, gva, write)
             .ok_or(Errno::EFAULT)?;
         if !self.is_ram(gpa) {

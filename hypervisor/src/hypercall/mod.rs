@@ -80,9 +80,17 @@ pub fn dispatch(cx: &mut Ctx) -> Next {
     cx.dom.stats.hypercalls.fetch_add(1, Ordering::Relaxed);
     let r = *cx.hw.regs();
     let args = [r.rdi, r.rsi, r.rdx, r.r10, r.r8];
-    let res = match Hypercall::from_u64(r.rax) {
-        Some(call) => xen(cx, call, args),
-        None => Err(cx.unimplemented(format_args!("hypercall {}", r.rax))),
+    // As Xen (`hvm_hypercall`): only the guest's kernel may call. VMCALL
+    // and VMMCALL exit at any CPL, so without this a guest's user
+    // processes (dom0's included) would reach sysctl and domctl directly.
+    // It also makes every guest-memory access below a supervisor one.
+    let res = if cx.hw.cpl() != 0 {
+        Err(Errno::EPERM)
+    } else {
+        match Hypercall::from_u64(r.rax) {
+            Some(call) => xen(cx, call, args),
+            None => Err(cx.unimplemented(format_args!("hypercall {}", r.rax))),
+        }
     };
     match res {
         Ok(Ret::Val(x)) => {

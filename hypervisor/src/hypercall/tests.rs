@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU16, Ordering as O};
 struct FakeHw {
     regs: Regs,
     cr: [u64; 4],
+    cpl: u8,
     flushes: u32,
     injected: Vec<Event>,
 }
@@ -43,6 +44,9 @@ impl HwVcpu for FakeHw {
     fn request_interrupt_window(&mut self, _: bool) {}
     fn control_regs(&self) -> [u64; 4] {
         self.cr
+    }
+    fn cpl(&self) -> u8 {
+        self.cpl
     }
     fn flush_p2m(&mut self) {
         self.flushes += 1;
@@ -126,7 +130,8 @@ fn domain_with_id(id: u16, privileged: bool) -> T {
     ));
     table::insert(dom.clone()).unwrap();
     let hw = FakeHw {
-        cr: [0x8000_0011, PML4, 1 << 5, 0x500],
+        // PG, WP, ET, PE (as Linux runs); PAE; LME+LMA.
+        cr: [0x8001_0011, PML4, 1 << 5, 0x500],
         ..FakeHw::default()
     };
     T { dom, hw }
@@ -265,6 +270,90 @@ fn bad_pointers_are_efault() {
     assert_eq!(
         t.ret(Hypercall::XenVersion, &[xenver::EXTRAVERSION, RAM - 4]),
         EFAULT
+    );
+}
+
+#[test]
+fn hypercalls_from_user_mode_are_eperm() {
+    let mut t = domain(true);
+    for cpl in [3, 1] {
+        t.hw.cpl = cpl;
+        // Not served at all: no value, no -EFAULT for a bad pointer, no write.
+        assert_eq!(t.ret(Hypercall::XenVersion, &[xenver::VERSION]), EPERM);
+        assert_eq!(
+            t.ret(Hypercall::XenVersion, &[xenver::EXTRAVERSION, GVA]),
+            EPERM
+        );
+        assert_eq!(
+            t.ret(Hypercall::XenVersion, &[xenver::EXTRAVERSION, HOLE]),
+            EPERM
+        );
+        assert_eq!(t.ret(Hypercall::Sysctl, &[GVA]), EPERM);
+        assert_eq!(t.ret(Hypercall::Domctl, &[GVA]), EPERM);
+        assert_eq!(t.get(GVA, 16), [0; 16]);
+    }
+    t.hw.cpl = 0;
+    assert_eq!(
+        t.ret(Hypercall::XenVersion, &[xenver::EXTRAVERSION, GVA]),
+        0
+    );
+    assert_eq!(&t.get(GVA, 6), b"-keel\0");
+}
+
+#[test]
+fn supervisor_writes_to_read_only_pages_follow_cr0_wp() {
+    let mut t = domain(false);
+    // WP set (as Linux runs): the read-only page refuses the write.
+    assert_eq!(
+        t.ret(Hypercall::XenVersion, &[xenver::EXTRAVERSION, RO_PAGE]),
+        EFAULT
+    );
+    assert_eq!(t.get(RO_PAGE, 16), [0; 16]);
+    // WP clear: the kernel itself could store there, so keel may (as Xen).
+    t.hw.cr[0] &= !(1 << 16);
+    assert_eq!(
+        t.ret(Hypercall::XenVersion, &[xenver::EXTRAVERSION, RO_PAGE]),
+        0
+    );
+    assert_eq!(&t.get(RO_PAGE, 6), b"-keel\0");
+    // Still nothing where nothing is mapped.
+    assert_eq!(
+        t.ret(Hypercall::XenVersion, &[xenver::EXTRAVERSION, HOLE - 8]),
+        EFAULT
+    );
+}
+
+#[test]
+fn build_id_reads_its_buffer_header_first() {
+    let mut t = domain(true);
+    const ENODATA: i64 = -61;
+    // As Xen's XENVER_build_id: a non-NULL buffer's header is read first.
+    for p in [HOLE, 0x0000_8000_0000_0000, HOLE - 2] {
+        assert_eq!(
+            t.ret(Hypercall::XenVersion, &[xenver::BUILD_ID, p]),
+            EFAULT,
+            "{p:#x}"
+        );
+    }
+    t.put(GVA, &0u32.to_le_bytes());
+    assert_eq!(
+        t.ret(Hypercall::XenVersion, &[xenver::BUILD_ID, GVA]),
+        EINVAL
+    );
+    t.put(GVA, &64u32.to_le_bytes());
+    assert_eq!(
+        t.ret(Hypercall::XenVersion, &[xenver::BUILD_ID, GVA]),
+        ENODATA
+    );
+    // Only read: a read-only page will do. NULL asks for the size.
+    t.put(RO_PAGE, &64u32.to_le_bytes());
+    assert_eq!(
+        t.ret(Hypercall::XenVersion, &[xenver::BUILD_ID, RO_PAGE]),
+        ENODATA
+    );
+    assert_eq!(
+        t.ret(Hypercall::XenVersion, &[xenver::BUILD_ID, 0]),
+        ENODATA
     );
 }
 

@@ -92,8 +92,15 @@ pub fn call(cx: &mut Ctx, cmd: u64, arg: u64) -> HcResult {
             mem.write(arg, &cstr::<1024>(&commandline(&raw, dom0)))?;
             Ok(Ret::Val(0))
         }
-        // keel is linked without a GNU build-id note: Xen answers so then.
-        xenver::BUILD_ID => Err(Errno::ENODATA),
+        // keel is linked without a GNU build-id note: Xen answers -ENODATA
+        // then, after it has read the header of a non-NULL buffer (a bad
+        // pointer is -EFAULT, a zero length -EINVAL, as on Xen).
+        xenver::BUILD_ID => {
+            if arg != 0 && mem.read_u32(arg)? == 0 {
+                return Err(Errno::EINVAL);
+            }
+            Err(Errno::ENODATA)
+        }
         xenver::GET_FEATURES => {
             let fi: XenFeatureInfo = mem.read_obj(arg)?;
             let map = if fi.submap_idx == 0 {

@@ -721,6 +721,10 @@ impl Vcpu for SvmVcpu {
         [s.cr0, s.cr3, s.cr4, s.efer & !EFER_SVME]
     }
 
+    fn cpl(&self) -> u8 {
+        self.vmcb_ref().save.cpl & 3
+    }
+
     fn flush_p2m(&mut self) {
         self.flush = true;
     }

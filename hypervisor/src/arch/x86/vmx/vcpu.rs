@@ -161,6 +161,8 @@ pub struct VmxVcpu {
     cr3: u64,
     cr4: u64,
     efer: u64,
+    /// SS.DPL as of the last exit: the guest's CPL.
+    cpl: u8,
     /// The guest's CR2: VT-x leaves it in the CPU across exits and
     /// entries, so another vCPU run here in between (or keel) would
     /// otherwise hand this guest a stale page-fault address.
@@ -258,6 +260,7 @@ impl VmxVcpu {
             cr3: 0,
             cr4: 0,
             efer: 0,
+            cpl: 0,
             cr2: 0,
             entry: caps.entry,
             interruptibility: 0,
@@ -569,6 +572,7 @@ impl VmxVcpu {
         self.cr4 = (r(Field::GuestCr4) & !m4) | (r(Field::Cr4ReadShadow) & m4);
         self.cr3 = r(Field::GuestCr3);
         self.efer = r(Field::GuestEfer);
+        self.cpl = ar::dpl(r(Field::GuestSsAccessRights) as u32) as u8;
         self.entry = r(Field::EntryControls) as u32;
         self.interruptibility = r(Field::GuestInterruptibility) as u32;
         let idt = r(Field::IdtVectoringInfo) as u32;
@@ -988,6 +992,10 @@ impl Vcpu for VmxVcpu {
 
     fn control_regs(&self) -> [u64; 4] {
         [self.cr0, self.cr3, self.cr4, self.efer]
+    }
+
+    fn cpl(&self) -> u8 {
+        self.cpl
     }
 
     fn flush_p2m(&mut self) {
