@@ -6,9 +6,10 @@
 //! 2. pulls the uncompressed `vmlinux` ELF out of `boot/vmlinuz-*` (bzImage setup header ->
 //!    XZ payload -> ELF64 x86-64 with a Xen `PHYS32_ENTRY` note) into `DIR/vmlinux`;
 //! 3. writes `DIR/initrd.cpio.gz`: busybox, a few applet links, the kernel modules in
-//!    [`MODULES`], `keelctl` and `keel-privcmd-fuzz` (built static for musl) and an `/init`
-//!    that prints the `KEEL-LINUX:` marker lines, asks keel about itself with `keelctl`, runs
-//!    the privcmd fuzzer with `keel.privcmd_fuzz=N`, and powers off (or, with `keel.shell` on
+//!    [`MODULES`], `keelctl`, `keel-privcmd-fuzz` and `keel-privcmd-badptr` (built static for
+//!    musl) and an `/init` that prints the `KEEL-LINUX:` marker lines, asks keel about itself
+//!    with `keelctl`, runs the bad-pointer checks with `keel.privcmd_badptr` and the privcmd
+//!    fuzzer with `keel.privcmd_fuzz=N`, and powers off (or, with `keel.shell` on
 //!    the kernel command line, starts a shell on the console).
 //!
 //! Every step is skipped when its output is already there (a `*.stamp` file next to each output
@@ -239,6 +240,12 @@ if [ -n "$n" ]; then
         echo "KEEL-LINUX: bench: $tool list x$n from $t0 to $t1 s"
     done
 fi
+# keel.privcmd_badptr: bad pointers (unmapped, kernel, read-only, straddling,
+# non-canonical) to every toolstack sub-op keel implements, exact answers.
+if grep -q 'keel.privcmd_badptr' /proc/cmdline; then
+    keel-privcmd-badptr
+    echo "KEEL-LINUX: privcmd-badptr exit $?"
+fi
 # keel.privcmd_fuzz=N: N random hypercalls from userspace through privcmd
 # (issue 12); keel.privcmd_fuzz_seed=S and keel.privcmd_fuzz_trace=I (print
 # each call from index I on; keel.privcmd_fuzz_trace_nr=N only number N) for
@@ -378,16 +385,19 @@ pub const MODULES: &[&str] = &[
 ];
 
 /// `target/x86_64-unknown-linux-musl/release/keelctl` and
-/// `keel-privcmd-fuzz` (the dom0 hypercall fuzzer), built now (static, for dom0).
+/// `keel-privcmd-fuzz` (the dom0 hypercall fuzzer), `keel-privcmd-badptr` (bad pointers
+/// to every toolstack sub-op), built now (static, for dom0).
 pub fn build_keelctl() -> Result<DomTools<PathBuf>> {
     let dir = build_musl(&[
         ("keelctl", "keelctl"),
         ("keelctl", "keel-privcmd-fuzz"),
+        ("keelctl", "keel-privcmd-badptr"),
         ("keel-xenstored", "keel-xenstored"),
     ])?;
     Ok(DomTools {
         keelctl: dir.join("keelctl"),
         fuzz: dir.join("keel-privcmd-fuzz"),
+        badptr: dir.join("keel-privcmd-badptr"),
         xenstored: dir.join("keel-xenstored"),
     })
 }
@@ -397,6 +407,8 @@ pub struct DomTools<T = Vec<u8>> {
     pub keelctl: T,
     /// `keel-privcmd-fuzz`.
     pub fuzz: T,
+    /// `keel-privcmd-badptr`.
+    pub badptr: T,
     /// `keel-xenstored`, dom0's xenstore.
     pub xenstored: T,
 }
@@ -527,6 +539,7 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
     let tools = DomTools {
         keelctl: read(&tools.keelctl)?,
         fuzz: read(&tools.fuzz)?,
+        badptr: read(&tools.badptr)?,
         xenstored: read(&tools.xenstored)?,
     };
     let kdir = rootfs.join("lib/modules").join(&release).join("kernel");
@@ -907,6 +920,7 @@ pub fn initramfs(
     }
     c.file("bin/keelctl", 0o755, &tools.keelctl);
     c.file("bin/keel-privcmd-fuzz", 0o755, &tools.fuzz);
+    c.file("bin/keel-privcmd-badptr", 0o755, &tools.badptr);
     c.file("bin/keel-xenstored", 0o755, &tools.xenstored);
     for (path, e) in xen {
         match e {
@@ -1016,6 +1030,7 @@ mod tests {
         let tools = DomTools {
             keelctl: b"\x7fELF keelctl".to_vec(),
             fuzz: b"\x7fELF fuzz".to_vec(),
+            badptr: b"\x7fELF badptr".to_vec(),
             xenstored: b"\x7fELF xenstored".to_vec(),
         };
         let mut xen = BTreeMap::new();
@@ -1057,6 +1072,7 @@ mod tests {
         assert_eq!(get("bin/keelctl").2, b"\x7fELF keelctl");
         assert_eq!(get("bin/keelctl").0[1], S_IFREG | 0o755);
         assert_eq!(get("bin/keel-privcmd-fuzz").2, b"\x7fELF fuzz");
+        assert_eq!(get("bin/keel-privcmd-badptr").2, b"\x7fELF badptr");
         assert_eq!(get("lib/modules/00-xen-privcmd.ko").2, b"\x7fELF ko");
         assert_eq!(get("init").0[1], S_IFREG | 0o755);
         assert!(get("init").2.starts_with(b"#!/bin/sh\n"));

@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+pub mod badptr;
 pub mod cli;
 pub mod format;
 pub mod fuzz;

@@ -605,6 +605,11 @@ pub fn linux_scenarios() -> Vec<Scenario> {
 pub const PRIVCMD_FUZZ_COUNT_QEMU: u32 = 200_000;
 pub const PRIVCMD_FUZZ_COUNT_BOCHS: u32 = 200_000;
 
+/// `keel-privcmd-badptr`'s cases and sub-ops (`keelctl::badptr::CASES`
+/// and `OPS`): its summary line must name them all as expected.
+pub const PRIVCMD_BADPTR_CASES: usize = 275;
+pub const PRIVCMD_BADPTR_OPS: usize = 26;
+
 /// Extra dom0 command-line words for the privcmd fuzzing scenarios, to
 /// reproduce a run: `keel.privcmd_fuzz_seed=S`, `keel.privcmd_fuzz_trace=I`
 /// (print each call from index I on), or another `keel.privcmd_fuzz=N`.
@@ -620,11 +625,16 @@ fn privcmd_fuzz(name: &str, emulator: Emulator, vendor: Vendor, count: u32, secs
         .describe(&format!("dom0's userspace makes {count} random hypercalls (random sub-ops, structures, pointers) through privcmd; dom0 survives, sleep 1 and power-off work"))
         .module(
             "dom0-cmdline",
-            format!("{DOM0_CMDLINE} keel.privcmd_fuzz={count} {extra}").into_bytes(),
+            format!("{DOM0_CMDLINE} keel.privcmd_badptr keel.privcmd_fuzz={count} {extra}")
+                .into_bytes(),
         )
         .dom0_must_contain(&[
             "KEEL-LINUX: userspace reached",
             "KEEL-LINUX: /dev/xen/privcmd present",
+            // Bad pointers to every toolstack sub-op first (keel-privcmd-badptr).
+            &format!("KEEL-LINUX: privcmd-badptr: {PRIVCMD_BADPTR_CASES} cases, {PRIVCMD_BADPTR_CASES} as expected; good calls after: {PRIVCMD_BADPTR_OPS}, {PRIVCMD_BADPTR_OPS} as expected"),
+            "KEEL-LINUX: privcmd-badptr: a hypercall from user mode (CPL 3) got -EPERM, as expected",
+            "KEEL-LINUX: privcmd-badptr exit 0",
             &format!("KEEL-LINUX: privcmd-fuzz: {count} calls done in"),
             "KEEL-LINUX: privcmd-fuzz exit 0",
             "KEEL-LINUX: sleep 1 took",
