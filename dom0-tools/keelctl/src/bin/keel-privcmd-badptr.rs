@@ -23,12 +23,13 @@ use keelctl::privcmd::Privcmd;
 const PAGE: usize = 4096;
 /// Slots per call at most (the argument and two handles).
 const SLOTS: usize = 3;
-/// In the unmapped guard hole at the start of Linux's kernel half
-/// (4-level paging: 0xffff800000000000-0xffff87ffffffffff).
-const KERNEL_HOLE: u64 = 0xffff_8000_0000_1000;
-/// Where the kernel's direct map of physical memory may start: 4-level
-/// and 5-level paging without KASLR (PVH boots without it).
-const DIRECT_MAP_BASES: [u64; 2] = [0xffff_8880_0000_0000, 0xff11_0000_0000_0000];
+/// Where the kernel's direct map of physical memory starts without KASLR
+/// (PVH boots without it), and an address in the unmapped guard hole at
+/// the start of the kernel half: 4-level paging, then 5-level.
+const LAYOUTS: [(u64, u64); 2] = [
+    (0xffff_8880_0000_0000, 0xffff_8000_0000_1000),
+    (0xff11_0000_0000_0000, 0xff00_0000_0000_1000),
+];
 
 /// `len` bytes of fresh anonymous memory, populated and locked.
 fn map(len: usize) -> *mut u8 {
@@ -120,6 +121,8 @@ struct Real {
     straddle: [*mut u8; SLOTS],
     /// A page unmapped again.
     hole: u64,
+    /// In the kernel half's guard hole.
+    kernel_hole: u64,
     text: u64,
     rodata: u64,
     direct_map: Option<u64>,
@@ -140,7 +143,7 @@ impl Target for Real {
         match kind {
             None => good,
             Some(Kind::UserUnmapped) => self.hole,
-            Some(Kind::KernelUnmapped) => KERNEL_HOLE,
+            Some(Kind::KernelUnmapped) => self.kernel_hole,
             Some(Kind::KernelText) => self.text,
             Some(Kind::KernelRodata) => self.rodata,
             Some(Kind::Straddle) => self.straddle_at(slot, len).0 as u64,
@@ -149,7 +152,7 @@ impl Target for Real {
             Some(Kind::KernelDirect) => match (self.direct_map, self.good_phys[slot]) {
                 (Some(base), Some(pa)) => base + pa,
                 // Not found: main reports it and runs no such case.
-                _ => KERNEL_HOLE,
+                _ => self.kernel_hole,
             },
         }
     }
@@ -277,8 +280,9 @@ fn main() {
         ro,
         straddle,
         hole: hole as u64,
-        text: text.unwrap_or(KERNEL_HOLE),
-        rodata: rodata.unwrap_or(KERNEL_HOLE),
+        kernel_hole: LAYOUTS[0].1,
+        text: text.unwrap_or(LAYOUTS[0].1),
+        rodata: rodata.unwrap_or(LAYOUTS[0].1),
         direct_map: None,
     };
 
@@ -304,7 +308,7 @@ fn main() {
         _ => problem(&mut out, format!("guest_handle: {}", answer_text(r))),
     }
     // The direct map: where sched_id through it writes into our page.
-    for base in DIRECT_MAP_BASES {
+    for (base, kernel_hole) in LAYOUTS {
         let Some(pa) = t.good_phys[0] else { break };
         let img = Op::SchedId.image(&env, &[base + pa]);
         t.fill(0, None, &img[0]);
@@ -312,15 +316,17 @@ fn main() {
         let after = t.read(0, None, XenSysctl::SIZE).unwrap_or_default();
         if r == Ok(0) && after[8..12] == 5u32.to_le_bytes() {
             t.direct_map = Some(base);
+            t.kernel_hole = kernel_hole;
             break;
         }
     }
     let _ = writeln!(
         out,
-        "KEEL-LINUX: privcmd-badptr: {} CPUs, _text {:#x}, linux_banner {:#x}, direct map {}, pages at {:#x} (phys {})",
+        "KEEL-LINUX: privcmd-badptr: {} CPUs, _text {:#x}, linux_banner {:#x}, kernel hole {:#x}, direct map {}, pages at {:#x} (phys {})",
         env.ncpus,
         t.text,
         t.rodata,
+        t.kernel_hole,
         t.direct_map.map_or("not found".into(), |b| format!("{b:#x}")),
         t.good[0] as u64,
         t.good_phys[0].map_or("unknown".into(), |p| format!("{p:#x}"))
