@@ -321,6 +321,22 @@ fn supervisor_writes_to_read_only_pages_follow_cr0_wp() {
         t.ret(Hypercall::XenVersion, &[xenver::EXTRAVERSION, HOLE - 8]),
         EFAULT
     );
+    // Supervisor accesses: a user page (U/S set) and a kernel-only page
+    // (every other page of the fake tables) both take a write.
+    t.hw.cr[0] |= 1 << 16;
+    let user = GVA + 0x9000;
+    assert!(t
+        .dom
+        .mem
+        .write(0x4000 + 9 * 8, &(0x10_9000u64 | 0x7).to_le_bytes()));
+    for p in [user, GVA + 0xa000] {
+        assert_eq!(
+            t.ret(Hypercall::XenVersion, &[xenver::EXTRAVERSION, p]),
+            0,
+            "{p:#x}"
+        );
+        assert_eq!(&t.get(p, 6), b"-keel\0");
+    }
 }
 
 #[test]
