@@ -26,13 +26,15 @@
 //! - the kernel's direct map of one of this process's pages (mapped,
 //!   writable, kernel-only): works both ways, as the user page itself.
 
+use keel_xen_abi::arch_x86::{CpuidLeaf, MsrEntry};
 use keel_xen_abi::domctl::{
     self as dctl, affinity, schedop, scheduler, GetDomainInfo, GetVcpuInfo, SchedCredit, SchedOpU,
     SchedulerOp, SetDomainHandle, VcpuAffinity, XenDomctl,
 };
 use keel_xen_abi::sysctl::{
-    self as sctl, cpupool_op, CpuTopo, CpuTopoInfo, CpupoolOp, GetDomainInfoList, MemInfo,
-    NumaInfo, ReadConsole, XenSysctl,
+    self as sctl, cpu_policy, cpupool_op, featureset, CpuFeatureset, CpuPolicy, CpuTopo,
+    CpuTopoInfo, CpupoolOp, GetDomainInfoList, MemInfo, NumaInfo, ReadConsole, SchedCreditParams,
+    SchedulerOpU, XenSysctl,
 };
 use keel_xen_abi::version::{self as ver, BuildId, CompileInfo, FeatureInfo, PlatformParameters};
 use keel_xen_abi::{hypercall, GuestHandle, Pod, XenctlBitmap};
@@ -42,7 +44,7 @@ pub type Answer = Result<u64, i32>;
 
 /// The number of cases [`plan`] makes (the scenarios look for it in the
 /// summary line: `tests/harness`'s `PRIVCMD_BADPTR_CASES`).
-pub const CASES: usize = 275;
+pub const CASES: usize = 327;
 
 /// What the hypervisor does with a pointer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +129,30 @@ pub struct Env {
     pub hard: Vec<u8>,
     /// dom0's handle (xen_version guest_handle): setdomainhandle sets it again.
     pub handle: [u8; 16],
+    /// Words in the host's featureset (get_cpu_featureset).
+    pub featureset_words: u32,
+    /// CPUID leaves and MSRs in the host's policy (get_cpu_policy).
+    pub policy_leaves: u32,
+    pub policy_msrs: u32,
+    /// The credit scheduler's pool parameters (sysctl scheduler_op get):
+    /// the put sets them again.
+    pub credit: SchedCreditParams,
+}
+
+impl Env {
+    /// What holds until good calls tell more: room enough in every buffer
+    /// (the answers then say how much was used).
+    pub fn initial() -> Env {
+        Env {
+            ncpus: 1,
+            hard: vec![0xff; CPUMAP_BYTES],
+            handle: [0; 16],
+            featureset_words: 64,
+            policy_leaves: (4096 / CpuidLeaf::SIZE) as u32,
+            policy_msrs: 16,
+            credit: SchedCreditParams::zeroed(),
+        }
+    }
 }
 
 /// Bytes of every CPU bitmap passed (512 CPUs).
@@ -147,6 +173,10 @@ pub enum Op {
     CpupoolFreeInfo,
     NumaInfo,
     CpuTopoInfo,
+    CpuFeatureset,
+    CpuPolicy,
+    SysctlSchedGet,
+    SysctlSchedPut,
     GetDomainInfo,
     GetVcpuInfo,
     GetVcpuAffinity,
@@ -160,7 +190,7 @@ pub enum Op {
     Version(u32),
 }
 
-pub const OPS: [Op; 26] = [
+pub const OPS: [Op; 30] = [
     Op::ReadConsole,
     Op::PhysInfo,
     Op::SchedId,
@@ -169,6 +199,10 @@ pub const OPS: [Op; 26] = [
     Op::CpupoolFreeInfo,
     Op::NumaInfo,
     Op::CpuTopoInfo,
+    Op::CpuFeatureset,
+    Op::CpuPolicy,
+    Op::SysctlSchedGet,
+    Op::SysctlSchedPut,
     Op::GetDomainInfo,
     Op::GetVcpuInfo,
     Op::GetVcpuAffinity,
@@ -226,6 +260,10 @@ impl Op {
             Op::CpupoolFreeInfo => "sysctl cpupool_op FREEINFO".into(),
             Op::NumaInfo => "sysctl numainfo".into(),
             Op::CpuTopoInfo => "sysctl cputopoinfo".into(),
+            Op::CpuFeatureset => "sysctl get_cpu_featureset".into(),
+            Op::CpuPolicy => "sysctl get_cpu_policy".into(),
+            Op::SysctlSchedGet => "sysctl scheduler_op getinfo".into(),
+            Op::SysctlSchedPut => "sysctl scheduler_op putinfo".into(),
             Op::GetDomainInfo => "domctl getdomaininfo".into(),
             Op::GetVcpuInfo => "domctl getvcpuinfo".into(),
             Op::GetVcpuAffinity => "domctl getvcpuaffinity".into(),
@@ -264,6 +302,10 @@ impl Op {
                 | Op::CpupoolFreeInfo
                 | Op::NumaInfo
                 | Op::CpuTopoInfo
+                | Op::CpuFeatureset
+                | Op::CpuPolicy
+                | Op::SysctlSchedGet
+                | Op::SysctlSchedPut
         )
     }
 
@@ -285,7 +327,20 @@ impl Op {
         let map = |name, dir| slot(name, dir, CPUMAP_BYTES);
         match self {
             Op::ReadConsole => vec![sys, slot("buffer", Dir::Out, CONSOLE_COUNT as usize)],
-            Op::PhysInfo | Op::SchedId => vec![sys],
+            Op::PhysInfo | Op::SchedId | Op::SysctlSchedGet | Op::SysctlSchedPut => vec![sys],
+            Op::CpuFeatureset => vec![
+                sys,
+                slot("features", Dir::Out, 4 * env.featureset_words as usize),
+            ],
+            Op::CpuPolicy => vec![
+                sys,
+                slot(
+                    "leaves",
+                    Dir::Out,
+                    CpuidLeaf::SIZE * env.policy_leaves as usize,
+                ),
+                slot("msrs", Dir::Out, MsrEntry::SIZE * env.policy_msrs as usize),
+            ],
             Op::GetDomainInfoList => vec![sys, slot("buffer", Dir::Out, GetDomainInfo::SIZE)],
             Op::CpupoolInfo | Op::CpupoolFreeInfo => vec![sys, map("cpumap", Dir::Out)],
             Op::NumaInfo => vec![
@@ -406,6 +461,39 @@ impl Op {
                 enc(&CpuTopoInfo {
                     num_cpus: env.ncpus,
                     cputopo: GuestHandle::new(h(1)),
+                }),
+            ),
+            Op::CpuFeatureset => sys(
+                sctl::op::GET_CPU_FEATURESET,
+                enc(&CpuFeatureset {
+                    index: featureset::HOST,
+                    nr_features: env.featureset_words,
+                    features: GuestHandle::new(h(1)),
+                }),
+            ),
+            Op::CpuPolicy => sys(
+                sctl::op::GET_CPU_POLICY,
+                enc(&CpuPolicy {
+                    index: cpu_policy::HOST,
+                    nr_leaves: env.policy_leaves,
+                    nr_msrs: env.policy_msrs,
+                    rsvd: 0,
+                    leaves: GuestHandle::new(h(1)),
+                    msrs: GuestHandle::new(h(2)),
+                }),
+            ),
+            Op::SysctlSchedGet | Op::SysctlSchedPut => sys(
+                sctl::op::SCHEDULER_OP,
+                enc(&sctl::SchedulerOp {
+                    cpupool_id: 0,
+                    sched_id: scheduler::CREDIT,
+                    cmd: if self == Op::SysctlSchedGet {
+                        schedop::GETINFO
+                    } else {
+                        schedop::PUTINFO
+                    },
+                    // Put: the parameters a get gave (keel's are fixed).
+                    u: SchedulerOpU::new(&env.credit),
                 }),
             ),
             Op::GetDomainInfo => dom(dctl::op::GETDOMAININFO, vec![CANARY; 128]),
@@ -682,8 +770,11 @@ mod tests {
     fn env(ncpus: u32) -> Env {
         Env {
             ncpus,
-            hard: vec![0xff; CPUMAP_BYTES],
             handle: [7; 16],
+            featureset_words: 17,
+            policy_leaves: 120,
+            policy_msrs: 2,
+            ..Env::initial()
         }
     }
 
@@ -715,6 +806,8 @@ mod tests {
             ["arg", "cpumap_hard", "cpumap_soft"]
         );
         assert_eq!(names(Op::ReadConsole), ["arg", "buffer"]);
+        assert_eq!(names(Op::CpuPolicy), ["arg", "leaves", "msrs"]);
+        assert_eq!(names(Op::CpuFeatureset), ["arg", "features"]);
     }
 
     #[test]
@@ -752,6 +845,28 @@ mod tests {
                 assert_eq!(s.len, b.len(), "{} {}", op.name(), s.name);
             }
         }
+        let img = Op::CpuPolicy.image(&e, &addrs);
+        let cp: CpuPolicy = XenSysctl::from_bytes(&img[0]).unwrap().op();
+        assert_eq!(
+            (cp.nr_leaves, cp.nr_msrs, cp.leaves.addr(), cp.msrs.addr()),
+            (120, 2, 0x2000, 0x3000)
+        );
+        assert_eq!(img[1].len(), 120 * 24);
+        let img = Op::CpuFeatureset.image(&e, &addrs[..2]);
+        let fs: CpuFeatureset = XenSysctl::from_bytes(&img[0]).unwrap().op();
+        assert_eq!((fs.nr_features, fs.features.addr()), (17, 0x2000));
+        let e2 = Env {
+            credit: SchedCreditParams {
+                tslice_ms: 30,
+                ratelimit_us: 1000,
+                vcpu_migr_delay_us: 0,
+            },
+            ..e.clone()
+        };
+        let img = Op::SysctlSchedPut.image(&e2, &addrs[..1]);
+        let so: sctl::SchedulerOp = XenSysctl::from_bytes(&img[0]).unwrap().op();
+        assert_eq!(so.cmd, schedop::PUTINFO);
+        assert_eq!(so.u.get::<SchedCreditParams>(), e2.credit);
         let put = Op::SchedPut.image(&e, &addrs[..1]);
         let so: SchedulerOp = XenDomctl::from_bytes(&put[0]).unwrap().op();
         let c: SchedCredit = so.u.get();
@@ -899,8 +1014,8 @@ mod tests {
         assert!(failure_line(&e, &v, &o)
             .ends_with("got 0, want 0 (the output did not reach the page behind the direct map)"));
         assert_eq!(
-            summary_line(297, 296, 26, 26),
-            "KEEL-LINUX: privcmd-badptr: 297 cases, 296 as expected; good calls after: 26, 26 as expected"
+            summary_line(327, 326, 30, 30),
+            "KEEL-LINUX: privcmd-badptr: 327 cases, 326 as expected; good calls after: 30, 30 as expected"
         );
     }
 }

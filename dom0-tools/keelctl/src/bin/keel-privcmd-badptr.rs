@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 
-use keel_xen_abi::sysctl::{PhysInfo, XenSysctl};
+use keel_xen_abi::sysctl::{CpuFeatureset, CpuPolicy, PhysInfo, SchedulerOp, XenSysctl};
 use keel_xen_abi::version as ver;
 use keel_xen_abi::{hypercall, Pod};
 use keelctl::badptr::{
@@ -54,6 +54,40 @@ fn protect(p: *mut u8, len: usize, prot: i32) {
     // across the change (pages are reached through raw pointers only).
     let rc = unsafe { libc::mprotect(p as *mut libc::c_void, len, prot) };
     assert_eq!(rc, 0, "mprotect");
+}
+
+/// Far below where Linux places mmaps (top-down from the stack), so that
+/// no later mapping of this process (the allocator's) lands in the hole.
+const HOLE_HINT: u64 = 0x1000_0000_0000;
+
+/// Whether the page at `va` is mapped in this process.
+fn is_mapped(va: u64) -> bool {
+    let mut v = 0u8;
+    // SAFETY: mincore only reports on the page (ENOMEM if unmapped) and
+    // writes one byte into `v`, which lives across the call.
+    unsafe { libc::mincore(va as *mut libc::c_void, PAGE, &mut v) == 0 }
+}
+
+/// A user page mmap'ed then munmap'ed, where nothing else will map.
+fn unmapped_page() -> u64 {
+    // SAFETY: a new private anonymous mapping at an address nothing of
+    // ours uses (MAP_FIXED_NOREPLACE fails rather than replace one).
+    let p = unsafe {
+        libc::mmap(
+            HOLE_HINT as *mut libc::c_void,
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    assert!(p != libc::MAP_FAILED, "mmap at {HOLE_HINT:#x} failed");
+    // SAFETY: the page just mapped; nothing refers to it.
+    let rc = unsafe { libc::munmap(p, PAGE) };
+    assert_eq!(rc, 0, "munmap");
+    assert!(!is_mapped(p as u64));
+    p as u64
 }
 
 /// The physical address of the page at `va` (dom0's physical addresses
@@ -142,7 +176,11 @@ impl Target for Real {
         let good = self.good[slot] as u64;
         match kind {
             None => good,
-            Some(Kind::UserUnmapped) => self.hole,
+            Some(Kind::UserUnmapped) => {
+                // Nothing may have been mapped there since.
+                assert!(!is_mapped(self.hole), "the unmapped page was mapped again");
+                self.hole
+            }
             Some(Kind::KernelUnmapped) => self.kernel_hole,
             Some(Kind::KernelText) => self.text,
             Some(Kind::KernelRodata) => self.rodata,
@@ -254,10 +292,7 @@ fn main() {
         // SAFETY: the second page of the two just mapped.
         protect(unsafe { straddle[i].add(PAGE) }, PAGE, libc::PROT_NONE);
     }
-    let hole = map(PAGE);
-    // SAFETY: the page just mapped; nothing refers to it.
-    let rc = unsafe { libc::munmap(hole as *mut libc::c_void, PAGE) };
-    assert_eq!(rc, 0, "munmap");
+    let hole = unmapped_page();
     let text = kallsyms("_text");
     let rodata = kallsyms("linux_banner");
     let version = std::fs::read("/proc/version").unwrap_or_default();
@@ -279,7 +314,7 @@ fn main() {
         good_phys,
         ro,
         straddle,
-        hole: hole as u64,
+        hole,
         kernel_hole: LAYOUTS[0].1,
         text: text.unwrap_or(LAYOUTS[0].1),
         rodata: rodata.unwrap_or(LAYOUTS[0].1),
@@ -287,11 +322,7 @@ fn main() {
     };
 
     // What the calls need to know, from good calls.
-    let mut env = Env {
-        ncpus: 1,
-        hard: vec![0xff; CPUMAP_BYTES],
-        handle: [0; 16],
-    };
+    let mut env = Env::initial();
     let (r, b) = good_call(&mut t, &env, Op::PhysInfo, 0, XenSysctl::SIZE);
     match (r, XenSysctl::from_bytes(&b)) {
         (Ok(0), Some(s)) => env.ncpus = s.op::<PhysInfo>().nr_cpus,
@@ -306,6 +337,31 @@ fn main() {
     match r {
         Ok(0) => env.handle.copy_from_slice(&b),
         _ => problem(&mut out, format!("guest_handle: {}", answer_text(r))),
+    }
+    let (r, b) = good_call(&mut t, &env, Op::CpuFeatureset, 0, XenSysctl::SIZE);
+    match (r, XenSysctl::from_bytes(&b)) {
+        (Ok(0), Some(s)) => env.featureset_words = s.op::<CpuFeatureset>().nr_features,
+        _ => problem(&mut out, format!("get_cpu_featureset: {}", answer_text(r))),
+    }
+    let (r, b) = good_call(&mut t, &env, Op::CpuPolicy, 0, XenSysctl::SIZE);
+    match (r, XenSysctl::from_bytes(&b)) {
+        (Ok(0), Some(s)) => {
+            let p: CpuPolicy = s.op();
+            (env.policy_leaves, env.policy_msrs) = (p.nr_leaves, p.nr_msrs);
+        }
+        _ => problem(&mut out, format!("get_cpu_policy: {}", answer_text(r))),
+    }
+    let (r, b) = good_call(&mut t, &env, Op::SysctlSchedGet, 0, XenSysctl::SIZE);
+    match (r, XenSysctl::from_bytes(&b)) {
+        (Ok(0), Some(s)) => env.credit = s.op::<SchedulerOp>().u.get(),
+        _ => problem(
+            &mut out,
+            format!("sysctl scheduler_op get: {}", answer_text(r)),
+        ),
+    }
+    // Every handle must be written, or a bad one would go unnoticed.
+    if env.featureset_words == 0 || env.policy_leaves == 0 || env.policy_msrs == 0 {
+        problem(&mut out, format!("empty featureset or policy: {env:?}"));
     }
     // The direct map: where sched_id through it writes into our page.
     for (base, kernel_hole) in LAYOUTS {
@@ -322,8 +378,11 @@ fn main() {
     }
     let _ = writeln!(
         out,
-        "KEEL-LINUX: privcmd-badptr: {} CPUs, _text {:#x}, linux_banner {:#x}, kernel hole {:#x}, direct map {}, pages at {:#x} (phys {})",
+        "KEEL-LINUX: privcmd-badptr: {} CPUs, {} feature words, {} CPUID leaves, {} MSRs, _text {:#x}, linux_banner {:#x}, kernel hole {:#x}, direct map {}, pages at {:#x} (phys {})",
         env.ncpus,
+        env.featureset_words,
+        env.policy_leaves,
+        env.policy_msrs,
         t.text,
         t.rodata,
         t.kernel_hole,
