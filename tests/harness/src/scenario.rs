@@ -607,8 +607,8 @@ pub const PRIVCMD_FUZZ_COUNT_BOCHS: u32 = 200_000;
 
 /// `keel-privcmd-badptr`'s cases and sub-ops (`keelctl::badptr::CASES`
 /// and `OPS`): its summary line must name them all as expected.
-pub const PRIVCMD_BADPTR_CASES: usize = 327;
-pub const PRIVCMD_BADPTR_OPS: usize = 30;
+pub const PRIVCMD_BADPTR_CASES: usize = 377;
+pub const PRIVCMD_BADPTR_OPS: usize = 35;
 
 /// Extra dom0 command-line words for the privcmd fuzzing scenarios, to
 /// reproduce a run: `keel.privcmd_fuzz_seed=S`, `keel.privcmd_fuzz_trace=I`

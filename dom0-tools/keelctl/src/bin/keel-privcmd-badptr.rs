@@ -11,7 +11,8 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 
-use keel_xen_abi::sysctl::{CpuFeatureset, CpuPolicy, PhysInfo, SchedulerOp, XenSysctl};
+use keel_xen_abi::domctl::{GetDomainInfo, XenDomctl};
+use keel_xen_abi::sysctl::{CpuFeatureset, CpuPolicy, PerfcOp, PhysInfo, SchedulerOp, XenSysctl};
 use keel_xen_abi::version as ver;
 use keel_xen_abi::{hypercall, Pod};
 use keelctl::badptr::{
@@ -21,6 +22,8 @@ use keelctl::badptr::{
 use keelctl::privcmd::Privcmd;
 
 const PAGE: usize = 4096;
+/// Bytes of each good and read-only buffer (perfc_op's values take 4864).
+const BUF: usize = 2 * PAGE;
 /// Slots per call at most (the argument and two handles).
 const SLOTS: usize = 3;
 /// Where the kernel's direct map of physical memory starts without KASLR
@@ -146,10 +149,11 @@ fn cpu_is_amd() -> bool {
 /// This process's pages for the calls, and the kernel addresses.
 struct Real {
     pc: Privcmd,
-    /// Per slot: a writable page (locked: its direct-map alias stays).
+    /// Per slot: a writable buffer (locked: its first page's direct-map
+    /// alias stays).
     good: [*mut u8; SLOTS],
     good_phys: [Option<u64>; SLOTS],
-    /// Per slot: a page PROT_READ except while being filled.
+    /// Per slot: a buffer PROT_READ except while being filled.
     ro: [*mut u8; SLOTS],
     /// Per slot: a writable page and a PROT_NONE page after it.
     straddle: [*mut u8; SLOTS],
@@ -196,13 +200,13 @@ impl Target for Real {
     }
 
     fn fill(&mut self, slot: usize, kind: Option<Kind>, bytes: &[u8]) {
-        assert!(bytes.len() <= PAGE);
+        assert!(bytes.len() <= BUF);
         let (dst, n) = match kind {
             None | Some(Kind::NonCanonical) | Some(Kind::KernelDirect) => {
                 (self.good[slot], bytes.len())
             }
             Some(Kind::ReadOnly) => {
-                protect(self.ro[slot], PAGE, libc::PROT_READ | libc::PROT_WRITE);
+                protect(self.ro[slot], BUF, libc::PROT_READ | libc::PROT_WRITE);
                 (self.ro[slot], bytes.len())
             }
             Some(Kind::Straddle) => {
@@ -211,12 +215,12 @@ impl Target for Real {
             }
             _ => return,
         };
-        // SAFETY: `dst..dst+n` lies in one writable page of ours (checked
-        // above: n <= PAGE from a page start, or up to the straddle page's
-        // end); `bytes` is a separate Rust slice.
+        // SAFETY: `dst..dst+n` lies in a writable buffer of ours (checked
+        // above: n <= BUF from a buffer's start, or up to the straddle
+        // page's end); `bytes` is a separate Rust slice.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, n) };
         if kind == Some(Kind::ReadOnly) {
-            protect(self.ro[slot], PAGE, libc::PROT_READ);
+            protect(self.ro[slot], BUF, libc::PROT_READ);
         }
     }
 
@@ -226,8 +230,8 @@ impl Target for Real {
             Some(Kind::ReadOnly) => self.ro[slot],
             _ => return None,
         };
-        let mut v = vec![0u8; len.min(PAGE)];
-        // SAFETY: `src` starts a readable page of ours and `v.len() <= PAGE`.
+        let mut v = vec![0u8; len.min(BUF)];
+        // SAFETY: `src` starts a readable buffer of ours and `v.len() <= BUF`.
         unsafe { std::ptr::copy_nonoverlapping(src, v.as_mut_ptr(), v.len()) };
         Some(v)
     }
@@ -284,10 +288,10 @@ fn main() {
     let mut ro = [std::ptr::null_mut(); SLOTS];
     let mut straddle = [std::ptr::null_mut(); SLOTS];
     for i in 0..SLOTS {
-        good[i] = map(PAGE);
+        good[i] = map(BUF);
         good_phys[i] = pagemap.as_ref().and_then(|f| phys(f, good[i] as u64));
-        ro[i] = map(PAGE);
-        protect(ro[i], PAGE, libc::PROT_READ);
+        ro[i] = map(BUF);
+        protect(ro[i], BUF, libc::PROT_READ);
         straddle[i] = map(2 * PAGE);
         // SAFETY: the second page of the two just mapped.
         protect(unsafe { straddle[i].add(PAGE) }, PAGE, libc::PROT_NONE);
@@ -359,7 +363,28 @@ fn main() {
             format!("sysctl scheduler_op get: {}", answer_text(r)),
         ),
     }
-    // Every handle must be written, or a bad one would go unnoticed.
+    let (r, b) = good_call(&mut t, &env, Op::PerfcQuery, 0, XenSysctl::SIZE);
+    match (r, XenSysctl::from_bytes(&b)) {
+        (Ok(0), Some(s)) => {
+            let p: PerfcOp = s.op();
+            (env.perfc_counters, env.perfc_vals) = (p.nr_counters, p.nr_vals);
+        }
+        _ => problem(&mut out, format!("perfc_op query: {}", answer_text(r))),
+    }
+    let (r, b) = good_call(&mut t, &env, Op::GetDomainInfo, 0, XenDomctl::SIZE);
+    match (r, XenDomctl::from_bytes(&b)) {
+        (Ok(0), Some(d)) => env.max_memkb = d.op::<GetDomainInfo>().max_pages * 4,
+        _ => problem(&mut out, format!("getdomaininfo: {}", answer_text(r))),
+    }
+    // Every handle must be written, or a bad one would go unnoticed; and
+    // every buffer must fit ours.
+    let fits = |n: u32, size: usize| (1..=BUF).contains(&(n as usize * size));
+    if !fits(env.perfc_counters, keel_xen_abi::sysctl::PerfcDesc::SIZE)
+        || !fits(env.perfc_vals, 4)
+        || env.max_memkb == 0
+    {
+        problem(&mut out, format!("perfc_op or getdomaininfo: {env:?}"));
+    }
     if env.featureset_words == 0 || env.policy_leaves == 0 || env.policy_msrs == 0 {
         problem(&mut out, format!("empty featureset or policy: {env:?}"));
     }
@@ -378,11 +403,14 @@ fn main() {
     }
     let _ = writeln!(
         out,
-        "KEEL-LINUX: privcmd-badptr: {} CPUs, {} feature words, {} CPUID leaves, {} MSRs, _text {:#x}, linux_banner {:#x}, kernel hole {:#x}, direct map {}, pages at {:#x} (phys {})",
+        "KEEL-LINUX: privcmd-badptr: {} CPUs, {} feature words, {} CPUID leaves, {} MSRs, {} perf counters ({} values), dom0 max {} KiB, _text {:#x}, linux_banner {:#x}, kernel hole {:#x}, direct map {}, pages at {:#x} (phys {})",
         env.ncpus,
         env.featureset_words,
         env.policy_leaves,
         env.policy_msrs,
+        env.perfc_counters,
+        env.perfc_vals,
+        env.max_memkb,
         t.text,
         t.rodata,
         t.kernel_hole,
@@ -394,13 +422,23 @@ fn main() {
     let cases = plan(&env);
     let mut expected = 0;
     for c in &cases {
-        if matches!(c.bad, Some((_, Kind::KernelDirect))) && t.direct_map.is_none() {
-            let _ = writeln!(
-                out,
-                "KEEL-LINUX: privcmd-badptr: FAIL {}: not run: the direct map of our page was not found",
-                c.name(&env)
-            );
-            continue;
+        if let Some((i, Kind::KernelDirect)) = c.bad {
+            // Only the first page of a buffer is known in the direct map.
+            let why = if t.direct_map.is_none() {
+                Some("the direct map of our page was not found")
+            } else if c.op.slots(&env)[i].len > PAGE {
+                Some("longer than a page")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                let _ = writeln!(
+                    out,
+                    "KEEL-LINUX: privcmd-badptr: FAIL {}: not run: {why}",
+                    c.name(&env)
+                );
+                continue;
+            }
         }
         let o = run(&mut t, &env, c);
         if o.ok() {
