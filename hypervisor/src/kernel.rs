@@ -351,7 +351,7 @@ fn launch(bi: &'static BootInfo, online: u32, wanted: u32) -> ! {
         fatal_message(format_args!("scheduler: {e:?}"));
     }
     crate::domain::table::set_end_hook(on_domain_end);
-    crate::hypercall::sysctl::set_host(&crate::hypercall::sysctl::Machine);
+    crate::hypercall::host::set_host(&crate::hypercall::host::Machine);
     crate::domain::create::set_backend(&crate::domain::create::Machine);
     let opts = cmdline::get();
     match opts.test {

@@ -34,14 +34,8 @@ use keel_xen_abi::{Pod, DOMID_SELF};
 const GPADDR_BITS: u8 = 48;
 
 pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
-    if !cx.dom.privileged {
-        return Err(Errno::EPERM);
-    }
+    let mut dc: XenDomctl = cx.toolstack_arg(arg, XenDomctl::version_ok)?;
     let mem = cx.mem();
-    let mut dc: XenDomctl = mem.read_abi(arg)?;
-    if !dc.version_ok() {
-        return Err(Errno::EACCES);
-    }
     let target = |id: u16| -> Result<Arc<Domain>, Errno> {
         let id = if id == DOMID_SELF { cx.dom.id } else { id };
         table::get(id).ok_or(Errno::ESRCH)

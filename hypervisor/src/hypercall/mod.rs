@@ -15,6 +15,7 @@ mod console_io;
 mod domctl;
 mod event_channel_op;
 mod grant_table_op;
+pub mod host;
 mod hvm_op;
 mod memory_op;
 mod platform_op;
@@ -41,6 +42,25 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The argument of a toolstack call (sysctl, domctl): only a privileged
+    /// caller gets in (-EPERM before keel reads anything); the struct is
+    /// copied in and must carry Xen 4.17's interface version (-EACCES
+    /// otherwise, as on Xen: the tools do not negotiate).
+    pub fn toolstack_arg<T: keel_xen_abi::Pod>(
+        &self,
+        arg: u64,
+        version_ok: impl Fn(&T) -> bool,
+    ) -> Result<T, Errno> {
+        if !self.dom.privileged {
+            return Err(Errno::EPERM);
+        }
+        let t: T = self.mem().read_abi(arg)?;
+        if !version_ok(&t) {
+            return Err(Errno::EACCES);
+        }
+        Ok(t)
+    }
+
     /// The caller's memory, by guest-virtual address.
     pub fn mem(&self) -> GuestVirt<'_> {
         GuestVirt::new(&self.dom.mem, &*self.hw)

@@ -17,6 +17,7 @@
 //! -ENOSYS (counted).
 
 use super::guest::MAX_COPY;
+use super::host::{self, Cpu};
 use super::{domctl, Ctx, HcResult, Ret};
 use crate::hvm::perfc;
 use crate::xen::abi::Errno;
@@ -30,62 +31,14 @@ use keel_xen_abi::sysctl::{
 };
 use keel_xen_abi::{Pod, XenctlBitmap};
 
-/// The machine facts sysctl reports: the real machine in keel, a fake in
-/// the host tests.
-pub trait HostFacts: Sync {
-    /// CPUs keel runs on (0..n).
-    fn nr_cpus(&self) -> u32;
-    fn cpu_khz(&self) -> u32;
-    /// Usable RAM, pages.
-    fn total_pages(&self) -> u64;
-    /// RAM not given out, pages.
-    fn free_pages(&self) -> u64;
-    /// The highest usable machine frame.
-    fn max_mfn(&self) -> u64;
-    /// CPUID `leaf`/`sub` of this machine (`Cpu::Host`) or as keel shows
-    /// it to an HVM guest (`Cpu::Guest`, vCPU 0 of a one-vCPU domain).
-    fn cpuid(&self, cpu: Cpu, leaf: u32, sub: u32) -> [u32; 4];
-    /// keel's console ring as Xen's `readconsole` reads it
-    /// ([`crate::conring::Ring::read_from`]).
-    fn console_read_from(&self, incremental: bool, index: u32, out: &mut [u8]) -> (usize, u32);
-    /// [`crate::conring::Ring::clear_to`].
-    fn console_clear_to(&self, index: u32);
-    /// keel's own command line, as the boot loader gave it.
-    fn commandline(&self) -> alloc::string::String;
-}
-
-/// Whose CPUID a policy describes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cpu {
-    Host,
-    Guest,
-}
-
-static HOST: spin::Once<&'static dyn HostFacts> = spin::Once::new();
-
-/// Sets the machine's facts (at boot).
-pub fn set_host(h: &'static dyn HostFacts) {
-    HOST.call_once(|| h);
-}
-
-pub(super) fn host() -> Result<&'static dyn HostFacts, Errno> {
-    HOST.get().copied().ok_or(Errno::ENOSYS)
-}
-
 pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
-    if !cx.dom.privileged {
-        return Err(Errno::EPERM);
-    }
+    let mut sc: XenSysctl = cx.toolstack_arg(arg, XenSysctl::version_ok)?;
     let mem = cx.mem();
-    let mut sc: XenSysctl = mem.read_abi(arg)?;
-    if !sc.version_ok() {
-        return Err(Errno::EACCES);
-    }
     match sc.cmd {
         op::READCONSOLE => {
             let mut rc: ReadConsole = sc.op();
             let mut out = vec![0u8; (rc.count as usize).min(MAX_COPY)];
-            let h = host()?;
+            let h = host::get()?;
             let (n, next) = h.console_read_from(rc.incremental != 0, rc.index, &mut out);
             mem.write(rc.buffer.addr(), &out[..n])?;
             // Cleared only once the copy succeeded: a bad buffer loses nothing.
@@ -97,7 +50,7 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
             sc.u = sysctl::SysctlU::new(&rc);
         }
         op::PHYSINFO => {
-            let h = host()?;
+            let h = host::get()?;
             let n = h.nr_cpus().max(1);
             let pi = PhysInfo {
                 threads_per_core: 1,
@@ -162,14 +115,14 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
                 // Pool 0 holds every CPU and every domain; tools iterate
                 // with "first pool with id >= N".
                 cpupool_op::INFO if p.cpupool_id == 0 => {
-                    let n = host()?.nr_cpus();
+                    let n = host::get()?.nr_cpus();
                     p.sched_id = scheduler::CREDIT;
                     p.n_dom = crate::domain::table::all().len() as u32;
                     write_cpumap(cx, &p.cpumap, n, |_| true)?;
                 }
                 cpupool_op::INFO => return Err(Errno::ENOENT),
                 cpupool_op::FREEINFO => {
-                    write_cpumap(cx, &p.cpumap, host()?.nr_cpus(), |_| false)?;
+                    write_cpumap(cx, &p.cpumap, host::get()?.nr_cpus(), |_| false)?;
                 }
                 other => {
                     return Err(cx.unimplemented(format_args!("sysctl cpupool_op {other}")));
@@ -179,7 +132,7 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
         }
         op::NUMAINFO => {
             let mut ni: NumaInfo = sc.op();
-            let h = host()?;
+            let h = host::get()?;
             if !ni.meminfo.is_null() && !ni.distance.is_null() {
                 if ni.num_nodes < 1 {
                     return Err(Errno::ENOBUFS);
@@ -199,7 +152,7 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
         }
         op::CPUTOPOINFO => {
             let mut ti: CpuTopoInfo = sc.op();
-            let n = host()?.nr_cpus();
+            let n = host::get()?.nr_cpus();
             if !ti.cputopo.is_null() {
                 for cpu in 0..ti.num_cpus.min(n) {
                     let at = ti.cputopo.element(cpu as u64).ok_or(Errno::EFAULT)?;
@@ -239,7 +192,7 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
                 featureset::PV | featureset::PV_MAX => return Err(Errno::EOPNOTSUPP),
                 _ => return Err(Errno::EINVAL),
             };
-            let h = host()?;
+            let h = host::get()?;
             let words = policy::featureset(&|l, s| h.cpuid(cpu, l, s));
             let n = (fs.nr_features as usize).min(words.len());
             let mut b = vec![0u8; n * 4];
@@ -266,7 +219,7 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
                 cpu_policy::HVM_MAX | cpu_policy::HVM_DEFAULT => Cpu::Guest,
                 _ => return Err(Errno::EOPNOTSUPP),
             };
-            let h = host()?;
+            let h = host::get()?;
             let id = |l, s| h.cpuid(cpu, l, s);
             // NULL buffers ask for the most there can be.
             if cp.leaves.is_null() {
@@ -432,52 +385,4 @@ pub(super) fn read_cpumap(cx: &Ctx, map: &XenctlBitmap) -> Result<u64, Errno> {
         mask &= (1u64 << map.nr_bits) - 1;
     }
     Ok(mask)
-}
-
-/// keel's machine: the CPUs it brought up, its frame allocator, the
-/// firmware's memory map and the host's CPUID.
-#[cfg(target_os = "none")]
-pub struct Machine;
-
-#[cfg(target_os = "none")]
-impl HostFacts for Machine {
-    fn nr_cpus(&self) -> u32 {
-        crate::arch::x86::smp::online_count()
-    }
-    fn cpu_khz(&self) -> u32 {
-        crate::arch::x86::time::tsc_khz() as u32
-    }
-    fn total_pages(&self) -> u64 {
-        crate::bootinfo::get().map_or(0, |b| b.usable_bytes()) / 4096
-    }
-    fn free_pages(&self) -> u64 {
-        crate::mm::phys::frames().free_bytes() / 4096
-    }
-    fn max_mfn(&self) -> u64 {
-        (crate::bootinfo::get().map_or(0, |b| b.top_of_ram()) / 4096).saturating_sub(1)
-    }
-    fn cpuid(&self, cpu: Cpu, leaf: u32, sub: u32) -> [u32; 4] {
-        let native = |l: u32, s: u32| {
-            let r = core::arch::x86_64::__cpuid_count(l, s);
-            [r.eax, r.ebx, r.ecx, r.edx]
-        };
-        match cpu {
-            Cpu::Host => native(leaf, sub),
-            Cpu::Guest => crate::hvm::cpuid::guest_cpuid(
-                leaf,
-                sub,
-                &crate::hvm::cpuid::Ctx::new(0, 0),
-                native,
-            ),
-        }
-    }
-    fn console_read_from(&self, incremental: bool, index: u32, out: &mut [u8]) -> (usize, u32) {
-        crate::console::ring_read_from(incremental, index, out)
-    }
-    fn console_clear_to(&self, index: u32) {
-        crate::console::ring_clear_to(index)
-    }
-    fn commandline(&self) -> alloc::string::String {
-        alloc::string::String::from(crate::bootinfo::get().map_or("", |b| b.cmdline()))
-    }
 }

@@ -940,7 +940,7 @@ mod toolstack {
     struct Fake {
         ring: StdMutex<Box<Ring>>,
     }
-    impl sysctl::HostFacts for Fake {
+    impl host::HostFacts for Fake {
         fn nr_cpus(&self) -> u32 {
             4
         }
@@ -958,12 +958,8 @@ mod toolstack {
         }
         /// A CPU whose first eight featureset words are 1-8; the guest
         /// view adds the hypervisor bit (1.ECX[31]).
-        fn cpuid(&self, cpu: sysctl::Cpu, leaf: u32, sub: u32) -> [u32; 4] {
-            let hv = if cpu == sysctl::Cpu::Guest {
-                1 << 31
-            } else {
-                0
-            };
+        fn cpuid(&self, cpu: host::Cpu, leaf: u32, sub: u32) -> [u32; 4] {
+            let hv = if cpu == host::Cpu::Guest { 1 << 31 } else { 0 };
             match (leaf, sub) {
                 (0, _) => [0xd, 0, 0, 0],
                 (1, _) => [0, 0, 2 | hv, 1],
@@ -997,7 +993,7 @@ mod toolstack {
             let mut r = f.ring.lock().unwrap();
             r.push(b"(XEN) keel starting\n(XEN) d0: built\n");
             drop(r);
-            sysctl::set_host(f);
+            host::set_host(f);
             f
         })
     }
@@ -1341,7 +1337,7 @@ mod toolstack {
         );
         let got = sc.op::<CpuPolicy>();
         let want = policy::leaves(
-            &|l, s| sysctl::HostFacts::cpuid(fake(), sysctl::Cpu::Guest, l, s),
+            &|l, s| host::HostFacts::cpuid(fake(), host::Cpu::Guest, l, s),
             120,
         )
         .unwrap();

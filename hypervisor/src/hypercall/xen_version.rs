@@ -87,7 +87,7 @@ pub fn call(cx: &mut Ctx, cmd: u64, arg: u64) -> HcResult {
         }
         xenver::COMMANDLINE | xenver::BUILD_ID if !cx.dom.privileged => Err(Errno::EPERM),
         xenver::COMMANDLINE => {
-            let raw = super::sysctl::host()?.commandline();
+            let raw = super::host::get()?.commandline();
             let dom0 = crate::domain::table::get(0).map(|d| (d.mem.ram_pages * 4096) >> 20);
             mem.write(arg, &cstr::<1024>(&commandline(&raw, dom0)))?;
             Ok(Ret::Val(0))
