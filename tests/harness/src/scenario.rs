@@ -634,6 +634,7 @@ fn privcmd_fuzz(name: &str, emulator: Emulator, vendor: Vendor, count: u32, secs
             // Bad pointers to every toolstack sub-op first (keel-privcmd-badptr).
             &format!("KEEL-LINUX: privcmd-badptr: {PRIVCMD_BADPTR_CASES} cases, {PRIVCMD_BADPTR_CASES} as expected; good calls after: {PRIVCMD_BADPTR_OPS}, {PRIVCMD_BADPTR_OPS} as expected"),
             "KEEL-LINUX: privcmd-badptr: a hypercall from user mode (CPL 3) got -EPERM, as expected",
+            "KEEL-LINUX: privcmd-badptr: interface version 0x14: domctl -EACCES, sysctl -EACCES, as expected",
             "KEEL-LINUX: privcmd-badptr exit 0",
             &format!("KEEL-LINUX: privcmd-fuzz: {count} calls done in"),
             "KEEL-LINUX: privcmd-fuzz exit 0",

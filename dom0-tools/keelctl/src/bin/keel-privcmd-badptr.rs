@@ -465,6 +465,40 @@ fn main() {
         );
     }
 
+    // Xen 4.16's interface version (0x14) on well-formed calls: -EACCES,
+    // as Xen answers every version but its own (the tools do not negotiate).
+    let old_version = |nr: u64, mut bytes: Vec<u8>| {
+        // `interface_version` is the second u32 of both structs.
+        bytes[4..8].copy_from_slice(&0x14u32.to_le_bytes());
+        let r = t.pc.hypercall(nr, [bytes.as_mut_ptr() as u64, 0, 0, 0, 0]);
+        std::hint::black_box(&bytes);
+        r.err().map(|e| e.errno)
+    };
+    let mut dc = vec![0u8; XenDomctl::SIZE];
+    XenDomctl::new(
+        keel_xen_abi::domctl::op::GETDOMAININFO,
+        0,
+        &GetDomainInfo::zeroed(),
+    )
+    .write_to(&mut dc);
+    let mut sc = vec![0u8; XenSysctl::SIZE];
+    XenSysctl::new(keel_xen_abi::sysctl::op::PHYSINFO, &PhysInfo::zeroed()).write_to(&mut sc);
+    let (d, s) = (
+        old_version(hypercall::DOMCTL, dc),
+        old_version(hypercall::SYSCTL, sc),
+    );
+    if d == Some(libc::EACCES) && s == Some(libc::EACCES) {
+        let _ = writeln!(
+            out,
+            "KEEL-LINUX: privcmd-badptr: interface version 0x14: domctl -EACCES, sysctl -EACCES, as expected"
+        );
+    } else {
+        problem(
+            &mut out,
+            format!("interface version 0x14: domctl errno {d:?}, sysctl errno {s:?}, want EACCES"),
+        );
+    }
+
     // keel and dom0 still fine: every sub-op with good pointers.
     let mut after_ok = 0;
     for op in OPS {
