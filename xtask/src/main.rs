@@ -1411,18 +1411,7 @@ fn bench_fuzz(count: u32) -> Result<String> {
         let (lines, wall) = bench_console(&s, &tools, &work_root)?;
         let row = fuzz::parse(&lines)
             .ok_or_else(|| format!("{}: no fuzzing summary on the console", s.name))?;
-        let model = match s.emulator {
-            keel_harness::Emulator::Qemu => format!(
-                "QEMU TCG{} -cpu {}",
-                if s.single_thread_tcg {
-                    " (one thread)"
-                } else {
-                    ""
-                },
-                s.vendor.qemu_cpu()
-            ),
-            keel_harness::Emulator::Bochs => format!("Bochs 2.7 {}", s.vendor.bochs_cpu()),
-        };
+        let model = bench_model(&s);
         eprintln!(
             "    {model}: {} hypercalls, {}/s, {wall:.1} s",
             row.calls, row.per_s
