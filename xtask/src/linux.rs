@@ -239,6 +239,25 @@ if [ -n "$n" ]; then
         read t1 x </proc/uptime
         echo "KEEL-LINUX: bench: $tool list x$n from $t0 to $t1 s"
     done
+    # Then with 64 domains: 63 empty, paused ones beside dom0 (createdomain,
+    # max_vcpus, max_mem: keel-mkdomains), named in xenstore as a toolstack
+    # names them, destroyed after.
+    if command -v xl >/dev/null && keel-mkdomains 63 >/tmp/doms; then
+        set --
+        for d in $(cat /tmp/doms); do
+            set -- "$@" /local/domain/$d/name "bench-d$d" /local/domain/$d/domid $d /libxl/$d/type pvh
+        done
+        xenstore-write "$@"
+        echo "KEEL-LINUX: bench: domains listed: keelctl $(keelctl list | grep -c ' --p---') paused + dom0, xl $(xl list | grep -c '^bench-d')"
+        for tool in keelctl xl; do
+            read t0 x </proc/uptime; i=0
+            while [ $i -lt "$n" ]; do $tool list >/dev/null; i=$((i + 1)); done
+            read t1 x </proc/uptime
+            echo "KEEL-LINUX: bench64: $tool list x$n from $t0 to $t1 s"
+        done
+        for d in $(cat /tmp/doms); do keelctl destroy $d; xenstore-rm /local/domain/$d /libxl/$d; done
+        echo "KEEL-LINUX: bench: after destroy: $(keelctl list | tail -n +2 | grep -c .) domain(s)"
+    fi
 fi
 # keel.privcmd_badptr: bad pointers (unmapped, kernel, read-only, straddling,
 # non-canonical) to every toolstack sub-op keel implements, exact answers.
@@ -386,18 +405,21 @@ pub const MODULES: &[&str] = &[
 
 /// `target/x86_64-unknown-linux-musl/release/keelctl` and
 /// `keel-privcmd-fuzz` (the dom0 hypercall fuzzer), `keel-privcmd-badptr` (bad pointers
-/// to every toolstack sub-op), built now (static, for dom0).
+/// to every toolstack sub-op), `keel-mkdomains` (empty domains for the
+/// management bench), built now (static, for dom0).
 pub fn build_keelctl() -> Result<DomTools<PathBuf>> {
     let dir = build_musl(&[
         ("keelctl", "keelctl"),
         ("keelctl", "keel-privcmd-fuzz"),
         ("keelctl", "keel-privcmd-badptr"),
+        ("keelctl", "keel-mkdomains"),
         ("keel-xenstored", "keel-xenstored"),
     ])?;
     Ok(DomTools {
         keelctl: dir.join("keelctl"),
         fuzz: dir.join("keel-privcmd-fuzz"),
         badptr: dir.join("keel-privcmd-badptr"),
+        mkdomains: dir.join("keel-mkdomains"),
         xenstored: dir.join("keel-xenstored"),
     })
 }
@@ -409,6 +431,8 @@ pub struct DomTools<T = Vec<u8>> {
     pub fuzz: T,
     /// `keel-privcmd-badptr`.
     pub badptr: T,
+    /// `keel-mkdomains` (empty paused domains, for the management bench).
+    pub mkdomains: T,
     /// `keel-xenstored`, dom0's xenstore.
     pub xenstored: T,
 }
@@ -540,6 +564,7 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
         keelctl: read(&tools.keelctl)?,
         fuzz: read(&tools.fuzz)?,
         badptr: read(&tools.badptr)?,
+        mkdomains: read(&tools.mkdomains)?,
         xenstored: read(&tools.xenstored)?,
     };
     let kdir = rootfs.join("lib/modules").join(&release).join("kernel");
@@ -921,6 +946,7 @@ pub fn initramfs(
     c.file("bin/keelctl", 0o755, &tools.keelctl);
     c.file("bin/keel-privcmd-fuzz", 0o755, &tools.fuzz);
     c.file("bin/keel-privcmd-badptr", 0o755, &tools.badptr);
+    c.file("bin/keel-mkdomains", 0o755, &tools.mkdomains);
     c.file("bin/keel-xenstored", 0o755, &tools.xenstored);
     for (path, e) in xen {
         match e {
@@ -1031,6 +1057,7 @@ mod tests {
             keelctl: b"\x7fELF keelctl".to_vec(),
             fuzz: b"\x7fELF fuzz".to_vec(),
             badptr: b"\x7fELF badptr".to_vec(),
+            mkdomains: b"\x7fELF mkdomains".to_vec(),
             xenstored: b"\x7fELF xenstored".to_vec(),
         };
         let mut xen = BTreeMap::new();

@@ -463,8 +463,7 @@ mod xen_backend {
     fn what_the_abi_path_lacks_is_not_supported_and_calls_nothing() {
         let b = backend(FakeXen::new());
         for args in [
-            &["destroy", "1"][..],
-            &["shutdown", "1"],
+            &["shutdown", "1"][..],
             &["reboot", "1"],
             &["mem-set", "1", "1g"],
         ] {
@@ -484,6 +483,14 @@ mod xen_backend {
                 "{args:?}"
             );
         }
+        // destroy works (domctl destroydomain); dom0 is refused before
+        // any call.
+        let (rc, _, err) = exec(&b, &["destroy", "1"]);
+        assert_eq!(rc, EXIT_OK, "{err}");
+        assert_eq!(*b.transport().destroyed.borrow(), [1]);
+        let (rc, _, err) = exec(&b, &["destroy", "Domain-0"]);
+        assert_eq!(rc, EXIT_ERROR, "{err}");
+        assert!(err.contains("cannot be destroyed"), "{err}");
         // A hypervisor that refuses dom0's calls.
         let mut x = FakeXen::new();
         x.privileged = false;

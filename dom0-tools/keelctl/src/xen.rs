@@ -8,8 +8,9 @@
 //! call: the hypervisor reaches them through dom0's page tables and does
 //! not fault pages in.
 
+use keel_xen_abi::arch_x86::{ArchDomainConfig, EMU_LAPIC};
 use keel_xen_abi::domctl::{
-    self as dctl, affinity, dominf, GetDomainInfo, GetVcpuInfo, SchedCredit, SchedOpU, SchedulerOp,
+    self as dctl, affinity, cdf, dominf, CreateDomain, GetDomainInfo, MaxMem, MaxVcpus, GetVcpuInfo, SchedCredit, SchedOpU, SchedulerOp,
     VcpuAffinity, XenDomctl,
 };
 use keel_xen_abi::sysctl::{
@@ -38,6 +39,12 @@ pub trait XenCall {
 
 /// Domains per `getdomaininfolist` call.
 pub const LIST_BATCH: u32 = 32;
+/// Xen's defaults for a new domain's event-channel ports, grant frames
+/// and maptrack frames (libxl: `max_event_channels` 1023,
+/// `max_grant_frames` 64 in 4.17's xl.conf, `max_maptrack_frames` 1024).
+const CONTAINER_MAX_EVTCHN_PORT: u32 = 1023;
+const CONTAINER_MAX_GRANT_FRAMES: i32 = 64;
+const CONTAINER_MAX_MAPTRACK_FRAMES: i32 = 1024;
 /// Console bytes per `readconsole` call.
 const CONSOLE_CHUNK: usize = 16 * 1024;
 /// CPUs a bitmap passed to the hypervisor has room for.
@@ -342,6 +349,44 @@ impl<T: XenCall> XenBackend<T> {
             .ok_or_else(|| BackendError::NoSuchDomain(dom.clone()))
     }
 
+    /// The first step of building a domain, as libxl's
+    /// `libxl__domain_make` takes it: an empty, paused PVH container
+    /// (`createdomain` with hardware-assisted paging and only the local
+    /// APIC emulated, Xen's default event-channel and grant limits), then
+    /// `max_vcpus` and `max_mem`. Returns the id the hypervisor chose. A
+    /// step that fails destroys the half-made domain again.
+    pub fn create_container(&self, vcpus: u32, max_mem_kib: u64) -> Result<u32> {
+        let cfg = CreateDomain {
+            flags: cdf::HVM | cdf::HAP,
+            max_vcpus: vcpus,
+            max_evtchn_port: CONTAINER_MAX_EVTCHN_PORT,
+            max_grant_frames: CONTAINER_MAX_GRANT_FRAMES,
+            max_maptrack_frames: CONTAINER_MAX_MAPTRACK_FRAMES,
+            grant_opts: 1,
+            arch: ArchDomainConfig {
+                emulation_flags: EMU_LAPIC,
+                misc_flags: 0,
+            },
+            ..CreateDomain::zeroed()
+        };
+        let (dc, _) = self.domctl("domctl createdomain", dctl::op::CREATEDOMAIN, 0, vec![], |_| cfg)?;
+        let domid = dc.domain;
+        let rest = self
+            .domctl("domctl max_vcpus", dctl::op::MAX_VCPUS, domid, vec![], |_| MaxVcpus {
+                max: vcpus,
+            })
+            .and_then(|_| {
+                self.domctl("domctl max_mem", dctl::op::MAX_MEM, domid, vec![], |_| MaxMem {
+                    max_memkb: max_mem_kib,
+                })
+            });
+        if let Err(e) = rest {
+            let _ = self.domctl_plain(dctl::op::DESTROYDOMAIN, domid, "destroying it again", "");
+            return Err(e);
+        }
+        Ok(domid as u32)
+    }
+
     /// vCPU `vcpu`'s affinity masks (hard, soft), `n` CPUs each.
     fn affinity(&self, dom: u16, vcpu: u32, n: u32) -> Result<(Vec<bool>, Vec<bool>)> {
         let bytes = CPUMAP_BITS.div_ceil(8) as usize;
@@ -504,8 +549,19 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
     fn create_domain(&self, _: &DomainConfig, _: bool) -> Result<u32> {
         Err(not_yet("create a domain"))
     }
-    fn destroy(&self, _: &DomainRef) -> Result<()> {
-        Err(not_yet("destroy a domain"))
+    fn destroy(&self, dom: &DomainRef) -> Result<()> {
+        let d = self.find(dom)?;
+        if d.domain == 0 {
+            return Err(BackendError::Failed(
+                "Domain-0 cannot be destroyed".into(),
+            ));
+        }
+        self.domctl_plain(
+            dctl::op::DESTROYDOMAIN,
+            d.domain,
+            &format!("destroying domain '{dom}'"),
+            "the hypervisor refused it",
+        )
     }
     fn shutdown(&self, _: &DomainRef) -> Result<()> {
         Err(not_yet("shut down a domain"))
@@ -749,6 +805,9 @@ pub(crate) mod fake {
         /// perfc_op's counters (name, values); `None`: -ENOSYS (a
         /// hypervisor without them, or keel with `perfc=0`).
         pub perfc: RefCell<Option<Vec<FakeCounter>>>,
+        /// Domains made by `createdomain` (ids from 7 up), and destroyed.
+        pub created: RefCell<Vec<u16>>,
+        pub destroyed: RefCell<Vec<u16>>,
     }
 
     /// A perfc counter: name and values.
@@ -803,6 +862,8 @@ pub(crate) mod fake {
                 credit: RefCell::new(Vec::new()),
                 cpu_ns: RefCell::new(Vec::new()),
                 perfc: RefCell::new(None),
+                created: RefCell::new(Vec::new()),
+                destroyed: RefCell::new(Vec::new()),
             }
         }
         fn pin(&self, d: u16, v: u32) -> u64 {
@@ -932,6 +993,33 @@ pub(crate) mod fake {
                     self.calls
                         .borrow_mut()
                         .push(format!("domctl {} d{}", dc.cmd, dc.domain));
+                    if dc.cmd == dctl::op::CREATEDOMAIN {
+                        let cfg: CreateDomain = dc.op();
+                        if cfg.flags & (cdf::HVM | cdf::HAP) != cdf::HVM | cdf::HAP
+                            || cfg.arch.emulation_flags != EMU_LAPIC
+                        {
+                            return err(libc::EOPNOTSUPP);
+                        }
+                        let id = 7 + self.created.borrow().len() as u16;
+                        self.created.borrow_mut().push(id);
+                        dc.domain = id;
+                        return put(mem, args[0], &dc).map(|_| 0);
+                    }
+                    if self.created.borrow().contains(&dc.domain) {
+                        return match dc.cmd {
+                            dctl::op::MAX_VCPUS => Ok(0),
+                            // The fake's memory limit: 1 GiB.
+                            dctl::op::MAX_MEM if dc.op::<MaxMem>().max_memkb > 1 << 20 => {
+                                err(libc::ENOMEM)
+                            }
+                            dctl::op::MAX_MEM => Ok(0),
+                            dctl::op::DESTROYDOMAIN => {
+                                self.destroyed.borrow_mut().push(dc.domain);
+                                Ok(0)
+                            }
+                            _ => err(libc::ENOSYS),
+                        };
+                    }
                     let Some(&(_, _, vcpus, _)) = self.doms.iter().find(|d| d.0 == dc.domain)
                     else {
                         return err(libc::ESRCH);
@@ -975,6 +1063,10 @@ pub(crate) mod fake {
                                     &(((1u64 << self.ncpus) - 1) as u8),
                                 )?;
                             }
+                            Ok(0)
+                        }
+                        dctl::op::DESTROYDOMAIN => {
+                            self.destroyed.borrow_mut().push(dc.domain);
                             Ok(0)
                         }
                         dctl::op::PAUSEDOMAIN | dctl::op::UNPAUSEDOMAIN => {
@@ -1265,7 +1357,37 @@ mod tests {
         assert_eq!(ops, ["pause-op 3 d1", "pause-op 4 d1"]);
         let e = b.pause(&DomainRef::Id(0)).unwrap_err();
         assert!(e.to_string().contains("cannot pause itself"), "{e}");
-        let e = b.destroy(&DomainRef::Id(1)).unwrap_err();
-        assert!(matches!(e, BackendError::NotImplemented(_)));
+        let e = b.destroy(&DomainRef::Id(0)).unwrap_err();
+        assert!(e.to_string().contains("cannot be destroyed"), "{e}");
+        let e = b.destroy(&DomainRef::Name("nope".into())).unwrap_err();
+        assert!(matches!(e, BackendError::NoSuchDomain(_)), "{e}");
+        b.destroy(&DomainRef::Id(1)).unwrap();
+        assert_eq!(*b.hc.destroyed.borrow(), [1]);
+    }
+
+    #[test]
+    fn a_container_is_created_limited_or_destroyed_again() {
+        let b = backend(FakeXen::new());
+        assert_eq!(b.create_container(2, 262_144).unwrap(), 7);
+        assert_eq!(b.create_container(1, 0).unwrap(), 8);
+        let domctls = |b: &XenBackend<FakeXen>| -> Vec<String> {
+            b.hc.calls
+                .borrow()
+                .iter()
+                .filter(|c| c.starts_with("domctl"))
+                .cloned()
+                .collect()
+        };
+        // createdomain (1) asks for any id (0); max_vcpus (15) and
+        // max_mem (11) go to the id it gave.
+        assert_eq!(
+            domctls(&b)[..3],
+            ["domctl 1 d0", "domctl 15 d7", "domctl 11 d7"]
+        );
+        assert!(b.hc.destroyed.borrow().is_empty());
+        // A refused step takes the half-made domain away again.
+        let e = b.create_container(1, 4 << 20).unwrap_err();
+        assert!(e.to_string().contains("max_mem"), "{e}");
+        assert_eq!(*b.hc.destroyed.borrow(), [9]);
     }
 }
