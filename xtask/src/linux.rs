@@ -181,6 +181,9 @@ if [ -x /usr/lib/xen-4.17/bin/xl ]; then
             xenstore-write /local/domain/$d/name "test-d$d" /local/domain/$d/domid $d /libxl/$d/type pvh
         done
         xl list | sed 's/^/XL| /'
+        # keelctl reads the same names from xenstore, and finds a domain by one.
+        echo "KEEL-LINUX: keelctl names d$dom $(keelctl list | awk -v d="$dom" '$2 == d { print $1 }'), xl $(xl list | awk -v d="$dom" '$2 == d { print $1 }')"
+        keelctl pause "test-d$dom" && keelctl unpause "test-d$dom" && echo "KEEL-LINUX: keelctl pause/unpause by name exit 0"
         xtime() { xl list | awk -v d="$1" '$2 == d { print $6 }'; }
         xl pause "$dom"
         echo "KEEL-LINUX: xl pause d$dom state $(xl list | awk -v d="$dom" '$2 == d { print $5 }')"
@@ -229,32 +232,39 @@ if [ -x /usr/lib/xen-4.17/bin/xenperf ]; then
         print "KEEL-LINUX: xenperf: " $1 " " $2 " " $3 " total " t ", Domain-0 " $5
         if (t > 0 && $5 > 0) print "KEEL-LINUX: xenperf: Domain-0 hypercall exits non-zero" }'
 fi
-# Then Debian's `xl list` as many times, side by side (when dom0 has it).
-n=$(sed -n 's/.*keel.bench_list=\([0-9]*\).*/\1/p' /proc/cmdline)
-if [ -n "$n" ]; then
-    for tool in keelctl xl; do
-        command -v $tool >/dev/null || continue
-        read t0 x </proc/uptime; i=0
-        while [ $i -lt "$n" ]; do $tool list >/dev/null; i=$((i + 1)); done
-        read t1 x </proc/uptime
-        echo "KEEL-LINUX: bench: $tool list x$n from $t0 to $t1 s"
+# Then Debian's `xl list` as many times, side by side: four rounds of a
+# quarter each, the two tools taking turns, so that a load that comes and
+# goes on the host weighs on both alike. $1: the label, $2: calls per tool.
+bench_lists() {
+    q=$(($2 / 4)); r=0; tk=0; tx=0
+    while [ $r -lt 4 ]; do
+        for tool in keelctl xl; do
+            read t0 x </proc/uptime; i=0
+            while [ $i -lt $q ]; do $tool list >/dev/null; i=$((i + 1)); done
+            read t1 x </proc/uptime
+            d=$(echo "$t0 $t1" | awk '{ printf "%.2f", $2 - $1 }')
+            if [ $tool = keelctl ]; then tk=$(echo "$tk $d" | awk '{ print $1 + $2 }')
+            else tx=$(echo "$tx $d" | awk '{ print $1 + $2 }'); fi
+        done
+        r=$((r + 1))
     done
+    echo "KEEL-LINUX: $1: keelctl list x$((q * 4)) in $tk s"
+    echo "KEEL-LINUX: $1: xl list x$((q * 4)) in $tx s"
+}
+n=$(sed -n 's/.*keel.bench_list=\([0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$n" ] && command -v xl >/dev/null; then
+    bench_lists bench "$n"
     # Then with 64 domains: 63 empty, paused ones beside dom0 (createdomain,
     # max_vcpus, max_mem: keel-mkdomains), named in xenstore as a toolstack
     # names them, destroyed after.
-    if command -v xl >/dev/null && keel-mkdomains 63 >/tmp/doms; then
+    if keel-mkdomains 63 >/tmp/doms; then
         set --
         for d in $(cat /tmp/doms); do
             set -- "$@" /local/domain/$d/name "bench-d$d" /local/domain/$d/domid $d /libxl/$d/type pvh
         done
         xenstore-write "$@"
         echo "KEEL-LINUX: bench: domains listed: keelctl $(keelctl list | grep -c ' --p---') paused + dom0, xl $(xl list | grep -c '^bench-d')"
-        for tool in keelctl xl; do
-            read t0 x </proc/uptime; i=0
-            while [ $i -lt "$n" ]; do $tool list >/dev/null; i=$((i + 1)); done
-            read t1 x </proc/uptime
-            echo "KEEL-LINUX: bench64: $tool list x$n from $t0 to $t1 s"
-        done
+        bench_lists bench64 "$n"
         for d in $(cat /tmp/doms); do keelctl destroy $d; xenstore-rm /local/domain/$d /libxl/$d; done
         echo "KEEL-LINUX: bench: after destroy: $(keelctl list | tail -n +2 | grep -c .) domain(s)"
     fi

@@ -301,7 +301,11 @@ pub fn open_with(privcmd: &Path, hypervisor_type: &Path) -> Box<dyn Hypervisor> 
     use crate::privcmd::{OpenError, Privcmd};
     let p = privcmd.display();
     let reason = match Privcmd::open(privcmd) {
-        Ok(dev) => return Box::new(crate::xen::XenBackend::new(dev)),
+        Ok(dev) => {
+            let mut b = crate::xen::XenBackend::new(dev);
+            b.names = Box::new(crate::names::Xenstore::from_env());
+            return Box::new(b);
+        }
         Err(OpenError::Missing) => {
             let xen = std::fs::read_to_string(hypervisor_type).is_ok_and(|t| t.trim() == "xen");
             if xen {

@@ -12,6 +12,7 @@ pub mod badptr;
 pub mod cli;
 pub mod format;
 pub mod fuzz;
+pub mod names;
 #[allow(unsafe_code)]
 pub mod privcmd;
 pub mod top;

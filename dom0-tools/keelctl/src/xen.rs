@@ -122,14 +122,28 @@ pub fn cpuset_text(mask: &[bool]) -> String {
     }
 }
 
-/// A domain's name: dom0 is "Domain-0"; others are named in xenstore by
-/// the toolstack that made them, which keelctl does not read yet, so
-/// they show as xl shows a domain without a name.
-fn domain_name(domid: u32) -> String {
-    if domid == 0 {
-        "Domain-0".into()
-    } else {
-        "(null)".into()
+/// Where domain names come from: xenstore's `/local/domain/N/name`, as
+/// the toolstack that made the domain wrote it ([`crate::names`]).
+pub trait DomainNames {
+    fn name(&self, domid: u32) -> Option<String>;
+}
+
+/// No names (tests, or no xenstore).
+pub struct NoNames;
+
+impl DomainNames for NoNames {
+    fn name(&self, _: u32) -> Option<String> {
+        None
+    }
+}
+
+/// A domain's name as `xl` shows it: from xenstore; dom0 is "Domain-0"
+/// even before anything named it; a domain without one is "(null)".
+fn domain_name(names: &dyn DomainNames, domid: u32) -> String {
+    match names.name(domid) {
+        Some(n) if !n.is_empty() => n,
+        _ if domid == 0 => "Domain-0".into(),
+        _ => "(null)".into(),
     }
 }
 
@@ -154,6 +168,8 @@ pub struct XenBackend<T: XenCall> {
     pub hostname: Option<String>,
     /// The CPU vendor `info` prints; `None` asks CPUID.
     pub cpu_vendor: Option<String>,
+    /// Domain names (xenstore in dom0).
+    pub names: Box<dyn DomainNames>,
 }
 
 impl<T: XenCall> XenBackend<T> {
@@ -167,6 +183,7 @@ impl<T: XenCall> XenBackend<T> {
             hc,
             hostname: None,
             cpu_vendor: None,
+            names: Box::new(NoNames),
         }
     }
 
@@ -345,7 +362,7 @@ impl<T: XenCall> XenBackend<T> {
     fn find(&self, dom: &DomainRef) -> Result<GetDomainInfo> {
         self.domain_infos()?
             .into_iter()
-            .find(|d| dom.matches(&info(d)))
+            .find(|d| dom.matches(&self.info(d)))
             .ok_or_else(|| BackendError::NoSuchDomain(dom.clone()))
     }
 
@@ -421,14 +438,16 @@ fn affinity_arg(vcpu: u32, flags: u32, maps: u64) -> VcpuAffinity {
     }
 }
 
-fn info(d: &GetDomainInfo) -> DomainInfo {
-    DomainInfo {
-        name: domain_name(d.domain as u32),
-        domid: d.domain as u32,
-        mem_kib: d.tot_pages * 4,
-        vcpus: d.nr_online_vcpus,
-        state: state(d.flags),
-        cpu_time_ns: d.cpu_time,
+impl<T: XenCall> XenBackend<T> {
+    fn info(&self, d: &GetDomainInfo) -> DomainInfo {
+        DomainInfo {
+            name: domain_name(&*self.names, d.domain as u32),
+            domid: d.domain as u32,
+            mem_kib: d.tot_pages * 4,
+            vcpus: d.nr_online_vcpus,
+            state: state(d.flags),
+            cpu_time_ns: d.cpu_time,
+        }
     }
 }
 
@@ -502,7 +521,11 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
     }
 
     fn list_domains(&self) -> Result<Vec<DomainInfo>> {
-        Ok(self.domain_infos()?.iter().map(info).collect())
+        Ok(self
+            .domain_infos()?
+            .iter()
+            .map(|d| self.info(d))
+            .collect())
     }
 
     fn vcpu_list(&self) -> Result<Vec<VcpuInfo>> {
@@ -526,7 +549,7 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
                 let vi: GetVcpuInfo = dc.op();
                 let (hard, soft) = self.affinity(d.domain, vcpu, n)?;
                 out.push(VcpuInfo {
-                    domain: domain_name(d.domain as u32),
+                    domain: domain_name(&*self.names, d.domain as u32),
                     domid: d.domain as u32,
                     vcpu,
                     cpu: (vi.online != 0).then_some(vi.cpu),
@@ -1363,6 +1386,24 @@ mod tests {
         assert!(matches!(e, BackendError::NoSuchDomain(_)), "{e}");
         b.destroy(&DomainRef::Id(1)).unwrap();
         assert_eq!(*b.hc.destroyed.borrow(), [1]);
+    }
+
+    struct Named;
+    impl DomainNames for Named {
+        fn name(&self, domid: u32) -> Option<String> {
+            (domid == 1).then(|| "web".into())
+        }
+    }
+
+    #[test]
+    fn names_come_from_the_name_source_and_find_domains() {
+        let mut b = backend(FakeXen::new());
+        b.names = Box::new(Named);
+        let names: Vec<String> = b.list_domains().unwrap().into_iter().map(|d| d.name).collect();
+        assert_eq!(names, ["Domain-0", "web", "(null)"]);
+        b.destroy(&DomainRef::parse("web")).unwrap();
+        assert_eq!(*b.hc.destroyed.borrow(), [1]);
+        assert_eq!(b.vcpu_list().unwrap()[2].domain, "web");
     }
 
     #[test]

@@ -79,6 +79,13 @@ impl Client {
         })
     }
 
+    /// Bounds each wait for the daemon (`None`: wait for ever).
+    pub fn set_timeout(&self, t: Option<std::time::Duration>) -> Result<()> {
+        self.s.set_read_timeout(t)?;
+        self.s.set_write_timeout(t)?;
+        Ok(())
+    }
+
     fn read_msg(&mut self) -> Result<Message> {
         let mut buf = [0u8; 4096];
         loop {

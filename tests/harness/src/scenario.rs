@@ -672,6 +672,9 @@ fn sched(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenario 
             "KEEL-LINUX: the unpaused domain ran again",
             // The same through Debian's xl, and a weight set by xl moves
             // CPU time between two CPU-bound domains.
+            // keelctl reads the names a toolstack wrote in xenstore.
+            "KEEL-LINUX: keelctl names d11 test-d11, xl test-d11",
+            "KEEL-LINUX: keelctl pause/unpause by name exit 0",
             "KEEL-LINUX: xl pause d11 state --p---",
             "KEEL-LINUX: xl unpause d11: not paused",
             "KEEL-LINUX: xl: the paused domain stood still",

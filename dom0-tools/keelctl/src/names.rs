@@ -1,0 +1,116 @@
+//! Domain names from xenstore, as `xl` reads them: `/local/domain/N/name`
+//! through the xenstore daemon's Unix socket (`$XENSTORED_PATH`, else
+//! `/run/xenstored/socket`, libxenstore's order). One connection per
+//! keelctl run, opened on the first name asked for; without a daemon
+//! (or when it does not answer within [`TIMEOUT`]) every name is unknown
+//! and keelctl goes on with ids, as `xl` shows "(null)".
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use keel_xenstored::client::Client;
+
+use crate::xen::DomainNames;
+
+/// How long one xenstore read may take before keelctl gives up on names.
+pub const TIMEOUT: Duration = Duration::from_secs(2);
+
+pub const SOCKET_ENV: &str = "XENSTORED_PATH";
+pub const SOCKET_PATH: &str = "/run/xenstored/socket";
+
+/// Names read through the xenstore socket.
+pub struct Xenstore {
+    path: PathBuf,
+    /// `None` before the first read; `Some(None)` once connecting failed.
+    conn: RefCell<Option<Option<Client>>>,
+}
+
+impl Xenstore {
+    pub fn new(path: PathBuf) -> Self {
+        Xenstore {
+            path,
+            conn: RefCell::new(None),
+        }
+    }
+
+    /// At `$XENSTORED_PATH` or `/run/xenstored/socket`.
+    pub fn from_env() -> Self {
+        Self::new(
+            std::env::var_os(SOCKET_ENV)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(SOCKET_PATH)),
+        )
+    }
+}
+
+impl DomainNames for Xenstore {
+    fn name(&self, domid: u32) -> Option<String> {
+        let mut conn = self.conn.borrow_mut();
+        let c = conn.get_or_insert_with(|| {
+            let c = Client::connect(&self.path).ok()?;
+            c.set_timeout(Some(TIMEOUT)).ok()?;
+            Some(c)
+        });
+        let client = c.as_mut()?;
+        match client.read(&format!("/local/domain/{domid}/name")) {
+            Ok(v) => Some(String::from_utf8_lossy(&v).into_owned()),
+            Err(keel_xenstored::client::ClientError::Xs(_)) => None,
+            // A broken or silent daemon: no more names this run.
+            Err(_) => {
+                *c = None;
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+
+    /// A xenstore that knows d3 as "web" and nothing else, answering
+    /// requests on its socket (the wire format: 16-byte header, payload).
+    fn fake_daemon(dir: &std::path::Path) -> PathBuf {
+        let path = dir.join("socket");
+        let l = UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut h = [0u8; 16];
+            while s.read_exact(&mut h).is_ok() {
+                let ty = u32::from_le_bytes(h[0..4].try_into().unwrap());
+                let len = u32::from_le_bytes(h[12..16].try_into().unwrap()) as usize;
+                let mut p = vec![0; len];
+                s.read_exact(&mut p).unwrap();
+                let (rty, body): (u32, &[u8]) = if p == b"/local/domain/3/name\0" {
+                    (ty, b"web")
+                } else {
+                    (16, b"ENOENT\0") // XS_ERROR
+                };
+                let mut out = Vec::new();
+                out.extend_from_slice(&rty.to_le_bytes());
+                out.extend_from_slice(&h[4..12]);
+                out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                out.extend_from_slice(body);
+                s.write_all(&out).unwrap();
+            }
+        });
+        path
+    }
+
+    #[test]
+    fn names_from_the_daemon_and_none_without_one() {
+        let dir = std::env::temp_dir().join(format!("keelctl-names-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let xs = Xenstore::new(fake_daemon(&dir));
+        assert_eq!(xs.name(3).as_deref(), Some("web"));
+        assert_eq!(xs.name(4), None);
+        assert_eq!(xs.name(3).as_deref(), Some("web"));
+        let none = Xenstore::new(dir.join("no-such-socket"));
+        assert_eq!(none.name(3), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
