@@ -2,8 +2,13 @@
 //! hypercalls (`xen_version`, `sysctl`, `domctl`) from dom0 userspace to
 //! the hypervisor.
 //!
-//! This is the only module of keelctl with `unsafe` code (one `ioctl` and
-//! the volatile page touches before it).
+//! It also maps another domain's pages into this process (foreign
+//! mapping, as libxenforeignmemory does: an `mmap` of the device, then
+//! `IOCTL_PRIVCMD_MMAPBATCH_V2`), which the domain builder writes
+//! through.
+//!
+//! This is the only module of keelctl with `unsafe` code (the `ioctl`s,
+//! `mmap`/`munmap`, and the volatile page touches before a hypercall).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -42,6 +47,69 @@ pub const IOCTL_PRIVCMD_HYPERCALL: u32 =
     ioc(IOC_NONE, b'P', 0, std::mem::size_of::<PrivcmdHypercall>());
 
 const _: () = assert!(IOCTL_PRIVCMD_HYPERCALL == 0x0030_5000);
+
+/// `struct privcmd_mmapbatch_v2` from Linux's `include/uapi/xen/privcmd.h`:
+/// map `num` frames of domain `dom` (`arr`: its gfns) at `addr`, an
+/// address inside an `mmap` of the device; `err` gets each frame's errno
+/// (0 or negative).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrivcmdMmapBatchV2 {
+    pub num: u32,
+    pub dom: u16,
+    pub addr: u64,
+    pub arr: *const u64,
+    pub err: *mut i32,
+}
+
+const _: () = assert!(std::mem::size_of::<PrivcmdMmapBatchV2>() == 32);
+const _: () = assert!(std::mem::offset_of!(PrivcmdMmapBatchV2, addr) == 8);
+
+/// `IOCTL_PRIVCMD_MMAPBATCH_V2`:
+/// `_IOC(_IOC_NONE, 'P', 4, sizeof(struct privcmd_mmapbatch_v2))`.
+pub const IOCTL_PRIVCMD_MMAPBATCH_V2: u32 =
+    ioc(IOC_NONE, b'P', 4, std::mem::size_of::<PrivcmdMmapBatchV2>());
+
+const _: () = assert!(IOCTL_PRIVCMD_MMAPBATCH_V2 == 0x0020_5004);
+
+const PAGE: usize = 4096;
+
+/// Another domain's frames mapped into this process, read-write, until
+/// dropped (the `munmap` makes dom0's kernel remove them from its
+/// physical map again: `XENMEM_remove_from_physmap`, one per page).
+#[derive(Debug)]
+pub struct ForeignMap {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl ForeignMap {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` is the start of a live, private (to this value)
+        // read-write mapping of `len` bytes, every page of which the
+        // hypervisor mapped (`map_foreign` fails otherwise); `&mut self`
+        // keeps the slice unaliased for its lifetime.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for ForeignMap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly what `mmap` returned and no
+        // slice borrowed from `self` outlives it.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
 
 /// Why the device could not be opened.
 #[derive(Debug)]
@@ -108,6 +176,66 @@ impl Privcmd {
     }
 }
 
+impl Privcmd {
+    /// Maps frames `gfns` of domain `dom` into this process, in order,
+    /// one page each. A frame the hypervisor refused fails the whole call
+    /// with its index and errno (nothing stays mapped).
+    pub fn map_foreign(&self, dom: u16, gfns: &[u64]) -> Result<ForeignMap, (usize, CallError)> {
+        let whole = |errno| (usize::MAX, CallError { errno });
+        if gfns.is_empty() || gfns.len() > u32::MAX as usize / PAGE {
+            return Err(whole(libc::EINVAL));
+        }
+        let len = gfns.len() * PAGE;
+        // SAFETY: a fresh shared mapping of the device at an address the
+        // kernel picks; no existing memory is touched. privcmd's mmap only
+        // reserves the range; the ioctl below fills it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                self.file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(whole(io::Error::last_os_error().raw_os_error().unwrap_or(0)));
+        }
+        let map = ForeignMap {
+            ptr: ptr.cast(),
+            len,
+        };
+        let mut errs = vec![0i32; gfns.len()];
+        let mut batch = PrivcmdMmapBatchV2 {
+            num: gfns.len() as u32,
+            dom,
+            addr: ptr as u64,
+            arr: gfns.as_ptr(),
+            err: errs.as_mut_ptr(),
+        };
+        // SAFETY: `batch` is a live `struct privcmd_mmapbatch_v2` (layout
+        // asserted above) whose `arr` and `err` point to `num` live
+        // elements each for the whole call, and whose `addr` is the start
+        // of our mapping of `num` pages of this device.
+        let ret = unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                IOCTL_PRIVCMD_MMAPBATCH_V2 as _,
+                &mut batch as *mut PrivcmdMmapBatchV2,
+            )
+        };
+        let ioctl_errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        if let Some(i) = errs.iter().position(|&e| e != 0) {
+            return Err((i, CallError { errno: -errs[i] }));
+        }
+        if ret < 0 {
+            return Err(whole(ioctl_errno));
+        }
+        Ok(map)
+    }
+}
+
 /// Make every page of `buf` present and writable in dom0's page tables.
 ///
 /// keel reaches the buffer by walking dom0's page tables; a fresh
@@ -151,6 +279,25 @@ mod tests {
         assert_eq!(IOCTL_PRIVCMD_HYPERCALL, 0x0030_5000);
         assert_eq!(std::mem::size_of::<PrivcmdHypercall>(), 48);
         assert_eq!(std::mem::offset_of!(PrivcmdHypercall, arg), 8);
+    }
+
+    #[test]
+    fn mmapbatch_abi() {
+        assert_eq!(IOCTL_PRIVCMD_MMAPBATCH_V2, 0x0020_5004);
+        assert_eq!(std::mem::offset_of!(PrivcmdMmapBatchV2, arr), 16);
+        assert_eq!(std::mem::offset_of!(PrivcmdMmapBatchV2, err), 24);
+    }
+
+    #[test]
+    fn map_foreign_refuses_cleanly_off_privcmd() {
+        // A regular file: nothing to map (EINVAL for none), and the mmap
+        // of a file works but the ioctl is ENOTTY; nothing is left mapped.
+        let f = std::env::temp_dir().join(format!("keelctl-mapf-{}", std::process::id()));
+        std::fs::write(&f, vec![0u8; 8192]).unwrap();
+        let p = Privcmd::open(&f).unwrap();
+        assert_eq!(p.map_foreign(1, &[]).unwrap_err().1.errno, libc::EINVAL);
+        assert_eq!(p.map_foreign(1, &[5, 6]).unwrap_err().1.errno, libc::ENOTTY);
+        std::fs::remove_file(&f).unwrap();
     }
 
     #[test]
