@@ -1295,10 +1295,15 @@ fn bench_mgmt() -> Result<String> {
     };
     let listed = lines
         .iter()
-        .find_map(|l| l.split_once("KEEL-LINUX: bench: domains listed: ").map(|x| x.1.trim()))
+        .find_map(|l| {
+            l.split_once("KEEL-LINUX: bench: domains listed: ")
+                .map(|x| x.1.trim())
+        })
         .ok_or("no 64-domain line on dom0's console")?;
     if listed != "keelctl 63 paused + dom0, xl 63" {
-        return Err(format!("the 64-domain rows would not be 64 domains: dom0 saw {listed}").into());
+        return Err(
+            format!("the 64-domain rows would not be 64 domains: dom0 saw {listed}").into(),
+        );
     }
     let m = bench_model(&one[0]);
     let mut rows = String::new();
@@ -1316,7 +1321,10 @@ fn bench_mgmt() -> Result<String> {
     }
     let after = lines
         .iter()
-        .find_map(|l| l.split_once("KEEL-LINUX: bench: after destroy: ").map(|x| x.1.trim()))
+        .find_map(|l| {
+            l.split_once("KEEL-LINUX: bench: after destroy: ")
+                .map(|x| x.1.trim())
+        })
         .unwrap_or("(not reported)");
     Ok(format!(
         "## Management-call latency (dom0)\n\n\

@@ -200,7 +200,9 @@ impl Privcmd {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(whole(io::Error::last_os_error().raw_os_error().unwrap_or(0)));
+            return Err(whole(
+                io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            ));
         }
         let map = ForeignMap {
             ptr: ptr.cast(),

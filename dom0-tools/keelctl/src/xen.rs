@@ -10,8 +10,8 @@
 
 use keel_xen_abi::arch_x86::{ArchDomainConfig, EMU_LAPIC};
 use keel_xen_abi::domctl::{
-    self as dctl, affinity, cdf, dominf, CreateDomain, GetDomainInfo, MaxMem, MaxVcpus, GetVcpuInfo, SchedCredit, SchedOpU, SchedulerOp,
-    VcpuAffinity, XenDomctl,
+    self as dctl, affinity, cdf, dominf, CreateDomain, GetDomainInfo, GetVcpuInfo, MaxMem,
+    MaxVcpus, SchedCredit, SchedOpU, SchedulerOp, VcpuAffinity, XenDomctl,
 };
 use keel_xen_abi::sysctl::{
     self as sctl, perfcop, physcap, GetDomainInfoList, PerfcDesc, PerfcOp, PhysInfo, ReadConsole,
@@ -386,15 +386,27 @@ impl<T: XenCall> XenBackend<T> {
             },
             ..CreateDomain::zeroed()
         };
-        let (dc, _) = self.domctl("domctl createdomain", dctl::op::CREATEDOMAIN, 0, vec![], |_| cfg)?;
+        let (dc, _) = self.domctl(
+            "domctl createdomain",
+            dctl::op::CREATEDOMAIN,
+            0,
+            vec![],
+            |_| cfg,
+        )?;
         let domid = dc.domain;
         let rest = self
-            .domctl("domctl max_vcpus", dctl::op::MAX_VCPUS, domid, vec![], |_| MaxVcpus {
-                max: vcpus,
-            })
+            .domctl(
+                "domctl max_vcpus",
+                dctl::op::MAX_VCPUS,
+                domid,
+                vec![],
+                |_| MaxVcpus { max: vcpus },
+            )
             .and_then(|_| {
-                self.domctl("domctl max_mem", dctl::op::MAX_MEM, domid, vec![], |_| MaxMem {
-                    max_memkb: max_mem_kib,
+                self.domctl("domctl max_mem", dctl::op::MAX_MEM, domid, vec![], |_| {
+                    MaxMem {
+                        max_memkb: max_mem_kib,
+                    }
                 })
             });
         if let Err(e) = rest {
@@ -521,11 +533,7 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
     }
 
     fn list_domains(&self) -> Result<Vec<DomainInfo>> {
-        Ok(self
-            .domain_infos()?
-            .iter()
-            .map(|d| self.info(d))
-            .collect())
+        Ok(self.domain_infos()?.iter().map(|d| self.info(d)).collect())
     }
 
     fn vcpu_list(&self) -> Result<Vec<VcpuInfo>> {
@@ -575,9 +583,7 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
     fn destroy(&self, dom: &DomainRef) -> Result<()> {
         let d = self.find(dom)?;
         if d.domain == 0 {
-            return Err(BackendError::Failed(
-                "Domain-0 cannot be destroyed".into(),
-            ));
+            return Err(BackendError::Failed("Domain-0 cannot be destroyed".into()));
         }
         self.domctl_plain(
             dctl::op::DESTROYDOMAIN,
@@ -1399,7 +1405,12 @@ mod tests {
     fn names_come_from_the_name_source_and_find_domains() {
         let mut b = backend(FakeXen::new());
         b.names = Box::new(Named);
-        let names: Vec<String> = b.list_domains().unwrap().into_iter().map(|d| d.name).collect();
+        let names: Vec<String> = b
+            .list_domains()
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
         assert_eq!(names, ["Domain-0", "web", "(null)"]);
         b.destroy(&DomainRef::parse("web")).unwrap();
         assert_eq!(*b.hc.destroyed.borrow(), [1]);

@@ -153,6 +153,22 @@ fn xsave_leaf(sub: u32, xcr0: u64, native: &impl Fn(u32, u32) -> [u32; 4]) -> [u
     }
 }
 
+/// CPUID 7.0 EDX bits that promise speculation-control MSRs (see
+/// [`guest_cpuid`]).
+const SPEC_CTRL_LEAF7_EDX: u32 = 0xfc00_0000;
+/// CPUID 0x8000_0008 EBX bits that promise them on AMD: IBPB (12), IBRS
+/// (14), STIBP (15), STIBP always on (17), IBRS preferred (18), IBRS same
+/// mode (19), SSBD (24), VIRT_SSBD (25), IBPB_BRTYPE (28).
+const SPEC_CTRL_AMD_EBX: u32 = (1 << 12)
+    | (1 << 14)
+    | (1 << 15)
+    | (1 << 17)
+    | (1 << 18)
+    | (1 << 19)
+    | (1 << 24)
+    | (1 << 25)
+    | (1 << 28);
+
 /// CPUID `leaf`/`sub` as the guest sees it.
 pub fn guest_cpuid(
     leaf: u32,
@@ -222,7 +238,20 @@ pub fn guest_cpuid(
                 }
                 // AMD core count: NC (ECX[7:0]) and the APIC ID bits that
                 // number cores (ECX[15:12]).
+                // Speculation controls: keel does not virtualize
+                // IA32_SPEC_CTRL, PRED_CMD, FLUSH_CMD, ARCH_CAPABILITIES or
+                // CORE_CAPABILITIES (a guest's RDMSR/WRMSR of them #GPs), so
+                // the bits that promise them are not offered: IBRS/IBPB
+                // (26), STIBP (27), L1D_FLUSH (28), ARCH_CAPABILITIES (29),
+                // CORE_CAPABILITIES (30), SSBD (31); subleaf 2's EDX holds
+                // only SPEC_CTRL controls. Linux writes SPEC_CTRL unguarded
+                // where CPUID offers it.
+                7 if sub == 0 => d &= !SPEC_CTRL_LEAF7_EDX,
+                7 if sub == 2 => d = 0,
                 0x8000_0008 => {
+                    // AMD's: IBPB, IBRS, STIBP and their hints, SSBD and
+                    // VIRT_SSBD, IBPB_BRTYPE.
+                    b &= !SPEC_CTRL_AMD_EBX;
                     let t = ctx.topo;
                     c = (c & !0xf0ff) | ((t.core_bits & 0xf) << 12) | ((t.vcpus - 1) & 0xff);
                 }
@@ -384,6 +413,28 @@ mod tests {
             "no SME/SEV"
         );
         assert_eq!(guest_cpuid(7, 0, &c(0, 0), host), [7, 1, 2, 3]);
+    }
+
+    #[test]
+    fn speculation_controls_without_their_msrs_are_not_offered() {
+        let all = |_: u32, _: u32| [u32::MAX; 4];
+        let l7 = guest_cpuid(7, 0, &c(0, 0), all);
+        assert_eq!(
+            l7[3] >> 26,
+            0,
+            "IBRS, STIBP, L1D_FLUSH, ARCH_CAPS, CORE_CAPS, SSBD"
+        );
+        assert_eq!(
+            l7[3] & 0x03ff_ffff,
+            0x03ff_ffff,
+            "the rest (MD_CLEAR...) stays"
+        );
+        assert_eq!(l7[0..3], [u32::MAX; 3]);
+        assert_eq!(guest_cpuid(7, 2, &c(0, 0), all)[3], 0);
+        assert_eq!(guest_cpuid(7, 1, &c(0, 0), all)[3], u32::MAX);
+        let amd = guest_cpuid(0x8000_0008, 0, &c(0, 0), all)[1];
+        assert_eq!(amd & SPEC_CTRL_AMD_EBX, 0);
+        assert_eq!(amd & (1 << 26), 1 << 26, "SSB_NO is a fact, not a control");
     }
 
     #[test]
