@@ -15,6 +15,9 @@ use keel_xenstored::store::Store;
 use keel_xenstored::transport::xendev;
 use keel_xenstored::transport::Transport;
 
+/// Linux's privcmd device, for mapping introduced guests' rings.
+const PRIVCMD: &str = "/dev/xen/privcmd";
+
 const USAGE: &str =
     "usage: keel-xenstored [--socket PATH] [--persist FILE] [--no-dom0-ring] [--verbose]
 
@@ -78,6 +81,14 @@ fn main() -> ExitCode {
                 ring.describe()
             );
             server.add_transport(Box::new(ring));
+        }
+        // Guests the toolstack introduces: their rings through privcmd.
+        let privcmd = std::path::Path::new(PRIVCMD);
+        if privcmd.exists() {
+            match xendev::PrivcmdConnector::open(privcmd) {
+                Ok(c) => server.set_connector(Box::new(c)),
+                Err(e) => eprintln!("keel-xenstored: guests cannot be introduced: {e}"),
+            }
         }
         if let Some(f) = persist.clone() {
             server.persist_to(f);

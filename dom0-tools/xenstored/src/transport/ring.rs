@@ -98,6 +98,18 @@ impl RingPage {
         }
     }
 
+    /// Wraps a mapped page that `owner` keeps mapped (it is dropped, and
+    /// the page unmapped, with the last clone of the handle).
+    ///
+    /// # Safety
+    /// As [`RingPage::from_raw`], for as long as `owner` lives.
+    pub unsafe fn from_owned(ptr: NonNull<u8>, owner: Arc<dyn Send + Sync>) -> RingPage {
+        RingPage {
+            ptr: ptr.cast(),
+            _owner: Some(owner),
+        }
+    }
+
     /// A zeroed in-memory page; clone the handle for the "guest" side.
     pub fn new_in_memory() -> RingPage {
         let buf: Arc<PageBuf> = Arc::new(PageBuf(UnsafeCell::new([0; 4096])));

@@ -225,8 +225,69 @@ pub fn dom0_ring() -> io::Result<EvtchnRing> {
     Ok(ring)
 }
 
+/// Attaches the domains the toolstack INTRODUCEs (a domU's ring page, by
+/// its gfn, and its event channel), as Xen's xenstored does: the page is
+/// mapped through privcmd (foreign mapping; unmapped when the connection
+/// goes), the port bound from here, and the guest notified once for the
+/// requests it queued before.
+pub struct PrivcmdConnector {
+    privcmd: keel_xendev::privcmd::Privcmd,
+}
+
+impl PrivcmdConnector {
+    pub fn open(path: &std::path::Path) -> io::Result<PrivcmdConnector> {
+        let privcmd = keel_xendev::privcmd::Privcmd::open(path)
+            .map_err(|e| io::Error::other(format!("{}: {e:?}", path.display())))?;
+        Ok(PrivcmdConnector { privcmd })
+    }
+}
+
+/// The gfn and domain an INTRODUCE names, checked before any mapping.
+fn ring_frame(domid: u32, mfn: i64) -> io::Result<(u16, u64)> {
+    let bad = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
+    let dom = u16::try_from(domid)
+        .ok()
+        .filter(|&d| d != 0 && d < 0x7ff0)
+        .ok_or_else(|| bad(format!("domain {domid}: not a guest domain")))?;
+    // Guest frame numbers are below 2^40 on x86-64 (52-bit addresses).
+    let gfn = u64::try_from(mfn)
+        .ok()
+        .filter(|&g| g < 1 << 40)
+        .ok_or_else(|| bad(format!("domain {domid}: ring frame {mfn} out of range")))?;
+    Ok((dom, gfn))
+}
+
+impl crate::server::DomainConnector for PrivcmdConnector {
+    fn connect(&mut self, domid: u32, mfn: i64, evtchn: u32) -> io::Result<Box<dyn Transport>> {
+        let (dom, gfn) = ring_frame(domid, mfn)?;
+        let map = self.privcmd.map_foreign(dom, &[gfn]).map_err(|(_, e)| {
+            io::Error::other(format!(
+                "mapping domain {domid}'s ring frame {gfn:#x}: errno {}",
+                e.errno
+            ))
+        })?;
+        let ptr = map.as_ptr();
+        // SAFETY: `ptr` is the start of a whole, page-aligned, read-write
+        // mapping of one page, which `map` keeps mapped and the ring owns.
+        let page = unsafe { RingPage::from_owned(ptr, Arc::new(map)) };
+        let ev = Evtchn::bind_interdomain(domid, evtchn)?;
+        let ring = EvtchnRing::new(page, domid, ev);
+        ring.ev.notify();
+        Ok(Box::new(ring))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn introduced_frames_are_checked_before_mapping() {
+        assert_eq!(ring_frame(3, 0xfeffc).unwrap(), (3, 0xfeffc));
+        for (d, m) in [(0, 5), (0x7ff0, 5), (1 << 20, 5), (3, -1), (3, 1 << 40)] {
+            let e = ring_frame(d, m).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{d} {m}: {e}");
+        }
+    }
+
     use super::*;
 
     /// The ioctl numbers are Linux's (`_IOC(_IOC_NONE, 'E', nr, size)`).

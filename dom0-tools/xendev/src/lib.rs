@@ -1,0 +1,7 @@
+//! Linux's Xen device files, as keel's dom0 tools use them: `privcmd`
+//! (hypercalls from userspace, and mapping another domain's pages). One
+//! crate so that keelctl (the toolstack and domain builder) and
+//! keel-xenstored (which maps each domU's xenstore ring) share one thin,
+//! audited layer of `unsafe`.
+
+pub mod privcmd;
