@@ -3,6 +3,10 @@
 #![forbid(unsafe_code)]
 
 pub mod abi;
+pub mod acpi;
 pub mod kernel;
+pub mod layout;
 
+pub use acpi::ApicIds;
 pub use kernel::{KernelError, KernelFormat, KernelImage, Segment};
+pub use layout::{DomainSpec, Layout, LayoutError};
