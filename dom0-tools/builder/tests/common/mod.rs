@@ -1,5 +1,7 @@
-//! Test helpers: synthetic kernels and a fake guest that records everything.
+//! Test helpers: synthetic kernels and (`fake`) a fake guest that records everything.
 #![allow(dead_code)]
+
+pub mod fake;
 
 pub fn note(name: &[u8], ty: u32, desc: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
