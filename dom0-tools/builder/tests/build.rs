@@ -370,3 +370,28 @@ fn max_vcpus_and_backends() {
     assert_eq!(enabled, vec![1, 1, 0, 0, 0, 0]);
     assert_eq!((g.grants[0].1.domid, g.grants[1].1.domid), (7, 8));
 }
+
+/// RAM beyond the hole continues at 4 GiB, in 1 GiB extents where aligned.
+#[test]
+fn builds_above_the_hole() {
+    let k = KernelImage::parse(&linux_like()).unwrap();
+    let mut g = FakeGuest::new();
+    let b = build(&mut g, &k, None, &spec(4096 + 1024, 1)).unwrap();
+    let low = 0xfc00_0000u64;
+    // [0, 3 GiB) in 1 GiB extents, [3 GiB, low) in 2 MiB ones; [4 GiB, 4 GiB + 1 GiB + 64 MiB)
+    // in one 1 GiB extent and 32 of 2 MiB.
+    assert_eq!(b.populate.pages_1g, 3 + 1);
+    assert_eq!(b.populate.pages_2m, (low - (3 << 30)) / (2 << 20) + 32);
+    assert_eq!(b.populate.pages_4k, 0);
+    assert!(g.is_populated(low / PAGE - 1) && !g.is_populated(low / PAGE + 1));
+    assert!(g.is_populated((5u64 << 30) / PAGE + (64 << 8) - 1));
+    assert!(!g.is_populated((5u64 << 30) / PAGE + (64 << 8)));
+    let ram: u64 = g
+        .e820
+        .iter()
+        .filter(|e| e.kind == E820Type::Ram)
+        .map(|e| e.size)
+        .sum();
+    assert_eq!(ram, 5 << 30);
+    assert_eq!(g.e820.last().unwrap().addr, 1 << 32);
+}
