@@ -157,6 +157,23 @@ fn builds_a_domain() {
         0,
         "paging off, not long mode"
     );
+
+    // Nothing written twice: every write and zeroing is disjoint from the others, but the
+    // identity page table written into the zeroed special pages.
+    let special = (special_pfn(0) * PAGE, NR_SPECIAL_PAGES * PAGE);
+    let mut ranges: Vec<(u64, u64)> = g
+        .ops
+        .iter()
+        .filter_map(|o| match *o {
+            Op::Write { gpa, len } => Some((gpa, gpa + len)),
+            Op::Zero { gpa, len } if (gpa, len) != special => Some((gpa, gpa + len)),
+            _ => None,
+        })
+        .collect();
+    ranges.sort();
+    for w in ranges.windows(2) {
+        assert!(w[0].1 <= w[1].0, "{:x?} overlaps {:x?}", w[0], w[1]);
+    }
 }
 
 /// The calls come in libxenguest's order: populate RAM, memory map, kernel, ramdisk, ACPI,
