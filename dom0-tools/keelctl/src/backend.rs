@@ -303,7 +303,7 @@ pub fn open_with(privcmd: &Path, hypervisor_type: &Path) -> Box<dyn Hypervisor> 
     let reason = match Privcmd::open(privcmd) {
         Ok(dev) => {
             let mut b = crate::xen::XenBackend::new(dev);
-            b.names = Box::new(crate::names::Xenstore::from_env());
+            b.store = Box::new(crate::names::XenstoreSocket::from_env());
             return Box::new(b);
         }
         Err(OpenError::Missing) => {

@@ -9,9 +9,9 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use keel_xenstored::client::Client;
+use keel_xenstored::client::{Client, ClientError};
 
-use crate::xen::DomainNames;
+use crate::xen::{Node, Xenstore};
 
 /// How long one xenstore read may take before keelctl gives up on names.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
@@ -20,15 +20,15 @@ pub const SOCKET_ENV: &str = "XENSTORED_PATH";
 pub const SOCKET_PATH: &str = "/run/xenstored/socket";
 
 /// Names read through the xenstore socket.
-pub struct Xenstore {
+pub struct XenstoreSocket {
     path: PathBuf,
     /// `None` before the first read; `Some(None)` once connecting failed.
     conn: RefCell<Option<Option<Client>>>,
 }
 
-impl Xenstore {
+impl XenstoreSocket {
     pub fn new(path: PathBuf) -> Self {
-        Xenstore {
+        XenstoreSocket {
             path,
             conn: RefCell::new(None),
         }
@@ -44,7 +44,65 @@ impl Xenstore {
     }
 }
 
-impl DomainNames for Xenstore {
+impl XenstoreSocket {
+    /// Runs `f` on the connection (made on first use).
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<R, ClientError>,
+    ) -> Result<R, String> {
+        let mut conn = self.conn.borrow_mut();
+        let c = conn.get_or_insert_with(|| {
+            let c = Client::connect(&self.path).ok()?;
+            c.set_timeout(Some(TIMEOUT)).ok()?;
+            Some(c)
+        });
+        let client = c
+            .as_mut()
+            .ok_or_else(|| format!("no xenstore daemon at {}", self.path.display()))?;
+        f(client).map_err(|e| format!("xenstore: {e}"))
+    }
+}
+
+impl Xenstore for XenstoreSocket {
+    fn publish(&self, nodes: &[Node]) -> Result<(), String> {
+        self.with(|c| {
+            let tx = c.transaction_start()?;
+            let mut write = || -> Result<(), ClientError> {
+                for n in nodes {
+                    c.write_tx(tx, &n.path, n.value.as_bytes())?;
+                    if !n.perms.is_empty() {
+                        let p: Vec<&str> = n.perms.iter().map(String::as_str).collect();
+                        c.set_perms_tx(tx, &n.path, &p)?;
+                    }
+                }
+                Ok(())
+            };
+            match write() {
+                Ok(()) => c.transaction_end(tx, true),
+                Err(e) => {
+                    let _ = c.transaction_end(tx, false);
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn introduce(&self, domid: u32, gfn: u64, port: u32) -> Result<(), String> {
+        self.with(|c| c.introduce(domid, gfn, port))
+    }
+
+    fn remove(&self, paths: &[String]) -> Result<(), String> {
+        self.with(|c| {
+            for p in paths {
+                match c.rm(p) {
+                    Ok(()) | Err(ClientError::Xs(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn name(&self, domid: u32) -> Option<String> {
         let mut conn = self.conn.borrow_mut();
         let c = conn.get_or_insert_with(|| {
@@ -55,7 +113,7 @@ impl DomainNames for Xenstore {
         let client = c.as_mut()?;
         match client.read(&format!("/local/domain/{domid}/name")) {
             Ok(v) => Some(String::from_utf8_lossy(&v).into_owned()),
-            Err(keel_xenstored::client::ClientError::Xs(_)) => None,
+            Err(ClientError::Xs(_)) => None,
             // A broken or silent daemon: no more names this run.
             Err(_) => {
                 *c = None;
@@ -105,11 +163,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("keelctl-names-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let xs = Xenstore::new(fake_daemon(&dir));
+        let xs = XenstoreSocket::new(fake_daemon(&dir));
         assert_eq!(xs.name(3).as_deref(), Some("web"));
         assert_eq!(xs.name(4), None);
         assert_eq!(xs.name(3).as_deref(), Some("web"));
-        let none = Xenstore::new(dir.join("no-such-socket"));
+        let none = XenstoreSocket::new(dir.join("no-such-socket"));
         assert_eq!(none.name(3), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }

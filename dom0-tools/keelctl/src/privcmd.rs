@@ -10,6 +10,17 @@ impl crate::xen::XenCall for Privcmd {
         // address in `args` that points into it stays valid and unaliased.
         self.hypercall(op, args)
     }
+
+    fn with_foreign(
+        &self,
+        dom: u16,
+        gfns: &[u64],
+        f: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<(), (usize, CallError)> {
+        let mut m = self.map_foreign(dom, gfns)?;
+        f(m.as_mut_slice());
+        Ok(())
+    }
 }
 
 #[cfg(test)]

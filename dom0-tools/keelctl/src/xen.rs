@@ -35,6 +35,20 @@ pub const HOSTNAME_PATH: &str = "/proc/sys/kernel/hostname";
 /// non-negative value, or the errno of a negative one.
 pub trait XenCall {
     fn call(&self, op: u64, args: [u64; 5], mem: &mut [u8]) -> std::result::Result<u64, CallError>;
+
+    /// Maps frames `gfns` of domain `dom` contiguously and calls `f` on
+    /// them (foreign mapping; unmapped after). A transport without it
+    /// answers ENOSYS. On failure: the index of the frame refused (or
+    /// `usize::MAX` for the whole call) and the errno.
+    fn with_foreign(
+        &self,
+        dom: u16,
+        gfns: &[u64],
+        f: &mut dyn FnMut(&mut [u8]),
+    ) -> std::result::Result<(), (usize, CallError)> {
+        let _ = (dom, gfns, f);
+        Err((usize::MAX, CallError { errno: libc::ENOSYS }))
+    }
 }
 
 /// Domains per `getdomaininfolist` call.
@@ -122,16 +136,42 @@ pub fn cpuset_text(mask: &[bool]) -> String {
     }
 }
 
-/// Where domain names come from: xenstore's `/local/domain/N/name`, as
-/// the toolstack that made the domain wrote it ([`crate::names`]).
-pub trait DomainNames {
-    fn name(&self, domid: u32) -> Option<String>;
+/// A xenstore node to write: path, value, and its permissions in
+/// xenstore's notation (`n0`, `r5`...; empty: inherited from the parent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub path: String,
+    pub value: String,
+    pub perms: Vec<String>,
 }
 
-/// No names (tests, or no xenstore).
-pub struct NoNames;
+/// What keelctl needs of xenstore ([`crate::names`] in dom0): domain
+/// names from `/local/domain/N/name` as the toolstack that made the domain
+/// wrote them, and, to create domains, writing their records and
+/// introducing them to the daemon.
+pub trait Xenstore {
+    fn name(&self, domid: u32) -> Option<String>;
+    /// Writes `nodes`, in one transaction.
+    fn publish(&self, nodes: &[Node]) -> std::result::Result<(), String> {
+        let _ = nodes;
+        Err("no xenstore daemon to write to".into())
+    }
+    /// `INTRODUCE`: the daemon attaches the domain's ring (`gfn`, `port`).
+    fn introduce(&self, domid: u32, gfn: u64, port: u32) -> std::result::Result<(), String> {
+        let _ = (domid, gfn, port);
+        Err("no xenstore daemon to introduce the domain to".into())
+    }
+    /// Removes `paths` (and what is below them); missing ones are fine.
+    fn remove(&self, paths: &[String]) -> std::result::Result<(), String> {
+        let _ = paths;
+        Err("no xenstore daemon".into())
+    }
+}
 
-impl DomainNames for NoNames {
+/// No xenstore (tests, or no daemon).
+pub struct NoXenstore;
+
+impl Xenstore for NoXenstore {
     fn name(&self, _: u32) -> Option<String> {
         None
     }
@@ -139,7 +179,7 @@ impl DomainNames for NoNames {
 
 /// A domain's name as `xl` shows it: from xenstore; dom0 is "Domain-0"
 /// even before anything named it; a domain without one is "(null)".
-fn domain_name(names: &dyn DomainNames, domid: u32) -> String {
+fn domain_name(names: &dyn Xenstore, domid: u32) -> String {
     match names.name(domid) {
         Some(n) if !n.is_empty() => n,
         _ if domid == 0 => "Domain-0".into(),
@@ -168,8 +208,8 @@ pub struct XenBackend<T: XenCall> {
     pub hostname: Option<String>,
     /// The CPU vendor `info` prints; `None` asks CPUID.
     pub cpu_vendor: Option<String>,
-    /// Domain names (xenstore in dom0).
-    pub names: Box<dyn DomainNames>,
+    /// xenstore (in dom0: the daemon's socket).
+    pub store: Box<dyn Xenstore>,
 }
 
 impl<T: XenCall> XenBackend<T> {
@@ -183,14 +223,14 @@ impl<T: XenCall> XenBackend<T> {
             hc,
             hostname: None,
             cpu_vendor: None,
-            names: Box::new(NoNames),
+            store: Box::new(NoXenstore),
         }
     }
 
     /// Calls `op` on a `H` at the start of a fresh buffer with `extra`
     /// bytes after it (`head` gets their address, for the handles it
     /// holds); returns `H` as the hypervisor left it and the extra bytes.
-    fn call_with<H: Pod>(
+    pub(crate) fn call_with<H: Pod>(
         &self,
         what: &str,
         op: u64,
@@ -206,7 +246,7 @@ impl<T: XenCall> XenBackend<T> {
     /// `extra` (`head` gets the address of those bytes, for the handles it
     /// holds; `pre` are the arguments before the buffer's address); returns
     /// `H` as the hypervisor left it, the extra bytes, and the call's value.
-    fn raw_call_with<H: Pod>(
+    pub(crate) fn raw_call_with<H: Pod>(
         &self,
         op: u64,
         pre: &[u64],
@@ -241,7 +281,7 @@ impl<T: XenCall> XenBackend<T> {
 
     /// A domctl with argument `arg` (given the address of `extra`, which
     /// follows the `struct xen_domctl`).
-    fn domctl<P: Pod>(
+    pub(crate) fn domctl<P: Pod>(
         &self,
         what: &str,
         cmd: u32,
@@ -256,7 +296,7 @@ impl<T: XenCall> XenBackend<T> {
     }
 
     /// A domctl without argument; `einval` says what -EINVAL means for it.
-    fn domctl_plain(&self, cmd: u32, dom: u16, what: &str, einval: &str) -> Result<()> {
+    pub(crate) fn domctl_plain(&self, cmd: u32, dom: u16, what: &str, einval: &str) -> Result<()> {
         match self.raw_call_with(hypercall::DOMCTL, &[], Vec::new(), |_| {
             XenDomctl::without_arg(cmd, dom)
         }) {
@@ -359,7 +399,7 @@ impl<T: XenCall> XenBackend<T> {
         Ok(out)
     }
 
-    fn find(&self, dom: &DomainRef) -> Result<GetDomainInfo> {
+    pub(crate) fn find(&self, dom: &DomainRef) -> Result<GetDomainInfo> {
         self.domain_infos()?
             .into_iter()
             .find(|d| dom.matches(&self.info(d)))
@@ -453,7 +493,7 @@ fn affinity_arg(vcpu: u32, flags: u32, maps: u64) -> VcpuAffinity {
 impl<T: XenCall> XenBackend<T> {
     fn info(&self, d: &GetDomainInfo) -> DomainInfo {
         DomainInfo {
-            name: domain_name(&*self.names, d.domain as u32),
+            name: domain_name(&*self.store, d.domain as u32),
             domid: d.domain as u32,
             mem_kib: d.tot_pages * 4,
             vcpus: d.nr_online_vcpus,
@@ -557,7 +597,7 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
                 let vi: GetVcpuInfo = dc.op();
                 let (hard, soft) = self.affinity(d.domain, vcpu, n)?;
                 out.push(VcpuInfo {
-                    domain: domain_name(&*self.names, d.domain as u32),
+                    domain: domain_name(&*self.store, d.domain as u32),
                     domid: d.domain as u32,
                     vcpu,
                     cpu: (vi.online != 0).then_some(vi.cpu),
@@ -577,8 +617,8 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
         Ok(out)
     }
 
-    fn create_domain(&self, _: &DomainConfig, _: bool) -> Result<u32> {
-        Err(not_yet("create a domain"))
+    fn create_domain(&self, cfg: &DomainConfig, paused: bool) -> Result<u32> {
+        crate::domu::create(self, cfg, paused).map(|c| c.domid as u32)
     }
     fn destroy(&self, dom: &DomainRef) -> Result<()> {
         let d = self.find(dom)?;
@@ -1395,7 +1435,7 @@ mod tests {
     }
 
     struct Named;
-    impl DomainNames for Named {
+    impl Xenstore for Named {
         fn name(&self, domid: u32) -> Option<String> {
             (domid == 1).then(|| "web".into())
         }
@@ -1404,7 +1444,7 @@ mod tests {
     #[test]
     fn names_come_from_the_name_source_and_find_domains() {
         let mut b = backend(FakeXen::new());
-        b.names = Box::new(Named);
+        b.store = Box::new(Named);
         let names: Vec<String> = b
             .list_domains()
             .unwrap()

@@ -187,11 +187,23 @@ impl Client {
     }
 
     pub fn set_perms(&mut self, path: &str, perms: &[&str]) -> Result<()> {
+        self.set_perms_tx(0, path, perms)
+    }
+
+    pub fn set_perms_tx(&mut self, tx: u32, path: &str, perms: &[&str]) -> Result<()> {
         let mut p = z(path);
         for x in perms {
             p.extend(z(x));
         }
-        self.request(MsgType::SetPerms, 0, &p).map(drop)
+        self.request(MsgType::SetPerms, tx, &p).map(drop)
+    }
+
+    /// `INTRODUCE domid gfn port`: the daemon attaches the domain's ring.
+    pub fn introduce(&mut self, domid: u32, gfn: u64, port: u32) -> Result<()> {
+        let mut p = z(&domid.to_string());
+        p.extend(z(&gfn.to_string()));
+        p.extend(z(&port.to_string()));
+        self.request(MsgType::Introduce, 0, &p).map(drop)
     }
 
     pub fn watch(&mut self, path: &str, token: &str) -> Result<()> {

@@ -1,0 +1,458 @@
+//! Building a domU from dom0, as libxl does (`xl create`): the
+//! [`keel_builder::Guest`] calls over Xen 4.17's toolstack ABI
+//! ([`XenGuest`]), and the steps around the build ([`create`]): create the
+//! container, allocate the console and xenstore event channels, build,
+//! write the domain's xenstore records and introduce it, unpause. A step
+//! that fails destroys the half-made domain, so none is left behind.
+//!
+//! Which hypercall each builder call makes:
+//!
+//! | `Guest` call | hypercall |
+//! |---|---|
+//! | `populate` | `memory_op(XENMEM_populate_physmap)` on the domain |
+//! | `write`, `zero` | foreign mapping (privcmd `MMAPBATCH_V2`), 1024 pages at a time |
+//! | `set_memory_map` | `memory_op(XENMEM_set_memory_map)` |
+//! | `set_param` | `hvm_op(HVMOP_set_param)` |
+//! | `set_mtrr_def_type` | `domctl gethvmcontext`, then `sethvmcontext` {HEADER, MTRR, END} |
+//! | `set_bsp` | `domctl sethvmcontext` {HEADER, CPU 0, END} |
+//! | `seed_grant_table` | `memory_op(XENMEM_add_to_physmap)` of the guest's grant frame 0 at a scratch gfn, a foreign map, `XENMEM_remove_from_physmap` (libxenguest's compat seed) |
+
+use keel_builder::abi::{E820Entry, GrantEntryV1};
+use keel_builder::{HwCpu, KernelImage};
+use keel_xen_abi::domctl::{self as dctl, HvmContext};
+use keel_xen_abi::evtchn::{self as ev, AllocUnbound};
+use keel_xen_abi::hvm::save::{self, Descriptor, Header, HwMtrr};
+use keel_xen_abi::hvm::{self as hvm, HvmParam};
+use keel_xen_abi::memory::{
+    self as mem, mapspace, AddToPhysmap, ForeignMemoryMap, MemoryMap, MemoryReservation,
+    RemoveFromPhysmap,
+};
+use keel_xen_abi::{hypercall, GuestHandle, Pod};
+
+use crate::backend::{BackendError, Hypervisor, Result};
+use crate::xen::{XenBackend, XenCall};
+
+const PAGE: u64 = 4096;
+/// Pages mapped per foreign mapping when writing.
+const MAP_BATCH: u64 = 1024;
+/// Extents per `populate_physmap` call.
+const POPULATE_BATCH: usize = 512;
+
+fn failed(what: String) -> BackendError {
+    BackendError::Failed(what)
+}
+
+/// One domain being built, through `xen`.
+pub struct XenGuest<'a, T: XenCall> {
+    pub xen: &'a XenBackend<T>,
+    pub domid: u16,
+    /// A gfn beyond the domain's memory, free for the grant seed.
+    pub scratch_gfn: u64,
+}
+
+impl<T: XenCall> XenGuest<'_, T> {
+    fn memory_op<H: Pod>(&self, what: &str, cmd: u32, extra: Vec<u8>, arg: impl FnOnce(u64) -> H) -> Result<(H, Vec<u8>, u64)> {
+        self.xen
+            .call_with(what, hypercall::MEMORY_OP, &[cmd as u64], extra, arg)
+    }
+
+    /// The domain's HVM context records (gethvmcontext: the size, then
+    /// the records).
+    fn hvm_context(&self) -> Result<Vec<u8>> {
+        let d = self.domid;
+        let (dc, _) = self.xen.domctl(
+            "domctl gethvmcontext (size)",
+            dctl::op::GETHVMCONTEXT,
+            d,
+            vec![],
+            |_| HvmContext {
+                size: 0,
+                buffer: GuestHandle::new(0),
+            },
+        )?;
+        let size = dc.op::<HvmContext>().size as usize;
+        if size == 0 || size > 1 << 20 {
+            return Err(failed(format!("domctl gethvmcontext: implausible size {size}")));
+        }
+        let (dc, buf) = self.xen.domctl(
+            "domctl gethvmcontext",
+            dctl::op::GETHVMCONTEXT,
+            d,
+            vec![0; size],
+            |at| HvmContext {
+                size: size as u32,
+                buffer: GuestHandle::new(at),
+            },
+        )?;
+        let used = (dc.op::<HvmContext>().size as usize).min(buf.len());
+        Ok(buf[..used].to_vec())
+    }
+
+    fn set_hvm_context(&self, what: &str, records: Vec<u8>) -> Result<()> {
+        let size = records.len() as u32;
+        self.xen
+            .domctl(what, dctl::op::SETHVMCONTEXT, self.domid, records, |at| HvmContext {
+                size,
+                buffer: GuestHandle::new(at),
+            })
+            .map(|_| ())
+    }
+}
+
+/// The records of an HVM context, in order: (typecode, instance, body).
+pub fn records(buf: &[u8]) -> Result<Vec<(u16, u16, &[u8])>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < buf.len() {
+        let d = Descriptor::from_prefix(&buf[at..])
+            .ok_or_else(|| failed("HVM context: a truncated record descriptor".into()))?;
+        at += Descriptor::SIZE;
+        let body = buf
+            .get(at..at + d.length as usize)
+            .ok_or_else(|| failed(format!("HVM context: record {} overruns the buffer", d.typecode)))?;
+        at += d.length as usize;
+        out.push((d.typecode, d.instance, body));
+        if d.typecode == save::END {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Appends a record (descriptor and body) to `out`.
+pub fn push_record<P: Pod>(out: &mut Vec<u8>, typecode: u16, instance: u16, body: &P) {
+    let d = Descriptor {
+        typecode,
+        instance,
+        length: P::SIZE as u32,
+    };
+    let at = out.len();
+    out.resize(at + Descriptor::SIZE + P::SIZE, 0);
+    d.write_to(&mut out[at..]).expect("sized");
+    body.write_to(&mut out[at + Descriptor::SIZE..]).expect("sized");
+}
+
+fn push_end(out: &mut Vec<u8>) {
+    let at = out.len();
+    out.resize(at + Descriptor::SIZE, 0);
+    Descriptor {
+        typecode: save::END,
+        instance: 0,
+        length: 0,
+    }
+    .write_to(&mut out[at..])
+    .expect("sized");
+}
+
+impl<T: XenCall> keel_builder::Guest for XenGuest<'_, T> {
+    type Error = BackendError;
+
+    fn populate(&mut self, gfns: &[u64], order: u32) -> Result<usize> {
+        let mut done = 0;
+        for chunk in gfns.chunks(POPULATE_BATCH) {
+            let list: Vec<u8> = chunk.iter().flat_map(|g| g.to_le_bytes()).collect();
+            let n = chunk.len() as u64;
+            let domid = self.domid;
+            let (_, _, ret) = self.memory_op(
+                "memory_op populate_physmap",
+                mem::POPULATE_PHYSMAP,
+                list,
+                |at| MemoryReservation {
+                    extent_start: GuestHandle::new(at),
+                    nr_extents: n,
+                    extent_order: order,
+                    mem_flags: 0,
+                    domid,
+                },
+            )?;
+            done += ret as usize;
+            if ret < n {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    fn write(&mut self, gpa: u64, bytes: &[u8]) -> Result<()> {
+        let mut off = 0usize;
+        while off < bytes.len() {
+            let at = gpa + off as u64;
+            let first = at / PAGE;
+            let last = (gpa + bytes.len() as u64 - 1) / PAGE;
+            let pages = (last - first + 1).min(MAP_BATCH);
+            let gfns: Vec<u64> = (first..first + pages).collect();
+            let in_map = (at % PAGE) as usize;
+            let n = ((pages * PAGE) as usize - in_map).min(bytes.len() - off);
+            let src = &bytes[off..off + n];
+            self.xen
+                .transport()
+                .with_foreign(self.domid, &gfns, &mut |m| {
+                    m[in_map..in_map + n].copy_from_slice(src)
+                })
+                .map_err(|(i, e)| {
+                    let frame = gfns.get(i).map_or(String::new(), |g| format!(" (gfn {g:#x})"));
+                    failed(format!(
+                        "mapping d{}'s memory at {at:#x}{frame}: errno {}",
+                        self.domid, e.errno
+                    ))
+                })?;
+            off += n;
+        }
+        Ok(())
+    }
+
+    fn set_memory_map(&mut self, e820: &[E820Entry]) -> Result<()> {
+        let buf: Vec<u8> = e820.iter().flat_map(|e| e.raw().to_bytes()).collect();
+        let (n, domid) = (e820.len() as u32, self.domid);
+        self.memory_op("memory_op set_memory_map", mem::SET_MEMORY_MAP, buf, |at| {
+            ForeignMemoryMap {
+                domid,
+                map: MemoryMap {
+                    nr_entries: n,
+                    buffer: GuestHandle::new(at),
+                },
+            }
+        })
+        .map(|_| ())
+    }
+
+    fn set_param(&mut self, index: u32, value: u64) -> Result<()> {
+        let domid = self.domid;
+        self.xen
+            .call_with(
+                &format!("hvm_op set_param {index}"),
+                hypercall::HVM_OP,
+                &[hvm::SET_PARAM as u64],
+                vec![],
+                |_| HvmParam {
+                    domid,
+                    pad: 0,
+                    index,
+                    value,
+                },
+            )
+            .map(|_| ())
+    }
+
+    fn set_mtrr_def_type(&mut self, vcpu: u32, def_type: u64) -> Result<()> {
+        let ctx = self.hvm_context()?;
+        let recs = records(&ctx)?;
+        let header = recs
+            .iter()
+            .find(|r| r.0 == save::HEADER)
+            .and_then(|r| Header::from_prefix(r.2))
+            .ok_or_else(|| failed("HVM context without a HEADER record".into()))?;
+        let mut mtrr = recs
+            .iter()
+            .find(|r| r.0 == save::MTRR && r.1 as u32 == vcpu)
+            .and_then(|r| HwMtrr::from_prefix(r.2))
+            .ok_or_else(|| failed(format!("HVM context without an MTRR record for vCPU {vcpu}")))?;
+        mtrr.msr_mtrr_def_type = def_type;
+        let mut out = Vec::new();
+        push_record(&mut out, save::HEADER, 0, &header);
+        push_record(&mut out, save::MTRR, vcpu as u16, &mtrr);
+        push_end(&mut out);
+        self.set_hvm_context("domctl sethvmcontext (MTRR)", out)
+    }
+
+    fn set_bsp(&mut self, cpu: &HwCpu) -> Result<()> {
+        let ctx = self.hvm_context()?;
+        let header = records(&ctx)?
+            .iter()
+            .find(|r| r.0 == save::HEADER)
+            .and_then(|r| Header::from_prefix(r.2))
+            .ok_or_else(|| failed("HVM context without a HEADER record".into()))?;
+        let mut out = Vec::new();
+        push_record(&mut out, save::HEADER, 0, &header);
+        push_record(&mut out, save::CPU, 0, cpu);
+        push_end(&mut out);
+        self.set_hvm_context("domctl sethvmcontext (BSP)", out)
+    }
+
+    fn seed_grant_table(&mut self, entries: &[(u32, GrantEntryV1)]) -> Result<()> {
+        let (domid, gfn) = (self.domid, self.scratch_gfn);
+        self.memory_op("memory_op add_to_physmap (grant table)", mem::ADD_TO_PHYSMAP, vec![], |_| {
+            AddToPhysmap {
+                domid,
+                size: 0,
+                space: mapspace::GRANT_TABLE,
+                idx: 0,
+                gpfn: gfn,
+            }
+        })?;
+        let mut bad = None;
+        let mapped = self.xen.transport().with_foreign(domid, &[gfn], &mut |m| {
+            for (r, e) in entries {
+                let at = *r as usize * GrantEntryV1::SIZE;
+                match m.get_mut(at..at + GrantEntryV1::SIZE) {
+                    Some(slot) => slot.copy_from_slice(&e.to_bytes()),
+                    None => bad = Some(*r),
+                }
+            }
+        });
+        let removed = self.memory_op(
+            "memory_op remove_from_physmap (grant table)",
+            mem::REMOVE_FROM_PHYSMAP,
+            vec![],
+            |_| RemoveFromPhysmap { domid, gpfn: gfn },
+        );
+        mapped.map_err(|(_, e)| failed(format!("mapping d{domid}'s grant table: errno {}", e.errno)))?;
+        if let Some(r) = bad {
+            return Err(failed(format!("grant reference {r} is beyond the first grant frame")));
+        }
+        removed.map(|_| ())
+    }
+}
+
+/// `EVTCHNOP_alloc_unbound` in domain `dom` for `remote` (the backends'
+/// ends are bound later, by xenstored and the console daemon).
+pub fn alloc_unbound<T: XenCall>(xen: &XenBackend<T>, dom: u16, remote: u16) -> Result<u32> {
+    let (a, _, _) = xen.call_with(
+        "event_channel_op alloc_unbound",
+        hypercall::EVENT_CHANNEL_OP,
+        &[ev::ALLOC_UNBOUND as u64],
+        vec![],
+        |_| AllocUnbound {
+            dom,
+            remote_dom: remote,
+            port: 0,
+        },
+    )?;
+    Ok(a.port)
+}
+
+/// The kernel named by a config, parsed (bzImage or PVH ELF).
+pub fn read_kernel(path: &str) -> Result<KernelImage> {
+    let bytes = std::fs::read(path).map_err(|e| failed(format!("kernel {path}: {e}")))?;
+    KernelImage::parse(&bytes).map_err(|e| failed(format!("kernel {path}: {e}")))
+}
+
+/// `LIBXL_MAXMEM_CONSTANT`: what libxl adds to a domain's `max_mem` (KiB).
+pub const MAXMEM_SLACK_KIB: u64 = 1024;
+
+/// The xenstore records of a new domain, as libxl writes them
+/// (`libxl__domain_make`, `libxl__build_post`): the domain's directory,
+/// readable by it and owned by dom0, with the subdirectories the guest
+/// writes (`control`, `data`, `device`...) owned by it; its name, memory
+/// and vCPUs; the rings its frontends find; libxl's own type record.
+pub fn xenstore_nodes(
+    domid: u16,
+    cfg: &keel_xlcfg::DomainConfig,
+    built: &keel_builder::Built,
+    spec: &keel_builder::DomainSpec,
+    max_mem_kib: u64,
+) -> Vec<crate::xen::Node> {
+    use crate::xen::Node;
+    let dom = format!("/local/domain/{domid}");
+    let ro = vec!["n0".to_string(), format!("r{domid}")];
+    let rw = vec![format!("n{domid}")];
+    let node = |path: String, value: String, perms: &Vec<String>| Node {
+        path,
+        value,
+        perms: perms.clone(),
+    };
+    let target_kib = spec.memory_mib * 1024;
+    let mut v = vec![
+        node(dom.clone(), String::new(), &ro),
+        node(format!("{dom}/name"), cfg.name.clone(), &ro),
+        node(format!("{dom}/domid"), domid.to_string(), &ro),
+        node(format!("{dom}/memory/static-max"), max_mem_kib.to_string(), &ro),
+        node(format!("{dom}/memory/target"), target_kib.to_string(), &ro),
+        node(format!("{dom}/store/port"), spec.store_evtchn.to_string(), &ro),
+        node(format!("{dom}/store/ring-ref"), built.layout.store_pfn.to_string(), &ro),
+        node(format!("{dom}/console/port"), spec.console_evtchn.to_string(), &ro),
+        node(format!("{dom}/console/ring-ref"), built.layout.console_pfn.to_string(), &ro),
+        node(format!("{dom}/console/type"), "xenconsoled".into(), &ro),
+        node(format!("{dom}/console/limit"), "1048576".into(), &ro),
+    ];
+    for sub in ["control", "data", "device", "drivers", "attr", "error", "messages"] {
+        v.push(node(format!("{dom}/{sub}"), String::new(), &rw));
+    }
+    v.push(node(format!("{dom}/control/shutdown"), String::new(), &rw));
+    for f in ["feature-poweroff", "feature-reboot", "feature-suspend"] {
+        v.push(node(format!("{dom}/control/platform-{f}"), "1".into(), &ro));
+    }
+    for i in 0..spec.max_vcpus {
+        let state = if i < spec.vcpus { "online" } else { "offline" };
+        v.push(node(format!("{dom}/cpu/{i}/availability"), state.into(), &ro));
+    }
+    v.push(node(format!("/libxl/{domid}/type"), "pvh".into(), &vec!["n0".into()]));
+    v
+}
+
+/// The paths [`xenstore_nodes`] writes under, to remove on failure.
+pub fn xenstore_roots(domid: u16) -> Vec<String> {
+    vec![format!("/local/domain/{domid}"), format!("/libxl/{domid}")]
+}
+
+/// What [`create`] did, for the caller to print.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub domid: u16,
+    pub built: keel_builder::Built,
+    pub console_port: u32,
+    pub store_port: u32,
+}
+
+/// `keelctl create`: a PVH domU from `cfg`, built as libxl builds one,
+/// paused when `paused`. On any failure after the domain exists, the
+/// domain is destroyed and its xenstore records removed, so nothing is
+/// left behind; the error names the step.
+pub fn create<T: XenCall>(
+    xen: &XenBackend<T>,
+    cfg: &keel_xlcfg::DomainConfig,
+    paused: bool,
+) -> Result<Created> {
+    use keel_builder::{DomainSpec, Layout};
+    let kernel_path = cfg.kernel.as_deref().ok_or_else(|| {
+        failed("the configuration has no kernel= (keelctl builds PVH domains from a kernel image; bootloader= is not supported)".into())
+    })?;
+    let mut spec = DomainSpec::from_xl(cfg).map_err(|e| failed(format!("{e}")))?;
+    let kernel = read_kernel(kernel_path)?;
+    let ramdisk = match &cfg.ramdisk {
+        Some(p) => Some(std::fs::read(p).map_err(|e| failed(format!("ramdisk {p}: {e}")))?),
+        None => None,
+    };
+    // The layout is checked before anything is created.
+    let layout = Layout::new(&kernel, ramdisk.as_ref().map(|r| r.len() as u64), &spec)
+        .map_err(|e| failed(format!("{e}")))?;
+    let maxmem_mib = cfg.effective_maxmem_mb().unwrap_or(spec.memory_mib).max(spec.memory_mib);
+    let max_mem_kib = maxmem_mib * 1024 + layout.extra_pages() * 4 + MAXMEM_SLACK_KIB;
+    let domid = xen.create_container(spec.max_vcpus, max_mem_kib)? as u16;
+    let undo = |e: BackendError| {
+        let _ = xen.store.remove(&xenstore_roots(domid));
+        let _ = xen.destroy(&crate::backend::DomainRef::Id(domid as u32));
+        e
+    };
+    let mut rest = || -> Result<Created> {
+        let console_port = alloc_unbound(xen, domid, spec.console_domid)?;
+        let store_port = alloc_unbound(xen, domid, spec.store_domid)?;
+        spec.console_evtchn = console_port;
+        spec.store_evtchn = store_port;
+        // A frame above everything the layout uses, for the grant seed.
+        let top = layout.ram.iter().map(|r| r.1).max().unwrap_or(0) / PAGE;
+        let mut guest = XenGuest {
+            xen,
+            domid,
+            scratch_gfn: top.max(0x10_0000) + 1,
+        };
+        let built = keel_builder::build(&mut guest, &kernel, ramdisk.as_deref(), &spec)
+            .map_err(|e| failed(format!("d{domid}: {e}")))?;
+        xen.store
+            .publish(&xenstore_nodes(domid, cfg, &built, &spec, max_mem_kib))
+            .map_err(|e| failed(format!("d{domid}: {e}")))?;
+        xen.store
+            .introduce(domid as u32, built.layout.store_pfn, store_port)
+            .map_err(|e| failed(format!("d{domid}: {e}")))?;
+        if !paused {
+            xen.unpause(&crate::backend::DomainRef::Id(domid as u32))?;
+        }
+        Ok(Created {
+            domid,
+            built,
+            console_port,
+            store_port,
+        })
+    };
+    rest().map_err(undo)
+}
