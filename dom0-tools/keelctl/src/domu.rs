@@ -29,7 +29,7 @@ use keel_xen_abi::memory::{
 };
 use keel_xen_abi::{hypercall, GuestHandle, Pod};
 
-use crate::backend::{BackendError, Hypervisor, Result};
+use crate::backend::{BackendError, Result};
 use crate::xen::{XenBackend, XenCall};
 
 const PAGE: u64 = 4096;
@@ -51,7 +51,13 @@ pub struct XenGuest<'a, T: XenCall> {
 }
 
 impl<T: XenCall> XenGuest<'_, T> {
-    fn memory_op<H: Pod>(&self, what: &str, cmd: u32, extra: Vec<u8>, arg: impl FnOnce(u64) -> H) -> Result<(H, Vec<u8>, u64)> {
+    fn memory_op<H: Pod>(
+        &self,
+        what: &str,
+        cmd: u32,
+        extra: Vec<u8>,
+        arg: impl FnOnce(u64) -> H,
+    ) -> Result<(H, Vec<u8>, u64)> {
         self.xen
             .call_with(what, hypercall::MEMORY_OP, &[cmd as u64], extra, arg)
     }
@@ -72,7 +78,9 @@ impl<T: XenCall> XenGuest<'_, T> {
         )?;
         let size = dc.op::<HvmContext>().size as usize;
         if size == 0 || size > 1 << 20 {
-            return Err(failed(format!("domctl gethvmcontext: implausible size {size}")));
+            return Err(failed(format!(
+                "domctl gethvmcontext: implausible size {size}"
+            )));
         }
         let (dc, buf) = self.xen.domctl(
             "domctl gethvmcontext",
@@ -91,9 +99,11 @@ impl<T: XenCall> XenGuest<'_, T> {
     fn set_hvm_context(&self, what: &str, records: Vec<u8>) -> Result<()> {
         let size = records.len() as u32;
         self.xen
-            .domctl(what, dctl::op::SETHVMCONTEXT, self.domid, records, |at| HvmContext {
-                size,
-                buffer: GuestHandle::new(at),
+            .domctl(what, dctl::op::SETHVMCONTEXT, self.domid, records, |at| {
+                HvmContext {
+                    size,
+                    buffer: GuestHandle::new(at),
+                }
             })
             .map(|_| ())
     }
@@ -107,9 +117,12 @@ pub fn records(buf: &[u8]) -> Result<Vec<(u16, u16, &[u8])>> {
         let d = Descriptor::from_prefix(&buf[at..])
             .ok_or_else(|| failed("HVM context: a truncated record descriptor".into()))?;
         at += Descriptor::SIZE;
-        let body = buf
-            .get(at..at + d.length as usize)
-            .ok_or_else(|| failed(format!("HVM context: record {} overruns the buffer", d.typecode)))?;
+        let body = buf.get(at..at + d.length as usize).ok_or_else(|| {
+            failed(format!(
+                "HVM context: record {} overruns the buffer",
+                d.typecode
+            ))
+        })?;
         at += d.length as usize;
         out.push((d.typecode, d.instance, body));
         if d.typecode == save::END {
@@ -129,7 +142,8 @@ pub fn push_record<P: Pod>(out: &mut Vec<u8>, typecode: u16, instance: u16, body
     let at = out.len();
     out.resize(at + Descriptor::SIZE + P::SIZE, 0);
     d.write_to(&mut out[at..]).expect("sized");
-    body.write_to(&mut out[at + Descriptor::SIZE..]).expect("sized");
+    body.write_to(&mut out[at + Descriptor::SIZE..])
+        .expect("sized");
 }
 
 fn push_end(out: &mut Vec<u8>) {
@@ -190,7 +204,9 @@ impl<T: XenCall> keel_builder::Guest for XenGuest<'_, T> {
                     m[in_map..in_map + n].copy_from_slice(src)
                 })
                 .map_err(|(i, e)| {
-                    let frame = gfns.get(i).map_or(String::new(), |g| format!(" (gfn {g:#x})"));
+                    let frame = gfns
+                        .get(i)
+                        .map_or(String::new(), |g| format!(" (gfn {g:#x})"));
                     failed(format!(
                         "mapping d{}'s memory at {at:#x}{frame}: errno {}",
                         self.domid, e.errno
@@ -246,7 +262,11 @@ impl<T: XenCall> keel_builder::Guest for XenGuest<'_, T> {
             .iter()
             .find(|r| r.0 == save::MTRR && r.1 as u32 == vcpu)
             .and_then(|r| HwMtrr::from_prefix(r.2))
-            .ok_or_else(|| failed(format!("HVM context without an MTRR record for vCPU {vcpu}")))?;
+            .ok_or_else(|| {
+                failed(format!(
+                    "HVM context without an MTRR record for vCPU {vcpu}"
+                ))
+            })?;
         mtrr.msr_mtrr_def_type = def_type;
         let mut out = Vec::new();
         push_record(&mut out, save::HEADER, 0, &header);
@@ -271,15 +291,18 @@ impl<T: XenCall> keel_builder::Guest for XenGuest<'_, T> {
 
     fn seed_grant_table(&mut self, entries: &[(u32, GrantEntryV1)]) -> Result<()> {
         let (domid, gfn) = (self.domid, self.scratch_gfn);
-        self.memory_op("memory_op add_to_physmap (grant table)", mem::ADD_TO_PHYSMAP, vec![], |_| {
-            AddToPhysmap {
+        self.memory_op(
+            "memory_op add_to_physmap (grant table)",
+            mem::ADD_TO_PHYSMAP,
+            vec![],
+            |_| AddToPhysmap {
                 domid,
                 size: 0,
                 space: mapspace::GRANT_TABLE,
                 idx: 0,
                 gpfn: gfn,
-            }
-        })?;
+            },
+        )?;
         let mut bad = None;
         let mapped = self.xen.transport().with_foreign(domid, &[gfn], &mut |m| {
             for (r, e) in entries {
@@ -296,9 +319,13 @@ impl<T: XenCall> keel_builder::Guest for XenGuest<'_, T> {
             vec![],
             |_| RemoveFromPhysmap { domid, gpfn: gfn },
         );
-        mapped.map_err(|(_, e)| failed(format!("mapping d{domid}'s grant table: errno {}", e.errno)))?;
+        mapped.map_err(|(_, e)| {
+            failed(format!("mapping d{domid}'s grant table: errno {}", e.errno))
+        })?;
         if let Some(r) = bad {
-            return Err(failed(format!("grant reference {r} is beyond the first grant frame")));
+            return Err(failed(format!(
+                "grant reference {r} is beyond the first grant frame"
+            )));
         }
         removed.map(|_| ())
     }
@@ -356,16 +383,38 @@ pub fn xenstore_nodes(
         node(dom.clone(), String::new(), &ro),
         node(format!("{dom}/name"), cfg.name.clone(), &ro),
         node(format!("{dom}/domid"), domid.to_string(), &ro),
-        node(format!("{dom}/memory/static-max"), max_mem_kib.to_string(), &ro),
+        node(
+            format!("{dom}/memory/static-max"),
+            max_mem_kib.to_string(),
+            &ro,
+        ),
         node(format!("{dom}/memory/target"), target_kib.to_string(), &ro),
-        node(format!("{dom}/store/port"), spec.store_evtchn.to_string(), &ro),
-        node(format!("{dom}/store/ring-ref"), built.layout.store_pfn.to_string(), &ro),
-        node(format!("{dom}/console/port"), spec.console_evtchn.to_string(), &ro),
-        node(format!("{dom}/console/ring-ref"), built.layout.console_pfn.to_string(), &ro),
+        node(
+            format!("{dom}/store/port"),
+            spec.store_evtchn.to_string(),
+            &ro,
+        ),
+        node(
+            format!("{dom}/store/ring-ref"),
+            built.layout.store_pfn.to_string(),
+            &ro,
+        ),
+        node(
+            format!("{dom}/console/port"),
+            spec.console_evtchn.to_string(),
+            &ro,
+        ),
+        node(
+            format!("{dom}/console/ring-ref"),
+            built.layout.console_pfn.to_string(),
+            &ro,
+        ),
         node(format!("{dom}/console/type"), "xenconsoled".into(), &ro),
         node(format!("{dom}/console/limit"), "1048576".into(), &ro),
     ];
-    for sub in ["control", "data", "device", "drivers", "attr", "error", "messages"] {
+    for sub in [
+        "control", "data", "device", "drivers", "attr", "error", "messages",
+    ] {
         v.push(node(format!("{dom}/{sub}"), String::new(), &rw));
     }
     v.push(node(format!("{dom}/control/shutdown"), String::new(), &rw));
@@ -374,9 +423,17 @@ pub fn xenstore_nodes(
     }
     for i in 0..spec.max_vcpus {
         let state = if i < spec.vcpus { "online" } else { "offline" };
-        v.push(node(format!("{dom}/cpu/{i}/availability"), state.into(), &ro));
+        v.push(node(
+            format!("{dom}/cpu/{i}/availability"),
+            state.into(),
+            &ro,
+        ));
     }
-    v.push(node(format!("/libxl/{domid}/type"), "pvh".into(), &vec!["n0".into()]));
+    v.push(node(
+        format!("/libxl/{domid}/type"),
+        "pvh".into(),
+        &vec!["n0".into()],
+    ));
     v
 }
 
@@ -416,12 +473,15 @@ pub fn create<T: XenCall>(
     // The layout is checked before anything is created.
     let layout = Layout::new(&kernel, ramdisk.as_ref().map(|r| r.len() as u64), &spec)
         .map_err(|e| failed(format!("{e}")))?;
-    let maxmem_mib = cfg.effective_maxmem_mb().unwrap_or(spec.memory_mib).max(spec.memory_mib);
+    let maxmem_mib = cfg
+        .effective_maxmem_mb()
+        .unwrap_or(spec.memory_mib)
+        .max(spec.memory_mib);
     let max_mem_kib = maxmem_mib * 1024 + layout.extra_pages() * 4 + MAXMEM_SLACK_KIB;
     let domid = xen.create_container(spec.max_vcpus, max_mem_kib)? as u16;
     let undo = |e: BackendError| {
         let _ = xen.store.remove(&xenstore_roots(domid));
-        let _ = xen.destroy(&crate::backend::DomainRef::Id(domid as u32));
+        let _ = xen.domctl_plain(dctl::op::DESTROYDOMAIN, domid, "destroying it again", "");
         e
     };
     let mut rest = || -> Result<Created> {
@@ -445,7 +505,12 @@ pub fn create<T: XenCall>(
             .introduce(domid as u32, built.layout.store_pfn, store_port)
             .map_err(|e| failed(format!("d{domid}: {e}")))?;
         if !paused {
-            xen.unpause(&crate::backend::DomainRef::Id(domid as u32))?;
+            xen.domctl_plain(
+                dctl::op::UNPAUSEDOMAIN,
+                domid,
+                &format!("unpausing d{domid}"),
+                "it is not paused",
+            )?;
         }
         Ok(Created {
             domid,
@@ -455,4 +520,454 @@ pub fn create<T: XenCall>(
         })
     };
     rest().map_err(undo)
+}
+
+/// keel-builder's synthetic kernels (its test helpers), for the tests.
+#[cfg(test)]
+#[path = "../../builder/tests/common/mod.rs"]
+mod test_kernels;
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use crate::privcmd::CallError;
+    use crate::xen::fake::{backend, err, get, put, put_bytes, FakeXen};
+    use keel_builder::abi::GTF_PERMIT_ACCESS;
+    use keel_xen_abi::domctl::XenDomctl;
+    use keel_xen_abi::hvm::param;
+    use std::collections::BTreeMap;
+
+    use super::test_kernels as kernels;
+
+    /// The vCPUs the fake's HVM context has records for.
+    const FAKE_VCPUS: u16 = 2;
+
+    /// What a domain being built sees: its frames, params, memory map,
+    /// the HVM contexts set, its grant frame; `fail` makes the call
+    /// (hypercall, first argument) fail with EINVAL.
+    #[derive(Default)]
+    pub struct FakeDomU {
+        pub frames: BTreeMap<u64, Vec<u8>>,
+        /// Frames it may have at most.
+        pub max_frames: usize,
+        pub params: Vec<(u32, u64)>,
+        pub e820: Vec<u8>,
+        pub contexts: Vec<Vec<u8>>,
+        /// The grant frame's contents when it left the physmap.
+        pub grant: Vec<u8>,
+        pub grant_gfn: Option<u64>,
+        pub unpaused: bool,
+        pub ports: u32,
+        pub fail: Option<(u64, u64)>,
+    }
+
+    impl FakeDomU {
+        /// The hypercalls a build makes on a created domain (`None`:
+        /// not one of them).
+        pub fn call(
+            &mut self,
+            created: &[u16],
+            op: u64,
+            args: [u64; 5],
+            mem: &mut [u8],
+        ) -> Option<std::result::Result<u64, CallError>> {
+            let is_dom = |d: u16| created.contains(&d);
+            if self.fail == Some((op, args[0])) {
+                return Some(err(libc::EINVAL));
+            }
+            let r = match op {
+                hypercall::MEMORY_OP => self.memory_op(&is_dom, args, mem),
+                hypercall::HVM_OP if args[0] == hvm::SET_PARAM as u64 => (|| {
+                    let p: HvmParam = get(mem, args[1])?;
+                    if !is_dom(p.domid) {
+                        return err(libc::ESRCH);
+                    }
+                    self.params.push((p.index, p.value));
+                    Ok(0)
+                })(),
+                hypercall::EVENT_CHANNEL_OP if args[0] == ev::ALLOC_UNBOUND as u64 => (|| {
+                    let mut a: AllocUnbound = get(mem, args[1])?;
+                    if !is_dom(a.dom) || a.remote_dom != 0 {
+                        return err(libc::EINVAL);
+                    }
+                    self.ports += 1;
+                    a.port = self.ports;
+                    put(mem, args[1], &a).map(|_| 0)
+                })(
+                ),
+                hypercall::DOMCTL => {
+                    let dc: XenDomctl = match get(mem, args[0]) {
+                        Ok(d) => d,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    if !is_dom(dc.domain) {
+                        return None;
+                    }
+                    match dc.cmd {
+                        dctl::op::GETHVMCONTEXT => Self::get_context(dc, args[0], mem),
+                        dctl::op::SETHVMCONTEXT => (|| {
+                            let h: HvmContext = dc.op();
+                            let o = crate::xen::fake::at(mem, h.buffer.addr(), h.size as usize)?;
+                            self.contexts.push(mem[o..o + h.size as usize].to_vec());
+                            Ok(0)
+                        })(),
+                        dctl::op::UNPAUSEDOMAIN => {
+                            self.unpaused = true;
+                            Ok(0)
+                        }
+                        _ => return None,
+                    }
+                }
+                _ => return None,
+            };
+            Some(r)
+        }
+
+        fn get_context(
+            mut dc: XenDomctl,
+            at: u64,
+            mem: &mut [u8],
+        ) -> std::result::Result<u64, CallError> {
+            let mut rec = Vec::new();
+            push_record(
+                &mut rec,
+                save::HEADER,
+                0,
+                &Header {
+                    magic: save::FILE_MAGIC,
+                    version: save::FILE_VERSION,
+                    changeset: 0,
+                    cpuid: 0x800f12,
+                    gtsc_khz: 1_000_000,
+                },
+            );
+            for v in 0..FAKE_VCPUS {
+                push_record(&mut rec, save::MTRR, v, &HwMtrr::zeroed());
+            }
+            push_end(&mut rec);
+            let mut h: HvmContext = dc.op();
+            if h.buffer.addr() != 0 {
+                if (h.size as usize) < rec.len() {
+                    return err(libc::ENOSPC);
+                }
+                put_bytes(mem, h.buffer.addr(), &rec)?;
+            }
+            h.size = rec.len() as u32;
+            dc.u = dctl::DomctlU::new(&h);
+            put(mem, at, &dc).map(|_| 0)
+        }
+
+        fn memory_op(
+            &mut self,
+            is_dom: &dyn Fn(u16) -> bool,
+            args: [u64; 5],
+            mem: &mut [u8],
+        ) -> std::result::Result<u64, CallError> {
+            match args[0] as u32 {
+                mem::POPULATE_PHYSMAP => {
+                    let r: MemoryReservation = get(mem, args[1])?;
+                    if !is_dom(r.domid) {
+                        return err(libc::ESRCH);
+                    }
+                    let mut done = 0;
+                    for i in 0..r.nr_extents {
+                        let gfn: u64 = get(mem, r.extent_start.addr() + 8 * i)?;
+                        let n = 1usize << r.extent_order;
+                        // The fake has no 1 GiB pages, and a frame limit.
+                        if r.extent_order >= 18 || self.frames.len() + n > self.max_frames {
+                            break;
+                        }
+                        for f in gfn..gfn + n as u64 {
+                            self.frames.insert(f, vec![0; 4096]);
+                        }
+                        done += 1;
+                    }
+                    Ok(done)
+                }
+                mem::SET_MEMORY_MAP => {
+                    let m: ForeignMemoryMap = get(mem, args[1])?;
+                    if !is_dom(m.domid) {
+                        return err(libc::ESRCH);
+                    }
+                    let len = 20 * m.map.nr_entries as usize;
+                    let o = crate::xen::fake::at(mem, m.map.buffer.addr(), len)?;
+                    self.e820 = mem[o..o + len].to_vec();
+                    Ok(0)
+                }
+                mem::ADD_TO_PHYSMAP => {
+                    let a: AddToPhysmap = get(mem, args[1])?;
+                    if !is_dom(a.domid) || a.space != mapspace::GRANT_TABLE || a.idx != 0 {
+                        return err(libc::EINVAL);
+                    }
+                    self.frames.insert(a.gpfn, vec![0; 4096]);
+                    self.grant_gfn = Some(a.gpfn);
+                    Ok(0)
+                }
+                mem::REMOVE_FROM_PHYSMAP => {
+                    let r: RemoveFromPhysmap = get(mem, args[1])?;
+                    if !is_dom(r.domid) {
+                        return err(libc::ESRCH);
+                    }
+                    let f = self.frames.remove(&r.gpfn).ok_or(CallError {
+                        errno: libc::ENOENT,
+                    })?;
+                    if self.grant_gfn == Some(r.gpfn) {
+                        self.grant = f;
+                    }
+                    Ok(0)
+                }
+                _ => err(libc::ENOSYS),
+            }
+        }
+
+        pub fn with_foreign(
+            &mut self,
+            gfns: &[u64],
+            f: &mut dyn FnMut(&mut [u8]),
+        ) -> std::result::Result<(), (usize, CallError)> {
+            let mut buf = Vec::with_capacity(gfns.len() * 4096);
+            for (i, g) in gfns.iter().enumerate() {
+                let page = self.frames.get(g).ok_or((
+                    i,
+                    CallError {
+                        errno: libc::EFAULT,
+                    },
+                ))?;
+                buf.extend_from_slice(page);
+            }
+            f(&mut buf);
+            for (i, g) in gfns.iter().enumerate() {
+                self.frames
+                    .get_mut(g)
+                    .unwrap()
+                    .copy_from_slice(&buf[i * 4096..(i + 1) * 4096]);
+            }
+            Ok(())
+        }
+
+        /// `len` bytes of guest memory at `gpa`.
+        pub fn read(&self, gpa: u64, len: usize) -> Vec<u8> {
+            (gpa..gpa + len as u64)
+                .map(|a| self.frames[&(a / 4096)][(a % 4096) as usize])
+                .collect()
+        }
+    }
+
+    struct Files(std::path::PathBuf);
+    impl Drop for Files {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A config for a 64 MiB, 2-vCPU PVH domain whose kernel (Linux-like,
+    /// synthetic) and ramdisk are files in a fresh directory.
+    fn config(tag: &str) -> (keel_xlcfg::DomainConfig, Files) {
+        let dir = std::env::temp_dir().join(format!("keelctl-domu-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (k, r) = (dir.join("kernel"), dir.join("initrd"));
+        std::fs::write(&k, kernels::linux_like()).unwrap();
+        std::fs::write(&r, b"RAMDISK!".repeat(1000)).unwrap();
+        let text = format!(
+            "name = \"web\"\ntype = \"pvh\"\nkernel = \"{}\"\nramdisk = \"{}\"\nmemory = 64\nvcpus = 2\nextra = \"console=hvc0\"\n",
+            k.display(),
+            r.display()
+        );
+        let cfg = keel_xlcfg::parse_str(&text, "web.cfg").unwrap().config;
+        (cfg, Files(dir))
+    }
+
+    /// A xenstore that keeps what is published and introduced.
+    #[derive(Default)]
+    struct Store {
+        nodes: std::cell::RefCell<Vec<crate::xen::Node>>,
+        introduced: std::cell::RefCell<Vec<(u32, u64, u32)>>,
+        removed: std::cell::RefCell<Vec<String>>,
+    }
+    impl crate::xen::Xenstore for std::rc::Rc<Store> {
+        fn name(&self, _: u32) -> Option<String> {
+            None
+        }
+        fn publish(&self, nodes: &[crate::xen::Node]) -> std::result::Result<(), String> {
+            self.nodes.borrow_mut().extend_from_slice(nodes);
+            Ok(())
+        }
+        fn introduce(&self, d: u32, gfn: u64, port: u32) -> std::result::Result<(), String> {
+            self.introduced.borrow_mut().push((d, gfn, port));
+            Ok(())
+        }
+        fn remove(&self, paths: &[String]) -> std::result::Result<(), String> {
+            self.removed.borrow_mut().extend_from_slice(paths);
+            Ok(())
+        }
+    }
+
+    fn fake() -> (XenBackend<FakeXen>, std::rc::Rc<Store>) {
+        let x = FakeXen::new();
+        x.domu.borrow_mut().max_frames = 64 * 256 + 64;
+        let mut b = backend(x);
+        let store = std::rc::Rc::new(Store::default());
+        b.store = Box::new(store.clone());
+        (b, store)
+    }
+
+    #[test]
+    fn create_builds_the_domain_through_the_toolstack_calls() {
+        let (cfg, _files) = config("ok");
+        let (b, store) = fake();
+        let c = create(&b, &cfg, true).unwrap();
+        assert_eq!(c.domid, 7);
+        assert_eq!((c.console_port, c.store_port), (1, 2));
+        let d = b.transport().domu.borrow();
+        // The kernel's bytes at its physical address; the start_info's
+        // magic where RBX of the BSP points.
+        let k = kernels::linux_like();
+        let text_at = k.windows(4).position(|w| w == [1, 8, 15, 22]).unwrap();
+        assert_eq!(d.read(0x100_0000, 4), k[text_at..text_at + 4]);
+        let bsp = records(&d.contexts[FAKE_VCPUS as usize])
+            .unwrap()
+            .into_iter()
+            .find(|r| r.0 == save::CPU)
+            .map(|r| HwCpu::from_prefix(r.2).unwrap())
+            .unwrap();
+        assert_eq!(bsp.rip, 0x100_0850);
+        assert_eq!(d.read(bsp.rbx, 4), 0x336e_c578u32.to_le_bytes());
+        // One MTRR context per vCPU (write-back, enabled), then the BSP's.
+        assert_eq!(d.contexts.len(), FAKE_VCPUS as usize + 1);
+        for (v, ctx) in d.contexts[..2].iter().enumerate() {
+            let r = records(ctx).unwrap();
+            assert_eq!(
+                r.iter().map(|r| r.0).collect::<Vec<_>>(),
+                [save::HEADER, save::MTRR, save::END]
+            );
+            assert_eq!(r[1].1 as usize, v);
+            assert_eq!(
+                HwMtrr::from_prefix(r[1].2).unwrap().msr_mtrr_def_type,
+                6 | 1 << 11
+            );
+        }
+        // The rings' params and event channels.
+        let p = |i| d.params.iter().find(|x| x.0 == i).map(|x| x.1);
+        assert_eq!(p(param::CONSOLE_EVTCHN), Some(1));
+        assert_eq!(p(param::STORE_EVTCHN), Some(2));
+        assert_eq!(p(param::STORE_PFN), Some(c.built.layout.store_pfn));
+        // Grant entries 0 (console) and 1 (xenstore) for dom0, and the
+        // scratch frame taken away again.
+        let e = |r: usize| GrantEntryV1::from_bytes(&d.grant[r * 8..r * 8 + 8]).unwrap();
+        assert_eq!(
+            (e(0).flags, e(0).domid, e(0).frame as u64),
+            (GTF_PERMIT_ACCESS, 0, c.built.layout.console_pfn)
+        );
+        assert_eq!(e(1).frame as u64, c.built.layout.store_pfn);
+        assert!(!d.frames.contains_key(&d.grant_gfn.unwrap()));
+        assert_eq!(d.e820.len() % 20, 0);
+        assert!(!d.unpaused, "-p leaves it paused");
+        assert!(b.transport().destroyed.borrow().is_empty());
+        // Its xenstore records, and the daemon told of its ring.
+        let nodes = store.nodes.borrow();
+        let node = |p: &str| {
+            nodes
+                .iter()
+                .find(|n| n.path == p)
+                .unwrap_or_else(|| panic!("{p}"))
+        };
+        assert_eq!(node("/local/domain/7/name").value, "web");
+        assert_eq!(node("/local/domain/7").perms, ["n0", "r7"]);
+        assert_eq!(node("/local/domain/7/control/shutdown").perms, ["n7"]);
+        assert_eq!(node("/local/domain/7/console/port").value, "1");
+        assert_eq!(
+            node("/local/domain/7/store/ring-ref").value,
+            c.built.layout.store_pfn.to_string()
+        );
+        assert_eq!(node("/local/domain/7/cpu/1/availability").value, "online");
+        assert_eq!(node("/libxl/7/type").value, "pvh");
+        assert_eq!(
+            *store.introduced.borrow(),
+            [(7, c.built.layout.store_pfn, 2)]
+        );
+    }
+
+    #[test]
+    fn create_unpauses_unless_asked_not_to() {
+        let (cfg, _files) = config("run");
+        let (b, _) = fake();
+        create(&b, &cfg, false).unwrap();
+        assert!(b.transport().domu.borrow().unpaused);
+    }
+
+    #[test]
+    fn a_failed_step_destroys_the_half_made_domain() {
+        for (fail, want) in [
+            (
+                (hypercall::MEMORY_OP, mem::SET_MEMORY_MAP as u64),
+                "SetMemoryMap",
+            ),
+            ((hypercall::HVM_OP, hvm::SET_PARAM as u64), "SetParams"),
+            (
+                (hypercall::EVENT_CHANNEL_OP, ev::ALLOC_UNBOUND as u64),
+                "alloc_unbound",
+            ),
+            (
+                (hypercall::MEMORY_OP, mem::ADD_TO_PHYSMAP as u64),
+                "GrantTable",
+            ),
+        ] {
+            let (cfg, _files) = config("fail");
+            let (b, store) = fake();
+            b.transport().domu.borrow_mut().fail = Some(fail);
+            let e = create(&b, &cfg, false).unwrap_err();
+            assert!(e.to_string().contains(want), "{want}: {e}");
+            assert_eq!(*b.transport().destroyed.borrow(), [7], "{want}");
+            assert!(!b.transport().domu.borrow().unpaused);
+            assert_eq!(*store.removed.borrow(), xenstore_roots(7));
+        }
+        // Too little memory for the domain: the build's order-0 populate
+        // comes up short.
+        let (cfg, _files) = config("small");
+        let (b, _) = fake();
+        b.transport().domu.borrow_mut().max_frames = 100;
+        let e = create(&b, &cfg, false).unwrap_err();
+        assert!(e.to_string().contains("PopulateRam"), "{e}");
+        assert_eq!(*b.transport().destroyed.borrow(), [7]);
+    }
+
+    #[test]
+    fn bad_configs_are_refused_before_a_domain_exists() {
+        let (mut cfg, _files) = config("bad");
+        let (b, _) = fake();
+        cfg.kernel = None;
+        assert!(create(&b, &cfg, false)
+            .unwrap_err()
+            .to_string()
+            .contains("no kernel="));
+        cfg.kernel = Some("/nonexistent/keel/vmlinuz".into());
+        assert!(create(&b, &cfg, false)
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent/keel/vmlinuz"));
+        let (mut cfg, files) = config("bad2");
+        let junk = files.0.join("junk");
+        std::fs::write(&junk, b"not a kernel").unwrap();
+        cfg.kernel = Some(junk.display().to_string());
+        assert!(create(&b, &cfg, false).is_err());
+        assert!(
+            b.transport().created.borrow().is_empty(),
+            "no domain was made"
+        );
+    }
+
+    #[test]
+    fn hvm_context_records_parse_and_refuse_overruns() {
+        let mut r = Vec::new();
+        push_record(&mut r, save::MTRR, 1, &HwMtrr::zeroed());
+        push_end(&mut r);
+        let recs = records(&r).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(
+            (recs[0].0, recs[0].1, recs[0].2.len()),
+            (save::MTRR, 1, save::MTRR_LENGTH)
+        );
+        assert!(records(&r[..20]).is_err());
+        assert!(records(&r[..4]).is_err());
+    }
 }

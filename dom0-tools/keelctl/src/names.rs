@@ -46,10 +46,7 @@ impl XenstoreSocket {
 
 impl XenstoreSocket {
     /// Runs `f` on the connection (made on first use).
-    fn with<R>(
-        &self,
-        f: impl FnOnce(&mut Client) -> Result<R, ClientError>,
-    ) -> Result<R, String> {
+    fn with<R>(&self, f: impl FnOnce(&mut Client) -> Result<R, ClientError>) -> Result<R, String> {
         let mut conn = self.conn.borrow_mut();
         let c = conn.get_or_insert_with(|| {
             let c = Client::connect(&self.path).ok()?;

@@ -47,7 +47,12 @@ pub trait XenCall {
         f: &mut dyn FnMut(&mut [u8]),
     ) -> std::result::Result<(), (usize, CallError)> {
         let _ = (dom, gfns, f);
-        Err((usize::MAX, CallError { errno: libc::ENOSYS }))
+        Err((
+            usize::MAX,
+            CallError {
+                errno: libc::ENOSYS,
+            },
+        ))
     }
 }
 
@@ -877,6 +882,8 @@ pub(crate) mod fake {
         /// Domains made by `createdomain` (ids from 7 up), and destroyed.
         pub created: RefCell<Vec<u16>>,
         pub destroyed: RefCell<Vec<u16>>,
+        /// What a domain being built sees ([`crate::domu::tests::FakeDomU`]).
+        pub domu: RefCell<crate::domu::tests::FakeDomU>,
     }
 
     /// A perfc counter: name and values.
@@ -889,7 +896,7 @@ pub(crate) mod fake {
     }
 
     /// The offset in `mem` of `len` bytes at address `addr`.
-    fn at(mem: &[u8], addr: u64, len: usize) -> std::result::Result<usize, CallError> {
+    pub(crate) fn at(mem: &[u8], addr: u64, len: usize) -> std::result::Result<usize, CallError> {
         let base = mem.as_ptr() as u64;
         let off = addr.checked_sub(base).ok_or_else(fault)? as usize;
         if off + len > mem.len() {
@@ -897,21 +904,29 @@ pub(crate) mod fake {
         }
         Ok(off)
     }
-    fn get<P: Pod>(mem: &[u8], addr: u64) -> std::result::Result<P, CallError> {
+    pub(crate) fn get<P: Pod>(mem: &[u8], addr: u64) -> std::result::Result<P, CallError> {
         let o = at(mem, addr, P::SIZE)?;
         Ok(P::from_bytes(&mem[o..o + P::SIZE]).unwrap())
     }
-    fn put<P: Pod>(mem: &mut [u8], addr: u64, v: &P) -> std::result::Result<(), CallError> {
+    pub(crate) fn put<P: Pod>(
+        mem: &mut [u8],
+        addr: u64,
+        v: &P,
+    ) -> std::result::Result<(), CallError> {
         let o = at(mem, addr, P::SIZE)?;
         v.write_to(&mut mem[o..]).unwrap();
         Ok(())
     }
-    fn put_bytes(mem: &mut [u8], addr: u64, b: &[u8]) -> std::result::Result<(), CallError> {
+    pub(crate) fn put_bytes(
+        mem: &mut [u8],
+        addr: u64,
+        b: &[u8],
+    ) -> std::result::Result<(), CallError> {
         let o = at(mem, addr, b.len())?;
         mem[o..o + b.len()].copy_from_slice(b);
         Ok(())
     }
-    fn err(e: i32) -> std::result::Result<u64, CallError> {
+    pub(crate) fn err(e: i32) -> std::result::Result<u64, CallError> {
         Err(CallError { errno: e })
     }
 
@@ -933,6 +948,7 @@ pub(crate) mod fake {
                 perfc: RefCell::new(None),
                 created: RefCell::new(Vec::new()),
                 destroyed: RefCell::new(Vec::new()),
+                domu: RefCell::new(Default::default()),
             }
         }
         fn pin(&self, d: u16, v: u32) -> u64 {
@@ -946,6 +962,18 @@ pub(crate) mod fake {
     }
 
     impl XenCall for FakeXen {
+        fn with_foreign(
+            &self,
+            dom: u16,
+            gfns: &[u64],
+            f: &mut dyn FnMut(&mut [u8]),
+        ) -> std::result::Result<(), (usize, CallError)> {
+            if !self.created.borrow().contains(&dom) {
+                return Err((usize::MAX, CallError { errno: libc::ESRCH }));
+            }
+            self.domu.borrow_mut().with_foreign(gfns, f)
+        }
+
         fn call(
             &self,
             op: u64,
@@ -954,6 +982,13 @@ pub(crate) mod fake {
         ) -> std::result::Result<u64, CallError> {
             if !self.privileged && op != hypercall::XEN_VERSION {
                 return err(libc::EPERM);
+            }
+            let created = self.created.borrow().clone();
+            if let Some(r) = self.domu.borrow_mut().call(&created, op, args, mem) {
+                self.calls
+                    .borrow_mut()
+                    .push(format!("domu {op} {}", args[0]));
+                return r;
             }
             match op {
                 hypercall::XEN_VERSION => match args[0] as u32 {
