@@ -1333,7 +1333,7 @@ fn bench_mgmt() -> Result<String> {
          in shell loops (`keel.bench_list={MGMT_BENCH_CALLS}` on its command line), timed with its uptime \
          clock (10 ms resolution over each loop). Each call is a whole process: fork, exec of \
          the static keelctl, open `/dev/xen/privcmd`, `getdomaininfolist` (sysctl, 32 domains a \
-         call), the table on stdout. **Emulated figures** (QEMU TCG).\n\n\
+         call), a xenstore read of each other domain's name (as xl reads them), the table on stdout. **Emulated figures** (QEMU TCG).\n\n\
          Then Debian's unmodified `xl list` (xen-utils 4.17, dynamically linked against glibc, \
          libxenlight and libxenctrl; a xenstore read of each domain's name through keel-xenstored) \
          as many times, in the same boot, in four rounds in which the two take turns (so that a \
