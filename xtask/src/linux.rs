@@ -213,6 +213,24 @@ if [ -x /usr/lib/xen-4.17/bin/xl ]; then
         xl sched-credit -d "$dom" -w 256
     fi
 fi
+# keel.domu: an unprivileged PVH guest from /etc/keel/domu.cfg (issue 14;
+# the payload: xtask/src/domu.rs), built by keelctl as libxl builds one.
+# Its kernel log reaches keel's serial as "(dN) ..." (earlyprintk=xen).
+if grep -q 'keel.domu' /proc/cmdline && [ -S /run/xenstored/socket ]; then
+    keelctl create -p /etc/keel/domu.cfg >/tmp/domu-create 2>&1
+    echo "KEEL-LINUX: domu: create exit $?"
+    sed 's/^/KEEL-LINUX: domu: create: /' /tmp/domu-create
+    keelctl list | sed 's/^/KEEL-LINUX: domu: list: /'
+    if keelctl list | grep -q '^domu1 '; then
+        echo "KEEL-LINUX: domu: xenstore name $(xenstore-read /local/domain/$(keelctl list | awk '$1 == "domu1" { print $2 }')/name)"
+        keelctl unpause domu1
+        echo "KEEL-LINUX: domu: unpause exit $?"
+        # Until it powers itself off (its /init's last line), 300 s at most.
+        i=0
+        while keelctl list | grep -q '^domu1 ' && [ $i -lt 1500 ]; do sleep 0.2; i=$((i + 1)); done
+        echo "KEEL-LINUX: domu: $(keelctl list | grep -c '^domu1 ') left after $((i / 5)) s"
+    fi
+fi
 keelctl dmesg >/tmp/dmesg
 echo "KEEL-LINUX: keelctl dmesg exit $? lines $(grep -c . /tmp/dmesg)"
 grep -m1 "PVH kernel entry" /tmp/dmesg | sed 's/^(XEN) /KEEL-LINUX: keel log: /'
@@ -610,6 +628,42 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
         write_atomic(&initrd, &gz)?;
         write_atomic(&istamp, istamp_want.as_bytes())?;
     }
+    // 4. dom0's initramfs with the domU payload appended (domU scenarios).
+    let initrd_domu = out.join("initrd-domu.cpio.gz");
+    let dstamp = out.join("initrd-domu.stamp");
+    let domu_xen = crate::xentools::collect(&xen_root, &["usr/bin/xenstore-read"])?;
+    let xenfs = read(&kdir.join("drivers/xen/xenfs/xenfs.ko"))?;
+    let domu_raw = crate::domu::domu_initramfs(&busybox, APPLETS, &xenfs, &domu_xen);
+    let dstamp_want = format!(
+        "{istamp_want}{}
+domu cpio {:016x} ({} bytes), one gzip stream
+",
+        file_name(&kdeb),
+        fnv(&domu_raw),
+        domu_raw.len()
+    );
+    if stamp_ok(&initrd_domu, &dstamp, &dstamp_want) {
+        eprintln!(
+            "==> initrd-domu.cpio.gz: cached ({})",
+            initrd_domu.display()
+        );
+    } else {
+        eprintln!(
+            "==> initrd-domu.cpio.gz: dom0's initramfs + the domU's kernel ({}), initramfs and config",
+            bzimage.display()
+        );
+        let domu_gz = gzip(&domu_raw)?;
+        // One gzip stream of the two archives (Linux unpacks concatenated
+        // cpio archives), not two gzip members: GRUB decompresses modules
+        // and sizes them from the last member's length field.
+        let mut all = raw.clone();
+        all.extend(crate::domu::dom0_addition(&read(&bzimage)?, &domu_gz));
+        write_atomic(
+            &initrd_domu,
+            &gzip_level(&all, flate2::Compression::default())?,
+        )?;
+        write_atomic(&dstamp, dstamp_want.as_bytes())?;
+    }
     let t_initrd = t.elapsed();
 
     println!(
@@ -835,10 +889,13 @@ pub(crate) fn deb_version(deb: &Path) -> String {
 }
 
 fn gzip(data: &[u8]) -> Result<Vec<u8>> {
+    gzip_level(data, flate2::Compression::best())
+}
+
+/// gzip at `level` (`fast` for what is compressed already, as a bzImage).
+pub(crate) fn gzip_level(data: &[u8], level: flate2::Compression) -> Result<Vec<u8>> {
     // mtime 0 and a fixed cpio make the output byte-for-byte reproducible.
-    let mut enc = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), flate2::Compression::best());
+    let mut enc = flate2::GzBuilder::new().mtime(0).write(Vec::new(), level);
     enc.write_all(data)
         .and_then(|_| enc.finish())
         .map_err(|e| format!("gzip: {e}"))

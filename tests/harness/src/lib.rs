@@ -19,6 +19,6 @@ pub mod scenario;
 pub mod session;
 
 pub use scenario::{
-    bench_scenarios, fuzz_bench_scenarios, fuzz_scenarios, guest_scenarios, linux_scenarios,
-    required, Emulator, Expect, Firmware, Scenario, Status, Vendor,
+    bench_scenarios, domu_scenarios, fuzz_bench_scenarios, fuzz_scenarios, guest_scenarios,
+    linux_scenarios, required, Emulator, Expect, Firmware, Scenario, Status, Vendor,
 };

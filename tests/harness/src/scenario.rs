@@ -695,6 +695,51 @@ fn sched(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenario 
     s
 }
 
+/// The placeholder for dom0's initramfs with the domU payload appended
+/// (`cargo xtask`'s `domu.rs` fills it in).
+pub const DOMU_INITRD: &[u8] = b"@keel: dom0 initramfs with the domU payload";
+
+/// A PVH domU beside dom0 (issue 14): dom0's `keelctl create -p` builds
+/// Debian's kernel as shipped (the bzImage) with its own initramfs from
+/// `/etc/keel/domu.cfg` (256 MiB, 2 vCPUs), lists it, unpauses it; the
+/// domU's /init reports through its kernel log (`earlyprintk=xen`: keel's
+/// serial, as `(d1) ...`) and powers off.
+pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenario {
+    let mut s = linux(name, emulator, vendor)
+        .describe("a PVH domU from dom0: keelctl create -p builds Debian's vmlinuz (256 MiB, 2 vCPUs) as libxl does, the domU reaches userspace, reads /sys/hypervisor/type and its domid from xenstore, powers off")
+        .module("dom0-initrd", DOMU_INITRD.to_vec())
+        .module(
+            "dom0-cmdline",
+            format!("{DOM0_CMDLINE} keel.domu").into_bytes(),
+        )
+        .dom0_must_contain(&[
+            "KEEL-LINUX: userspace reached",
+            "KEEL-LINUX: domu: create exit 0",
+            "KEEL-LINUX: domu: xenstore name domu1",
+            "KEEL-LINUX: domu: unpause exit 0",
+            "KEEL-LINUX: domu: 0 left after",
+            "reboot: Power down",
+        ])
+        .must_contain(&[
+            "d1: created by the toolstack (2 vCPU(s), paused)",
+            "(d1) KEEL-DOMU: userspace reached",
+            "(d1) KEEL-DOMU: /sys/hypervisor/type = xen",
+            "(d1) KEEL-DOMU: cpus online: 0-1",
+            "(d1) KEEL-DOMU: domid from xenstore: 1",
+            "(d1) KEEL-DOMU: name from xenstore: domu1",
+            "d1: Shutdown(Poweroff)",
+            "d0: Shutdown(Poweroff)",
+        ]);
+    s.timeout = std::time::Duration::from_secs(secs);
+    s
+}
+
+/// The domU scenarios (issue 14): not in `cargo xtask test` until keel
+/// serves a domU's build (`--only domu` runs them).
+pub fn domu_scenarios() -> Vec<Scenario> {
+    vec![domu("qemu-amd-domu", Emulator::Qemu, Vendor::Amd, 600)]
+}
+
 /// dom0's kernel command line in the Linux scenarios. `no_timer_check`:
 /// Linux's boot-time check that the IO-APIC timer ticks counts PIT ticks
 /// against the TSC in a 4-jiffy window, which emulators do not always

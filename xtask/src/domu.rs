@@ -1,0 +1,139 @@
+//! The domU payload of the domU scenarios: what dom0 needs to create an
+//! unprivileged Linux guest with `keelctl create` (issue 14), as a second
+//! cpio archive after dom0's own in one gzip stream (Linux unpacks
+//! concatenated archives in order; GRUB, which decompresses the module,
+//! takes one gzip member only):
+//!
+//! - `/usr/lib/keel/domu/vmlinuz`: Debian's kernel as shipped (the bzImage
+//!   from `/boot`, not an extracted vmlinux: the builder unpacks it);
+//! - `/usr/lib/keel/domu/initrd.gz`: the domU's own initramfs (busybox,
+//!   xenfs, Debian's `xenstore-read` and its libraries, [`DOMU_INIT`]);
+//! - `/etc/keel/domu.cfg`: its xl.cfg ([`DOMU_CFG`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::linux::Cpio;
+use crate::xentools::{self, Entry};
+
+/// The domU's xl.cfg. `earlyprintk=xen keep_bootcon`: the kernel's
+/// messages also go through `console_io` to keel's serial as `(dN) ...`,
+/// where the scenario reads them; `/init` writes its lines to `/dev/kmsg`.
+pub const DOMU_CFG: &str = r#"# A PVH domU: Debian's kernel as shipped, its own initramfs.
+name = "domu1"
+type = "pvh"
+kernel = "/usr/lib/keel/domu/vmlinuz"
+ramdisk = "/usr/lib/keel/domu/initrd.gz"
+extra = "console=hvc0 earlyprintk=xen keep_bootcon loglevel=6"
+memory = 256
+vcpus = 2
+on_poweroff = "destroy"
+on_reboot = "restart"
+on_crash = "destroy"
+"#;
+
+/// The domU's /init: what it is and where, on keel's serial (through the
+/// kernel log, which `earlyprintk=xen keep_bootcon` sends there), then
+/// power off.
+pub const DOMU_INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+say() { echo "KEEL-DOMU: $*" >/dev/kmsg; echo "KEEL-DOMU: $*"; }
+say "userspace reached"
+say "/sys/hypervisor/type = $(cat /sys/hypervisor/type 2>&1)"
+say "cpus online: $(cat /sys/devices/system/cpu/online)"
+say "memory: $(awk '/MemTotal/ { print $2 " " $3 }' /proc/meminfo)"
+insmod /lib/modules/xenfs.ko 2>/dev/null
+mkdir -p /proc/xen && mount -t xenfs xenfs /proc/xen
+say "domid from xenstore: $(xenstore-read domid 2>&1)"
+say "name from xenstore: $(xenstore-read name 2>&1)"
+say "powering off"
+poweroff -f
+"#;
+
+/// Where the domU's files go in dom0.
+pub const DOMU_DIR: &str = "usr/lib/keel/domu";
+
+/// The domU's initramfs (uncompressed): busybox with its applets, xenfs,
+/// Debian's xenstore-read and what it links against, /init.
+pub fn domu_initramfs(
+    busybox: &[u8],
+    applets: &[&str],
+    xenfs: &[u8],
+    xen: &BTreeMap<String, Entry>,
+) -> Vec<u8> {
+    let mut c = Cpio::default();
+    let mut dirs: BTreeSet<String> = ["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    dirs.extend(xentools::dirs(xen));
+    for d in &dirs {
+        c.dir(d);
+    }
+    c.chardev("dev/console", 0o600, 5, 1);
+    c.file("bin/busybox", 0o755, busybox);
+    for a in applets {
+        c.symlink(&format!("bin/{a}"), "busybox");
+    }
+    for (path, e) in xen {
+        match e {
+            Entry::File { perm, data } => c.file(path, *perm, data),
+            Entry::Symlink(t) => c.symlink(path, t),
+        }
+    }
+    c.file("lib/modules/xenfs.ko", 0o644, xenfs);
+    c.file("init", 0o755, DOMU_INIT.as_bytes());
+    c.finish()
+}
+
+/// The archive appended to dom0's initramfs: the domU's kernel, its
+/// (compressed) initramfs and its config, with their directories.
+pub fn dom0_addition(vmlinuz: &[u8], domu_initrd_gz: &[u8]) -> Vec<u8> {
+    let mut c = Cpio::default();
+    for d in [
+        "etc",
+        "etc/keel",
+        "usr",
+        "usr/lib",
+        "usr/lib/keel",
+        DOMU_DIR,
+    ] {
+        c.dir(d);
+    }
+    c.file(&format!("{DOMU_DIR}/vmlinuz"), 0o644, vmlinuz);
+    c.file(&format!("{DOMU_DIR}/initrd.gz"), 0o644, domu_initrd_gz);
+    c.file("etc/keel/domu.cfg", 0o644, DOMU_CFG.as_bytes());
+    c.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_parses_as_a_pvh_domain_with_its_files() {
+        let p = keel_xlcfg::parse_str(DOMU_CFG, "domu.cfg").unwrap();
+        let c = &p.config;
+        assert_eq!(c.guest_type, keel_xlcfg::GuestType::Pvh);
+        assert_eq!(c.kernel.as_deref(), Some("/usr/lib/keel/domu/vmlinuz"));
+        assert_eq!(c.ramdisk.as_deref(), Some("/usr/lib/keel/domu/initrd.gz"));
+        assert_eq!((c.memory_mb, c.vcpus), (Some(256), 2));
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn the_addition_holds_the_three_files() {
+        let a = dom0_addition(b"BZIMAGE", b"GZ");
+        let text = String::from_utf8_lossy(&a);
+        for name in [
+            "usr/lib/keel/domu/vmlinuz",
+            "usr/lib/keel/domu/initrd.gz",
+            "etc/keel/domu.cfg",
+            "TRAILER!!!",
+        ] {
+            assert!(text.contains(name), "{name}");
+        }
+    }
+}
