@@ -147,7 +147,10 @@ pub fn create(want: DomId, cfg: &CreateDomain) -> Result<Arc<Domain>, Errno> {
         false,
         Kind::Pvh {
             passthrough: false,
-            own_acpi: false,
+            // The toolstack's ACPI tables (keel-builder) put the sleep
+            // control register at keel's port, as keel's own do for dom0:
+            // a domU powers itself off there.
+            own_acpi: true,
         },
         mem,
         vcpus,
