@@ -1320,9 +1320,9 @@ fn bench_mgmt() -> Result<String> {
         })
         .ok_or("no 64-domain line on dom0's console")?;
     if listed != "keelctl 63 paused + dom0, xl 63" {
-        return Err(
-            format!("the 64-domain rows would not be 64 domains: dom0 saw {listed}"),
-        );
+        return Err(format!(
+            "the 64-domain rows would not be 64 domains: dom0 saw {listed}"
+        ));
     }
     let m = bench_model(&one[0]);
     let mut rows = String::new();

@@ -314,15 +314,18 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
         Command::Pause { domain } => done(io, name, hv.pause(&DomainRef::parse(&domain))),
         Command::Unpause { domain } => done(io, name, hv.unpause(&DomainRef::parse(&domain))),
         Command::Shutdown { all, wait, domain } => {
-            if wait {
-                // Waiting needs event-channel/xenstore watches: not there yet.
-                return not_supported(
-                    io,
-                    "shutdown -w",
-                    "waiting for shutdown needs xenstore watches, not implemented in keelctl",
-                );
+            let targets = match shutdown_targets(hv, all, domain.as_deref()) {
+                Ok(t) => t,
+                Err(e) => return backend_error(io, name, e),
+            };
+            let mut rc = EXIT_OK;
+            for d in &targets {
+                rc = rc.max(done(io, name, hv.shutdown(&DomainRef::Id(*d))));
             }
-            each_domain(io, hv, name, all, domain, |hv, d| hv.shutdown(d))
+            if wait && rc == EXIT_OK {
+                rc = wait_gone(io, hv, &targets, SHUTDOWN_WAIT);
+            }
+            rc
         }
         Command::Reboot { all, domain } => {
             each_domain(io, hv, name, all, domain, |hv, d| hv.reboot(d))
@@ -461,6 +464,58 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
             io,
             &mut top::RealClock::new(),
         ),
+    }
+}
+
+/// How long `shutdown -w` waits for the domains to go.
+pub const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The ids `shutdown` acts on: one domain, or every domain but dom0.
+fn shutdown_targets(
+    hv: &dyn Hypervisor,
+    all: bool,
+    domain: Option<&str>,
+) -> backend::Result<Vec<u32>> {
+    let doms = hv.list_domains()?;
+    if all {
+        return Ok(doms
+            .iter()
+            .filter(|d| d.domid != 0)
+            .map(|d| d.domid)
+            .collect());
+    }
+    let r = DomainRef::parse(domain.unwrap_or_default());
+    doms.iter()
+        .find(|d| r.matches(d))
+        .map(|d| vec![d.domid])
+        .ok_or(backend::BackendError::NoSuchDomain(r))
+}
+
+/// `shutdown -w`: until none of `ids` exists any more (as `xl shutdown
+/// -w` waits for their death), polling the domain list.
+fn wait_gone(io: &mut Io, hv: &dyn Hypervisor, ids: &[u32], limit: std::time::Duration) -> i32 {
+    let t0 = std::time::Instant::now();
+    loop {
+        let left: Vec<u32> = match hv.list_domains() {
+            Ok(d) => d
+                .iter()
+                .map(|d| d.domid)
+                .filter(|d| ids.contains(d))
+                .collect(),
+            Err(e) => return backend_error(io, "shutdown", e),
+        };
+        if left.is_empty() {
+            return EXIT_OK;
+        }
+        if t0.elapsed() >= limit {
+            let _ = writeln!(
+                io.err,
+                "keelctl: shutdown: domain(s) {left:?} still there after {} s",
+                limit.as_secs()
+            );
+            return EXIT_ERROR;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
 

@@ -462,11 +462,7 @@ mod xen_backend {
     #[test]
     fn what_the_abi_path_lacks_is_not_supported_and_calls_nothing() {
         let b = backend(FakeXen::new());
-        for args in [
-            &["shutdown", "1"][..],
-            &["reboot", "1"],
-            &["mem-set", "1", "1g"],
-        ] {
+        for args in [&["mem-set", "1", "1g"][..]] {
             b.transport().calls.borrow_mut().clear();
             let (rc, out, err) = exec(&b, args);
             assert_eq!((rc, out.as_str()), (EXIT_NOT_SUPPORTED, ""), "{args:?}");
@@ -491,6 +487,11 @@ mod xen_backend {
         let (rc, _, err) = exec(&b, &["destroy", "Domain-0"]);
         assert_eq!(rc, EXIT_ERROR, "{err}");
         assert!(err.contains("cannot be destroyed"), "{err}");
+        // shutdown and reboot write control/shutdown in xenstore; without
+        // a daemon they say so.
+        let (rc, _, err) = exec(&b, &["shutdown", "1"]);
+        assert_eq!(rc, EXIT_ERROR);
+        assert!(err.contains("no xenstore daemon"), "{err}");
         // A hypervisor that refuses dom0's calls.
         let mut x = FakeXen::new();
         x.privileged = false;
@@ -513,4 +514,27 @@ mod xen_backend {
              not running on keel (no Xen-ABI hypervisor detected)\n"
         );
     }
+}
+
+#[test]
+fn shutdown_wait_ends_when_the_domains_are_gone_or_the_time_is_up() {
+    let b = crate::xen::fake::backend(crate::xen::fake::FakeXen::new());
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut io = Io {
+        out: &mut out,
+        err: &mut err,
+    };
+    // d9 does not exist (any more): done at once.
+    assert_eq!(
+        super::wait_gone(&mut io, &b, &[9], std::time::Duration::ZERO),
+        EXIT_OK
+    );
+    // d1 stays: the limit is reported.
+    assert_eq!(
+        super::wait_gone(&mut io, &b, &[1, 9], std::time::Duration::ZERO),
+        EXIT_ERROR
+    );
+    drop(io);
+    let err = String::from_utf8(err).unwrap();
+    assert!(err.contains("[1] still there after 0 s"), "{err}");
 }

@@ -496,6 +496,31 @@ fn affinity_arg(vcpu: u32, flags: u32, maps: u64) -> VcpuAffinity {
 }
 
 impl<T: XenCall> XenBackend<T> {
+    /// Asks a guest to shut down or reboot as libxl does for a PVH guest
+    /// (`libxl__domain_pvcontrol`): `control/shutdown` in its xenstore
+    /// directory, which its xenbus watches; the guest then calls
+    /// `SCHEDOP_shutdown` with that reason itself.
+    fn pv_control(&self, dom: &DomainRef, what: &str) -> Result<()> {
+        let d = self.find(dom)?;
+        if d.domain == 0 {
+            return Err(BackendError::Failed(format!(
+                "Domain-0 cannot be asked to {what} this way: run it in dom0"
+            )));
+        }
+        if d.flags & (dominf::SHUTDOWN | dominf::DYING) != 0 {
+            return Err(BackendError::Failed(format!(
+                "domain '{dom}' is already shutting down or dying"
+            )));
+        }
+        self.store
+            .publish(&[Node {
+                path: format!("/local/domain/{}/control/shutdown", d.domain),
+                value: what.into(),
+                perms: vec![],
+            }])
+            .map_err(|e| BackendError::Failed(format!("asking domain '{dom}' to {what}: {e}")))
+    }
+
     fn info(&self, d: &GetDomainInfo) -> DomainInfo {
         DomainInfo {
             name: domain_name(&*self.store, d.domain as u32),
@@ -637,11 +662,11 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
             "the hypervisor refused it",
         )
     }
-    fn shutdown(&self, _: &DomainRef) -> Result<()> {
-        Err(not_yet("shut down a domain"))
+    fn shutdown(&self, dom: &DomainRef) -> Result<()> {
+        self.pv_control(dom, "poweroff")
     }
-    fn reboot(&self, _: &DomainRef) -> Result<()> {
-        Err(not_yet("reboot a domain"))
+    fn reboot(&self, dom: &DomainRef) -> Result<()> {
+        self.pv_control(dom, "reboot")
     }
     fn pause(&self, dom: &DomainRef) -> Result<()> {
         let d = self.find(dom)?;
@@ -1228,6 +1253,7 @@ pub(crate) mod fake {
 mod tests {
     use super::fake::{backend, FakeXen};
     use super::*;
+    use std::cell::RefCell;
 
     #[test]
     fn info_from_xen_version_physinfo_and_sched_id() {
@@ -1490,6 +1516,51 @@ mod tests {
         b.destroy(&DomainRef::parse("web")).unwrap();
         assert_eq!(*b.hc.destroyed.borrow(), [1]);
         assert_eq!(b.vcpu_list().unwrap()[2].domain, "web");
+    }
+
+    /// A xenstore keeping what is written.
+    #[derive(Default)]
+    struct Written(std::rc::Rc<RefCell<Vec<Node>>>);
+    impl Xenstore for Written {
+        fn name(&self, _: u32) -> Option<String> {
+            None
+        }
+        fn publish(&self, nodes: &[Node]) -> std::result::Result<(), String> {
+            self.0.borrow_mut().extend_from_slice(nodes);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn shutdown_and_reboot_ask_the_guest_through_xenstore() {
+        let mut b = backend(FakeXen::new());
+        let w = std::rc::Rc::new(RefCell::new(Vec::new()));
+        b.store = Box::new(Written(w.clone()));
+        b.shutdown(&DomainRef::Id(1)).unwrap();
+        b.reboot(&DomainRef::Id(1)).unwrap();
+        let got: Vec<(String, String)> = w
+            .borrow()
+            .iter()
+            .map(|n| (n.path.clone(), n.value.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "/local/domain/1/control/shutdown".to_string(),
+                    "poweroff".to_string()
+                ),
+                (
+                    "/local/domain/1/control/shutdown".to_string(),
+                    "reboot".to_string()
+                )
+            ]
+        );
+        // dom0, and a domain already shut down (d5), are refused.
+        assert!(b.shutdown(&DomainRef::Id(0)).is_err());
+        let e = b.reboot(&DomainRef::Id(5)).unwrap_err();
+        assert!(e.to_string().contains("already shutting down"), "{e}");
+        assert_eq!(w.borrow().len(), 2);
     }
 
     #[test]
