@@ -462,7 +462,8 @@ mod xen_backend {
     #[test]
     fn what_the_abi_path_lacks_is_not_supported_and_calls_nothing() {
         let b = backend(FakeXen::new());
-        for args in [&["mem-set", "1", "1g"][..]] {
+        {
+            let args = &["mem-set", "1", "1g"][..];
             b.transport().calls.borrow_mut().clear();
             let (rc, out, err) = exec(&b, args);
             assert_eq!((rc, out.as_str()), (EXIT_NOT_SUPPORTED, ""), "{args:?}");
@@ -534,7 +535,6 @@ fn shutdown_wait_ends_when_the_domains_are_gone_or_the_time_is_up() {
         super::wait_gone(&mut io, &b, &[1, 9], std::time::Duration::ZERO),
         EXIT_ERROR
     );
-    drop(io);
     let err = String::from_utf8(err).unwrap();
     assert!(err.contains("[1] still there after 0 s"), "{err}");
 }
