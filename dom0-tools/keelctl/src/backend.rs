@@ -190,6 +190,25 @@ pub trait Hypervisor {
     ) -> Result<()>;
     /// The hypervisor console ring; `clear` empties it afterwards.
     fn read_console_ring(&self, clear: bool) -> Result<String>;
+    /// Starts the background monitor of a created domain
+    /// ([`crate::monitor`]); a backend without one does nothing.
+    fn start_monitor(&self, config: &Path, domid: u32) -> Result<()> {
+        let _ = (config, domid);
+        Ok(())
+    }
+    /// Runs the monitor of domain `domid` built from `cfg` (in the
+    /// background process `start_monitor` started) until it stops.
+    fn monitor(
+        &self,
+        cfg: &DomainConfig,
+        domid: u32,
+        log: &mut dyn FnMut(String),
+    ) -> Result<String> {
+        let _ = (cfg, domid, log);
+        Err(BackendError::NotImplemented(
+            "this backend has no domain monitor".into(),
+        ))
+    }
     /// The software performance counters (`perfc_op` query).
     fn perf_counters(&self) -> Result<Vec<PerfCounter>> {
         Err(BackendError::NotImplemented(
@@ -304,6 +323,7 @@ pub fn open_with(privcmd: &Path, hypervisor_type: &Path) -> Box<dyn Hypervisor> 
         Ok(dev) => {
             let mut b = crate::xen::XenBackend::new(dev);
             b.store = Box::new(crate::names::XenstoreSocket::from_env());
+            b.monitor_exe = std::env::current_exe().ok();
             return Box::new(b);
         }
         Err(OpenError::Missing) => {

@@ -44,6 +44,10 @@ pub enum Command {
         /// Only print errors
         #[arg(short, long)]
         quiet: bool,
+        /// Do not start the monitor that carries out on_poweroff, on_reboot
+        /// and on_crash (as `xl create -e`)
+        #[arg(short = 'e', long = "no-monitor")]
+        no_monitor: bool,
     },
     /// List domains (columns as `xl list`)
     List {
@@ -194,6 +198,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The per-domain monitor `create` starts in the background (as xl's
+    /// child that waits for the domain's death): carries out the config's
+    /// on_poweroff/on_reboot/on_crash actions for domain DOMID
+    #[command(hide = true)]
+    Monitor {
+        /// The domain's configuration file
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        domid: u32,
+    },
 }
 
 /// `top -d`: seconds, at least 0.1 and at most a day.
@@ -227,6 +241,7 @@ impl Command {
             Command::Save { .. } => "save",
             Command::Restore { .. } => "restore",
             Command::Top { .. } => "top",
+            Command::Monitor { .. } => "monitor",
         }
     }
 }
@@ -252,6 +267,7 @@ pub const SUBCOMMANDS: &[&str] = &[
     "save",
     "restore",
     "top",
+    "monitor",
 ];
 
 #[cfg(test)]

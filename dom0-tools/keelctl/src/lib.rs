@@ -13,6 +13,7 @@ pub mod cli;
 pub mod domu;
 pub mod format;
 pub mod fuzz;
+pub mod monitor;
 pub mod names;
 #[allow(unsafe_code)]
 pub mod privcmd;
@@ -128,7 +129,7 @@ fn create(
     dry_run: bool,
     paused: bool,
     quiet: bool,
-) -> i32 {
+) -> (i32, Option<u32>) {
     let file = path.display().to_string();
     let parsed = match keel_xlcfg::parse_file(path) {
         Ok(p) => p,
@@ -144,7 +145,7 @@ fn create(
                 let _ = writeln!(io.err, "{line}");
             }
             let _ = writeln!(io.err, "keelctl: create: {file}: configuration is invalid");
-            return EXIT_ERROR;
+            return (EXIT_ERROR, None);
         }
     };
     if !quiet {
@@ -155,7 +156,7 @@ fn create(
     let c = &parsed.config;
     if dry_run {
         let _ = writeln!(io.out, "{}", describe_config(c));
-        return EXIT_OK;
+        return (EXIT_OK, None);
     }
     if !quiet {
         let _ = writeln!(
@@ -168,9 +169,9 @@ fn create(
     match hv.create_domain(c, paused) {
         Ok(id) => {
             let _ = writeln!(io.out, "Created domain '{}' (id {id})", c.name);
-            EXIT_OK
+            (EXIT_OK, Some(id))
         }
-        Err(e) => backend_error(io, "create", e),
+        Err(e) => (backend_error(io, "create", e), None),
     }
 }
 
@@ -242,9 +243,17 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
             paused,
             console,
             quiet,
+            no_monitor,
         } => {
             let path = config.or(config_file).expect("clap requires a config");
-            let rc = create(io, hv, &path, dry_run, paused, quiet);
+            let (rc, domid) = create(io, hv, &path, dry_run, paused, quiet);
+            if let (Some(d), false) = (domid, no_monitor) {
+                // The config's path as given: the monitor re-reads it to restart.
+                let abs = std::fs::canonicalize(&path).unwrap_or(path.clone());
+                if let Err(e) = hv.start_monitor(&abs, d) {
+                    let _ = writeln!(io.err, "keelctl: create: {e}");
+                }
+            }
             if rc == EXIT_OK && console && !dry_run {
                 return not_supported(
                     io,
@@ -253,6 +262,23 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
                 );
             }
             rc
+        }
+        Command::Monitor { config, domid } => {
+            let parsed = match keel_xlcfg::parse_file(&config) {
+                Ok(p) => p,
+                Err(e) => return fail(io, name, format!("{}: {e:?}", config.display())),
+            };
+            let _ = writeln!(io.err, "keelctl monitor: watching domain {domid}");
+            let mut log = |l: String| {
+                eprintln!("keelctl monitor: {l}");
+            };
+            match hv.monitor(&parsed.config, domid, &mut log) {
+                Ok(why) => {
+                    let _ = writeln!(io.err, "keelctl monitor: {why}");
+                    EXIT_OK
+                }
+                Err(e) => backend_error(io, name, e),
+            }
         }
         Command::List { json, domains } => {
             let all = match hv.list_domains() {

@@ -215,6 +215,9 @@ pub struct XenBackend<T: XenCall> {
     pub cpu_vendor: Option<String>,
     /// xenstore (in dom0: the daemon's socket).
     pub store: Box<dyn Xenstore>,
+    /// The keelctl to run as a created domain's monitor (`None`: none is
+    /// started, as in tests).
+    pub monitor_exe: Option<std::path::PathBuf>,
 }
 
 impl<T: XenCall> XenBackend<T> {
@@ -229,6 +232,7 @@ impl<T: XenCall> XenBackend<T> {
             hostname: None,
             cpu_vendor: None,
             store: Box::new(NoXenstore),
+            monitor_exe: None,
         }
     }
 
@@ -402,6 +406,14 @@ impl<T: XenCall> XenBackend<T> {
             }
         }
         Ok(out)
+    }
+
+    /// Domain `domid`'s record, `None` when there is no such domain.
+    pub fn domain_info(&self, domid: u32) -> Result<Option<GetDomainInfo>> {
+        Ok(self
+            .domain_infos()?
+            .into_iter()
+            .find(|d| d.domain as u32 == domid))
     }
 
     pub(crate) fn find(&self, dom: &DomainRef) -> Result<GetDomainInfo> {
@@ -649,6 +661,21 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
 
     fn create_domain(&self, cfg: &DomainConfig, paused: bool) -> Result<u32> {
         crate::domu::create(self, cfg, paused).map(|c| c.domid as u32)
+    }
+    fn start_monitor(&self, config: &std::path::Path, domid: u32) -> Result<()> {
+        let Some(exe) = &self.monitor_exe else {
+            return Ok(());
+        };
+        crate::monitor::spawn(exe, config, domid)
+            .map_err(|e| BackendError::Failed(format!("starting domain {domid}'s monitor: {e}")))
+    }
+    fn monitor(
+        &self,
+        cfg: &DomainConfig,
+        domid: u32,
+        log: &mut dyn FnMut(String),
+    ) -> Result<String> {
+        crate::monitor::run(self, cfg, domid, crate::monitor::TICK, log)
     }
     fn destroy(&self, dom: &DomainRef) -> Result<()> {
         let d = self.find(dom)?;

@@ -1,0 +1,264 @@
+//! The per-domain monitor `keelctl create` leaves behind, as `xl create`
+//! leaves a child waiting for its domain's death: when the guest shuts
+//! down, it carries out the config's `on_poweroff`, `on_reboot`,
+//! `on_crash`, `on_watchdog` or `on_soft_reset` action (destroy, restart,
+//! rename-restart, preserve), following the domain through restarts.
+//!
+//! It watches by polling `getdomaininfo` ([`TICK`]): the domain's
+//! `XEN_DOMINF_shutdown` flag and code tell what the guest asked for.
+//! Pure decisions ([`action`], [`step`]) are apart from the loop ([`run`])
+//! so that they are tested without a hypervisor.
+
+use keel_xen_abi::domctl::{dominf, GetDomainInfo};
+use keel_xlcfg::{Action, DomainConfig};
+
+use crate::backend::{BackendError, DomainRef, Hypervisor, Result};
+use crate::xen::{Node, XenBackend, XenCall};
+
+/// How often the monitor looks at its domain.
+pub const TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Xen's `SHUTDOWN_*` codes (`sched.h`).
+pub mod code {
+    pub const POWEROFF: u32 = 0;
+    pub const REBOOT: u32 = 1;
+    pub const SUSPEND: u32 = 2;
+    pub const CRASH: u32 = 3;
+    pub const WATCHDOG: u32 = 4;
+    pub const SOFT_RESET: u32 = 5;
+}
+
+/// What the monitor saw of its domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Running, blocked or paused: nothing to do.
+    Alive,
+    /// Shut down with this `SHUTDOWN_*` code.
+    Shutdown(u32),
+    /// Being destroyed, or gone.
+    Gone,
+}
+
+/// What a domain's `getdomaininfo` record says (`None`: no such domain).
+pub fn seen(info: Option<&GetDomainInfo>) -> Seen {
+    match info {
+        None => Seen::Gone,
+        Some(d) if d.flags & dominf::DYING != 0 => Seen::Gone,
+        Some(d) if d.flags & dominf::SHUTDOWN != 0 => {
+            Seen::Shutdown((d.flags >> dominf::SHUTDOWNSHIFT) & dominf::SHUTDOWNMASK)
+        }
+        Some(_) => Seen::Alive,
+    }
+}
+
+/// The config's action for shutdown code `code` (`None`: suspend, which
+/// is a save's business, not the monitor's).
+pub fn action(cfg: &DomainConfig, code: u32) -> Option<Action> {
+    Some(match code {
+        code::POWEROFF => cfg.on_poweroff,
+        code::REBOOT => cfg.on_reboot,
+        code::CRASH => cfg.on_crash,
+        code::WATCHDOG => cfg.on_watchdog,
+        code::SOFT_RESET => cfg.on_soft_reset,
+        // Suspend, or a code Xen does not define: left alone.
+        _ => return None,
+    })
+}
+
+/// What the monitor does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Look again after a tick.
+    Wait,
+    /// Destroy the domain, then stop.
+    Destroy,
+    /// Destroy it, create it again from the config, follow the new one.
+    Restart,
+    /// Rename it to the given name and leave it; create a new one.
+    RenameRestart(String),
+    /// Stop watching (the domain is gone, or preserved as it is).
+    Stop(String),
+}
+
+/// The decision for what was seen of domain `domid`.
+pub fn step(cfg: &DomainConfig, domid: u32, s: Seen) -> Step {
+    match s {
+        Seen::Alive => Step::Wait,
+        Seen::Gone => Step::Stop(format!("domain {domid} is gone")),
+        Seen::Shutdown(c) => match action(cfg, c) {
+            None => Step::Wait,
+            Some(Action::Destroy) => Step::Destroy,
+            Some(Action::Restart) => Step::Restart,
+            Some(Action::RenameRestart) => Step::RenameRestart(format!("{}-{domid}", cfg.name)),
+            Some(Action::Preserve) => {
+                Step::Stop(format!("domain {domid} shut down (code {c}): preserved"))
+            }
+            // No core dumps: the domain goes, or comes back, without one.
+            Some(Action::CoredumpDestroy) => Step::Destroy,
+            Some(Action::CoredumpRestart) => Step::Restart,
+            // A soft reset keeps the domain's memory: not supported, so it
+            // is restarted from scratch.
+            Some(Action::SoftReset) => Step::Restart,
+        },
+    }
+}
+
+/// Watches domain `domid` built from `cfg` until it is gone or preserved,
+/// carrying out its actions; `log` gets a line for each. Returns why it
+/// stopped.
+pub fn run<T: XenCall>(
+    xen: &XenBackend<T>,
+    cfg: &DomainConfig,
+    mut domid: u32,
+    tick: std::time::Duration,
+    log: &mut dyn FnMut(String),
+) -> Result<String> {
+    loop {
+        let info = xen.domain_info(domid)?;
+        match step(cfg, domid, seen(info.as_ref())) {
+            Step::Wait => std::thread::sleep(tick),
+            Step::Stop(why) => return Ok(why),
+            Step::Destroy => {
+                log(format!("domain {domid} shut down: destroying it"));
+                xen.destroy(&DomainRef::Id(domid))?;
+                return Ok(format!("domain {domid} destroyed"));
+            }
+            Step::Restart => {
+                log(format!("domain {domid} shut down: restarting it"));
+                xen.destroy(&DomainRef::Id(domid))?;
+                domid = restart(xen, cfg, tick)?;
+                log(format!("restarted as domain {domid}"));
+            }
+            Step::RenameRestart(name) => {
+                log(format!(
+                    "domain {domid} shut down: renaming it {name}, restarting"
+                ));
+                xen.store
+                    .publish(&[Node {
+                        path: format!("/local/domain/{domid}/name"),
+                        value: name,
+                        perms: vec![],
+                    }])
+                    .map_err(BackendError::Failed)?;
+                domid = crate::domu::create(xen, cfg, false)?.domid as u32;
+                log(format!("restarted as domain {domid}"));
+            }
+        }
+    }
+}
+
+/// Creates the domain again once the old one has left the table (its
+/// name is free again), 10 s at most.
+fn restart<T: XenCall>(
+    xen: &XenBackend<T>,
+    cfg: &DomainConfig,
+    tick: std::time::Duration,
+) -> Result<u32> {
+    for _ in 0..40 {
+        if !xen
+            .list_domains()?
+            .iter()
+            .any(|d| d.name == cfg.name && d.domid != 0)
+        {
+            break;
+        }
+        std::thread::sleep(tick);
+    }
+    Ok(crate::domu::create(xen, cfg, false)?.domid as u32)
+}
+
+/// Where a monitor writes what it did (as xl's `/var/log/xen/xl-NAME.log`).
+pub const LOG_DIR: &str = "/var/log/xen";
+
+/// Starts `exe monitor --config CONFIG DOMID` in the background, in its
+/// own session (it outlives the `create` that started it), its output
+/// appended to `LOG_DIR/keelctl-DOMID.log`.
+pub fn spawn(exe: &std::path::Path, config: &std::path::Path, domid: u32) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let _ = std::fs::create_dir_all(LOG_DIR);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(format!("{LOG_DIR}/keelctl-{domid}.log"))?;
+    std::process::Command::new(exe)
+        .arg("monitor")
+        .arg("--config")
+        .arg(config)
+        .arg(domid.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_xen_abi::Pod;
+
+    fn cfg() -> DomainConfig {
+        let text = "name = \"web\"\ntype = \"pvh\"\nkernel = \"/k\"\non_poweroff = \"destroy\"\non_reboot = \"restart\"\non_crash = \"preserve\"\non_watchdog = \"rename-restart\"\n";
+        keel_xlcfg::parse_str(text, "web.cfg").unwrap().config
+    }
+
+    fn info(flags: u32) -> GetDomainInfo {
+        GetDomainInfo {
+            flags,
+            ..GetDomainInfo::zeroed()
+        }
+    }
+
+    fn shut(code: u32) -> GetDomainInfo {
+        info(dominf::SHUTDOWN | (code << dominf::SHUTDOWNSHIFT))
+    }
+
+    #[test]
+    fn what_is_seen_of_a_domain() {
+        assert_eq!(seen(None), Seen::Gone);
+        assert_eq!(seen(Some(&info(dominf::RUNNING))), Seen::Alive);
+        assert_eq!(seen(Some(&info(dominf::PAUSED))), Seen::Alive);
+        assert_eq!(
+            seen(Some(&info(dominf::DYING | dominf::SHUTDOWN))),
+            Seen::Gone
+        );
+        assert_eq!(seen(Some(&shut(code::CRASH))), Seen::Shutdown(3));
+    }
+
+    #[test]
+    fn each_shutdown_code_takes_its_action() {
+        let c = cfg();
+        let s = |code| step(&c, 7, seen(Some(&shut(code))));
+        assert_eq!(s(code::POWEROFF), Step::Destroy);
+        assert_eq!(s(code::REBOOT), Step::Restart);
+        assert!(matches!(s(code::CRASH), Step::Stop(w) if w.contains("preserved")));
+        assert_eq!(s(code::WATCHDOG), Step::RenameRestart("web-7".into()));
+        // Defaults as xl's: soft reset restarts; suspend is left alone.
+        assert_eq!(s(code::SOFT_RESET), Step::Restart);
+        assert_eq!(s(code::SUSPEND), Step::Wait);
+        assert_eq!(s(42), Step::Wait);
+        assert_eq!(step(&c, 7, Seen::Alive), Step::Wait);
+        assert!(matches!(step(&c, 7, Seen::Gone), Step::Stop(_)));
+    }
+
+    #[test]
+    fn run_carries_out_the_action_on_a_shut_down_domain() {
+        use crate::xen::fake::{backend, FakeXen};
+        // The fake's d5 shut down with code 3 (crash).
+        let b = backend(FakeXen::new());
+        let mut c = cfg();
+        let mut lines = Vec::new();
+        let why = run(&b, &c, 5, TICK, &mut |l| lines.push(l)).unwrap();
+        assert!(why.contains("preserved"), "{why}");
+        assert!(b.transport().destroyed.borrow().is_empty());
+        c.on_crash = Action::Destroy;
+        let why = run(&b, &c, 5, TICK, &mut |l| lines.push(l)).unwrap();
+        assert_eq!(why, "domain 5 destroyed");
+        assert_eq!(*b.transport().destroyed.borrow(), [5]);
+        assert_eq!(lines, ["domain 5 shut down: destroying it"]);
+        // A domain that is not there: nothing to watch.
+        let why = run(&b, &c, 9, TICK, &mut |l| lines.push(l)).unwrap();
+        assert!(why.contains("gone"), "{why}");
+    }
+}
