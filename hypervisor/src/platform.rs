@@ -87,6 +87,21 @@ mod imp {
         crate::arch::x86::irq::eoi_for(apic_id);
     }
 
+    /// Puts the vCPU about to run's IA32_TSC_AUX into this CPU's, where
+    /// its RDTSCP and RDPID read it (neither VT-x nor AMD-V switches it,
+    /// and keel itself never reads it); written only when it changes.
+    pub fn load_tsc_aux(value: u32) {
+        use core::sync::atomic::Ordering;
+        if !cpu::has_tsc_aux() {
+            return;
+        }
+        let loaded = &crate::percpu::this().arch.tsc_aux;
+        if loaded.load(Ordering::Relaxed) != value as u64 {
+            cpu::wrmsr(cpu::MSR_TSC_AUX, value as u64);
+            loaded.store(value as u64, Ordering::Relaxed);
+        }
+    }
+
     /// Whether `port` is one of the host's PM1 control registers.
     pub fn is_pm1_control(port: u16) -> bool {
         crate::arch::x86::power::is_pm1_control(port)
@@ -123,6 +138,21 @@ mod imp {
 
     pub fn kick_cpu(_cpu: usize) {
         KICKS.fetch_add(1, Ordering::SeqCst);
+    }
+
+    std::thread_local! {
+        /// The host tests' IA32_TSC_AUX, one per test thread ([`tsc_aux`]
+        /// reads it back).
+        static TSC_AUX: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    pub fn load_tsc_aux(value: u32) {
+        TSC_AUX.with(|a| a.set(value));
+    }
+
+    /// What this thread's last [`load_tsc_aux`] put there.
+    pub fn tsc_aux() -> u32 {
+        TSC_AUX.with(|a| a.get())
     }
 
     pub fn guest_console(bytes: &[u8]) {

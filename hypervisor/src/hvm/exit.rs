@@ -534,6 +534,9 @@ pub fn prepare_entry(cx: &mut Ctx) -> Option<u64> {
     if st.wait.is_none() && (!st.poll.is_empty() || st.poll_timeout_ns.is_some()) {
         st.end_poll();
     }
+    // The guest's RDTSCP/RDPID read the CPU's IA32_TSC_AUX (Linux keeps
+    // its CPU number there for getcpu()): the vCPU's value goes in.
+    crate::platform::load_tsc_aux(st.tsc_aux as u32);
     let hw = &mut *cx.hw;
     if st.callback_pending {
         if hw.can_inject_interrupt() {

@@ -1962,3 +1962,33 @@ fn tsc_at_saturates() {
     assert_eq!(tsc_at(1000, 2_600_000, 1 << 63), u64::MAX);
     assert_eq!(tsc_at(u64::MAX - 5, 1_000_000, 10), u64::MAX);
 }
+
+/// A vCPU's IA32_TSC_AUX (Linux's CPU number, for RDTSCP/RDPID in
+/// getcpu()) is in the CPU's MSR before it runs: neither VT-x nor AMD-V
+/// switches it, and a guest that read the host's got the wrong CPU.
+#[test]
+fn the_guest_tsc_aux_is_loaded_before_entry() {
+    use crate::hvm::exit::{handle, prepare_entry, Step};
+    let mut t = domain(false);
+    let v = t.dom.vcpus[0].clone();
+    let w = handle(
+        &mut Ctx {
+            dom: &t.dom,
+            vcpu: &v,
+            hw: &mut t.hw,
+        },
+        Exit::MsrWrite {
+            msr: 0xc000_0103,
+            value: 0x1_0000_1003,
+            len: 2,
+        },
+    );
+    assert_eq!(w, Step::Go);
+    prepare_entry(&mut Ctx {
+        dom: &t.dom,
+        vcpu: &v,
+        hw: &mut t.hw,
+    });
+    // The high half is reserved: only the low 32 bits are kept.
+    assert_eq!(crate::platform::tsc_aux(), 0x1003);
+}

@@ -8,6 +8,20 @@ pub const MSR_GS_BASE: u32 = 0xc000_0101;
 pub const EFER_LME: u64 = 1 << 8;
 pub const EFER_NXE: u64 = 1 << 11;
 
+/// IA32_TSC_AUX: what RDTSCP and RDPID return in ECX / their operand.
+pub const MSR_TSC_AUX: u32 = 0xc000_0103;
+
+/// Whether the CPU has IA32_TSC_AUX (it has RDTSCP or RDPID).
+pub fn has_tsc_aux() -> bool {
+    static HAS: spin::Once<bool> = spin::Once::new();
+    *HAS.call_once(|| {
+        let c = CpuId::new();
+        c.get_extended_processor_and_feature_identifiers()
+            .is_some_and(|e| e.has_rdtscp())
+            || c.get_extended_feature_info().is_some_and(|e| e.has_rdpid())
+    })
+}
+
 pub fn rdmsr(msr: u32) -> u64 {
     // SAFETY: keel reads only architectural MSRs it has checked for.
     unsafe { x86_64::registers::model_specific::Msr::new(msr).read() }

@@ -25,6 +25,9 @@ pub struct ArchCpu {
     pub svm: Mutex<Option<super::svm::CpuState>>,
     /// A job handed to it (`kernel::run_on_cpu`).
     pub job: Mutex<Option<Job>>,
+    /// The value in its IA32_TSC_AUX (`u64::MAX`: not known yet): the
+    /// last vCPU's, loaded before entry (`platform::load_tsc_aux`).
+    pub tsc_aux: AtomicU64,
 }
 
 impl ArchCpu {
@@ -41,6 +44,7 @@ impl ArchCpu {
             syscall_owner: AtomicU64::new(0),
             svm: Mutex::new(None),
             job: Mutex::new(None),
+            tsc_aux: AtomicU64::new(u64::MAX),
         }
     }
 }
