@@ -255,3 +255,64 @@ pub mod save {
         NUM_FIXED_MSR: usize = 11 => "NUM_FIXED_MSR";
     }
 }
+
+/// The PVH boot ABI (`arch-x86/hvm/start_info.h`): what a PVH kernel finds
+/// at `%ebx` when it starts at its `XEN_ELFNOTE_PHYS32_ENTRY`. keel writes
+/// it for dom0; keel-builder writes it for a domU.
+pub mod start_info {
+    pod! {
+        "struct hvm_start_info" =>
+        /// `struct hvm_start_info` (version 1: with the memory map).
+        pub struct HvmStartInfo {
+            /// [`MAGIC_VALUE`].
+            pub magic: u32,
+            pub version: u32,
+            /// `SIF_*`.
+            pub flags: u32,
+            pub nr_modules: u32,
+            /// Guest-physical address of `nr_modules` [`HvmModlistEntry`]s.
+            pub modlist_paddr: u64,
+            /// Guest-physical address of the NUL-terminated command line.
+            pub cmdline_paddr: u64,
+            /// Guest-physical address of the ACPI RSDP (0: none).
+            pub rsdp_paddr: u64,
+            /// Guest-physical address of `memmap_entries`
+            /// [`HvmMemmapTableEntry`]s (version 1).
+            pub memmap_paddr: u64,
+            pub memmap_entries: u32,
+            pub reserved: u32,
+        }
+
+        "struct hvm_modlist_entry" =>
+        /// `struct hvm_modlist_entry`: a module (the ramdisk).
+        pub struct HvmModlistEntry {
+            pub paddr: u64,
+            pub size: u64,
+            /// 0: no command line for this module.
+            pub cmdline_paddr: u64,
+            pub reserved: u64,
+        }
+
+        "struct hvm_memmap_table_entry" =>
+        /// `struct hvm_memmap_table_entry`: one range of the memory map.
+        pub struct HvmMemmapTableEntry {
+            pub addr: u64,
+            pub size: u64,
+            /// `MEMMAP_TYPE_*` (the e820 types).
+            pub kind: u32 = "type",
+            pub reserved: u32,
+        }
+    }
+
+    consts! {
+        /// [`HvmStartInfo::magic`].
+        MAGIC_VALUE: u32 = 0x336e_c578 => "XEN_HVM_START_MAGIC_VALUE";
+        MEMMAP_TYPE_RAM: u32 = 1 => "XEN_HVM_MEMMAP_TYPE_RAM";
+        MEMMAP_TYPE_RESERVED: u32 = 2 => "XEN_HVM_MEMMAP_TYPE_RESERVED";
+        MEMMAP_TYPE_ACPI: u32 = 3 => "XEN_HVM_MEMMAP_TYPE_ACPI";
+        MEMMAP_TYPE_NVS: u32 = 4 => "XEN_HVM_MEMMAP_TYPE_NVS";
+        MEMMAP_TYPE_UNUSABLE: u32 = 5 => "XEN_HVM_MEMMAP_TYPE_UNUSABLE";
+        MEMMAP_TYPE_DISABLED: u32 = 6 => "XEN_HVM_MEMMAP_TYPE_DISABLED";
+        MEMMAP_TYPE_PMEM: u32 = 7 => "XEN_HVM_MEMMAP_TYPE_PMEM";
+    }
+}

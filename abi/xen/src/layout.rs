@@ -67,12 +67,17 @@ pub const ALL_LAYOUTS: &[&[Layout]] = &[
     crate::memory::LAYOUTS,
     crate::hvm::LAYOUTS,
     crate::hvm::save::LAYOUTS,
+    crate::hvm::start_info::LAYOUTS,
     crate::evtchn::LAYOUTS,
+    crate::grant::LAYOUTS,
 ];
 
 /// Every module's `CONSTS`.
 pub const ALL_CONSTS: &[&[Const]] = &[
     crate::hypercall::CONSTS,
+    crate::hvm::start_info::CONSTS,
+    crate::grant::CONSTS,
+    crate::sched::shutdown::CONSTS,
     crate::CONSTS,
     crate::arch_x86::CONSTS,
     crate::domctl::CONSTS,

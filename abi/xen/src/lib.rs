@@ -13,7 +13,9 @@
 //! # Conventions
 //!
 //! * Modules follow the headers: [`domctl`], [`sysctl`], [`version`],
-//!   [`memory`], [`hvm`] (`hvm_op`, params and save records), [`evtchn`],
+//!   [`memory`], [`hvm`] (`hvm_op`, params, save records and the PVH
+//!   `start_info`), [`evtchn`], [`grant`] (v1 entries), [`sched`]
+//!   (shutdown reasons),
 //!   [`arch_x86`] (`xen_arch_domainconfig`, CPUID/MSR policy entries).
 //! * Structs are Rust-named (`xen_domctl_getdomaininfo` is
 //!   [`domctl::GetDomainInfo`]) with the C field names; each struct's docs
@@ -62,8 +64,11 @@ mod pod;
 pub mod arch_x86;
 pub mod domctl;
 pub mod evtchn;
+pub mod grant;
 pub mod hvm;
 pub mod memory;
+pub mod platform;
+pub mod sched;
 pub mod sysctl;
 pub mod version;
 

@@ -222,6 +222,7 @@ fn c_program() -> String {
          #include <xen/xen.h>\n#include <xen/domctl.h>\n#include <xen/sysctl.h>\n\
          #include <xen/version.h>\n#include <xen/memory.h>\n#include <xen/event_channel.h>\n\
          #include <xen/hvm/hvm_op.h>\n#include <xen/hvm/params.h>\n#include <xen/hvm/save.h>\n\
+         #include <xen/arch-x86/hvm/start_info.h>\n#include <xen/grant_table.h>\n#include <xen/sched.h>\n\
          int main(void) {\n",
     );
     for (i, l) in ALL_LAYOUTS.iter().flat_map(|m| m.iter()).enumerate() {

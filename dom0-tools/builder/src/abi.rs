@@ -64,57 +64,27 @@ macro_rules! le_struct {
 
 // ------------------------------------------------------------------ hvm_start_info
 
-/// `XEN_HVM_START_MAGIC_VALUE`.
-pub const XEN_HVM_START_MAGIC_VALUE: u32 = 0x336e_c578;
+/// The PVH boot ABI's structures and the grant table's v1 entry are keel-xen-abi's (the
+/// hypervisor's too), whose layouts are checked against Xen's headers.
+pub use keel_xen_abi::grant::{
+    GrantEntryV1, GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE, GTF_PERMIT_ACCESS,
+};
+pub use keel_xen_abi::hvm::start_info::{
+    HvmMemmapTableEntry as HvmMemmapEntry, HvmModlistEntry, HvmStartInfo,
+    MAGIC_VALUE as XEN_HVM_START_MAGIC_VALUE,
+};
 
-le_struct! {
-    /// `struct hvm_start_info` (version 1: with the memory map), 56 bytes. `%ebx` at the PVH
-    /// entry holds its guest-physical address.
-    #[repr(C)]
-    pub struct HvmStartInfo {
-        /// [`XEN_HVM_START_MAGIC_VALUE`].
-        pub magic: u32,
-        /// 1.
-        pub version: u32,
-        /// `SIF_*` (0 for a domU).
-        pub flags: u32,
-        pub nr_modules: u32,
-        /// Guest-physical address of `nr_modules` [`HvmModlistEntry`]s.
-        pub modlist_paddr: u64,
-        /// Guest-physical address of the NUL-terminated command line (0: none).
-        pub cmdline_paddr: u64,
-        /// Guest-physical address of the ACPI RSDP.
-        pub rsdp_paddr: u64,
-        /// Guest-physical address of `memmap_entries` [`HvmMemmapEntry`]s (version 1).
-        pub memmap_paddr: u64,
-        pub memmap_entries: u32,
-        pub reserved: u32,
+/// `to_bytes` for keel-xen-abi's structs, as the builder's own have it.
+pub trait ToBytes: keel_xen_abi::Pod {
+    /// The memory image: each field little-endian at its offset, padding zero.
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut b = vec![0u8; Self::SIZE];
+        self.write_to(&mut b).expect("sized");
+        b
     }
 }
 
-le_struct! {
-    /// `struct hvm_modlist_entry`, 32 bytes.
-    #[repr(C)]
-    pub struct HvmModlistEntry {
-        pub paddr: u64,
-        pub size: u64,
-        /// 0: no command line for this module.
-        pub cmdline_paddr: u64,
-        pub reserved: u64,
-    }
-}
-
-le_struct! {
-    /// `struct hvm_memmap_table_entry`, 24 bytes.
-    #[repr(C)]
-    pub struct HvmMemmapEntry {
-        pub addr: u64,
-        pub size: u64,
-        /// `XEN_HVM_MEMMAP_TYPE_*` = the e820 type ([`E820Type`]).
-        pub kind: u32,
-        pub reserved: u32,
-    }
-}
+impl<T: keel_xen_abi::Pod> ToBytes for T {}
 
 le_struct! {
     /// `struct e820entry` as `XENMEM_set_memory_map` takes it (packed, 20 bytes).
@@ -163,28 +133,6 @@ impl E820Entry {
             kind: self.kind as u32,
             reserved: 0,
         }
-    }
-}
-
-// ------------------------------------------------------------------ grant table
-
-/// `GTF_permit_access`: the grantee may map the frame.
-pub const GTF_PERMIT_ACCESS: u16 = 1;
-/// `GNTTAB_RESERVED_CONSOLE`: the grant reference of the PV console ring.
-pub const GNTTAB_RESERVED_CONSOLE: u32 = 0;
-/// `GNTTAB_RESERVED_XENSTORE`: the grant reference of the xenstore ring.
-pub const GNTTAB_RESERVED_XENSTORE: u32 = 1;
-
-le_struct! {
-    /// `struct grant_entry_v1`, 8 bytes.
-    #[repr(C)]
-    pub struct GrantEntryV1 {
-        /// `GTF_*`.
-        pub flags: u16,
-        /// The domain allowed to map the frame.
-        pub domid: u16,
-        /// The granting domain's GFN.
-        pub frame: u32,
     }
 }
 

@@ -38,32 +38,15 @@ pub const IAPC_CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
 /// RESET_REG (8-bit System I/O) and RESET_VALUE.
 pub const RESET_PORT: u16 = 0x0cf9;
 pub const RESET_VALUE: u8 = 0x06;
-/// SLEEP_CONTROL_REG / SLEEP_STATUS_REG (8-bit System I/O): a guest powers off by writing
-/// `SLP_EN (1 << 5) | SLEEP_TYPE_S5 << 2` to the control register.
-pub const SLEEP_CONTROL_PORT: u16 = 0x0600;
-pub const SLEEP_STATUS_PORT: u16 = 0x0601;
-pub const SLEEP_TYPE_S5: u8 = 5;
-/// Local APIC MMIO address in the MADT.
-pub const LAPIC_ADDR: u32 = 0xfee0_0000;
+/// The sleep control/status registers (a guest powers off by writing `SLP_EN | SLEEP_TYPE_S5
+/// << 2` to the control register), `_S5` and the local APIC address: keel's platform, as its
+/// exit handlers keep it (keel-xen-abi's `platform`, shared with the hypervisor).
+pub use keel_xen_abi::platform::{
+    LAPIC_ADDR, S5_AML, SLEEP_CONTROL_PORT, SLEEP_STATUS_PORT, SLEEP_TYPE_S5,
+};
 /// Processor Local APIC structures carry 8-bit APIC IDs: with Xen's IDs (`2 * i`) that is 128
 /// vCPUs, Xen's `HVM_MAX_VCPUS`.
 pub const MAX_VCPUS: u32 = 128;
-
-/// `Name (_S5, Package () { 5, 5 })`.
-const S5_AML: [u8; 12] = [
-    0x08,
-    b'_',
-    b'S',
-    b'5',
-    b'_',
-    0x12,
-    0x06,
-    0x02,
-    0x0a,
-    SLEEP_TYPE_S5,
-    0x0a,
-    SLEEP_TYPE_S5,
-];
 
 const OEM_ID: [u8; 6] = *b"KEEL  ";
 const OEM_TABLE_ID: [u8; 8] = *b"KEELDOMU";

@@ -9,6 +9,7 @@ use keel_builder::build::{CR0_PE_ET, MTRR_DEF_WB_ENABLED};
 use keel_builder::layout::{special_pfn, NR_SPECIAL_PAGES, PAGE};
 use keel_builder::{build, Cause, DomainSpec, KernelImage, LayoutError, Step};
 use keel_xen_abi::hvm::param;
+use keel_xen_abi::Pod;
 
 const CMDLINE: &str = "console=hvc0 root=/dev/xvda1 ro";
 

@@ -6,6 +6,7 @@ mod common;
 use common::fake::FakeGuest;
 use keel_builder::abi::{HvmStartInfo, XEN_HVM_START_MAGIC_VALUE};
 use keel_builder::{build, DomainSpec, KernelFormat, KernelImage};
+use keel_xen_abi::Pod;
 use std::path::{Path, PathBuf};
 
 fn find_kernel() -> Result<PathBuf, String> {

@@ -7,6 +7,7 @@ use keel_builder::abi::*;
 use keel_builder::acpi::{self, checksum, ApicIds};
 use keel_builder::layout::{special_pfn, ACPI_BASE, FOUR_GIB, HOLE_START, PAGE};
 use keel_builder::{DomainSpec, KernelError, KernelImage, Layout, LayoutError};
+use keel_xen_abi::Pod;
 use std::ptr::NonNull;
 use std::rc::Rc;
 
@@ -209,7 +210,7 @@ fn layout_small_domain() {
     assert_eq!(l.extra_pages(), 9);
     // Boot info decodes back.
     let b = l.boot_info(&spec.cmdline);
-    let si = HvmStartInfo::from_bytes(&b).unwrap();
+    let si = HvmStartInfo::from_prefix(&b).unwrap();
     assert_eq!(si.magic, XEN_HVM_START_MAGIC_VALUE);
     assert_eq!((si.version, si.nr_modules, si.memmap_entries), (1, 1, 3));
     assert_eq!(si.rsdp_paddr, 0xfc00_0000);
@@ -236,7 +237,7 @@ fn layout_above_the_hole() {
     assert_eq!((e[3].addr, e[3].kind), (FOUR_GIB, E820Type::Ram));
     assert_eq!(l.ramdisk, None);
     assert_eq!(l.cmdline, 0);
-    let si = HvmStartInfo::from_bytes(&l.boot_info("")).unwrap();
+    let si = HvmStartInfo::from_prefix(&l.boot_info("")).unwrap();
     assert_eq!(
         (si.nr_modules, si.modlist_paddr, si.cmdline_paddr),
         (0, 0, 0)

@@ -19,14 +19,7 @@ use crate::xen::{Node, XenBackend, XenCall};
 pub const TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Xen's `SHUTDOWN_*` codes (`sched.h`).
-pub mod code {
-    pub const POWEROFF: u32 = 0;
-    pub const REBOOT: u32 = 1;
-    pub const SUSPEND: u32 = 2;
-    pub const CRASH: u32 = 3;
-    pub const WATCHDOG: u32 = 4;
-    pub const SOFT_RESET: u32 = 5;
-}
+pub use keel_xen_abi::sched::shutdown as code;
 
 /// What the monitor saw of its domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -35,35 +35,14 @@ pub const XSDT_LEN: usize = HEADER_LEN + 8 * 2;
 pub const FADT_LEN: usize = 276;
 pub const DSDT_LEN: usize = HEADER_LEN + S5_AML.len();
 
-/// `Name (_S5, Package () { SLEEP_TYPE_S5, SLEEP_TYPE_S5 })`: the soft-off
-/// sleep type a guest writes to the sleep control register.
-const S5_AML: [u8; 12] = [
-    0x08,
-    b'_',
-    b'S',
-    b'5',
-    b'_',
-    0x12,
-    0x06,
-    0x02,
-    0x0a,
-    SLEEP_TYPE_S5,
-    0x0a,
-    SLEEP_TYPE_S5,
-];
-pub const SLEEP_TYPE_S5: u8 = 5;
-/// I/O ports of the hardware-reduced sleep control and status registers
-/// (FADT SLEEP_CONTROL_REG / SLEEP_STATUS_REG). A guest powers off by
-/// writing `SLP_EN | SLEEP_TYPE_S5 << 2` to the control register.
-pub const SLEEP_CONTROL_PORT: u16 = 0x0600;
-pub const SLEEP_STATUS_PORT: u16 = 0x0601;
-/// SLP_EN in the sleep control register (ACPI 6, 4.8.3.7).
-pub const SLP_EN: u8 = 1 << 5;
+/// The sleep registers, `_S5` and the local APIC address domU tables
+/// (keel-builder) promise too: keel-xen-abi's `platform`.
+pub use keel_xen_abi::platform::{
+    LAPIC_ADDR, S5_AML, SLEEP_CONTROL_PORT, SLEEP_STATUS_PORT, SLEEP_TYPE_S5, SLP_EN,
+};
 pub const MADT_HEADER_LEN: usize = 44;
 pub const MADT_LAPIC_LEN: usize = 8;
 
-/// Local APIC MMIO address written in the MADT.
-pub const LAPIC_ADDR: u32 = 0xfee0_0000;
 /// The most vCPUs these tables describe (8-bit APIC IDs; no x2APIC entries).
 pub const MAX_VCPUS: u32 = 255;
 

@@ -425,16 +425,7 @@ pub mod schedop {
 }
 
 /// `sched_shutdown.reason` values (sched.h, `SHUTDOWN_*`).
-pub mod shutdown {
-    pub const POWEROFF: u32 = 0;
-    pub const REBOOT: u32 = 1;
-    pub const SUSPEND: u32 = 2;
-    pub const CRASH: u32 = 3;
-    pub const WATCHDOG: u32 = 4;
-    pub const SOFT_RESET: u32 = 5;
-    /// Highest valid reason; larger is `-EINVAL`.
-    pub const MAX: u32 = 5;
-}
+pub use keel_xen_abi::sched::shutdown;
 
 /// `HYPERVISOR_event_channel_op` commands (event_channel.h).
 pub mod evtchnop {
@@ -867,49 +858,9 @@ pub struct VcpuRunstateInfo {
 }
 layout!(VcpuRunstateInfo, 48, state @ 0, state_entry_time @ 8, time @ 16);
 
-/// `struct hvm_start_info` version 1 (56 bytes), passed in EBX at the PVH
-/// entry point.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[repr(C)]
-pub struct HvmStartInfo {
-    pub magic: u32,
-    pub version: u32,
-    pub flags: u32,
-    pub nr_modules: u32,
-    pub modlist_paddr: u64,
-    pub cmdline_paddr: u64,
-    pub rsdp_paddr: u64,
-    /// Version 1 and later.
-    pub memmap_paddr: u64,
-    pub memmap_entries: u32,
-    pub reserved: u32,
-}
-layout!(HvmStartInfo, 56, magic @ 0, version @ 4, flags @ 8, nr_modules @ 12,
-    modlist_paddr @ 16, cmdline_paddr @ 24, rsdp_paddr @ 32, memmap_paddr @ 40,
-    memmap_entries @ 48, reserved @ 52);
-
-/// `struct hvm_modlist_entry` (32 bytes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[repr(C)]
-pub struct HvmModlistEntry {
-    pub paddr: u64,
-    pub size: u64,
-    pub cmdline_paddr: u64,
-    pub reserved: u64,
-}
-layout!(HvmModlistEntry, 32, paddr @ 0, size @ 8, cmdline_paddr @ 16, reserved @ 24);
-
-/// `struct hvm_memmap_table_entry` (24 bytes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[repr(C)]
-pub struct HvmMemmapTableEntry {
-    pub addr: u64,
-    pub size: u64,
-    /// `memmap_type::*`.
-    pub kind: u32,
-    pub reserved: u32,
-}
-layout!(HvmMemmapTableEntry, 24, addr @ 0, size @ 8, kind @ 16, reserved @ 20);
+/// The PVH boot ABI's `hvm_start_info`, module list and memory map entry
+/// (keel-xen-abi's, whose layouts are checked against Xen's headers).
+pub use keel_xen_abi::hvm::start_info::{HvmMemmapTableEntry, HvmModlistEntry, HvmStartInfo};
 
 /// An E820 entry as `XENMEM_memory_map` writes it into the guest buffer
 /// (packed, 20 bytes — Linux's `struct e820_entry`).
