@@ -61,6 +61,24 @@ impl Ctx<'_> {
         Ok(t)
     }
 
+    /// The domain a call names: the caller itself for `DOMID_SELF` or
+    /// its own id; another domain only for a privileged caller (-EPERM
+    /// before the lookup, so an unprivileged one learns nothing), -ESRCH
+    /// for none or one that is ending.
+    pub fn target(&self, domid: u16) -> Result<Arc<Domain>, Errno> {
+        let id = crate::xen::abi::resolve_domid(domid, self.dom.id);
+        if id == self.dom.id {
+            return Ok(self.dom.clone());
+        }
+        if !self.dom.privileged {
+            return Err(Errno::EPERM);
+        }
+        match crate::domain::table::get(id) {
+            Some(d) if !d.is_ending() => Ok(d),
+            _ => Err(Errno::ESRCH),
+        }
+    }
+
     /// The caller's memory, by guest-virtual address.
     pub fn mem(&self) -> GuestVirt<'_> {
         GuestVirt::new(&self.dom.mem, &*self.hw)

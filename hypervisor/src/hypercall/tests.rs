@@ -1992,3 +1992,56 @@ fn the_guest_tsc_aux_is_loaded_before_entry() {
     // The high half is reserved: only the low 32 bits are kept.
     assert_eq!(crate::platform::tsc_aux(), 0x1003);
 }
+
+/// HVM params as Xen's `hvm_allow_{set,get}_param` allow them: dom0 sets
+/// a domU's ring params (what the domain builder does) and the domU reads
+/// them back; a guest cannot set its own ring frames, read the toolstack's
+/// params, or touch another domain's; set-once params keep their value.
+#[test]
+fn hvm_params_of_another_domain_are_the_toolstacks() {
+    use crate::xen::abi::hvm_param as hp;
+    const SET: u64 = 0;
+    const GET: u64 = 1;
+    let mut dom0 = domain(true);
+    let mut domu = domain(false);
+    let param = |t: &mut T, cmd: u64, domid: u16, index: u32, value: u64| {
+        let mut b = [0u8; 16];
+        b[0..2].copy_from_slice(&domid.to_le_bytes());
+        b[4..8].copy_from_slice(&index.to_le_bytes());
+        b[8..16].copy_from_slice(&value.to_le_bytes());
+        t.put(GVA, &b);
+        let r = t.ret(Hypercall::HvmOp, &[cmd, GVA]);
+        (r, u64::from_le_bytes(t.get(GVA + 8, 8).try_into().unwrap()))
+    };
+    let u = domu.dom.id;
+    assert_eq!(param(&mut dom0, SET, u, hp::STORE_PFN, 0xfeffc).0, 0);
+    assert_eq!(param(&mut dom0, SET, u, hp::STORE_EVTCHN, 2).0, 0);
+    assert_eq!(param(&mut dom0, SET, u, hp::TIMER_MODE, 1).0, 0);
+    assert_eq!(param(&mut dom0, GET, u, hp::TIMER_MODE, 0), (0, 1));
+    // The domU finds its ring where dom0 put it (DOMID_SELF or its id).
+    assert_eq!(
+        param(&mut domu, GET, 0x7ff0, hp::STORE_PFN, 0),
+        (0, 0xfeffc)
+    );
+    assert_eq!(param(&mut domu, GET, u, hp::STORE_EVTCHN, 0), (0, 2));
+    // ... but may not move it, nor read the toolstack's params.
+    assert_eq!(param(&mut domu, SET, u, hp::STORE_PFN, 1).0, -1); // EPERM
+    assert_eq!(param(&mut domu, GET, u, hp::TIMER_MODE, 0).0, -1);
+    // Its own callback is its own business.
+    assert_eq!(
+        param(&mut domu, SET, u, hp::CALLBACK_IRQ, 2 << 56 | 0xf3).0,
+        0
+    );
+    // Another domain's params: dom0's are not the domU's to see.
+    assert_eq!(param(&mut domu, GET, dom0.dom.id, hp::STORE_PFN, 0).0, -1);
+    // No such domain; no such param.
+    assert_eq!(param(&mut dom0, GET, 0x7000, hp::STORE_PFN, 0).0, -3); // ESRCH
+    assert_eq!(param(&mut dom0, SET, u, hp::NR_PARAMS, 0).0, -22);
+    assert_eq!(param(&mut dom0, SET, u, 1 << 31, 0).0, -22);
+    // Set once: a different second value is -EEXIST, the same one is fine.
+    assert_eq!(param(&mut dom0, SET, u, hp::ALTP2M, 1).0, 0);
+    assert_eq!(param(&mut dom0, SET, u, hp::ALTP2M, 1).0, 0);
+    assert_eq!(param(&mut dom0, SET, u, hp::ALTP2M, 2).0, -17);
+    // A bad pointer is -EFAULT.
+    assert_eq!(dom0.ret(Hypercall::HvmOp, &[SET, 0xdead_0000]), -14);
+}
