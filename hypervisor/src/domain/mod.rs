@@ -91,10 +91,14 @@ pub struct Memory {
     frames: Mutex<Vec<(u64, u64)>>,
     /// Pages of RAM it was given.
     pub ram_pages: u64,
-    /// Guest frame numbers below this may be RAM (the top of its RAM).
-    pub gfn_limit: u64,
-    /// Its memory map, sorted.
+    /// Guest frame numbers below this may be RAM (the top of its RAM; a
+    /// toolstack domain's grows as the toolstack populates it).
+    gfn_limit: AtomicU64,
+    /// Its memory map, sorted (a boot-built domain's).
     pub e820: Vec<(u64, u64, MemType)>,
+    /// The memory map the toolstack gave it (`XENMEM_set_memory_map`),
+    /// which `XENMEM_memory_map` then returns instead of [`Memory::e820`].
+    pub toolstack_e820: Mutex<Option<Vec<(u64, u64, u32)>>>,
     /// dom0's layout: RAM 1:1 with host memory, host devices its own.
     pub identity: bool,
     /// The largest page the p2m may use (the hardware's limit).
@@ -110,8 +114,9 @@ impl Memory {
             shared_info,
             frames: Mutex::new(Vec::new()),
             ram_pages: 0,
-            gfn_limit: 0,
+            gfn_limit: AtomicU64::new(0),
             e820: Vec::new(),
+            toolstack_e820: Mutex::new(None),
             identity,
             max_page,
         }
@@ -120,6 +125,22 @@ impl Memory {
     /// Records host frames the domain owns (freed with it).
     pub fn own(&self, start: u64, pages: u64) {
         self.frames.lock().push((start, pages));
+    }
+
+    /// Guest frame numbers below this may be RAM.
+    pub fn gfn_limit(&self) -> u64 {
+        self.gfn_limit.load(Ordering::Acquire)
+    }
+
+    /// Sets the top of RAM (building a domain).
+    pub fn set_gfn_limit(&self, limit: u64) {
+        self.gfn_limit.store(limit, Ordering::Release);
+    }
+
+    /// Raises the top of RAM to at least `limit` (the toolstack populated
+    /// memory up to there).
+    pub fn raise_gfn_limit(&self, limit: u64) {
+        self.gfn_limit.fetch_max(limit, Ordering::AcqRel);
     }
 
     pub fn gen(&self) -> u64 {
@@ -388,6 +409,32 @@ impl Domain {
 
     pub fn set_max_pages(&self, pages: u64) {
         self.life.lock().lc.set_max_pages(pages);
+    }
+
+    /// Pages it holds: its boot-built RAM and what the toolstack populated.
+    pub fn tot_pages(&self) -> u64 {
+        self.mem.ram_pages + self.life.lock().lc.tot_pages()
+    }
+
+    /// Counts `n` more pages against its `max_pages` (-ENOMEM past it,
+    /// -EINVAL once it is dying).
+    pub fn charge_pages(&self, n: u64) -> Result<(), Errno> {
+        let mut l = self.life.lock();
+        // Its boot-built RAM counts against the limit too.
+        let after = self
+            .mem
+            .ram_pages
+            .saturating_add(l.lc.tot_pages())
+            .saturating_add(n);
+        if after > l.lc.max_pages() {
+            return Err(Errno::ENOMEM);
+        }
+        l.lc.alloc_pages(n).map_err(|e| e.errno())
+    }
+
+    /// Undoes a [`Domain::charge_pages`] of `n` pages.
+    pub fn uncharge_pages(&self, n: u64) {
+        let _ = self.life.lock().lc.free_pages(n);
     }
 
     /// Paused by the toolstack (its pause count is not zero).

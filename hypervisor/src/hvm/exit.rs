@@ -320,7 +320,7 @@ fn write_hypercall_page(cx: &Ctx, gpa: u64) -> Result<(), String> {
         e[5..8].copy_from_slice(&call);
         e[8] = 0xc3;
     }
-    if gpa >> 12 >= cx.dom.mem.gfn_limit || !cx.dom.mem.write(gpa, &page) {
+    if gpa >> 12 >= cx.dom.mem.gfn_limit() || !cx.dom.mem.write(gpa, &page) {
         return Err(format!(
             "hypercall page at {gpa:#x} is outside the domain's memory"
         ));

@@ -243,7 +243,7 @@ pub fn domain_info(d: &Domain) -> GetDomainInfo {
     GetDomainInfo {
         domain: d.id,
         flags,
-        tot_pages: d.mem.ram_pages,
+        tot_pages: d.tot_pages(),
         max_pages: d.max_pages(),
         // keel does not track where the guest placed shared_info.
         shared_info_frame: u64::MAX,

@@ -102,7 +102,7 @@ fn domain_with_id(id: u16, privileged: bool) -> T {
     mem.own(ram, RAM / 4096);
     mem.map_ram(0, ram, RAM, Perm::RWX).unwrap();
     mem.ram_pages = RAM / 4096;
-    mem.gfn_limit = RAM / 4096;
+    mem.set_gfn_limit(RAM / 4096);
     mem.e820 = alloc::vec![
         (0, 0x9f000, MemType::Ram),
         (0x10_0000, RAM - 0x10_0000, MemType::Ram)
@@ -2044,4 +2044,81 @@ fn hvm_params_of_another_domain_are_the_toolstacks() {
     assert_eq!(param(&mut dom0, SET, u, hp::ALTP2M, 2).0, -17);
     // A bad pointer is -EFAULT.
     assert_eq!(dom0.ret(Hypercall::HvmOp, &[SET, 0xdead_0000]), -14);
+}
+
+/// The toolstack populates another domain's memory as libxenguest does:
+/// extents of 2^order zeroed pages at the gfns it lists, counted against
+/// the domain's max_mem and mapped; a short count (not an error) where an
+/// extent cannot be placed; never over memory already there. It gives the
+/// domain its memory map, which the domain then reads back.
+#[test]
+fn populate_physmap_and_set_memory_map_for_another_domain() {
+    const POPULATE: u64 = 6;
+    const MEMORY_MAP: u64 = 9;
+    const SET_MEMORY_MAP: u64 = 13;
+    let mut dom0 = domain(true);
+    let mut domu = domain(false);
+    let u = domu.dom.id;
+    let base = RAM / 4096; // the domU's own RAM ends here
+    let populate = |t: &mut T, domid: u16, order: u32, gfns: &[u64]| {
+        let list: Vec<u8> = gfns.iter().flat_map(|g| g.to_le_bytes()).collect();
+        t.put(GVA + 64, &list);
+        let mut r = [0u8; 40];
+        r[0..8].copy_from_slice(&(GVA + 64).to_le_bytes());
+        r[8..16].copy_from_slice(&(gfns.len() as u64).to_le_bytes());
+        r[16..20].copy_from_slice(&order.to_le_bytes());
+        r[24..26].copy_from_slice(&domid.to_le_bytes());
+        t.put(GVA, &r);
+        t.ret(Hypercall::MemoryOp, &[POPULATE, GVA])
+    };
+    domu.dom.set_max_pages(domu.dom.tot_pages() + 512 + 3);
+    let before = domu.dom.tot_pages();
+    // A 2 MiB extent (aligned) and two 4 KiB pages: all done, zeroed.
+    let big = (base + 511) & !511;
+    assert_eq!(populate(&mut dom0, u, 9, &[big]), 1);
+    assert_eq!(populate(&mut dom0, u, 0, &[big + 600, big + 601]), 2);
+    assert_eq!(domu.dom.tot_pages(), before + 514);
+    let mut b = [0xffu8; 16];
+    assert!(domu.dom.mem.read((big + 100) << 12, &mut b));
+    assert_eq!(b, [0; 16]);
+    assert!(domu.dom.mem.gfn_limit() >= big + 602);
+    // Over the domain's max_mem: the first fits, the second does not.
+    assert_eq!(populate(&mut dom0, u, 0, &[big + 700, big + 701]), 1);
+    // Misaligned, already populated, beyond 2^36: none done.
+    domu.dom.set_max_pages(u64::MAX);
+    assert_eq!(populate(&mut dom0, u, 9, &[big + 1024 + 1]), 0);
+    assert_eq!(populate(&mut dom0, u, 0, &[big + 5]), 0);
+    assert_eq!(populate(&mut dom0, u, 0, &[1 << 36]), 0);
+    // Bad orders, strangers, no such domain, a bad list pointer.
+    assert_eq!(populate(&mut dom0, u, 19, &[0]), -22);
+    assert_eq!(populate(&mut domu, dom0.dom.id, 0, &[big + 900]), -1);
+    assert_eq!(populate(&mut dom0, 0x7000, 0, &[big + 900]), -3);
+    let mut r = [0u8; 40];
+    r[0..8].copy_from_slice(&0xdead_0000u64.to_le_bytes());
+    r[8..16].copy_from_slice(&1u64.to_le_bytes());
+    r[24..26].copy_from_slice(&u.to_le_bytes());
+    dom0.put(GVA, &r);
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[POPULATE, GVA]), -14);
+    // The memory map: set by dom0, read by the domU.
+    let e820: Vec<u8> = [(0u64, 0x1000_0000u64, 1u32), (0xfc00_0000, 0x1000, 2)]
+        .iter()
+        .flat_map(|&(a, s, k)| [&a.to_le_bytes()[..], &s.to_le_bytes(), &k.to_le_bytes()].concat())
+        .collect();
+    dom0.put(GVA + 64, &e820);
+    let mut m = [0u8; 24];
+    m[0..2].copy_from_slice(&u.to_le_bytes());
+    m[8..12].copy_from_slice(&2u32.to_le_bytes());
+    m[16..24].copy_from_slice(&(GVA + 64).to_le_bytes());
+    dom0.put(GVA, &m);
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[SET_MEMORY_MAP, GVA]), 0);
+    let mut q = [0u8; 16];
+    q[0..4].copy_from_slice(&8u32.to_le_bytes());
+    q[8..16].copy_from_slice(&(GVA + 256).to_le_bytes());
+    domu.put(GVA, &q);
+    assert_eq!(domu.ret(Hypercall::MemoryOp, &[MEMORY_MAP, GVA]), 0);
+    assert_eq!(domu.get(GVA, 4), 2u32.to_le_bytes());
+    assert_eq!(domu.get(GVA + 256, 40), e820);
+    // A domain may not set its own (it is the toolstack's).
+    domu.put(GVA, &m);
+    assert_eq!(domu.ret(Hypercall::MemoryOp, &[SET_MEMORY_MAP, GVA]), -1);
 }

@@ -18,7 +18,7 @@ pub fn call(cx: &mut Ctx, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
         vcpuop::REGISTER_VCPU_INFO => {
             let r: VcpuRegisterVcpuInfo = mem.read_obj(arg)?;
             let size = size_of::<VcpuInfo>() as u64;
-            if r.offset as u64 + size > 4096 || r.mfn >= cx.dom.mem.gfn_limit {
+            if r.offset as u64 + size > 4096 || r.mfn >= cx.dom.mem.gfn_limit() {
                 return Err(Errno::EINVAL);
             }
             let gpa = (r.mfn << 12) + r.offset as u64;

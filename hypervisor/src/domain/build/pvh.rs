@@ -118,7 +118,7 @@ pub fn build(cfg: &Config) -> Result<Domain, String> {
         runs.push((0, ram, cfg.mem_bytes, true));
     }
     mem.ram_pages = runs.iter().map(|&(_, _, b, _)| b / 4096).sum();
-    mem.gfn_limit = gpa_top / 4096;
+    mem.set_gfn_limit(gpa_top / 4096);
     // dom0's 1:1 RAM is not zeroed, as Xen builds dom0 (MEMF_no_scrub): it
     // holds only what firmware and the boot loader left there, never a
     // domain's data (domains' frames are scrubbed when freed), and dom0 may

@@ -31,7 +31,7 @@ pub fn build(id: u16, scenario: Scenario, image: &[u8]) -> Result<Domain, String
     mem.map_ram(0, ram, tp::RAM_SIZE, Perm::RWX)
         .map_err(|e| format!("p2m: {e:?}"))?;
     mem.ram_pages = pages;
-    mem.gfn_limit = (tp::ON_DEMAND_BASE + tp::ON_DEMAND_SIZE) / 4096;
+    mem.set_gfn_limit((tp::ON_DEMAND_BASE + tp::ON_DEMAND_SIZE) / 4096);
     mem.e820 = vec![(0, tp::RAM_SIZE, MemType::Ram)];
     let img =
         elf::Image::parse(image, tp::RAM_SIZE).map_err(|e| format!("guest image refused: {e}"))?;
