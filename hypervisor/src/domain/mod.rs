@@ -161,6 +161,18 @@ impl Memory {
         Ok(())
     }
 
+    /// Removes the 4 KiB mapping at `gpa` (-ENOENT if none); every vCPU
+    /// flushes before it runs again.
+    pub fn unmap_4k(&self, gpa: u64) -> Result<u64, Errno> {
+        let _g = self.edit.lock();
+        let hpa = self
+            .p2m
+            .unmap(&mut Tables, gpa, PageSize::Size4K)
+            .map_err(|_| Errno::ENOENT)?;
+        self.gen.fetch_add(1, Ordering::AcqRel);
+        Ok(hpa)
+    }
+
     /// Maps a run of RAM for the build with the largest pages that fit
     /// (up to `max_page`, what the CPU's p2m format offers); a later 4 KiB
     /// change (shared_info, grant frames, a foreign page) splits only the
@@ -267,6 +279,11 @@ pub struct Domain {
     pub stats: DomStats,
     /// The toolstack's 16-byte handle for it (a UUID; `setdomainhandle`).
     pub handle: Mutex<[u8; 16]>,
+    /// Other domains' pages it maps (`XENMAPSPACE_gmfn_foreign`), by the
+    /// gfn they sit at here: each holds the other domain, whose memory is
+    /// therefore not freed, even once it is destroyed, until the last
+    /// such mapping goes.
+    pub foreign: Mutex<alloc::collections::BTreeMap<u64, Arc<Domain>>>,
     /// Toolstack pauses not undone yet (`domctl pausedomain`).
     pauses: AtomicU32,
     life: Mutex<Life>,
@@ -302,6 +319,7 @@ impl Domain {
             callback_vector: AtomicU8::new(0),
             stats: DomStats::default(),
             handle: Mutex::new([0; 16]),
+            foreign: Mutex::new(alloc::collections::BTreeMap::new()),
             pauses: AtomicU32::new(0),
             life: Mutex::new(Life {
                 lc: Lifecycle::new(mem.ram_pages),

@@ -9,12 +9,12 @@ use super::{Ctx, HcResult, Ret};
 use crate::domain::{Domain, XenState};
 use crate::mm::p2m::Perm;
 use crate::mm::phys;
-use crate::xen::abi::{
-    xenmapspace, xenmem, E820Entry, Errno, XenAddToPhysmap, XenMemoryMap, DOMID_SELF,
-};
+use crate::xen::abi::{xenmapspace, xenmem, E820Entry, Errno, XenAddToPhysmap, XenMemoryMap};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use keel_xen_abi::memory::{ForeignMemoryMap, MemoryReservation};
+use keel_xen_abi::memory::{
+    mapspace, AddToPhysmapBatch, ForeignMemoryMap, MemoryReservation, RemoveFromPhysmap,
+};
 
 pub fn call(cx: &mut Ctx, cmd: u64, arg: u64) -> HcResult {
     match cmd & xenmem::MEMOP_CMD_MASK {
@@ -33,6 +33,8 @@ pub fn call(cx: &mut Ctx, cmd: u64, arg: u64) -> HcResult {
             domain_arg(cx, arg)?.mem.gfn_limit().saturating_sub(1),
         )),
         xenmem::POPULATE_PHYSMAP => populate_physmap(cx, cmd >> xenmem::MEMOP_EXTENT_SHIFT, arg),
+        xenmem::ADD_TO_PHYSMAP_BATCH => add_to_physmap_batch(cx, arg),
+        xenmem::REMOVE_FROM_PHYSMAP => remove_from_physmap(cx, arg),
         xenmem::SET_MEMORY_MAP => set_memory_map(cx, arg),
         other => Err(cx.unimplemented(format_args!("memory_op {other}"))),
     }
@@ -155,31 +157,33 @@ fn memory_map(cx: &mut Ctx, arg: u64) -> HcResult {
 /// the caller's choice (whatever was there is replaced).
 fn add_to_physmap(cx: &mut Ctx, arg: u64) -> HcResult {
     let a: XenAddToPhysmap = cx.mem().read_obj(arg)?;
-    if a.domid != DOMID_SELF && a.domid != cx.dom.id {
-        return Err(Errno::EPERM);
-    }
-    if a.gpfn >= 1 << 36 {
+    // Its own, or (the toolstack's compat grant seed) another domain's.
+    let d = cx.target(a.domid)?;
+    let own = Arc::ptr_eq(&d, cx.dom);
+    if a.gpfn >= GFN_LIMIT {
         return Err(Errno::EINVAL);
     }
-    let mut xs = cx.dom.xen.lock();
+    let mut xs = d.xen.lock();
     let hpa = match a.space {
-        xenmapspace::SHARED_INFO if a.idx == 0 => cx.dom.mem.shared_info,
+        xenmapspace::SHARED_INFO if a.idx == 0 => d.mem.shared_info,
         xenmapspace::SHARED_INFO => return Err(Errno::EINVAL),
-        xenmapspace::GRANT_TABLE => grant_frame(cx, &mut xs, a.idx)?,
+        xenmapspace::GRANT_TABLE => grant_frame(&d, &mut xs, a.idx)?,
         space => {
             return Err(cx.unimplemented(format_args!("add_to_physmap space {space}")));
         }
     };
-    cx.dom.mem.map_4k(a.gpfn << 12, hpa, Perm::RW)?;
+    d.mem.map_4k(a.gpfn << 12, hpa, Perm::RW)?;
     // Flush point: a present gfn may now point elsewhere; this vCPU
     // flushes before it re-enters, the others see the new generation.
-    cx.hw.flush_p2m();
+    if own {
+        cx.hw.flush_p2m();
+    }
     if a.space == xenmapspace::SHARED_INFO {
-        cx.dom.update_time(&xs);
+        d.update_time(&xs);
     }
     log::debug!(
         "d{}: space {} idx {} at gfn {:#x}",
-        cx.dom.id,
+        d.id,
         a.space,
         a.idx,
         a.gpfn
@@ -187,16 +191,92 @@ fn add_to_physmap(cx: &mut Ctx, arg: u64) -> HcResult {
     Ok(Ret::Val(0))
 }
 
+/// `XENMEM_add_to_physmap_batch` (`_range` in Linux) with
+/// `XENMAPSPACE_gmfn_foreign`: the toolstack maps another domain's pages
+/// into its own physical address space (privcmd's foreign mapping: a PVH
+/// dom0 has no other way to write a domain it builds). Each entry's
+/// result goes to `errs`; the call itself succeeds once its arguments
+/// are read. A page is mapped only where the caller has no RAM (a dom0
+/// maps into holes), and holds the other domain until unmapped.
+fn add_to_physmap_batch(cx: &mut Ctx, arg: u64) -> HcResult {
+    let b: AddToPhysmapBatch = cx.mem().read_abi(arg)?;
+    if b.space != mapspace::GMFN_FOREIGN as u16 {
+        return Err(cx.unimplemented(format_args!("add_to_physmap_batch space {}", b.space)));
+    }
+    // Into the caller's own physical address space only.
+    if !Arc::ptr_eq(&cx.target(b.domid)?, cx.dom) {
+        return Err(Errno::EPERM);
+    }
+    let other = cx.target(b.foreign_domid)?;
+    if Arc::ptr_eq(&other, cx.dom) {
+        return Err(Errno::EINVAL);
+    }
+    for i in 0..b.size as u64 {
+        let idx: u64 = cx.mem().read_abi(b.idxs.addr().wrapping_add(8 * i))?;
+        let gpfn: u64 = cx.mem().read_abi(b.gpfns.addr().wrapping_add(8 * i))?;
+        let r = map_foreign(cx, &other, idx, gpfn);
+        let e = r.map_or_else(|e| e.to_ret() as i32, |()| 0);
+        cx.mem()
+            .write_u32(b.errs.addr().wrapping_add(4 * i), e as u32)?;
+    }
+    cx.hw.flush_p2m();
+    Ok(Ret::Val(0))
+}
+
+/// One foreign page: `other`'s gfn `idx` at the caller's gfn `gpfn`.
+fn map_foreign(cx: &Ctx, other: &Arc<Domain>, idx: u64, gpfn: u64) -> Result<(), Errno> {
+    if gpfn >= GFN_LIMIT || idx >= GFN_LIMIT {
+        return Err(Errno::EINVAL);
+    }
+    let gpa = gpfn << 12;
+    // Never over the caller's RAM: its own memory stays its own.
+    let ram = if cx.dom.mem.identity {
+        crate::mm::host_ram(gpa)
+    } else {
+        gpfn < cx.dom.mem.gfn_limit() && !cx.dom.foreign.lock().contains_key(&gpfn)
+    };
+    if ram {
+        return Err(Errno::EBUSY);
+    }
+    let hpa = other.mem.translate(idx << 12).ok_or(Errno::EINVAL)? & !0xfff;
+    cx.dom.mem.map_4k(gpa, hpa, Perm::RW)?;
+    // A mapping replaced drops the domain it held.
+    cx.dom.foreign.lock().insert(gpfn, other.clone());
+    Ok(())
+}
+
+/// `XENMEM_remove_from_physmap`: the caller's foreign mapping at `gpfn`
+/// goes (and with it its hold on the other domain), or the toolstack takes
+/// a page out of another domain's physical address space (the compat
+/// grant seed's scratch frame). -ENOENT where nothing is mapped.
+fn remove_from_physmap(cx: &mut Ctx, arg: u64) -> HcResult {
+    let r: RemoveFromPhysmap = cx.mem().read_abi(arg)?;
+    let d = cx.target(r.domid)?;
+    if r.gpfn >= GFN_LIMIT {
+        return Err(Errno::EINVAL);
+    }
+    if Arc::ptr_eq(&d, cx.dom) {
+        // Its own: only what it mapped from others.
+        let held = cx.dom.foreign.lock().remove(&r.gpfn).ok_or(Errno::ENOENT)?;
+        cx.dom.mem.unmap_4k(r.gpfn << 12)?;
+        cx.hw.flush_p2m();
+        drop(held);
+    } else {
+        d.mem.unmap_4k(r.gpfn << 12)?;
+    }
+    Ok(Ret::Val(0))
+}
+
 /// The host frame behind grant-table frame `idx`, allocated (zeroed) on
 /// first use; the table grows to include it.
-fn grant_frame(cx: &Ctx, xs: &mut XenState, idx: u64) -> Result<u64, Errno> {
+fn grant_frame(d: &Domain, xs: &mut XenState, idx: u64) -> Result<u64, Errno> {
     if idx & xenmapspace::XENMAPIDX_GRANT_TABLE_STATUS != 0 {
         return Err(Errno::EINVAL); // status frames are v2's
     }
     let idx = xs.grant.map_frame(idx)? as usize;
     while xs.grant_frames.len() <= idx {
         let f = crate::mm::phys::alloc_zeroed(1).ok_or(Errno::ENOMEM)?;
-        cx.dom.mem.own(f, 1);
+        d.mem.own(f, 1);
         xs.grant_frames.push(f);
     }
     Ok(xs.grant_frames[idx])

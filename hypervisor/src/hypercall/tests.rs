@@ -2122,3 +2122,110 @@ fn populate_physmap_and_set_memory_map_for_another_domain() {
     domu.put(GVA, &m);
     assert_eq!(domu.ret(Hypercall::MemoryOp, &[SET_MEMORY_MAP, GVA]), -1);
 }
+
+/// Foreign mapping, as a PVH dom0's privcmd does it: dom0 maps a domU's
+/// pages into holes of its own physical address space (one result per
+/// entry), reads and writes them there, and unmaps them; never over its own
+/// RAM; each mapping holds the domU. The compat grant seed: dom0 puts the
+/// domU's grant frame at a scratch gfn of the domU, maps it, removes it.
+#[test]
+fn foreign_mappings_into_the_toolstacks_physmap() {
+    const BATCH: u64 = 23;
+    const REMOVE: u64 = 15;
+    const ADD: u64 = 7;
+    let mut dom0 = domain(true);
+    let mut domu = domain(false);
+    let u = domu.dom.id;
+    let hole = RAM / 4096 + 16; // above dom0's RAM
+    let map = |t: &mut T, foreign: u16, pairs: &[(u64, u64)]| {
+        let n = pairs.len() as u64;
+        let idxs: Vec<u8> = pairs.iter().flat_map(|p| p.0.to_le_bytes()).collect();
+        let gpfns: Vec<u8> = pairs.iter().flat_map(|p| p.1.to_le_bytes()).collect();
+        t.put(GVA + 64, &idxs);
+        t.put(GVA + 512, &gpfns);
+        t.put(GVA + 1024, &vec![0x55; 4 * pairs.len()]);
+        let mut b = [0u8; 32];
+        b[0..2].copy_from_slice(&0x7ff0u16.to_le_bytes());
+        b[2..4].copy_from_slice(&4u16.to_le_bytes()); // gmfn_foreign
+        b[4..6].copy_from_slice(&(n as u16).to_le_bytes());
+        b[6..8].copy_from_slice(&foreign.to_le_bytes());
+        b[8..16].copy_from_slice(&(GVA + 64).to_le_bytes());
+        b[16..24].copy_from_slice(&(GVA + 512).to_le_bytes());
+        b[24..32].copy_from_slice(&(GVA + 1024).to_le_bytes());
+        t.put(GVA, &b);
+        let r = t.ret(Hypercall::MemoryOp, &[BATCH, GVA]);
+        let errs: Vec<i32> = t
+            .get(GVA + 1024, 4 * pairs.len())
+            .chunks(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        (r, errs)
+    };
+    let remove = |t: &mut T, domid: u16, gpfn: u64| {
+        let mut b = [0u8; 16];
+        b[0..2].copy_from_slice(&domid.to_le_bytes());
+        b[8..16].copy_from_slice(&gpfn.to_le_bytes());
+        t.put(GVA, &b);
+        t.ret(Hypercall::MemoryOp, &[REMOVE, GVA])
+    };
+    // Page 0x300 (not one of the test's page-table pages).
+    assert!(domu.dom.mem.write(0x30_0000, b"domU page 3"));
+    let holds = Arc::strong_count(&domu.dom);
+    // Page 3 into a hole; page 4 over dom0's own RAM (refused); a page the
+    // domU does not have (refused); each with its own result.
+    let (r, errs) = map(
+        &mut dom0,
+        u,
+        &[(0x300, hole), (0x301, 5), (1 << 20, hole + 1)],
+    );
+    assert_eq!(r, 0);
+    assert_eq!(errs, [0, -16, -22]);
+    assert_eq!(
+        Arc::strong_count(&domu.dom),
+        holds + 1,
+        "the mapping holds the domU"
+    );
+    let mut b = [0u8; 11];
+    assert!(dom0.dom.mem.read(hole << 12, &mut b));
+    assert_eq!(&b, b"domU page 3");
+    assert!(dom0.dom.mem.write((hole << 12) + 16, b"from dom0"));
+    let mut c = [0u8; 9];
+    assert!(domu.dom.mem.read(0x30_0010, &mut c));
+    assert_eq!(&c, b"from dom0");
+    // A stranger maps nothing; dom0 cannot map from itself.
+    let d0 = dom0.dom.id;
+    assert_eq!(map(&mut domu, d0, &[(0x300, hole)]).0, -1);
+    assert_eq!(map(&mut dom0, d0, &[(0x300, hole)]).0, -22);
+    // Unmapped: the hole is empty again and the hold is gone.
+    assert_eq!(remove(&mut dom0, 0x7ff0, hole), 0);
+    assert_eq!(dom0.dom.mem.translate(hole << 12), None);
+    assert_eq!(Arc::strong_count(&domu.dom), holds);
+    assert_eq!(remove(&mut dom0, 0x7ff0, hole), -2);
+    // Its own RAM is not the caller's to remove this way.
+    assert_eq!(remove(&mut dom0, 0x7ff0, 5), -2);
+    // The compat grant seed: the domU's grant frame 0 at a scratch gfn of
+    // the domU, mapped by dom0, written, removed from the domU.
+    let scratch = RAM / 4096 + 100;
+    let mut a = [0u8; 24];
+    a[0..2].copy_from_slice(&u.to_le_bytes());
+    a[4..8].copy_from_slice(&1u32.to_le_bytes()); // grant_table
+    a[16..24].copy_from_slice(&scratch.to_le_bytes());
+    dom0.put(GVA, &a);
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[ADD, GVA]), 0);
+    assert_eq!(map(&mut dom0, u, &[(scratch, hole)]).1, [0]);
+    assert!(dom0
+        .dom
+        .mem
+        .write(hole << 12, &[1, 0, 0, 0, 0xff, 0xef, 0x0f, 0]));
+    assert_eq!(remove(&mut dom0, 0x7ff0, hole), 0);
+    assert_eq!(remove(&mut dom0, u, scratch), 0);
+    assert_eq!(domu.dom.mem.translate(scratch << 12), None);
+    let frame = domu.dom.xen.lock().grant_frames[0];
+    let mut g = [0u8; 8];
+    crate::mm::phys::read(frame, &mut g);
+    assert_eq!(g, [1, 0, 0, 0, 0xff, 0xef, 0x0f, 0]);
+    // A domU may not add to another domain's physmap.
+    a[0..2].copy_from_slice(&d0.to_le_bytes());
+    domu.put(GVA, &a);
+    assert_eq!(domu.ret(Hypercall::MemoryOp, &[ADD, GVA]), -1);
+}
