@@ -175,7 +175,9 @@ pub mod save {
             pub ldtr_base: u64,
             pub idtr_base: u64,
             pub gdtr_base: u64,
-            /// Segment attributes in VMX access-rights layout.
+            /// Segment attributes in Xen's 12-bit format
+            /// (`segment_register.attr`: type, S, DPL, P, AVL, L, D/B, G;
+            /// a flat 32-bit code segment is 0xc9b).
             pub cs_arbytes: u32,
             pub ds_arbytes: u32,
             pub es_arbytes: u32,

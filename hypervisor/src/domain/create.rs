@@ -161,6 +161,11 @@ pub fn create(want: DomId, cfg: &CreateDomain) -> Result<Arc<Domain>, Errno> {
     d.pause()?;
     let d = Arc::new(d);
     table::insert(d.clone())?;
+    // Into the scheduler, every vCPU down until the toolstack gives it a
+    // context; spread over the CPUs, which all may run it.
+    let n = crate::sched::ncpus().max(1);
+    let all = if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
+    d.start(&|_| all, &|v| v as usize % n);
     log::info!(
         "d{id}: created by the toolstack ({} vCPU(s), paused)",
         cfg.max_vcpus

@@ -412,7 +412,7 @@ impl Domain {
                     || st.poll_timeout_ns.is_some_and(|t| self.now_ns() >= t)
                     || st.poll.iter().any(|&p| self.port_pending(p))
             }
-            Some(Wait::Down) => matches!(st.power, Power::Start(_)),
+            Some(Wait::Down) => matches!(st.power, Power::Start(_) | Power::StartPvh { .. }),
             Some(Wait::Park) | Some(Wait::Stopped) => false,
             Some(Wait::Paused) => true,
         }

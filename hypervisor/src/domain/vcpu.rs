@@ -39,6 +39,12 @@ pub enum Power {
     /// A start-up IPI arrived with this vector; the CPU that picks the
     /// vCPU next starts it there.
     Start(u8),
+    /// The toolstack gave it the PVH boot state (`sethvmcontext`): the
+    /// CPU that picks it next starts it at `entry` with EBX = `ebx`.
+    StartPvh {
+        entry: u32,
+        ebx: u32,
+    },
     Up,
 }
 
@@ -78,6 +84,8 @@ pub struct VcpuState {
     /// IA32_PAT as the guest wrote it (VT-x exits on it; AMD-V keeps it in
     /// the VMCB). Memory types are keel's (EPT/NPT), so it is only stored.
     pub pat: u64,
+    /// IA32_MTRR_DEF_TYPE as the toolstack set it (`sethvmcontext`).
+    pub mtrr_def_type: u64,
     /// HVMOP_set_evtchn_upcall_vector: upcalls go through the local APIC
     /// and the guest EOIs them.
     pub lapic_upcall: Option<u8>,
@@ -109,6 +117,7 @@ impl VcpuState {
             time_area_gpa: None,
             tsc_aux: 0,
             pat: PAT_RESET,
+            mtrr_def_type: 0,
             lapic_upcall: None,
             callback_pending: false,
             xen_timer_ns: None,

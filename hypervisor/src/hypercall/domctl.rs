@@ -11,8 +11,9 @@
 //! `setdomainhandle`, `pausedomain`/`unpausedomain` (nesting; a domain
 //! cannot pause itself), `createdomain` (an empty, paused PVH domain:
 //! `domain::create`), `destroydomain`, `max_vcpus` (confirms
-//! createdomain's count), `max_mem`. Every other sub-op answers -ENOSYS
-//! (counted).
+//! createdomain's count), `max_mem`, `gethvmcontext`/`sethvmcontext`
+//! (`hvmctx`: HEADER, MTRR and the PVH boot CPU state). Every other sub-op
+//! answers -ENOSYS (counted).
 
 use super::sysctl::{read_cpumap, write_cpumap};
 use super::{Ctx, HcResult, Ret};
@@ -24,8 +25,8 @@ use core::sync::atomic::Ordering;
 use keel_xen_abi::arch_x86::{ArchDomainConfig, EMU_LAPIC};
 use keel_xen_abi::domctl::{
     affinity, dominf, op, schedop, scheduler, CreateDomain, DomctlU, GetDomainInfo, GetVcpuInfo,
-    MaxMem, MaxVcpus, SchedCredit, SchedOpU, SchedulerOp, SetDomainHandle, VcpuAffinity, XenDomctl,
-    INVALID_MAX_VCPU_ID,
+    HvmContext, MaxMem, MaxVcpus, SchedCredit, SchedOpU, SchedulerOp, SetDomainHandle,
+    VcpuAffinity, XenDomctl, INVALID_MAX_VCPU_ID,
 };
 use keel_xen_abi::{Pod, DOMID_SELF};
 
@@ -190,6 +191,22 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
                 return Err(Errno::EINVAL);
             }
             d.unpause()?;
+            return Ok(Ret::Val(0));
+        }
+        // HVM save records (`hvmctx`): the context's HEADER and MTRRs for
+        // the domain builder, and the BSP's PVH boot state back.
+        op::GETHVMCONTEXT => {
+            let d = target(dc.domain)?;
+            let mut h: HvmContext = dc.op();
+            h.size = super::hvmctx::get(cx, &d, &h)?;
+            dc.u = DomctlU::new(&h);
+        }
+        op::SETHVMCONTEXT => {
+            let d = target(dc.domain)?;
+            if d.id == cx.dom.id {
+                return Err(Errno::EINVAL);
+            }
+            super::hvmctx::set(cx, &d, &dc.op())?;
             return Ok(Ret::Val(0));
         }
         op::SETDOMAINHANDLE => {

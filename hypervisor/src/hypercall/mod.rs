@@ -17,6 +17,7 @@ mod event_channel_op;
 mod grant_table_op;
 pub mod host;
 mod hvm_op;
+mod hvmctx;
 mod memory_op;
 mod platform_op;
 mod sched_op;

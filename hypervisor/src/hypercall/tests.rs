@@ -1042,6 +1042,178 @@ mod toolstack {
         }
     }
 
+    /// The domain builder's HVM context: gethvmcontext's size then its
+    /// HEADER, MTRR per vCPU and END; sethvmcontext of each vCPU's MTRR
+    /// default type, then the BSP's PVH boot state, which starts it (at the
+    /// entry, EBX = start_info) once scheduled. Contexts keel cannot load
+    /// are refused whole, before anything changes.
+    #[test]
+    fn hvm_context_for_the_domain_builder() {
+        use keel_xen_abi::arch_x86::{ArchDomainConfig, EMU_LAPIC};
+        use keel_xen_abi::domctl::{cdf, CreateDomain, HvmContext};
+        use keel_xen_abi::hvm::save::{self, Descriptor, Header, HwCpu, HwMtrr};
+        use keel_xen_abi::GuestHandle;
+        crate::domain::create::set_backend(&FakeBackend);
+        let f = fake();
+        let mut t = domain(true);
+        let pvh = CreateDomain {
+            flags: cdf::HVM | cdf::HAP,
+            max_vcpus: 2,
+            grant_opts: 1,
+            arch: ArchDomainConfig {
+                emulation_flags: EMU_LAPIC,
+                ..ArchDomainConfig::zeroed()
+            },
+            ..CreateDomain::zeroed()
+        };
+        let (r, dc) = domctl(&mut t, dctl::op::CREATEDOMAIN, 0, &pvh);
+        assert_eq!(r, 0);
+        let id = dc.domain;
+        let d = table::get(id).unwrap();
+        const BUF: u64 = GVA + 0x1000;
+        let ctx = |size: u32, at: u64| HvmContext {
+            size,
+            buffer: GuestHandle::new(at),
+        };
+        let (r, dc) = domctl(&mut t, dctl::op::GETHVMCONTEXT, id, &ctx(0, 0));
+        assert_eq!(r, 0);
+        let size = dc.op::<HvmContext>().size;
+        assert_eq!(size as usize, 8 + Header::SIZE + 2 * (8 + HwMtrr::SIZE) + 8);
+        assert_eq!(
+            domctl(&mut t, dctl::op::GETHVMCONTEXT, id, &ctx(size - 1, BUF)).0,
+            -28
+        );
+        let (r, dc) = domctl(&mut t, dctl::op::GETHVMCONTEXT, id, &ctx(size + 64, BUF));
+        assert_eq!((r, dc.op::<HvmContext>().size), (0, size));
+        let got = t.get(BUF, size as usize);
+        let recs = super::super::hvmctx::parse(&got).unwrap();
+        assert_eq!(
+            recs.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+            [(save::HEADER, 0), (save::MTRR, 0), (save::MTRR, 1)]
+        );
+        let h = Header::from_prefix(&got[8..]).unwrap();
+        assert_eq!((h.magic, h.version), (save::FILE_MAGIC, save::FILE_VERSION));
+        assert_eq!(h.gtsc_khz, host::HostFacts::cpu_khz(f));
+        let recs_of = |mtrr_def: [u64; 2], cpu: Option<HwCpu>| {
+            let mut b = Vec::new();
+            let mut push = |tc: u16, inst: u16, body: Vec<u8>| {
+                let mut d = vec![0u8; 8];
+                Descriptor {
+                    typecode: tc,
+                    instance: inst,
+                    length: body.len() as u32,
+                }
+                .write_to(&mut d)
+                .unwrap();
+                b.extend(d);
+                b.extend(body);
+            };
+            let mut h = vec![0u8; Header::SIZE];
+            Header {
+                magic: save::FILE_MAGIC,
+                version: save::FILE_VERSION,
+                ..Header::zeroed()
+            }
+            .write_to(&mut h)
+            .unwrap();
+            push(save::HEADER, 0, h);
+            for (v, def) in mtrr_def.iter().enumerate() {
+                let mut m = vec![0u8; HwMtrr::SIZE];
+                HwMtrr {
+                    msr_mtrr_def_type: *def,
+                    ..HwMtrr::zeroed()
+                }
+                .write_to(&mut m)
+                .unwrap();
+                push(save::MTRR, v as u16, m);
+            }
+            if let Some(c) = cpu {
+                let mut m = vec![0u8; HwCpu::SIZE];
+                c.write_to(&mut m).unwrap();
+                push(save::CPU, 0, m);
+            }
+            push(save::END, 0, vec![]);
+            b
+        };
+        let set = |t: &mut T, bytes: &[u8]| {
+            t.put(BUF, bytes);
+            domctl(
+                t,
+                dctl::op::SETHVMCONTEXT,
+                id,
+                &ctx(bytes.len() as u32, BUF),
+            )
+            .0
+        };
+        // The PVH boot state as libxl and keel-builder send it.
+        let bsp = HwCpu {
+            rip: 0x100_0850,
+            rbx: 0xfc00_1000,
+            rflags: 2,
+            cr0: 0x11,
+            cs_limit: !0,
+            ds_limit: !0,
+            es_limit: !0,
+            ss_limit: !0,
+            cs_arbytes: 0xc9b,
+            ds_arbytes: 0xc93,
+            es_arbytes: 0xc93,
+            ss_arbytes: 0xc93,
+            ..HwCpu::zeroed()
+        };
+        assert_eq!(set(&mut t, &recs_of([0xc06, 0xc06], None)), 0);
+        assert_eq!(d.vcpus[1].st.lock().mtrr_def_type, 0xc06);
+        assert_eq!(set(&mut t, &recs_of([0xc06, 0xc06], Some(bsp))), 0);
+        assert_eq!(
+            d.vcpus[0].st.lock().power,
+            crate::domain::Power::StartPvh {
+                entry: 0x100_0850,
+                ebx: 0xfc00_1000
+            }
+        );
+        assert_eq!(d.vcpus[1].st.lock().power, crate::domain::Power::Down);
+        // Refused whole: paging on (not the boot state), a bad header, a
+        // truncated record, an unknown vCPU, a device keel does not have.
+        let before = d.vcpus[1].st.lock().mtrr_def_type;
+        let paged = HwCpu {
+            cr0: 0x8000_0011,
+            ..bsp
+        };
+        assert_eq!(set(&mut t, &recs_of([1, 1], Some(paged))), EOPNOTSUPP);
+        assert_eq!(
+            d.vcpus[1].st.lock().mtrr_def_type,
+            before,
+            "nothing applied"
+        );
+        let mut bad = recs_of([1, 1], None);
+        bad[8] ^= 1; // the magic
+        assert_eq!(set(&mut t, &bad), -22);
+        let whole = recs_of([1, 1], None);
+        assert_eq!(set(&mut t, &whole[..whole.len() - 12]), -22);
+        let mut three = recs_of([1, 1], None);
+        three[8 + Header::SIZE + 8 + HwMtrr::SIZE + 2] = 5; // second MTRR: vCPU 5
+        assert_eq!(set(&mut t, &three), -22);
+        let mut lapic = recs_of([1, 1], None);
+        lapic[8 + Header::SIZE] = save::LAPIC as u8;
+        assert_eq!(set(&mut t, &lapic), EOPNOTSUPP);
+        // Not while it runs; not on oneself.
+        d.unpause().unwrap();
+        assert_eq!(set(&mut t, &recs_of([1, 1], None)), -16);
+        let own = t.dom.id;
+        t.put(BUF, &whole);
+        assert_eq!(
+            domctl(
+                &mut t,
+                dctl::op::SETHVMCONTEXT,
+                own,
+                &ctx(whole.len() as u32, BUF)
+            )
+            .0,
+            -22
+        );
+        assert_eq!(domctl(&mut t, dctl::op::DESTROYDOMAIN, id, &0u32).0, 0);
+    }
+
     /// The toolstack's domain life: createdomain makes an empty, paused
     /// PVH domain with the id keel picks (or the one asked for), max_vcpus
     /// confirms its vCPU count, max_mem sets its limit, unpause runs

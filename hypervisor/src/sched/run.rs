@@ -216,19 +216,25 @@ impl Cpu {
                 match st.power {
                     Power::Start(vector) => {
                         st.power = Power::Up;
-                        Some(vector)
+                        Some(StartMode::RealModeSipi { vector })
+                    }
+                    Power::StartPvh { entry, ebx } => {
+                        st.power = Power::Up;
+                        Some(StartMode::Pvh32 { entry, ebx })
                     }
                     _ => None,
                 }
             };
-            if let Some(vector) = start {
-                log::info!(
-                    "d{}v{}: started by SIPI at {:#x}",
-                    d.id,
-                    v.id,
-                    (vector as u32) << 12
-                );
-                hwv.reset(StartMode::RealModeSipi { vector });
+            if let Some(mode) = start {
+                if let StartMode::RealModeSipi { vector } = mode {
+                    log::info!(
+                        "d{}v{}: started by SIPI at {:#x}",
+                        d.id,
+                        v.id,
+                        (vector as u32) << 12
+                    );
+                }
+                hwv.reset(mode);
             }
             let slice_end = ns_to_tsc(end);
             loop {
