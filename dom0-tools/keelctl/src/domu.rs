@@ -362,12 +362,17 @@ pub const MAXMEM_SLACK_KIB: u64 = 1024;
 /// readable by it and owned by dom0, with the subdirectories the guest
 /// writes (`control`, `data`, `device`...) owned by it; its name, memory
 /// and vCPUs; the rings its frontends find; libxl's own type record.
+///
+/// `memory/static-max` is the config's maxmem (`static_max_kib`), without
+/// the ACPI and special pages and the slack `max_mem` adds: a PVH guest's
+/// balloon driver counts static-max minus the RAM it sees as target it
+/// cannot have, so a larger one makes it give pages back at once.
 pub fn xenstore_nodes(
     domid: u16,
     cfg: &keel_xlcfg::DomainConfig,
     built: &keel_builder::Built,
     spec: &keel_builder::DomainSpec,
-    max_mem_kib: u64,
+    static_max_kib: u64,
 ) -> Vec<crate::xen::Node> {
     use crate::xen::Node;
     let dom = format!("/local/domain/{domid}");
@@ -385,7 +390,7 @@ pub fn xenstore_nodes(
         node(format!("{dom}/domid"), domid.to_string(), &ro),
         node(
             format!("{dom}/memory/static-max"),
-            max_mem_kib.to_string(),
+            static_max_kib.to_string(),
             &ro,
         ),
         node(format!("{dom}/memory/target"), target_kib.to_string(), &ro),
@@ -499,7 +504,13 @@ pub fn create<T: XenCall>(
         let built = keel_builder::build(&mut guest, &kernel, ramdisk.as_deref(), &spec)
             .map_err(|e| failed(format!("d{domid}: {e}")))?;
         xen.store
-            .publish(&xenstore_nodes(domid, cfg, &built, &spec, max_mem_kib))
+            .publish(&xenstore_nodes(
+                domid,
+                cfg,
+                &built,
+                &spec,
+                maxmem_mib * 1024,
+            ))
             .map_err(|e| failed(format!("d{domid}: {e}")))?;
         xen.store
             .introduce(domid as u32, built.layout.store_pfn, store_port)
