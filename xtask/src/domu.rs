@@ -7,7 +7,8 @@
 //! - `/usr/lib/keel/domu/vmlinuz`: Debian's kernel as shipped (the bzImage
 //!   from `/boot`, not an extracted vmlinux: the builder unpacks it);
 //! - `/usr/lib/keel/domu/initrd.gz`: the domU's own initramfs (busybox,
-//!   xenfs, Debian's `xenstore-read` and its libraries, [`DOMU_INIT`]);
+//!   xen-privcmd and xenfs, Debian's `xenstore-read` and its libraries,
+//!   [`DOMU_INIT`]);
 //! - `/etc/keel/domu.cfg`: its xl.cfg ([`DOMU_CFG`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,7 +45,8 @@ say "userspace reached"
 say "/sys/hypervisor/type = $(cat /sys/hypervisor/type 2>&1)"
 say "cpus online: $(cat /sys/devices/system/cpu/online)"
 say "memory: $(awk '/MemTotal/ { print $2 " " $3 }' /proc/meminfo)"
-insmod /lib/modules/xenfs.ko 2>/dev/null
+insmod /lib/modules/xen-privcmd.ko
+insmod /lib/modules/xenfs.ko
 mkdir -p /proc/xen && mount -t xenfs xenfs /proc/xen
 say "domid from xenstore: $(xenstore-read domid 2>&1)"
 say "name from xenstore: $(xenstore-read name 2>&1)"
@@ -60,6 +62,7 @@ pub const DOMU_DIR: &str = "usr/lib/keel/domu";
 pub fn domu_initramfs(
     busybox: &[u8],
     applets: &[&str],
+    privcmd: &[u8],
     xenfs: &[u8],
     xen: &BTreeMap<String, Entry>,
 ) -> Vec<u8> {
@@ -83,6 +86,8 @@ pub fn domu_initramfs(
             Entry::Symlink(t) => c.symlink(path, t),
         }
     }
+    // xenfs needs privcmd's symbols.
+    c.file("lib/modules/xen-privcmd.ko", 0o644, privcmd);
     c.file("lib/modules/xenfs.ko", 0o644, xenfs);
     c.file("init", 0o755, DOMU_INIT.as_bytes());
     c.finish()

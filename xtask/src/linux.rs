@@ -633,7 +633,8 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
     let dstamp = out.join("initrd-domu.stamp");
     let domu_xen = crate::xentools::collect(&xen_root, &["usr/bin/xenstore-read"])?;
     let xenfs = read(&kdir.join("drivers/xen/xenfs/xenfs.ko"))?;
-    let domu_raw = crate::domu::domu_initramfs(&busybox, APPLETS, &xenfs, &domu_xen);
+    let privcmd = read(&kdir.join("drivers/xen/xen-privcmd.ko"))?;
+    let domu_raw = crate::domu::domu_initramfs(&busybox, APPLETS, &privcmd, &xenfs, &domu_xen);
     let dstamp_want = format!(
         "{istamp_want}{}
 domu cpio {:016x} ({} bytes), one gzip stream
