@@ -737,7 +737,10 @@ pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenar
 /// The domU scenarios (issue 14): not in `cargo xtask test` until keel
 /// serves a domU's build (`--only domu` runs them).
 pub fn domu_scenarios() -> Vec<Scenario> {
-    vec![domu("qemu-amd-domu", Emulator::Qemu, Vendor::Amd, 600)]
+    vec![
+        domu("qemu-amd-domu", Emulator::Qemu, Vendor::Amd, 600),
+        domu("bochs-intel-domu", Emulator::Bochs, Vendor::Intel, 1500),
+    ]
 }
 
 /// dom0's kernel command line in the Linux scenarios. `no_timer_check`:
