@@ -229,9 +229,16 @@ fn map_foreign(cx: &Ctx, other: &Arc<Domain>, idx: u64, gpfn: u64) -> Result<(),
         return Err(Errno::EINVAL);
     }
     let gpa = gpfn << 12;
-    // Never over the caller's RAM: its own memory stays its own.
+    // Never over the caller's memory map (its RAM, and for dom0 the host
+    // firmware's ranges it sees 1:1): only holes, which is where Linux's
+    // unpopulated-page allocator puts them. Host RAM dom0 does not own is
+    // a hole to dom0 (nothing of it is in dom0's p2m).
     let ram = if cx.dom.mem.identity {
-        crate::mm::host_ram(gpa)
+        cx.dom
+            .mem
+            .e820
+            .iter()
+            .any(|&(start, len, _)| (start..start + len).contains(&gpa))
     } else {
         gpfn < cx.dom.mem.gfn_limit() && !cx.dom.foreign.lock().contains_key(&gpfn)
     };
