@@ -720,13 +720,14 @@ pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenar
             "KEEL-LINUX: domu: 0 left after",
             "reboot: Power down",
         ])
+        // The domU's lines come through its kernel log: "(d1) [  t] KEEL-DOMU: ...".
         .must_contain(&[
             "d1: created by the toolstack (2 vCPU(s), paused)",
-            "(d1) KEEL-DOMU: userspace reached",
-            "(d1) KEEL-DOMU: /sys/hypervisor/type = xen",
-            "(d1) KEEL-DOMU: cpus online: 0-1",
-            "(d1) KEEL-DOMU: domid from xenstore: 1",
-            "(d1) KEEL-DOMU: name from xenstore: domu1",
+            "] KEEL-DOMU: userspace reached",
+            "] KEEL-DOMU: /sys/hypervisor/type = xen",
+            "] KEEL-DOMU: cpus online: 0-1",
+            "] KEEL-DOMU: domid from xenstore: 1",
+            "] KEEL-DOMU: name from xenstore: domu1",
             "d1: Shutdown(Poweroff)",
             "d0: Shutdown(Poweroff)",
         ]);
