@@ -184,6 +184,21 @@ if [ -x /usr/lib/xen-4.17/bin/xl ]; then
         # keelctl reads the same names from xenstore, and finds a domain by one.
         echo "KEEL-LINUX: keelctl names d$dom $(keelctl list | awk -v d="$dom" '$2 == d { print $1 }'), xl $(xl list | awk -v d="$dom" '$2 == d { print $1 }')"
         keelctl pause "test-d$dom" && keelctl unpause "test-d$dom" && echo "KEEL-LINUX: keelctl pause/unpause by name exit 0"
+        # xentop and keelctl top see a busy test domain (the second sample:
+        # the first has no rates yet), and keelctl's exits per second by
+        # reason add up to its total (rounding aside).
+        busy=$((dom + 1))
+        xentop -b -i 2 -d 1 >/tmp/xentop2 2>&1
+        awk -v n="test-d$busy" '$1 == n { r = $0 } END { split(r, f, " ")
+            print "KEEL-LINUX: xentop: " r
+            if (f[4] + 0 > 5) print "KEEL-LINUX: xentop: " n " busy" }' /tmp/xentop2
+        keelctl top --batch -i 2 -d 1 >/tmp/top2
+        awk -v n="test-d$busy" '$1 == n { r = $0 } END { k = split(r, f, " ")
+            print "KEEL-LINUX: top: " r
+            if (f[5] + 0 > 5) print "KEEL-LINUX: top: " n " busy"
+            for (i = 10; i <= k; i++) { split(f[i], kv, "="); s += kv[2] }
+            d = s - f[9]; if (d < 0) d = -d
+            if (k >= 9 && d <= 1 + f[9] / 50) print "KEEL-LINUX: top: " n " exit reasons add up (" s " of " f[9] "/s)" }' /tmp/top2
         xtime() { xl list | awk -v d="$1" '$2 == d { print $6 }'; }
         xl pause "$dom"
         echo "KEEL-LINUX: xl pause d$dom state $(xl list | awk -v d="$dom" '$2 == d { print $5 }')"

@@ -675,6 +675,11 @@ fn sched(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenario 
             // keelctl reads the names a toolstack wrote in xenstore.
             "KEEL-LINUX: keelctl names d11 test-d11, xl test-d11",
             "KEEL-LINUX: keelctl pause/unpause by name exit 0",
+            // Debian's xentop and keelctl top: a CPU-bound test domain at
+            // more than 5 % CPU, and keelctl's exit reasons add up.
+            "KEEL-LINUX: xentop: test-d12 busy",
+            "KEEL-LINUX: top: test-d12 busy",
+            "KEEL-LINUX: top: test-d12 exit reasons add up",
             "KEEL-LINUX: xl pause d11 state --p---",
             "KEEL-LINUX: xl unpause d11: not paused",
             "KEEL-LINUX: xl: the paused domain stood still",
