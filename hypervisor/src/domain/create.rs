@@ -156,6 +156,8 @@ pub fn create(want: DomId, cfg: &CreateDomain) -> Result<Arc<Domain>, Errno> {
         vcpus,
     );
     *d.handle.lock() = cfg.handle;
+    // Once it shuts down, it waits for the toolstack's destroydomain.
+    d.keep_until_destroyed();
     // Created paused by the controller: the toolstack unpauses it once
     // built (as Xen's domain_create).
     d.pause()?;

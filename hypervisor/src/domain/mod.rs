@@ -289,6 +289,11 @@ pub struct Domain {
     life: Mutex<Life>,
     ending: AtomicBool,
     finished: AtomicBool,
+    /// Kept in the table once ended, until the toolstack destroys it
+    /// (a toolstack domain: `xl` reads its shutdown reason, then acts).
+    kept: AtomicBool,
+    /// `domctl destroydomain` came: it leaves the table once stopped.
+    destroyed: AtomicBool,
     console: Mutex<console::GuestConsole>,
 }
 
@@ -327,6 +332,8 @@ impl Domain {
             }),
             ending: AtomicBool::new(false),
             finished: AtomicBool::new(false),
+            kept: AtomicBool::new(false),
+            destroyed: AtomicBool::new(false),
             console: Mutex::new(console::GuestConsole::default()),
             mem,
             vcpus,
@@ -359,6 +366,28 @@ impl Domain {
     /// Ending: its vCPUs stop at their next exit.
     pub fn is_ending(&self) -> bool {
         self.ending.load(Ordering::SeqCst)
+    }
+
+    /// Keeps the domain in the table after it ends, shut down with its
+    /// reason, until [`Domain::destroy`]: as Xen keeps a domain that shut
+    /// itself down for its toolstack to look at (and restart or destroy).
+    pub fn keep_until_destroyed(&self) {
+        self.kept.store(true, Ordering::SeqCst);
+    }
+
+    /// `domctl destroydomain` came for it.
+    pub fn is_destroyed(&self) -> bool {
+        self.destroyed.load(Ordering::SeqCst)
+    }
+
+    /// `domctl destroydomain`: ends the domain if it still runs (`why`),
+    /// and it leaves the table once none of its vCPUs is on a CPU. Its
+    /// memory goes back with the last reference (a foreign mapping holds
+    /// one).
+    pub fn destroy(self: &Arc<Self>, why: Outcome) {
+        self.destroyed.store(true, Ordering::SeqCst);
+        self.end(why);
+        self.maybe_finish();
     }
 
     /// Runs the domain: vCPU 0 and any vCPU whose start-up IPI came become
@@ -777,13 +806,26 @@ impl Domain {
             }
         }
         self.maybe_finish();
-        dom_exc(self.id);
+        if !self.finished.load(Ordering::SeqCst) {
+            if self.kept.load(Ordering::SeqCst) && !self.is_destroyed() {
+                log::info!(
+                    "d{}: {:?}; kept until the toolstack destroys it",
+                    self.id,
+                    self.outcome()
+                );
+            }
+            dom_exc(self.id);
+        }
     }
 
     /// Finishes an ending domain once none of its vCPUs is on a CPU (the
     /// CPU that takes the last one off calls this too).
     pub fn maybe_finish(self: &Arc<Self>) {
         if !self.is_ending() || self.vcpus.iter().any(|v| v.running_on().is_some()) {
+            return;
+        }
+        // A kept domain stays, stopped, until the toolstack destroys it.
+        if self.kept.load(Ordering::SeqCst) && !self.is_destroyed() {
             return;
         }
         if self.finished.swap(true, Ordering::SeqCst) {

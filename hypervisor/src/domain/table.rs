@@ -74,4 +74,6 @@ pub(super) fn finish(d: &Arc<Domain>) {
     if let Some(hook) = END_HOOK.get() {
         hook(d, &outcome);
     }
+    // Gone from the table: dom0's xenstored fires @releaseDomain.
+    super::dom_exc(d.id);
 }

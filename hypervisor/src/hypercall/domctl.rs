@@ -18,7 +18,7 @@
 use super::sysctl::{read_cpumap, write_cpumap};
 use super::{Ctx, HcResult, Ret};
 use crate::domain::create;
-use crate::domain::{table, Domain, Outcome};
+use crate::domain::{table, Domain, Outcome, ShutdownReason};
 use crate::xen::abi::Errno;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
@@ -148,14 +148,15 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
             let d = create::create(dc.domain, &cfg)?;
             dc.domain = d.id;
         }
-        // As Xen: not the caller itself. The domain ends at once: its
-        // vCPUs leave their CPUs and it leaves the table with the last.
+        // As Xen: not the caller itself. The domain ends at once (if it
+        // had not shut down): its vCPUs leave their CPUs and it leaves the
+        // table with the last.
         op::DESTROYDOMAIN => {
             let d = target(dc.domain)?;
             if d.id == cx.dom.id {
                 return Err(Errno::EINVAL);
             }
-            d.end(Outcome::Killed(alloc::format!(
+            d.destroy(Outcome::Killed(alloc::format!(
                 "destroyed by d{}",
                 cx.dom.id
             )));
@@ -176,10 +177,11 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
             d.set_max_pages(m.max_memkb >> 2);
             return Ok(Ret::Val(0));
         }
-        // As Xen: a domain may not pause itself (`xl pause 0` fails).
+        // As Xen: a domain may not pause itself (`xl pause 0` fails). A
+        // shut-down domain may be paused (`xl destroy` pauses first).
         op::PAUSEDOMAIN => {
             let d = target(dc.domain)?;
-            if d.id == cx.dom.id || d.is_ending() {
+            if d.id == cx.dom.id || d.is_destroyed() {
                 return Err(Errno::EINVAL);
             }
             d.pause()?;
@@ -187,7 +189,7 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
         }
         op::UNPAUSEDOMAIN => {
             let d = target(dc.domain)?;
-            if d.is_ending() {
+            if d.is_destroyed() {
                 return Err(Errno::EINVAL);
             }
             d.unpause()?;
@@ -226,10 +228,13 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
 /// Domain `d` as `getdomaininfo` (and sysctl `getdomaininfolist`) reports it.
 pub fn domain_info(d: &Domain) -> GetDomainInfo {
     let mut flags = dominf::HVM_GUEST | dominf::HAP;
+    let shutdown = |r: u32| dominf::SHUTDOWN | (r & dominf::SHUTDOWNMASK) << dominf::SHUTDOWNSHIFT;
     match d.outcome() {
-        Some(Outcome::Shutdown(r)) => {
-            flags |= dominf::SHUTDOWN | (r as u32 & dominf::SHUTDOWNMASK) << dominf::SHUTDOWNSHIFT
-        }
+        _ if d.is_destroyed() => flags |= dominf::DYING,
+        Some(Outcome::Shutdown(r)) => flags |= shutdown(r as u32),
+        // keel killed it (a fault it caused): Xen's domain_crash, which a
+        // toolstack sees as a crash shutdown.
+        Some(Outcome::Killed(_)) => flags |= shutdown(ShutdownReason::Crash as u32),
         Some(_) => flags |= dominf::DYING,
         None if d.is_ending() => flags |= dominf::DYING,
         None => {

@@ -1315,6 +1315,63 @@ mod toolstack {
         );
     }
 
+    /// A toolstack domain that shuts itself down stays in the table, shut
+    /// down with its reason (what `xl`'s monitor waits for), until the
+    /// toolstack destroys it; one keel kills reads as a crash.
+    #[test]
+    fn a_shut_down_domain_stays_until_destroyed() {
+        use keel_xen_abi::arch_x86::{ArchDomainConfig, EMU_LAPIC};
+        use keel_xen_abi::domctl::{cdf, CreateDomain};
+        crate::domain::create::set_backend(&FakeBackend);
+        let mut t = domain(true);
+        let pvh = CreateDomain {
+            flags: cdf::HVM | cdf::HAP,
+            max_vcpus: 1,
+            max_evtchn_port: 1023,
+            max_grant_frames: -1,
+            max_maptrack_frames: -1,
+            grant_opts: 1,
+            arch: ArchDomainConfig {
+                emulation_flags: EMU_LAPIC,
+                ..ArchDomainConfig::zeroed()
+            },
+            ..CreateDomain::zeroed()
+        };
+        let make = |t: &mut T| {
+            let (r, dc) = domctl(t, dctl::op::CREATEDOMAIN, 0, &pvh);
+            assert_eq!(r, 0);
+            dc.domain
+        };
+        let flags = |id| domctl::domain_info(&table::get(id).unwrap()).flags;
+        for (outcome, code) in [
+            (Outcome::Shutdown(ShutdownReason::Poweroff), 0),
+            (Outcome::Shutdown(ShutdownReason::Reboot), 1),
+            (Outcome::Killed("a fault".into()), 3),
+        ] {
+            let id = make(&mut t);
+            table::get(id).unwrap().end(outcome.clone());
+            let d = table::get(id).expect("kept after it ended");
+            let f = flags(id);
+            assert_eq!(f & (dominf::SHUTDOWN | dominf::DYING), dominf::SHUTDOWN);
+            assert_eq!(domctl::domain_info(&d).shutdown_code(), code, "{outcome:?}");
+            assert_eq!(d.outcome(), Some(outcome));
+            // xl destroy pauses it first: allowed on a shut-down domain.
+            assert_eq!(domctl(&mut t, dctl::op::PAUSEDOMAIN, id, &0u32).0, 0);
+            drop(d);
+            assert_eq!(domctl(&mut t, dctl::op::DESTROYDOMAIN, id, &0u32).0, 0);
+            assert!(table::get(id).is_none(), "gone once destroyed");
+        }
+        // A running one destroyed goes at once.
+        let id = make(&mut t);
+        assert_eq!(domctl(&mut t, dctl::op::DESTROYDOMAIN, id, &0u32).0, 0);
+        assert!(table::get(id).is_none());
+        // keel's own domains (dom0, the test guests) are not kept.
+        let g = domain(false);
+        let gid = g.dom.id;
+        g.dom.end(Outcome::Shutdown(ShutdownReason::Poweroff));
+        assert!(table::get(gid).is_none());
+    }
+
     #[test]
     fn xen_version_for_the_toolstack() {
         use crate::xen::abi::xenver;
