@@ -316,7 +316,7 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
                 return Err(Errno::EEXIST);
             }
             let mut cp: CpuPolicy = dc.op();
-            match cpu_policy_set(cx, &cp) {
+            match cpu_policy_set(cx, &d, &cp) {
                 Ok(features) => {
                     *d.tools.cpu_policy.lock() = Some(features);
                     return Ok(Ret::Val(0));
@@ -434,10 +434,15 @@ fn cpu_policy_get(cx: &Ctx, d: &Domain, cp: &mut CpuPolicy) -> Result<(), Errno>
     Ok(())
 }
 
-/// `set_cpu_policy`'s buffers read and checked ([`policy::set_policy`]):
-/// the featureset the domain is then shown. Counts past Xen's bounds are
+/// `set_cpu_policy`'s buffers read and checked ([`policy::set_policy`],
+/// merged into the domain's policy so far): the featureset the domain is
+/// then shown. Counts past Xen's bounds are
 /// refused before anything is read.
-fn cpu_policy_set(cx: &Ctx, cp: &CpuPolicy) -> Result<policy::Features, policy::PolicyError> {
+fn cpu_policy_set(
+    cx: &Ctx,
+    d: &Domain,
+    cp: &CpuPolicy,
+) -> Result<policy::Features, policy::PolicyError> {
     let fault = |errno| policy::PolicyError::of(errno);
     if cp.nr_leaves > policy::MAX_SERIALISED_LEAVES || cp.nr_msrs > policy::MAX_SERIALISED_MSRS {
         return Err(fault(Errno::E2BIG));
@@ -454,9 +459,12 @@ fn cpu_policy_set(cx: &Ctx, cp: &CpuPolicy) -> Result<policy::Features, policy::
         let at = cp.msrs.element(i).ok_or(Errno::EFAULT).map_err(fault)?;
         msrs.push(mem.read_abi(at).map_err(fault)?);
     }
-    policy::set_policy(
-        &|l, s| h.cpuid(super::host::Cpu::Guest, l, s),
-        &leaves,
-        &msrs,
-    )
+    let max = |l, s| h.cpuid(super::host::Cpu::Guest, l, s);
+    let now = d.tools.features();
+    let base = |l, s| {
+        let r = max(l, s);
+        now.as_ref()
+            .map_or(r, |f| policy::apply_features(l, s, r, f))
+    };
+    policy::set_policy(&max, &base, &leaves, &msrs)
 }

@@ -276,8 +276,8 @@ fn in_range(leaf: u32, subleaf: u32) -> bool {
 /// MSR outside Xen's policy -ERANGE; MSR flags -EINVAL; a platform-info
 /// value wider than 32 bits -EOVERFLOW; maximum leaves (basic, leaf 7's
 /// subleaves, extended) or platform-info bits beyond `max` -EINVAL. Leaves
-/// not given keep `max`'s values (Xen starts from the domain's policy,
-/// which starts as the default: the same CPU here).
+/// not given keep their values in `base`, the domain's policy so far (Xen
+/// merges the given leaves into it).
 ///
 /// Returns the featureset the domain is then shown: the policy's feature
 /// words, each narrowed to `max`'s (Xen's `recalculate_cpuid_policy`
@@ -286,6 +286,7 @@ fn in_range(leaf: u32, subleaf: u32) -> bool {
 /// not applied: keel's CPUID computes those itself.
 pub fn set_policy(
     max: &impl Fn(u32, u32) -> [u32; 4],
+    base: &impl Fn(u32, u32) -> [u32; 4],
     leaves: &[CpuidLeaf],
     msrs: &[MsrEntry],
 ) -> Result<[u32; FEATURESET_WORDS], PolicyError> {
@@ -322,7 +323,7 @@ pub fn set_policy(
             .find(|l| {
                 l.leaf == leaf && (l.subleaf == sub || l.subleaf == CPUID_NO_SUBLEAF && sub == 0)
             })
-            .map_or_else(|| max(leaf, sub), |l| [l.a, l.b, l.c, l.d])
+            .map_or_else(|| base(leaf, sub), |l| [l.a, l.b, l.c, l.d])
     };
     let n = CPUID_NO_SUBLEAF;
     if given(0, 0)[0] > max(0, 0)[0] {
@@ -423,5 +424,50 @@ mod tests {
             [(0xce, 0, 0), (0x10a, 0, 0)]
         );
         assert_eq!(msrs(1).unwrap_err(), Errno::ENOBUFS);
+    }
+
+    #[test]
+    fn a_policy_masks_feature_words_but_not_the_dynamic_bits() {
+        let mut f = featureset(&cpu);
+        f[1] = 0; // 1.ECX
+        f[5] &= !1; // 7.0.EBX bit 0
+        let r1 = apply_features(1, 0, [1, 2, 0xffff_ffff, 0xffff_ffff], &f);
+        // OSXSAVE (bit 27) follows CR4, not the policy.
+        assert_eq!(r1, [1, 2, 1 << 27, 0x178b_fbff]);
+        // Leaf 1 has no subleaves: any ECX reads the same.
+        assert_eq!(apply_features(1, 9, r1, &f), r1);
+        assert_eq!(
+            apply_features(7, 0, [1, 0xff, 0, 0], &f),
+            [1, 0xff & 0x29c6fbf & !1, 0, 0]
+        );
+        // Leaf 7 subleaf 3 is no featureset word: untouched.
+        assert_eq!(apply_features(7, 3, [9; 4], &f), [9; 4]);
+        // Not a feature leaf.
+        assert_eq!(apply_features(0xb, 0, [5; 4], &f), [5; 4]);
+    }
+
+    #[test]
+    fn set_policy_merges_checks_and_clamps() {
+        let l = |leaf, subleaf, c| CpuidLeaf {
+            leaf,
+            subleaf,
+            a: 0,
+            b: 0,
+            c,
+            d: 0x178b_fbff,
+        };
+        // 1.ECX narrowed to bit 0 plus a bit the CPU lacks (clamped).
+        let f = set_policy(&cpu, &cpu, &[l(1, CPUID_NO_SUBLEAF, 1 | 1 << 2)], &[]).unwrap();
+        assert_eq!(f[1], 1 & 0xfffa_3203);
+        assert_eq!(f[0], 0x178b_fbff);
+        // Untouched words keep the base's.
+        assert_eq!(f[5], 0x29c6fbf);
+        let e = set_policy(&cpu, &cpu, &[l(0x4000_0001, CPUID_NO_SUBLEAF, 0)], &[]).unwrap_err();
+        assert_eq!((e.errno, e.leaf), (Errno::ERANGE, 0x4000_0001));
+        let many = vec![l(1, CPUID_NO_SUBLEAF, 0); MAX_SERIALISED_LEAVES as usize + 1];
+        assert_eq!(
+            set_policy(&cpu, &cpu, &many, &[]).unwrap_err().errno,
+            Errno::E2BIG
+        );
     }
 }
