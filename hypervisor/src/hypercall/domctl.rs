@@ -260,7 +260,7 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
         op::SET_PAGING_MEMPOOL_SIZE => {
             let d = target(dc.domain)?;
             let p: PagingMempool = dc.op();
-            if p.size % 4096 != 0 {
+            if !p.size.is_multiple_of(4096) {
                 return Err(Errno::EINVAL);
             }
             d.tools.paging_mempool.store(p.size, Ordering::Relaxed);

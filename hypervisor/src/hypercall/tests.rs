@@ -2608,6 +2608,193 @@ fn populate_physmap_and_set_memory_map_for_another_domain() {
     assert_eq!(domu.ret(Hypercall::MemoryOp, &[SET_MEMORY_MAP, GVA]), -1);
 }
 
+/// `struct xen_memory_reservation` for `domid` at `GVA`, its extent list
+/// (`gfns`) at `GVA + 64`; issues `memory_op(cmd)`.
+fn reservation(t: &mut T, cmd: u64, domid: u16, order: u32, flags: u32, gfns: &[u64]) -> i64 {
+    let list: Vec<u8> = gfns.iter().flat_map(|g| g.to_le_bytes()).collect();
+    t.put(GVA + 64, &list);
+    let mut r = [0u8; 40];
+    r[0..8].copy_from_slice(&(GVA + 64).to_le_bytes());
+    r[8..16].copy_from_slice(&(gfns.len() as u64).to_le_bytes());
+    r[16..20].copy_from_slice(&order.to_le_bytes());
+    r[20..24].copy_from_slice(&flags.to_le_bytes());
+    r[24..26].copy_from_slice(&domid.to_le_bytes());
+    t.put(GVA, &r);
+    t.ret(Hypercall::MemoryOp, &[cmd, GVA])
+}
+
+/// `XENMEM_decrease_reservation`, by the toolstack on another domain and
+/// by a domain on itself: whole extents of memory the toolstack
+/// populated leave the domain's p2m and its count; the call stops at a
+/// page that is not such memory (its own boot RAM, a hole) and returns the
+/// extents done. A frame another domain still maps stays readable there.
+#[test]
+fn decrease_reservation_gives_populated_memory_back() {
+    const DECREASE: u64 = 1;
+    const POPULATE: u64 = 6;
+    const BATCH: u64 = 23;
+    const REMOVE: u64 = 15;
+    let mut dom0 = domain(true);
+    let mut domu = domain(false);
+    let u = domu.dom.id;
+    let base = RAM / 4096;
+    let big = (base + 511) & !511;
+    domu.dom.set_max_pages(u64::MAX);
+    assert_eq!(reservation(&mut dom0, POPULATE, u, 9, 0, &[big]), 1);
+    let small = [big + 600, big + 601, big + 602, big + 603];
+    assert_eq!(reservation(&mut dom0, POPULATE, u, 0, 0, &small), 4);
+    let pages = |t: &T| t.dom.tot_pages();
+    let before = pages(&domu);
+    let mapped = |t: &T, gfn: u64| t.dom.mem.translate(gfn << 12).is_some();
+    // One page, by the toolstack.
+    assert_eq!(reservation(&mut dom0, DECREASE, u, 0, 0, &[big + 600]), 1);
+    assert!(!mapped(&domu, big + 600));
+    assert_eq!(pages(&domu), before - 1);
+    // Gone already: nothing done. The domU's boot RAM: not the
+    // toolstack's populated memory, the list stops there.
+    assert_eq!(reservation(&mut dom0, DECREASE, u, 0, 0, &[big + 600]), 0);
+    assert_eq!(
+        reservation(&mut dom0, DECREASE, u, 0, 0, &[big + 601, 5, big + 602]),
+        1
+    );
+    assert!(mapped(&domu, 5) && mapped(&domu, big + 602));
+    assert_eq!(pages(&domu), before - 2);
+    // A 2 MiB extent, whole; then an extent only partly populated: none of it.
+    assert_eq!(reservation(&mut dom0, DECREASE, u, 9, 0, &[big]), 1);
+    assert!(!mapped(&domu, big) && !mapped(&domu, big + 511));
+    assert_eq!(pages(&domu), before - 2 - 512);
+    assert_eq!(
+        reservation(&mut dom0, DECREASE, u, 1, 0, &[big + 602 - 1]),
+        0
+    );
+    assert!(mapped(&domu, big + 602));
+    // The domain itself (its balloon driver), DOMID_SELF.
+    assert_eq!(
+        reservation(&mut domu, DECREASE, 0x7ff0, 0, 0, &[big + 602]),
+        1
+    );
+    assert!(!mapped(&domu, big + 602));
+    // A frame dom0 maps (foreign) leaves the domU but stays readable in
+    // dom0 until dom0 unmaps it.
+    let hole = base + 16;
+    assert!(domu.dom.mem.write((big + 603) << 12, b"still mapped"));
+    dom0.put(GVA + 512, &(big + 603).to_le_bytes());
+    dom0.put(GVA + 520, &hole.to_le_bytes());
+    let mut b = [0u8; 32];
+    b[0..2].copy_from_slice(&0x7ff0u16.to_le_bytes());
+    b[2..4].copy_from_slice(&4u16.to_le_bytes());
+    b[4..6].copy_from_slice(&1u16.to_le_bytes());
+    b[6..8].copy_from_slice(&u.to_le_bytes());
+    b[8..16].copy_from_slice(&(GVA + 512).to_le_bytes());
+    b[16..24].copy_from_slice(&(GVA + 520).to_le_bytes());
+    b[24..32].copy_from_slice(&(GVA + 528).to_le_bytes());
+    dom0.put(GVA, &b);
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[BATCH, GVA]), 0);
+    assert_eq!(dom0.get(GVA + 528, 4), [0; 4]);
+    assert_eq!(reservation(&mut dom0, DECREASE, u, 0, 0, &[big + 603]), 1);
+    assert!(!mapped(&domu, big + 603));
+    let mut c = [0u8; 12];
+    assert!(dom0.dom.mem.read(hole << 12, &mut c));
+    assert_eq!(&c, b"still mapped");
+    let mut rm = [0u8; 16];
+    rm[0..2].copy_from_slice(&0x7ff0u16.to_le_bytes());
+    rm[8..16].copy_from_slice(&hole.to_le_bytes());
+    dom0.put(GVA, &rm);
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[REMOVE, GVA]), 0);
+    assert_eq!(pages(&domu), before - 4 - 512);
+    // Repopulated where it was given back.
+    assert_eq!(reservation(&mut dom0, POPULATE, u, 0, 0, &[big + 600]), 1);
+    // Hostile arguments: orders past 9, flags, huge counts, a list keel
+    // cannot read, no such domain, a stranger, gfns past 2^36.
+    assert_eq!(reservation(&mut dom0, DECREASE, u, 10, 0, &[big]), EINVAL);
+    assert_eq!(reservation(&mut dom0, DECREASE, u, 0, 1, &[big]), EINVAL);
+    assert_eq!(reservation(&mut dom0, DECREASE, 0x7000, 0, 0, &[big]), -3);
+    assert_eq!(
+        reservation(&mut domu, DECREASE, dom0.dom.id, 0, 0, &[5]),
+        EPERM
+    );
+    assert_eq!(reservation(&mut dom0, DECREASE, u, 0, 0, &[u64::MAX]), 0);
+    assert_eq!(reservation(&mut dom0, DECREASE, u, 0, 0, &[1 << 36]), 0);
+    let mut r = [0u8; 40];
+    r[0..8].copy_from_slice(&0xdead_0000u64.to_le_bytes());
+    r[8..16].copy_from_slice(&1u64.to_le_bytes());
+    r[24..26].copy_from_slice(&u.to_le_bytes());
+    dom0.put(GVA, &r);
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[DECREASE, GVA]), EFAULT);
+    r[8..16].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    dom0.put(GVA, &r);
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[DECREASE, GVA]), EINVAL);
+    // The list ends where keel can read no further: what was done counts.
+    dom0.put(GVA + 0xff_ff8, &(big + 600).to_le_bytes());
+    r[0..8].copy_from_slice(&(GVA + 0xff_ff8).to_le_bytes());
+    r[8..16].copy_from_slice(&2u64.to_le_bytes());
+    dom0.put(GVA, &r);
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[DECREASE, GVA]), 1);
+    assert!(!mapped(&domu, big + 600));
+    assert_eq!(domu.dom.stats.unimplemented.load(O::Relaxed), 0);
+}
+
+/// `XENMEM_claim_pages` (libxenguest's claim before it populates) and
+/// `XENMEM_acquire_resource` (-EOPNOTSUPP: libxenguest seeds the grant
+/// table its compat way, not counted as unimplemented).
+#[test]
+fn claim_pages_and_acquire_resource() {
+    const CLAIM: u64 = 24;
+    const ACQUIRE: u64 = 28;
+    let mut dom0 = domain(true);
+    let mut domu = domain(false);
+    let u = domu.dom.id;
+    let held = domu.dom.tot_pages();
+    domu.dom.set_max_pages(held + 1000);
+    let claim = |t: &mut T, domid: u16, pages: u64| reservation_claim(t, CLAIM, domid, pages);
+    assert_eq!(claim(&mut dom0, u, held + 100), 0);
+    // One claim at a time; 0 cancels it.
+    assert_eq!(claim(&mut dom0, u, held + 100), EINVAL);
+    assert_eq!(claim(&mut dom0, u, 0), 0);
+    assert_eq!(claim(&mut dom0, u, 0), 0);
+    assert_eq!(claim(&mut dom0, u, held + 1000), 0);
+    assert_eq!(claim(&mut dom0, u, 0), 0);
+    // No more than it holds, nor more than its max_mem: -EINVAL.
+    assert_eq!(claim(&mut dom0, u, held), EINVAL);
+    assert_eq!(claim(&mut dom0, u, held + 1001), EINVAL);
+    // More than is free: -ENOMEM.
+    domu.dom.set_max_pages(u64::MAX);
+    assert_eq!(claim(&mut dom0, u, u64::MAX), -12);
+    // Xen's lookup: a real id only (-EINVAL otherwise); privileged only.
+    assert_eq!(claim(&mut dom0, 0x7000, held + 1), EINVAL);
+    assert_eq!(claim(&mut dom0, 0x7ff0, held + 1), EINVAL);
+    assert_eq!(claim(&mut domu, u, held + 1), EPERM);
+    // Its arguments: no extent list, order 0, no flags, no continuation.
+    assert_eq!(reservation(&mut dom0, CLAIM, u, 0, 0, &[1]), EINVAL);
+    let mut r = [0u8; 40];
+    r[8..16].copy_from_slice(&(held + 1).to_le_bytes());
+    r[16..20].copy_from_slice(&1u32.to_le_bytes());
+    r[24..26].copy_from_slice(&u.to_le_bytes());
+    dom0.put(GVA, &r);
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[CLAIM, GVA]), EINVAL);
+    r[16..20].copy_from_slice(&0u32.to_le_bytes());
+    dom0.put(GVA, &r);
+    assert_eq!(
+        dom0.ret(Hypercall::MemoryOp, &[CLAIM | 1 << 6, GVA]),
+        EINVAL
+    );
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[CLAIM, 0xdead_0000]), EFAULT);
+    // acquire_resource: refused, not counted as a gap.
+    let seen = dom0.dom.stats.unimplemented.load(O::Relaxed);
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[ACQUIRE, GVA]), -95);
+    assert_eq!(dom0.dom.stats.unimplemented.load(O::Relaxed), seen);
+}
+
+/// A claim of `pages` for `domid` (`xen_memory_reservation` with a NULL
+/// list and order 0).
+fn reservation_claim(t: &mut T, cmd: u64, domid: u16, pages: u64) -> i64 {
+    let mut r = [0u8; 40];
+    r[8..16].copy_from_slice(&pages.to_le_bytes());
+    r[24..26].copy_from_slice(&domid.to_le_bytes());
+    t.put(GVA, &r);
+    t.ret(Hypercall::MemoryOp, &[cmd, GVA])
+}
+
 /// Foreign mapping, as a PVH dom0's privcmd does it: dom0 maps a domU's
 /// pages into holes of its own physical address space (one result per
 /// entry), reads and writes them there, and unmaps them; never over its own
