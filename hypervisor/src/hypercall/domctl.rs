@@ -12,8 +12,15 @@
 //! cannot pause itself), `createdomain` (an empty, paused PVH domain:
 //! `domain::create`), `destroydomain`, `max_vcpus` (confirms
 //! createdomain's count), `max_mem`, `gethvmcontext`/`sethvmcontext`
-//! (`hvmctx`: HEADER, MTRR and the PVH boot CPU state). Every other sub-op
-//! answers -ENOSYS (counted).
+//! (`hvmctx`: HEADER, MTRR and the PVH boot CPU state); for the rest of
+//! `xl create` of a PVH domU: `settscinfo`/`gettscinfo` (the native TSC
+//! only), `set_paging_mempool_size`/`get_paging_mempool_size` (recorded),
+//! `setnodeaffinity`/`getnodeaffinity` (node 0, keel's only),
+//! `settimeoffset` (recorded, not applied to the wallclock yet),
+//! `get_cpu_policy`/`set_cpu_policy` (checked as Xen's
+//! `update_domain_cpu_policy`; its feature words mask the domain's CPUID,
+//! the rest keel computes itself). Every other sub-op answers -ENOSYS
+//! (counted).
 
 use super::sysctl::{read_cpumap, write_cpumap};
 use super::{Ctx, HcResult, Ret};

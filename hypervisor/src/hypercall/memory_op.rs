@@ -1,8 +1,12 @@
 //! MEMORY_OP: the caller's memory map and reservation, and placing keel's
 //! pages (shared_info, grant-table frames) in its physical address space;
 //! for the toolstack, another domain's memory: populating it
-//! (`populate_physmap`, as libxenguest builds a domU), its memory map and
-//! reservation.
+//! (`populate_physmap`, as libxenguest builds a domU, after a
+//! `claim_pages`), its memory map and reservation; and for both,
+//! `decrease_reservation` of memory the toolstack populated (ballooning).
+//! `acquire_resource` answers -EOPNOTSUPP on purpose (libxenguest seeds
+//! the grant table through `add_to_physmap` instead), uncounted; other
+//! sub-ops -ENOSYS, counted as unimplemented.
 
 use super::guest::put;
 use super::{Ctx, HcResult, Ret};
