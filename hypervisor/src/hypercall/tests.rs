@@ -2646,9 +2646,21 @@ fn decrease_reservation_gives_populated_memory_back() {
     let pages = |t: &T| t.dom.tot_pages();
     let before = pages(&domu);
     let mapped = |t: &T, gfn: u64| t.dom.mem.translate(gfn << 12).is_some();
-    // One page, by the toolstack.
+    let hpa = |t: &T, gfn: u64| t.dom.mem.translate(gfn << 12).unwrap();
+    // Whether the domain still owns frame `h` (to be freed with it).
+    let owns = |t: &T, h: u64| {
+        let o = t.dom.mem.disown(h);
+        if o {
+            t.dom.mem.own(h, 1);
+        }
+        o
+    };
+    // One page, by the toolstack: out of the domain, its frame freed.
+    let h600 = hpa(&domu, big + 600);
+    assert!(owns(&domu, h600));
     assert_eq!(reservation(&mut dom0, DECREASE, u, 0, 0, &[big + 600]), 1);
     assert!(!mapped(&domu, big + 600));
+    assert!(!owns(&domu, h600));
     assert_eq!(pages(&domu), before - 1);
     // Gone already: nothing done. The domU's boot RAM: not the
     // toolstack's populated memory, the list stops there.
@@ -2668,12 +2680,26 @@ fn decrease_reservation_gives_populated_memory_back() {
         0
     );
     assert!(mapped(&domu, big + 602));
-    // The domain itself (its balloon driver), DOMID_SELF.
+    // The domain itself (its balloon driver), DOMID_SELF: the caller's
+    // own vCPU flushes before it goes back, so the frame is freed.
+    let h602 = hpa(&domu, big + 602);
     assert_eq!(
         reservation(&mut domu, DECREASE, 0x7ff0, 0, 0, &[big + 602]),
         1
     );
     assert!(!mapped(&domu, big + 602));
+    assert!(!owns(&domu, h602));
+    // By the toolstack while a vCPU of the domain is on a CPU: out of its
+    // p2m and count, but the frame stays the domain's (that vCPU may hold
+    // the translation until its next entry).
+    assert_eq!(reservation(&mut dom0, POPULATE, u, 0, 0, &[big + 604]), 1);
+    let h604 = hpa(&domu, big + 604);
+    let v = domu.dom.vcpus[0].clone();
+    v.running_on.store(3, O::SeqCst);
+    assert_eq!(reservation(&mut dom0, DECREASE, u, 0, 0, &[big + 604]), 1);
+    v.running_on.store(crate::domain::vcpu::NOWHERE, O::SeqCst);
+    assert!(!mapped(&domu, big + 604));
+    assert!(owns(&domu, h604), "a vCPU on a CPU: not freed yet");
     // A frame dom0 maps (foreign) leaves the domU but stays readable in
     // dom0 until dom0 unmaps it.
     let hole = base + 16;
@@ -2691,8 +2717,10 @@ fn decrease_reservation_gives_populated_memory_back() {
     dom0.put(GVA, &b);
     assert_eq!(dom0.ret(Hypercall::MemoryOp, &[BATCH, GVA]), 0);
     assert_eq!(dom0.get(GVA + 528, 4), [0; 4]);
+    let h603 = hpa(&domu, big + 603);
     assert_eq!(reservation(&mut dom0, DECREASE, u, 0, 0, &[big + 603]), 1);
     assert!(!mapped(&domu, big + 603));
+    assert!(owns(&domu, h603), "held by dom0's mapping: not freed");
     let mut c = [0u8; 12];
     assert!(dom0.dom.mem.read(hole << 12, &mut c));
     assert_eq!(&c, b"still mapped");
