@@ -485,3 +485,17 @@ pub mod schedop {
         RT_EXTRA: u32 = 1 << 0 => "XEN_DOMCTL_SCHEDRT_extra";
     }
 }
+
+/// `TscInfo::tsc_mode` values. Xen 4.17 keeps them in its private
+/// `asm/time.h` (`TSC_MODE_*`) and libxl mirrors them
+/// (`LIBXL_TSC_MODE_*`); the public headers only describe them (leaf
+/// 0x4000_0003 EBX in `arch-x86/cpuid.h`), so nothing here is checked
+/// against a C header.
+pub mod tsc_mode {
+    /// Native TSC where that is safe, emulated otherwise (`tsc_mode="default"`).
+    pub const DEFAULT: u32 = 0;
+    /// Every RDTSC emulated (`tsc_mode="always_emulate"`).
+    pub const ALWAYS_EMULATE: u32 = 1;
+    /// Never emulated: the native TSC (`tsc_mode="native"`).
+    pub const NEVER_EMULATE: u32 = 2;
+}

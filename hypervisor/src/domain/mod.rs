@@ -22,6 +22,7 @@ pub mod create;
 pub mod hostacpi;
 pub mod lifecycle;
 pub mod table;
+pub mod toolstate;
 pub mod vcpu;
 
 pub use crate::xen::abi::DomId;
@@ -276,6 +277,8 @@ pub struct Domain {
     pub scale: TimeScale,
     /// HVM_PARAM_CALLBACK_IRQ of type "vector" (0: none), read without `xen`.
     pub callback_vector: AtomicU8,
+    /// The toolstack's settings and populated-memory ledger.
+    pub tools: toolstate::ToolState,
     pub stats: DomStats,
     /// The toolstack's 16-byte handle for it (a UUID; `setdomainhandle`).
     pub handle: Mutex<[u8; 16]>,
@@ -322,6 +325,7 @@ impl Domain {
             tsc_start: platform::tsc(),
             scale: TimeScale::from_hz(platform::tsc_khz() * 1000),
             callback_vector: AtomicU8::new(0),
+            tools: toolstate::ToolState::default(),
             stats: DomStats::default(),
             handle: Mutex::new([0; 16]),
             foreign: Mutex::new(alloc::collections::BTreeMap::new()),

@@ -29,6 +29,9 @@ pub struct Ctx {
     pub osxsave: bool,
     /// The domain's shape: see [`Topology`].
     pub topo: Topology,
+    /// The featureset the toolstack's CPU policy narrowed the domain to
+    /// (`domctl set_cpu_policy`), if it set one.
+    pub features: Option<crate::domain::toolstate::Features>,
 }
 
 impl Ctx {
@@ -42,6 +45,7 @@ impl Ctx {
             xcr0: 1,
             osxsave: false,
             topo: Topology::new(vcpu_id + 1, vcpu_id),
+            features: None,
         }
     }
 }
@@ -327,10 +331,15 @@ pub fn emulate(v: &mut dyn super::vcpu::Vcpu, ctx: Ctx, len: u8) {
         ..ctx
     };
     let r = v.regs_mut();
-    let [a, b, c, d] = guest_cpuid(r.rax as u32, r.rcx as u32, &ctx, |l, s| {
+    let (leaf, sub) = (r.rax as u32, r.rcx as u32);
+    let mut regs = guest_cpuid(leaf, sub, &ctx, |l, s| {
         let x = core::arch::x86_64::__cpuid_count(l, s);
         [x.eax, x.ebx, x.ecx, x.edx]
     });
+    if let Some(f) = &ctx.features {
+        regs = crate::xen::cpu_policy::apply_features(leaf, sub, regs, f);
+    }
+    let [a, b, c, d] = regs;
     (r.rax, r.rbx, r.rcx, r.rdx) = (a as u64, b as u64, c as u64, d as u64);
     v.skip(len);
 }

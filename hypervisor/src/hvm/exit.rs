@@ -47,6 +47,7 @@ pub fn handle(cx: &mut Ctx, exit: Exit) -> Step {
             let c = cpuid::Ctx {
                 apic_id: cx.vcpu.apic_id,
                 topo: cpuid::Topology::new(cx.dom.vcpus.len() as u32, max_apic_id),
+                features: cx.dom.tools.features(),
                 ..cpuid::Ctx::new(cx.vcpu.id, cx.dom.id)
             };
             cpuid::emulate(cx.hw, c, len);

@@ -12,8 +12,10 @@
 //! cannot pause itself), `createdomain` (an empty, paused PVH domain:
 //! `domain::create`), `destroydomain`, `max_vcpus` (confirms
 //! createdomain's count), `max_mem`, `gethvmcontext`/`sethvmcontext`
-//! (`hvmctx`: HEADER, MTRR and the PVH boot CPU state). Every other sub-op
-//! answers -ENOSYS (counted).
+//! (`hvmctx`: HEADER, MTRR and the PVH boot CPU state); the settings
+//! `xl create` gives a new PVH domU (`domctl_settings`: TSC mode, paging
+//! pool size, NUMA node affinity, time offset, CPU policy). Every other
+//! sub-op answers -ENOSYS (counted).
 
 use super::sysctl::{read_cpumap, write_cpumap};
 use super::{Ctx, HcResult, Ret};
@@ -217,6 +219,16 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
             *d.handle.lock() = h.handle;
             return Ok(Ret::Val(0));
         }
+        // What `xl create` sets on a new domain (`domctl_settings`).
+        op::SETTSCINFO
+        | op::GETTSCINFO
+        | op::SET_PAGING_MEMPOOL_SIZE
+        | op::GET_PAGING_MEMPOOL_SIZE
+        | op::SETNODEAFFINITY
+        | op::GETNODEAFFINITY
+        | op::SETTIMEOFFSET
+        | op::GET_CPU_POLICY
+        | op::SET_CPU_POLICY => return super::domctl_settings::call(cx, &mut dc, arg),
         other => {
             return Err(cx.unimplemented(format_args!("domctl {other} on d{}", dc.domain)));
         }

@@ -1,8 +1,12 @@
 //! MEMORY_OP: the caller's memory map and reservation, and placing keel's
 //! pages (shared_info, grant-table frames) in its physical address space;
 //! for the toolstack, another domain's memory: populating it
-//! (`populate_physmap`, as libxenguest builds a domU), its memory map and
-//! reservation.
+//! (`populate_physmap`, as libxenguest builds a domU, after a
+//! `claim_pages`), its memory map and reservation; and for both,
+//! `decrease_reservation` of memory the toolstack populated (ballooning).
+//! `acquire_resource` answers -EOPNOTSUPP on purpose (libxenguest seeds
+//! the grant table through `add_to_physmap` instead), uncounted; other
+//! sub-ops -ENOSYS, counted as unimplemented.
 
 use super::guest::put;
 use super::{Ctx, HcResult, Ret};
@@ -10,8 +14,10 @@ use crate::domain::{Domain, XenState};
 use crate::mm::p2m::Perm;
 use crate::mm::phys;
 use crate::xen::abi::{xenmapspace, xenmem, E820Entry, Errno, XenAddToPhysmap, XenMemoryMap};
+use alloc::collections::BTreeSet;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
 use keel_xen_abi::memory::{
     mapspace, AddToPhysmapBatch, ForeignMemoryMap, MemoryReservation, RemoveFromPhysmap,
 };
@@ -36,6 +42,15 @@ pub fn call(cx: &mut Ctx, cmd: u64, arg: u64) -> HcResult {
         xenmem::ADD_TO_PHYSMAP_BATCH => add_to_physmap_batch(cx, arg),
         xenmem::REMOVE_FROM_PHYSMAP => remove_from_physmap(cx, arg),
         xenmem::SET_MEMORY_MAP => set_memory_map(cx, arg),
+        xenmem::DECREASE_RESERVATION => {
+            decrease_reservation(cx, cmd >> xenmem::MEMOP_EXTENT_SHIFT, arg)
+        }
+        xenmem::CLAIM_PAGES => claim_pages(cx, cmd >> xenmem::MEMOP_EXTENT_SHIFT, arg),
+        // keel maps no resource into a caller: libxenguest then seeds the
+        // grant table through its compat path (add_to_physmap of the
+        // grant frame, a foreign map, remove_from_physmap), which keel
+        // has. An answer, not a gap: not counted as unimplemented.
+        xenmem::ACQUIRE_RESOURCE => Err(Errno::EOPNOTSUPP),
         other => Err(cx.unimplemented(format_args!("memory_op {other}"))),
     }
 }
@@ -98,6 +113,7 @@ fn populate_physmap(cx: &mut Ctx, start: u64, arg: u64) -> HcResult {
             break;
         }
         d.mem.raise_gfn_limit(gfn + pages);
+        d.tools.add_populated(frames, pages);
         done += 1;
     }
     Ok(Ret::Val(done))
@@ -245,6 +261,9 @@ fn map_foreign(cx: &Ctx, other: &Arc<Domain>, idx: u64, gpfn: u64) -> Result<(),
     if ram {
         return Err(Errno::EBUSY);
     }
+    // Under the lock decrease_reservation frees under: a frame it takes
+    // out of `other` is either seen mapped here, or not translated here.
+    let _held = FOREIGN.lock();
     let hpa = other.mem.translate(idx << 12).ok_or(Errno::EINVAL)? & !0xfff;
     cx.dom.mem.map_4k(gpa, hpa, Perm::RW)?;
     // A mapping replaced drops the domain it held.
@@ -287,4 +306,149 @@ fn grant_frame(d: &Domain, xs: &mut XenState, idx: u64) -> Result<u64, Errno> {
         xs.grant_frames.push(f);
     }
     Ok(xs.grant_frames[idx])
+}
+
+/// Serializes a foreign mapping's lookup of a frame and its record in the
+/// mapper's `foreign` table with `decrease_reservation`'s taking frames
+/// out of a domain and deciding whether they are still mapped elsewhere.
+static FOREIGN: spin::Mutex<()> = spin::Mutex::new(());
+
+/// `d`'s frames other domains map (foreign mappings:
+/// `add_to_physmap_batch`). Called under [`FOREIGN`].
+fn mapped_elsewhere(d: &Arc<Domain>) -> BTreeSet<u64> {
+    let mut held = BTreeSet::new();
+    for m in crate::domain::table::all() {
+        for (&gpfn, other) in m.foreign.lock().iter() {
+            if Arc::ptr_eq(other, d) {
+                if let Some(h) = m.mem.translate(gpfn << 12) {
+                    held.insert(h & !0xfff);
+                }
+            }
+        }
+    }
+    held
+}
+
+/// `XENMEM_decrease_reservation`: a guest's balloon driver giving pages
+/// back, or the toolstack taking them from another domain. Each extent
+/// (`2^extent_order` pages from its gfn, at most order 9) leaves the
+/// domain's p2m and its page count, whole or not at all: every page of
+/// it must be RAM the toolstack populated into that domain
+/// (`populate_physmap`; a boot-built domain's own RAM, grant frames,
+/// shared_info, foreign mappings and holes are not), else the call stops
+/// there and returns the extents done, as Xen stops at a page it cannot
+/// remove. A frame goes back to the allocator scrubbed, unless another
+/// domain still maps it (a foreign mapping) or a vCPU of the domain other
+/// than the caller is on a CPU (it may still hold the old translation in
+/// its TLB until its next entry, which flushes: the p2m's generation
+/// moved): then it stays the domain's, out of its p2m and its count, and
+/// is freed with the domain. Bad orders, counts
+/// or flags: -EINVAL; a list keel cannot read: -EFAULT if nothing was done.
+fn decrease_reservation(cx: &mut Ctx, start: u64, arg: u64) -> HcResult {
+    let r: MemoryReservation = cx.mem().read_abi(arg)?;
+    let d = cx.target(r.domid)?;
+    if r.extent_order > 9 || r.mem_flags != 0 || r.nr_extents > MAX_EXTENTS {
+        return Err(Errno::EINVAL);
+    }
+    let own = Arc::ptr_eq(&d, cx.dom);
+    let pages = 1u64 << r.extent_order;
+    let mut done = start.min(r.nr_extents);
+    let mut freed = Vec::new();
+    while done < r.nr_extents {
+        let at = r.extent_start.addr().wrapping_add(8 * done);
+        let gfn: u64 = match cx.mem().read_abi(at) {
+            Ok(g) => g,
+            Err(e) if done == start => return Err(e),
+            Err(_) => break,
+        };
+        if gfn.checked_add(pages).is_none_or(|e| e > GFN_LIMIT) {
+            break;
+        }
+        let _g = FOREIGN.lock();
+        let hpas: Option<Vec<u64>> = (0..pages)
+            .map(|i| {
+                let h = d.mem.translate((gfn + i) << 12)? & !0xfff;
+                d.tools.is_populated(h).then_some(h)
+            })
+            .collect();
+        let Some(hpas) = hpas else {
+            break;
+        };
+        let held = mapped_elsewhere(&d);
+        for (i, &h) in hpas.iter().enumerate() {
+            // Translated above under the same lock: mapped, so this unmaps.
+            let _ = d.mem.unmap_4k((gfn + i as u64) << 12);
+            d.tools.take_populated(h);
+            if !held.contains(&h) {
+                freed.push(h);
+            }
+        }
+        d.uncharge_pages(pages);
+        done += 1;
+    }
+    if own && done > start {
+        cx.hw.flush_p2m();
+    }
+    // The unmaps moved the p2m generation (a locked RMW, a full barrier
+    // on x86) before this reads where the vCPUs are: one that enters
+    // later stores its CPU first, then sees the new generation and
+    // flushes. One on a CPU now may still translate to the frames.
+    core::sync::atomic::fence(Ordering::SeqCst);
+    let quiet = d
+        .vcpus
+        .iter()
+        .all(|v| (own && Arc::ptr_eq(v, cx.vcpu)) || v.running_on().is_none());
+    if !quiet {
+        freed.clear();
+    }
+    // Owned no more: freed here. The rest stays owned, freed with the domain.
+    freed.retain(|&h| d.mem.disown(h));
+    // Scrubbed outside the allocator's lock.
+    for &h in &freed {
+        phys::zero(h, 4096);
+    }
+    let mut f = phys::frames();
+    for h in freed {
+        f.free(h, 1);
+    }
+    Ok(Ret::Val(done))
+}
+
+/// `XENMEM_claim_pages` (the toolstack, before it populates a domain):
+/// `nr_extents` is the number of pages the domain will hold, 0 cancels
+/// the claim. As Xen's `domain_set_outstanding_pages`: one claim at a
+/// time, for more pages than the domain holds and no more than its
+/// `max_mem` (-EINVAL), and no more than is free (-ENOMEM). keel checks
+/// and records the claim but sets nothing aside: other allocations may
+/// still take the memory before `populate_physmap` does.
+fn claim_pages(cx: &mut Ctx, start: u64, arg: u64) -> HcResult {
+    if start != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let r: MemoryReservation = cx.mem().read_abi(arg)?;
+    if !r.extent_start.is_null() || r.extent_order != 0 || r.mem_flags != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if !cx.dom.privileged {
+        return Err(Errno::EPERM);
+    }
+    // Xen looks the domain up by its real id only (no DOMID_SELF).
+    let d = crate::domain::table::get(r.domid)
+        .filter(|d| !d.is_ending())
+        .ok_or(Errno::EINVAL)?;
+    let pages = r.nr_extents;
+    if pages == 0 {
+        d.tools.claimed.store(0, Ordering::Relaxed);
+        return Ok(Ret::Val(0));
+    }
+    let held = d.tot_pages();
+    if d.tools.claimed.load(Ordering::Relaxed) != 0 || pages <= held || pages > d.max_pages() {
+        return Err(Errno::EINVAL);
+    }
+    let free = phys::frames().free_bytes() / 4096;
+    if pages - held > free {
+        return Err(Errno::ENOMEM);
+    }
+    d.tools.claimed.store(pages - held, Ordering::Relaxed);
+    Ok(Ret::Val(0))
 }

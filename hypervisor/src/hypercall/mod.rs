@@ -13,6 +13,7 @@ pub mod guest;
 
 mod console_io;
 mod domctl;
+mod domctl_settings;
 mod event_channel_op;
 mod grant_table_op;
 pub mod host;

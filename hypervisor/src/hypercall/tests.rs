@@ -2123,6 +2123,319 @@ mod toolstack {
         assert_eq!(domctl(&mut t, dctl::op::SCHEDULER_OP, id, &other).0, EINVAL);
         assert_eq!(crate::sched::weight_and_cap(id), Some((512, 50)));
     }
+
+    /// A new, paused PVH domain as `xl create` makes it (`createdomain`).
+    fn create_domu(t: &mut T) -> u16 {
+        use keel_xen_abi::arch_x86::{ArchDomainConfig, EMU_LAPIC};
+        use keel_xen_abi::domctl::{cdf, CreateDomain};
+        crate::domain::create::set_backend(&FakeBackend);
+        fake();
+        let pvh = CreateDomain {
+            flags: cdf::HVM | cdf::HAP,
+            max_vcpus: 1,
+            max_evtchn_port: 1023,
+            max_grant_frames: -1,
+            max_maptrack_frames: -1,
+            grant_opts: 1,
+            arch: ArchDomainConfig {
+                emulation_flags: EMU_LAPIC,
+                ..ArchDomainConfig::zeroed()
+            },
+            ..CreateDomain::zeroed()
+        };
+        let (r, dc) = domctl(t, dctl::op::CREATEDOMAIN, 0, &pvh);
+        assert_eq!(r, 0);
+        dc.domain
+    }
+
+    /// `xl create`'s settings of a new domain (libxl__arch_domain_create,
+    /// libxl__build_pre): the TSC mode (native only), the paging pool size
+    /// (recorded, page-aligned), the NUMA node affinity (node 0, keel's
+    /// only), the RTC offset (recorded); hostile arguments refused.
+    #[test]
+    fn tsc_mempool_node_affinity_and_time_offset_of_a_new_domain() {
+        use keel_xen_abi::domctl::{tsc_mode, NodeAffinity, PagingMempool, SetTimeOffset, TscInfo};
+        let mut t = domain(true);
+        let id = create_domu(&mut t);
+        let d = table::get(id).unwrap();
+        let me = t.dom.id;
+        let tsc = |mode, khz| TscInfo {
+            tsc_mode: mode,
+            gtsc_khz: khz,
+            ..TscInfo::zeroed()
+        };
+        let khz = crate::platform::tsc_khz() as u32;
+        let set = |t: &mut T, dom, ti: &TscInfo| domctl(t, dctl::op::SETTSCINFO, dom, ti).0;
+        assert_eq!(set(&mut t, id, &tsc(tsc_mode::DEFAULT, 0)), 0);
+        assert_eq!(set(&mut t, id, &tsc(tsc_mode::NEVER_EMULATE, 0)), 0);
+        assert_eq!(set(&mut t, id, &tsc(tsc_mode::NEVER_EMULATE, khz)), 0);
+        // Emulated or scaled: keel cannot; unknown modes: Xen's -EINVAL.
+        assert_eq!(
+            set(&mut t, id, &tsc(tsc_mode::DEFAULT, khz * 2)),
+            EOPNOTSUPP
+        );
+        assert_eq!(
+            set(&mut t, id, &tsc(tsc_mode::ALWAYS_EMULATE, 0)),
+            EOPNOTSUPP
+        );
+        assert_eq!(set(&mut t, id, &tsc(3, 0)), EINVAL);
+        assert_eq!(set(&mut t, id, &tsc(u32::MAX, 0)), EINVAL);
+        // Not the caller's own (Xen cannot pause it), no such domain.
+        assert_eq!(set(&mut t, me, &tsc(0, 0)), EINVAL);
+        assert_eq!(set(&mut t, 0x7000, &tsc(0, 0)), ESRCH);
+        let (r, dc) = domctl(&mut t, dctl::op::GETTSCINFO, id, &TscInfo::zeroed());
+        assert_eq!(r, 0);
+        assert_eq!(dc.op::<TscInfo>(), tsc(tsc_mode::NEVER_EMULATE, khz));
+        assert_eq!(
+            domctl(&mut t, dctl::op::GETTSCINFO, me, &TscInfo::zeroed()).0,
+            EINVAL
+        );
+
+        // The paging pool: recorded in whole pages, reported back.
+        let pool = |size| PagingMempool { size };
+        let get_pool = |t: &mut T| {
+            let (r, dc) = domctl(t, dctl::op::GET_PAGING_MEMPOOL_SIZE, id, &pool(0));
+            (r, dc.op::<PagingMempool>().size)
+        };
+        assert_eq!(get_pool(&mut t), (0, 0));
+        assert_eq!(
+            domctl(
+                &mut t,
+                dctl::op::SET_PAGING_MEMPOOL_SIZE,
+                id,
+                &pool(4 << 20)
+            )
+            .0,
+            0
+        );
+        assert_eq!(get_pool(&mut t), (0, 4 << 20));
+        for bad in [4097, u64::MAX, 1] {
+            assert_eq!(
+                domctl(&mut t, dctl::op::SET_PAGING_MEMPOOL_SIZE, id, &pool(bad)).0,
+                EINVAL
+            );
+        }
+        assert_eq!(get_pool(&mut t), (0, 4 << 20));
+
+        // Node affinity: a mask with node 0; get says node 0 alone.
+        let na = |addr, nr_bits| NodeAffinity {
+            nodemap: XenctlBitmap {
+                bitmap: GuestHandle::new(addr),
+                nr_bits,
+            },
+        };
+        let set_nodes = |t: &mut T, mask: u8, nr_bits| {
+            t.put(BUF, &[mask]);
+            domctl(t, dctl::op::SETNODEAFFINITY, id, &na(BUF, nr_bits)).0
+        };
+        assert_eq!(set_nodes(&mut t, 0x01, 8), 0);
+        assert_eq!(set_nodes(&mut t, 0xff, 8), 0);
+        assert_eq!(set_nodes(&mut t, 0x02, 8), EINVAL);
+        assert_eq!(set_nodes(&mut t, 0x01, 0), EINVAL);
+        assert_eq!(
+            domctl(&mut t, dctl::op::SETNODEAFFINITY, id, &na(0xdead_0000, 8)).0,
+            EFAULT
+        );
+        t.put(BUF, &[0xff; 2]);
+        assert_eq!(
+            domctl(&mut t, dctl::op::GETNODEAFFINITY, id, &na(BUF, 16)).0,
+            0
+        );
+        assert_eq!(t.get(BUF, 2), [0x01, 0x00]);
+        assert_eq!(
+            domctl(&mut t, dctl::op::GETNODEAFFINITY, id, &na(0xdead_0000, 16)).0,
+            EFAULT
+        );
+        assert_eq!(
+            domctl(&mut t, dctl::op::GETNODEAFFINITY, 0x7000, &na(BUF, 16)).0,
+            ESRCH
+        );
+
+        // The RTC offset: recorded.
+        let off = SetTimeOffset {
+            time_offset_seconds: -3600,
+        };
+        assert_eq!(domctl(&mut t, dctl::op::SETTIMEOFFSET, id, &off).0, 0);
+        assert_eq!(d.tools.time_offset(), -3600);
+
+        // None of it for a stranger.
+        let mut u = domain(false);
+        assert_eq!(
+            domctl(&mut u, dctl::op::SETTSCINFO, id, &tsc(0, 0)).0,
+            EPERM
+        );
+        assert_eq!(domctl(&mut u, dctl::op::SETTIMEOFFSET, id, &off).0, EPERM);
+        assert_eq!(domctl(&mut t, dctl::op::DESTROYDOMAIN, id, &0u32).0, 0);
+    }
+
+    /// `xc_cpuid_apply_policy` on a new domain: its policy (the default
+    /// HVM one keel shows) read, narrowed and set back; the domain's CPUID
+    /// then lacks what the policy cleared. What Xen refuses, keel refuses
+    /// with the same errno and the same leaf, subleaf or MSR at fault.
+    #[test]
+    fn cpu_policy_of_a_domain_get_narrow_and_set() {
+        use crate::hvm::exit::{handle, Step};
+        use crate::xen::cpu_policy as policy;
+        use keel_xen_abi::arch_x86::{CpuidLeaf, MsrEntry, CPUID_NO_SUBLEAF};
+        use keel_xen_abi::domctl::CpuPolicy;
+        let mut t = domain(true);
+        let id = create_domu(&mut t);
+        let me = t.dom.id;
+        const MSRS: u64 = BUF + 0x1000;
+        let cp = |nr_leaves, leaves, nr_msrs, msrs| CpuPolicy {
+            nr_leaves,
+            nr_msrs,
+            leaves: GuestHandle::new(leaves),
+            msrs: GuestHandle::new(msrs),
+            ..CpuPolicy::zeroed()
+        };
+        // NULL buffers: the most there can be.
+        let (r, dc) = domctl(&mut t, dctl::op::GET_CPU_POLICY, id, &cp(0, 0, 0, 0));
+        let got = dc.op::<CpuPolicy>();
+        assert_eq!((r, got.nr_leaves, got.nr_msrs), (0, 120, 2));
+        // The leaves: sysctl's default HVM policy, as nothing was set.
+        let get = |t: &mut T, dom| {
+            let (r, dc) = domctl(t, dctl::op::GET_CPU_POLICY, dom, &cp(120, BUF, 2, MSRS));
+            let got = dc.op::<CpuPolicy>();
+            let leaves: Vec<CpuidLeaf> = (0..got.nr_leaves as u64)
+                .map(|i| get_abi(t, BUF + i * CpuidLeaf::SIZE as u64))
+                .collect();
+            (r, leaves, got.nr_msrs)
+        };
+        let want = policy::leaves(
+            &|l, s| host::HostFacts::cpuid(fake(), host::Cpu::Guest, l, s),
+            120,
+        )
+        .unwrap();
+        let (r, mut leaves, nr_msrs) = get(&mut t, id);
+        assert_eq!((r, &leaves, nr_msrs), (0, &want, 2));
+        assert_eq!(
+            domctl(&mut t, dctl::op::GET_CPU_POLICY, id, &cp(3, BUF, 2, MSRS)).0,
+            ENOBUFS
+        );
+        // Set back, one feature narrower (1.ECX bit 1) and one wider than
+        // keel offers (1.ECX bit 5, clamped away, as Xen's recalculation).
+        let put_leaves = |t: &mut T, v: &[CpuidLeaf]| {
+            for (i, l) in v.iter().enumerate() {
+                put_abi(t, BUF + (i * CpuidLeaf::SIZE) as u64, l);
+            }
+        };
+        let l1 = leaves
+            .iter()
+            .position(|l| (l.leaf, l.subleaf) == (1, CPUID_NO_SUBLEAF))
+            .unwrap();
+        leaves[l1].c = (leaves[l1].c & !2) | 1 << 5;
+        put_leaves(&mut t, &leaves);
+        let msrs = [0xce, 0x10a].map(|idx| MsrEntry {
+            idx,
+            flags: 0,
+            val: 0,
+        });
+        for (i, m) in msrs.iter().enumerate() {
+            put_abi(&t, MSRS + (i * MsrEntry::SIZE) as u64, m);
+        }
+        let n = leaves.len() as u32;
+        let set = |t: &mut T, dom, p: &CpuPolicy| {
+            let (r, dc) = domctl(t, dctl::op::SET_CPU_POLICY, dom, p);
+            let p = dc.op::<CpuPolicy>();
+            (r, p.err_leaf, p.err_subleaf, p.err_msr)
+        };
+        assert_eq!(set(&mut t, id, &cp(n, BUF, 2, MSRS)).0, 0);
+        let (_, now, _) = get(&mut t, id);
+        assert_eq!(now[l1].c, want[l1].c & !2);
+        assert_eq!(now.len(), want.len());
+
+        // Hostile counts: -E2BIG before anything is read (Xen's bounds).
+        let none = (!0, !0, !0);
+        for (nl, nm) in [(121, 0), (u32::MAX, 0), (0, 3), (0, u32::MAX)] {
+            let (r, l, s, m) = set(&mut t, id, &cp(nl, 0xdead_0000, nm, 0xdead_0000));
+            assert_eq!((r, (l, s, m)), (-7, none), "{nl} leaves, {nm} MSRs");
+        }
+        // Unreadable buffers.
+        assert_eq!(set(&mut t, id, &cp(2, 0xdead_0000, 0, 0)).0, EFAULT);
+        assert_eq!(set(&mut t, id, &cp(0, 0, 1, 0xdead_0000)).0, EFAULT);
+        // A leaf, subleaf or MSR Xen's policy has no room for: -ERANGE.
+        let one = |t: &mut T, leaf, subleaf, a| {
+            let l = CpuidLeaf {
+                leaf,
+                subleaf,
+                a,
+                b: 0,
+                c: 0,
+                d: 0,
+            };
+            put_abi(t, BUF, &l);
+            set(t, id, &cp(1, BUF, 0, 0))
+        };
+        assert_eq!(
+            one(&mut t, 0x1234_5678, CPUID_NO_SUBLEAF, 0),
+            (-34, 0x1234_5678, CPUID_NO_SUBLEAF, !0)
+        );
+        assert_eq!(one(&mut t, 4, 6, 0), (-34, 4, 6, !0));
+        assert_eq!(one(&mut t, 2, 0, 0), (-34, 2, 0, !0));
+        assert_eq!(
+            one(&mut t, 0x8000_0022, CPUID_NO_SUBLEAF, 0),
+            (-34, 0x8000_0022, CPUID_NO_SUBLEAF, !0)
+        );
+        // Maximum leaves beyond keel's: -EINVAL at the leaf.
+        assert_eq!(
+            one(&mut t, 0, CPUID_NO_SUBLEAF, 0xe),
+            (EINVAL, 0, CPUID_NO_SUBLEAF, !0)
+        );
+        assert_eq!(one(&mut t, 7, 0, 1), (EINVAL, 7, 0, !0));
+        assert_eq!(
+            one(&mut t, 0x8000_0000, CPUID_NO_SUBLEAF, 0x8000_0009),
+            (EINVAL, 0x8000_0000, CPUID_NO_SUBLEAF, !0)
+        );
+        let msr = |t: &mut T, idx, flags, val| {
+            put_abi(t, MSRS, &MsrEntry { idx, flags, val });
+            set(t, id, &cp(0, 0, 1, MSRS))
+        };
+        assert_eq!(msr(&mut t, 0x10, 0, 0), (-34, !0, !0, 0x10));
+        assert_eq!(msr(&mut t, 0xce, 1, 0), (EINVAL, !0, !0, 0xce));
+        assert_eq!(msr(&mut t, 0xce, 0, 1), (EINVAL, !0, !0, 0xce));
+        assert_eq!(msr(&mut t, 0xce, 0, 1 << 32), (-75, !0, !0, 0xce));
+        assert_eq!(msr(&mut t, 0x10a, 0, 0), (0, 0, 0, 0));
+        // The refusals changed nothing.
+        assert_eq!(get(&mut t, id).1[l1].c, want[l1].c & !2);
+        // Never the caller's own; not once the domain runs (Xen: -EEXIST).
+        assert_eq!(set(&mut t, me, &cp(0, 0, 0, 0)).0, EINVAL);
+        assert_eq!(domctl(&mut t, dctl::op::UNPAUSEDOMAIN, id, &0u32).0, 0);
+        assert_eq!(set(&mut t, id, &cp(0, 0, 0, 0)).0, -17);
+        assert_eq!(set(&mut t, 0x7000, &cp(0, 0, 0, 0)).0, ESRCH);
+        assert_eq!(domctl(&mut t, dctl::op::DESTROYDOMAIN, id, &0u32).0, 0);
+
+        // The CPUID exit of a domain with a policy: leaf 1 EDX cleared
+        // whole masks the host's bits (FPU and all) out of what it sees.
+        let mut g = domain(false);
+        let gid = g.dom.id;
+        let v = g.dom.vcpus[0].clone();
+        let cpuid_1 = |g: &mut T| {
+            g.hw.regs.rax = 1;
+            g.hw.regs.rcx = 0;
+            let cx = &mut Ctx {
+                dom: &g.dom,
+                vcpu: &v,
+                hw: &mut g.hw,
+            };
+            assert_eq!(handle(cx, Exit::Cpuid { len: 2 }), Step::Go);
+            g.hw.regs.rdx as u32
+        };
+        assert_ne!(cpuid_1(&mut g), 0, "the host has an FPU");
+        assert_eq!(domctl(&mut t, dctl::op::PAUSEDOMAIN, gid, &0u32).0, 0);
+        let leaf1 = CpuidLeaf {
+            leaf: 1,
+            subleaf: CPUID_NO_SUBLEAF,
+            a: 0,
+            b: 0,
+            c: 2,
+            d: 0,
+        };
+        put_abi(&t, BUF, &leaf1);
+        assert_eq!(set(&mut t, gid, &cp(1, BUF, 0, 0)).0, 0);
+        assert_eq!(cpuid_1(&mut g), 0);
+        assert_eq!(domctl(&mut t, dctl::op::UNPAUSEDOMAIN, gid, &0u32).0, 0);
+    }
 }
 
 /// Issue 12: a SCHEDOP_poll on no ports with a timeout, ended before the
@@ -2350,6 +2663,221 @@ fn populate_physmap_and_set_memory_map_for_another_domain() {
     // A domain may not set its own (it is the toolstack's).
     domu.put(GVA, &m);
     assert_eq!(domu.ret(Hypercall::MemoryOp, &[SET_MEMORY_MAP, GVA]), -1);
+}
+
+/// `struct xen_memory_reservation` for `domid` at `GVA`, its extent list
+/// (`gfns`) at `GVA + 64`; issues `memory_op(cmd)`.
+fn reservation(t: &mut T, cmd: u64, domid: u16, order: u32, flags: u32, gfns: &[u64]) -> i64 {
+    let list: Vec<u8> = gfns.iter().flat_map(|g| g.to_le_bytes()).collect();
+    t.put(GVA + 64, &list);
+    let mut r = [0u8; 40];
+    r[0..8].copy_from_slice(&(GVA + 64).to_le_bytes());
+    r[8..16].copy_from_slice(&(gfns.len() as u64).to_le_bytes());
+    r[16..20].copy_from_slice(&order.to_le_bytes());
+    r[20..24].copy_from_slice(&flags.to_le_bytes());
+    r[24..26].copy_from_slice(&domid.to_le_bytes());
+    t.put(GVA, &r);
+    t.ret(Hypercall::MemoryOp, &[cmd, GVA])
+}
+
+/// `XENMEM_decrease_reservation`, by the toolstack on another domain and
+/// by a domain on itself: whole extents of memory the toolstack
+/// populated leave the domain's p2m and its count; the call stops at a
+/// page that is not such memory (its own boot RAM, a hole) and returns the
+/// extents done. A frame another domain still maps stays readable there.
+#[test]
+fn decrease_reservation_gives_populated_memory_back() {
+    const DECREASE: u64 = 1;
+    const POPULATE: u64 = 6;
+    const BATCH: u64 = 23;
+    const REMOVE: u64 = 15;
+    let mut dom0 = domain(true);
+    let mut domu = domain(false);
+    let u = domu.dom.id;
+    let base = RAM / 4096;
+    let big = (base + 511) & !511;
+    domu.dom.set_max_pages(u64::MAX);
+    assert_eq!(reservation(&mut dom0, POPULATE, u, 9, 0, &[big]), 1);
+    let small = [big + 600, big + 601, big + 602, big + 603];
+    assert_eq!(reservation(&mut dom0, POPULATE, u, 0, 0, &small), 4);
+    let pages = |t: &T| t.dom.tot_pages();
+    let before = pages(&domu);
+    let mapped = |t: &T, gfn: u64| t.dom.mem.translate(gfn << 12).is_some();
+    let hpa = |t: &T, gfn: u64| t.dom.mem.translate(gfn << 12).unwrap();
+    // Whether the domain still owns frame `h` (to be freed with it).
+    let owns = |t: &T, h: u64| {
+        let o = t.dom.mem.disown(h);
+        if o {
+            t.dom.mem.own(h, 1);
+        }
+        o
+    };
+    // One page, by the toolstack: out of the domain, its frame freed.
+    let h600 = hpa(&domu, big + 600);
+    assert!(owns(&domu, h600));
+    assert_eq!(reservation(&mut dom0, DECREASE, u, 0, 0, &[big + 600]), 1);
+    assert!(!mapped(&domu, big + 600));
+    assert!(!owns(&domu, h600));
+    assert_eq!(pages(&domu), before - 1);
+    // Gone already: nothing done. The domU's boot RAM: not the
+    // toolstack's populated memory, the list stops there.
+    assert_eq!(reservation(&mut dom0, DECREASE, u, 0, 0, &[big + 600]), 0);
+    assert_eq!(
+        reservation(&mut dom0, DECREASE, u, 0, 0, &[big + 601, 5, big + 602]),
+        1
+    );
+    assert!(mapped(&domu, 5) && mapped(&domu, big + 602));
+    assert_eq!(pages(&domu), before - 2);
+    // A 2 MiB extent, whole; then an extent only partly populated: none of it.
+    assert_eq!(reservation(&mut dom0, DECREASE, u, 9, 0, &[big]), 1);
+    assert!(!mapped(&domu, big) && !mapped(&domu, big + 511));
+    assert_eq!(pages(&domu), before - 2 - 512);
+    assert_eq!(
+        reservation(&mut dom0, DECREASE, u, 1, 0, &[big + 602 - 1]),
+        0
+    );
+    assert!(mapped(&domu, big + 602));
+    // The domain itself (its balloon driver), DOMID_SELF: the caller's
+    // own vCPU flushes before it goes back, so the frame is freed.
+    let h602 = hpa(&domu, big + 602);
+    assert_eq!(
+        reservation(&mut domu, DECREASE, 0x7ff0, 0, 0, &[big + 602]),
+        1
+    );
+    assert!(!mapped(&domu, big + 602));
+    assert!(!owns(&domu, h602));
+    // By the toolstack while a vCPU of the domain is on a CPU: out of its
+    // p2m and count, but the frame stays the domain's (that vCPU may hold
+    // the translation until its next entry).
+    assert_eq!(reservation(&mut dom0, POPULATE, u, 0, 0, &[big + 604]), 1);
+    let h604 = hpa(&domu, big + 604);
+    let v = domu.dom.vcpus[0].clone();
+    v.running_on.store(3, O::SeqCst);
+    assert_eq!(reservation(&mut dom0, DECREASE, u, 0, 0, &[big + 604]), 1);
+    v.running_on.store(crate::domain::vcpu::NOWHERE, O::SeqCst);
+    assert!(!mapped(&domu, big + 604));
+    assert!(owns(&domu, h604), "a vCPU on a CPU: not freed yet");
+    // A frame dom0 maps (foreign) leaves the domU but stays readable in
+    // dom0 until dom0 unmaps it.
+    let hole = base + 16;
+    assert!(domu.dom.mem.write((big + 603) << 12, b"still mapped"));
+    dom0.put(GVA + 512, &(big + 603).to_le_bytes());
+    dom0.put(GVA + 520, &hole.to_le_bytes());
+    let mut b = [0u8; 32];
+    b[0..2].copy_from_slice(&0x7ff0u16.to_le_bytes());
+    b[2..4].copy_from_slice(&4u16.to_le_bytes());
+    b[4..6].copy_from_slice(&1u16.to_le_bytes());
+    b[6..8].copy_from_slice(&u.to_le_bytes());
+    b[8..16].copy_from_slice(&(GVA + 512).to_le_bytes());
+    b[16..24].copy_from_slice(&(GVA + 520).to_le_bytes());
+    b[24..32].copy_from_slice(&(GVA + 528).to_le_bytes());
+    dom0.put(GVA, &b);
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[BATCH, GVA]), 0);
+    assert_eq!(dom0.get(GVA + 528, 4), [0; 4]);
+    let h603 = hpa(&domu, big + 603);
+    assert_eq!(reservation(&mut dom0, DECREASE, u, 0, 0, &[big + 603]), 1);
+    assert!(!mapped(&domu, big + 603));
+    assert!(owns(&domu, h603), "held by dom0's mapping: not freed");
+    let mut c = [0u8; 12];
+    assert!(dom0.dom.mem.read(hole << 12, &mut c));
+    assert_eq!(&c, b"still mapped");
+    let mut rm = [0u8; 16];
+    rm[0..2].copy_from_slice(&0x7ff0u16.to_le_bytes());
+    rm[8..16].copy_from_slice(&hole.to_le_bytes());
+    dom0.put(GVA, &rm);
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[REMOVE, GVA]), 0);
+    assert_eq!(pages(&domu), before - 4 - 512);
+    // Repopulated where it was given back.
+    assert_eq!(reservation(&mut dom0, POPULATE, u, 0, 0, &[big + 600]), 1);
+    // Hostile arguments: orders past 9, flags, huge counts, a list keel
+    // cannot read, no such domain, a stranger, gfns past 2^36.
+    assert_eq!(reservation(&mut dom0, DECREASE, u, 10, 0, &[big]), EINVAL);
+    assert_eq!(reservation(&mut dom0, DECREASE, u, 0, 1, &[big]), EINVAL);
+    assert_eq!(reservation(&mut dom0, DECREASE, 0x7000, 0, 0, &[big]), -3);
+    assert_eq!(
+        reservation(&mut domu, DECREASE, dom0.dom.id, 0, 0, &[5]),
+        EPERM
+    );
+    assert_eq!(reservation(&mut dom0, DECREASE, u, 0, 0, &[u64::MAX]), 0);
+    assert_eq!(reservation(&mut dom0, DECREASE, u, 0, 0, &[1 << 36]), 0);
+    let mut r = [0u8; 40];
+    r[0..8].copy_from_slice(&0xdead_0000u64.to_le_bytes());
+    r[8..16].copy_from_slice(&1u64.to_le_bytes());
+    r[24..26].copy_from_slice(&u.to_le_bytes());
+    dom0.put(GVA, &r);
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[DECREASE, GVA]), EFAULT);
+    r[8..16].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    dom0.put(GVA, &r);
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[DECREASE, GVA]), EINVAL);
+    // The list ends where keel can read no further: what was done counts.
+    dom0.put(GVA + 0xff_ff8, &(big + 600).to_le_bytes());
+    r[0..8].copy_from_slice(&(GVA + 0xff_ff8).to_le_bytes());
+    r[8..16].copy_from_slice(&2u64.to_le_bytes());
+    dom0.put(GVA, &r);
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[DECREASE, GVA]), 1);
+    assert!(!mapped(&domu, big + 600));
+    assert_eq!(domu.dom.stats.unimplemented.load(O::Relaxed), 0);
+}
+
+/// `XENMEM_claim_pages` (libxenguest's claim before it populates) and
+/// `XENMEM_acquire_resource` (-EOPNOTSUPP: libxenguest seeds the grant
+/// table its compat way, not counted as unimplemented).
+#[test]
+fn claim_pages_and_acquire_resource() {
+    const CLAIM: u64 = 24;
+    const ACQUIRE: u64 = 28;
+    let mut dom0 = domain(true);
+    let mut domu = domain(false);
+    let u = domu.dom.id;
+    let held = domu.dom.tot_pages();
+    domu.dom.set_max_pages(held + 1000);
+    let claim = |t: &mut T, domid: u16, pages: u64| reservation_claim(t, CLAIM, domid, pages);
+    assert_eq!(claim(&mut dom0, u, held + 100), 0);
+    // One claim at a time; 0 cancels it.
+    assert_eq!(claim(&mut dom0, u, held + 100), EINVAL);
+    assert_eq!(claim(&mut dom0, u, 0), 0);
+    assert_eq!(claim(&mut dom0, u, 0), 0);
+    assert_eq!(claim(&mut dom0, u, held + 1000), 0);
+    assert_eq!(claim(&mut dom0, u, 0), 0);
+    // No more than it holds, nor more than its max_mem: -EINVAL.
+    assert_eq!(claim(&mut dom0, u, held), EINVAL);
+    assert_eq!(claim(&mut dom0, u, held + 1001), EINVAL);
+    // More than is free: -ENOMEM.
+    domu.dom.set_max_pages(u64::MAX);
+    assert_eq!(claim(&mut dom0, u, u64::MAX), -12);
+    // Xen's lookup: a real id only (-EINVAL otherwise); privileged only.
+    assert_eq!(claim(&mut dom0, 0x7000, held + 1), EINVAL);
+    assert_eq!(claim(&mut dom0, 0x7ff0, held + 1), EINVAL);
+    assert_eq!(claim(&mut domu, u, held + 1), EPERM);
+    // Its arguments: no extent list, order 0, no flags, no continuation.
+    assert_eq!(reservation(&mut dom0, CLAIM, u, 0, 0, &[1]), EINVAL);
+    let mut r = [0u8; 40];
+    r[8..16].copy_from_slice(&(held + 1).to_le_bytes());
+    r[16..20].copy_from_slice(&1u32.to_le_bytes());
+    r[24..26].copy_from_slice(&u.to_le_bytes());
+    dom0.put(GVA, &r);
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[CLAIM, GVA]), EINVAL);
+    r[16..20].copy_from_slice(&0u32.to_le_bytes());
+    dom0.put(GVA, &r);
+    assert_eq!(
+        dom0.ret(Hypercall::MemoryOp, &[CLAIM | 1 << 6, GVA]),
+        EINVAL
+    );
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[CLAIM, 0xdead_0000]), EFAULT);
+    // acquire_resource: refused, not counted as a gap.
+    let seen = dom0.dom.stats.unimplemented.load(O::Relaxed);
+    assert_eq!(dom0.ret(Hypercall::MemoryOp, &[ACQUIRE, GVA]), -95);
+    assert_eq!(dom0.dom.stats.unimplemented.load(O::Relaxed), seen);
+}
+
+/// A claim of `pages` for `domid` (`xen_memory_reservation` with a NULL
+/// list and order 0).
+fn reservation_claim(t: &mut T, cmd: u64, domid: u16, pages: u64) -> i64 {
+    let mut r = [0u8; 40];
+    r[8..16].copy_from_slice(&pages.to_le_bytes());
+    r[24..26].copy_from_slice(&domid.to_le_bytes());
+    t.put(GVA, &r);
+    t.ret(Hypercall::MemoryOp, &[cmd, GVA])
 }
 
 /// Foreign mapping, as a PVH dom0's privcmd does it: dom0 maps a domU's

@@ -287,6 +287,7 @@ pub mod xenmem {
     pub const MAXIMUM_GPFN: u64 = 14;
     pub const REMOVE_FROM_PHYSMAP: u64 = 15;
     pub const ADD_TO_PHYSMAP_BATCH: u64 = 23;
+    pub const CLAIM_PAGES: u64 = 24;
     pub const GET_VNUMAINFO: u64 = 26;
     pub const RESERVED_DEVICE_MEMORY_MAP: u64 = 27;
     pub const ACQUIRE_RESOURCE: u64 = 28;

@@ -182,6 +182,164 @@ pub fn msrs(room: u32) -> Result<Vec<MsrEntry>, Errno> {
     Ok(all.to_vec())
 }
 
+/// Feature bits keel sets per vCPU as the guest's state says (1.ECX
+/// OSXSAVE, 7.0.ECX OSPKE), as Xen's `guest_cpuid` does: a policy never
+/// clears them (its serialised form has them clear).
+const DYNAMIC: [(usize, u32); 2] = [(1, 1 << 27), (6, 1 << 4)];
+
+/// `regs`, the answer to CPUID `leaf`/`sub`, with the feature bits of
+/// words `features` (a featureset, see [`featureset`]) lacks cleared.
+pub fn apply_features(
+    leaf: u32,
+    sub: u32,
+    mut regs: [u32; 4],
+    features: &[u32; FEATURESET_WORDS],
+) -> [u32; 4] {
+    for (w, src) in FEATURESET.iter().enumerate() {
+        let Some((l, s, reg)) = *src else {
+            continue;
+        };
+        // Leaves 1 and 0x8000_000x have no subleaves: any ECX reads them.
+        if l == leaf && (s == sub || (l != 7 && l != 0xd)) {
+            let keep = DYNAMIC
+                .iter()
+                .filter(|&&(dw, _)| dw == w)
+                .fold(features[w], |m, &(_, bit)| m | bit);
+            regs[reg] &= keep;
+        }
+    }
+    regs
+}
+
+/// Why a serialised policy was refused: the errno and, as Xen reports
+/// them in `struct xen_domctl_cpu_policy`, the leaf, subleaf and MSR at
+/// fault (`!0` where none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyError {
+    pub errno: Errno,
+    pub leaf: u32,
+    pub subleaf: u32,
+    pub msr: u32,
+}
+
+/// A featureset, [`FEATURESET_WORDS`] words.
+pub type Features = [u32; FEATURESET_WORDS];
+
+impl PolicyError {
+    /// An error at no particular leaf or MSR.
+    pub fn of(errno: Errno) -> Self {
+        Self::new(errno)
+    }
+
+    fn new(errno: Errno) -> Self {
+        PolicyError {
+            errno,
+            leaf: !0,
+            subleaf: !0,
+            msr: !0,
+        }
+    }
+    fn leaf(errno: Errno, leaf: u32, subleaf: u32) -> Self {
+        PolicyError {
+            leaf,
+            subleaf,
+            ..Self::new(errno)
+        }
+    }
+    fn msr(errno: Errno, msr: u32) -> Self {
+        PolicyError {
+            msr,
+            ..Self::new(errno)
+        }
+    }
+}
+
+/// Whether Xen 4.17's `struct cpu_policy` has a slot for `leaf`/`subleaf`
+/// (`x86_cpuid_copy_from_buffer`: anything else is -ERANGE).
+fn in_range(leaf: u32, subleaf: u32) -> bool {
+    let n = CPUID_NO_SUBLEAF;
+    match leaf {
+        4 => subleaf < NR_CACHE,
+        7 => subleaf < NR_FEAT,
+        0xb => subleaf < NR_TOPO,
+        0xd => subleaf < NR_XSTATE,
+        l if l < NR_BASIC => subleaf == n,
+        0x4000_0000 | 0x4000_0100 => subleaf == n,
+        l if (0x8000_0000..0x8000_0000 + NR_EXTD).contains(&l) => subleaf == n,
+        _ => false,
+    }
+}
+
+/// A toolstack's policy for a domain (`domctl set_cpu_policy`), checked as
+/// Xen 4.17's `update_domain_cpu_policy` does against `max`, the CPU keel
+/// shows guests: more than Xen serialises is -E2BIG; a leaf, subleaf or
+/// MSR outside Xen's policy -ERANGE; MSR flags -EINVAL; a platform-info
+/// value wider than 32 bits -EOVERFLOW; maximum leaves (basic, leaf 7's
+/// subleaves, extended) or platform-info bits beyond `max` -EINVAL. Leaves
+/// not given keep their values in `base`, the domain's policy so far (Xen
+/// merges the given leaves into it).
+///
+/// Returns the featureset the domain is then shown: the policy's feature
+/// words, each narrowed to `max`'s (Xen's `recalculate_cpuid_policy`
+/// clamps rather than refuses). The rest of the policy (topology, cache
+/// and XSAVE sizes, brand, maximum leaves below `max`'s) is checked but
+/// not applied: keel's CPUID computes those itself.
+pub fn set_policy(
+    max: &impl Fn(u32, u32) -> [u32; 4],
+    base: &impl Fn(u32, u32) -> [u32; 4],
+    leaves: &[CpuidLeaf],
+    msrs: &[MsrEntry],
+) -> Result<[u32; FEATURESET_WORDS], PolicyError> {
+    if leaves.len() as u32 > MAX_SERIALISED_LEAVES || msrs.len() as u32 > MAX_SERIALISED_MSRS {
+        return Err(PolicyError::new(Errno::E2BIG));
+    }
+    for l in leaves {
+        if !in_range(l.leaf, l.subleaf) {
+            return Err(PolicyError::leaf(Errno::ERANGE, l.leaf, l.subleaf));
+        }
+    }
+    for m in msrs {
+        if m.flags != 0 {
+            return Err(PolicyError::msr(Errno::EINVAL, m.idx));
+        }
+        match m.idx {
+            MSR_INTEL_PLATFORM_INFO if m.val > u64::from(u32::MAX) => {
+                return Err(PolicyError::msr(Errno::EOVERFLOW, m.idx));
+            }
+            // keel offers no platform-info bits (the MSR is #GP).
+            MSR_INTEL_PLATFORM_INFO if m.val != 0 => {
+                return Err(PolicyError::msr(Errno::EINVAL, m.idx));
+            }
+            // Not audited by Xen 4.17; keel shows none (clamped).
+            MSR_INTEL_PLATFORM_INFO | MSR_ARCH_CAPABILITIES => {}
+            _ => return Err(PolicyError::msr(Errno::ERANGE, m.idx)),
+        }
+    }
+    // The last entry for a leaf wins, as in Xen's copy into its arrays.
+    let given = |leaf: u32, sub: u32| {
+        leaves
+            .iter()
+            .rev()
+            .find(|l| {
+                l.leaf == leaf && (l.subleaf == sub || l.subleaf == CPUID_NO_SUBLEAF && sub == 0)
+            })
+            .map_or_else(|| base(leaf, sub), |l| [l.a, l.b, l.c, l.d])
+    };
+    let n = CPUID_NO_SUBLEAF;
+    if given(0, 0)[0] > max(0, 0)[0] {
+        return Err(PolicyError::leaf(Errno::EINVAL, 0, n));
+    }
+    if given(7, 0)[0] > max(7, 0)[0] {
+        return Err(PolicyError::leaf(Errno::EINVAL, 7, 0));
+    }
+    if given(0x8000_0000, 0)[0] > max(0x8000_0000, 0)[0] {
+        return Err(PolicyError::leaf(Errno::EINVAL, 0x8000_0000, n));
+    }
+    let want = featureset(&given);
+    let can = featureset(max);
+    Ok(core::array::from_fn(|w| want[w] & can[w]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +424,50 @@ mod tests {
             [(0xce, 0, 0), (0x10a, 0, 0)]
         );
         assert_eq!(msrs(1).unwrap_err(), Errno::ENOBUFS);
+    }
+
+    #[test]
+    fn a_policy_masks_feature_words_but_not_the_dynamic_bits() {
+        let mut f = featureset(&cpu);
+        f[1] = 0; // 1.ECX
+        f[5] &= !1; // 7.0.EBX bit 0
+        let r1 = apply_features(1, 0, [1, 2, 0xffff_ffff, 0xffff_ffff], &f);
+        // OSXSAVE (bit 27) follows CR4, not the policy.
+        assert_eq!(r1, [1, 2, 1 << 27, 0x178b_fbff]);
+        // Leaf 1 has no subleaves: any ECX reads the same.
+        assert_eq!(apply_features(1, 9, r1, &f), r1);
+        assert_eq!(
+            apply_features(7, 0, [1, 0xff, 0, 0], &f),
+            [1, 0xff & 0x29c6fbf & !1, 0, 0]
+        );
+        // Leaf 7 subleaf 3 is no featureset word: untouched.
+        assert_eq!(apply_features(7, 3, [9; 4], &f), [9; 4]);
+        // Not a feature leaf.
+        assert_eq!(apply_features(0xb, 0, [5; 4], &f), [5; 4]);
+    }
+
+    #[test]
+    fn set_policy_merges_checks_and_clamps() {
+        let l = |leaf, subleaf, c| CpuidLeaf {
+            leaf,
+            subleaf,
+            a: 0,
+            b: 0,
+            c,
+            d: 0x178b_fbff,
+        };
+        // 1.ECX narrowed to bit 0 plus a bit the CPU lacks (clamped).
+        let f = set_policy(&cpu, &cpu, &[l(1, CPUID_NO_SUBLEAF, 1 | 1 << 2)], &[]).unwrap();
+        assert_eq!(f[1], 1 & 0xfffa_3203);
+        assert_eq!(f[0], 0x178b_fbff);
+        // Untouched words keep the base's.
+        assert_eq!(f[5], 0x29c6fbf);
+        let e = set_policy(&cpu, &cpu, &[l(0x4000_0001, CPUID_NO_SUBLEAF, 0)], &[]).unwrap_err();
+        assert_eq!((e.errno, e.leaf), (Errno::ERANGE, 0x4000_0001));
+        let many = vec![l(1, CPUID_NO_SUBLEAF, 0); MAX_SERIALISED_LEAVES as usize + 1];
+        assert_eq!(
+            set_policy(&cpu, &cpu, &many, &[]).unwrap_err().errno,
+            Errno::E2BIG
+        );
     }
 }
