@@ -8,3 +8,4 @@ pub mod client;
 pub mod daemon;
 pub mod domain;
 pub mod ring;
+pub mod sys;
