@@ -9,3 +9,6 @@ pub mod daemon;
 pub mod domain;
 pub mod ring;
 pub mod sys;
+
+#[cfg(test)]
+mod tests;

@@ -41,7 +41,8 @@ pub fn openpty() -> io::Result<Pty> {
     set_cloexec(master.as_raw_fd())?;
     set_cloexec(slave.as_raw_fd())?;
     set_nonblocking(master.as_raw_fd())?;
-    make_raw(slave.as_raw_fd())?;
+    // Raw for good: the guard's restore is not wanted here.
+    std::mem::forget(make_raw(slave.as_raw_fd())?);
     Ok(Pty {
         master,
         slave,
