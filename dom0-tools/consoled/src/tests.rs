@@ -711,3 +711,72 @@ fn a_second_daemon_on_the_same_socket_is_refused() {
     assert!(e.to_string().contains("another daemon"), "{e}");
     let _: &Path = &t.sock;
 }
+
+/// The real xenstore side: keel-xenstored's server in a thread,
+/// [`XsStore`] and [`spawn_watcher`] against it; pages still fake.
+#[test]
+fn real_xenstored_watches_attach_and_detach() {
+    use crate::daemon::{spawn_watcher, XsStore};
+    use keel_xenstored::client::Client;
+    use keel_xenstored::engine::Engine;
+    use keel_xenstored::quota::Quota;
+    use keel_xenstored::server::Server;
+    use keel_xenstored::store::Store as XsTree;
+
+    let dir = tmpdir("xenstored");
+    let xs = dir.join("xenstored.sock");
+    let mut server = Server::new(Engine::new(XsTree::new(), Quota::default())).unwrap();
+    server.listen(&xs).unwrap();
+    let stop = server.shutdown_handle();
+    let th = std::thread::spawn(move || server.run());
+
+    let mut tool = Client::connect(&xs).unwrap();
+    let w = |c: &mut Client, p: &str, v: &str| c.write(p, v.as_bytes()).unwrap();
+    w(&mut tool, "/local/domain/0/name", "Domain-0");
+    w(&mut tool, "/local/domain/3/name", "web");
+
+    let xen = FakeXen::default();
+    let g = xen.guest(3);
+    let sock = dir.join("console.sock");
+    let mut d = Daemon::new(
+        Config {
+            socket: sock.clone(),
+            log_dir: dir.join("logs"),
+            pty: true,
+            verbose: false,
+        },
+        Box::new(XsStore::connect(&xs).unwrap()),
+        Box::new(xen.clone()),
+        Some(spawn_watcher(&xs).unwrap()),
+    )
+    .unwrap();
+    d.rescan();
+    assert!(d.attached().is_empty());
+    let until = |d: &mut Daemon, what: &str, f: &dyn Fn(&Daemon) -> bool| {
+        let t0 = Instant::now();
+        while !f(d) {
+            assert!(t0.elapsed() < Duration::from_secs(5), "timed out: {what}");
+            d.step(Duration::from_millis(20)).unwrap();
+        }
+    };
+    // As keelctl create: the records, then the domain appears.
+    w(&mut tool, "/local/domain/3/console/port", "2");
+    w(&mut tool, "/local/domain/3/console/ring-ref", "4099");
+    w(&mut tool, "/local/domain/3/console/type", "xenconsoled");
+    until(&mut d, "attach on the watch", &|d| d.attached() == [3]);
+    if let Some(tty) = d.domain(3).and_then(|x| x.tty_path()) {
+        let v = tool.read("/local/domain/3/console/tty").unwrap();
+        assert_eq!(String::from_utf8_lossy(&v), tty);
+    }
+    g.write(b"hello from xenstore land\n");
+    until(&mut d, "logged", &|_| {
+        std::fs::read(dir.join("logs/web.log")).unwrap_or_default() == b"hello from xenstore land\n"
+    });
+    // As keelctl destroy.
+    tool.rm("/local/domain/3").unwrap();
+    until(&mut d, "detach on the watch", &|d| d.attached().is_empty());
+    drop(d);
+    stop.shutdown();
+    th.join().unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
