@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -115,6 +116,9 @@ impl Daemon {
         let _ = std::fs::remove_file(&cfg.socket);
         let listener =
             UnixListener::bind(&cfg.socket).map_err(|e| ctx("binding", &cfg.socket, e))?;
+        // Root's only: a client types into the guest's console.
+        std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| ctx("chmod", &cfg.socket, e))?;
         listener.set_nonblocking(true)?;
         std::fs::create_dir_all(&cfg.log_dir).map_err(|e| ctx("creating", &cfg.log_dir, e))?;
         if let Some(w) = &wake {

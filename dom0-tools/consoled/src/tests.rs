@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -709,7 +709,9 @@ fn a_second_daemon_on_the_same_socket_is_refused() {
     .err()
     .expect("refused");
     assert!(e.to_string().contains("another daemon"), "{e}");
-    let _: &Path = &t.sock;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&t.sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "root's only");
 }
 
 /// The real xenstore side: keel-xenstored's server in a thread,
