@@ -580,9 +580,18 @@ pub struct XenConnector {
 
 impl XenConnector {
     pub fn open(privcmd: &Path) -> Result<XenConnector, String> {
+        use keel_xendev::privcmd::OpenError;
         Privcmd::open(privcmd)
             .map(|privcmd| XenConnector { privcmd })
-            .map_err(|e| format!("{}: {e:?}", privcmd.display()))
+            .map_err(|e| {
+                let why = match e {
+                    OpenError::Missing => {
+                        "not found: load the xen-privcmd module (not running on Xen?)".to_string()
+                    }
+                    OpenError::Permission(e) | OpenError::Other(e) => e.to_string(),
+                };
+                format!("{}: {why}", privcmd.display())
+            })
     }
 }
 
