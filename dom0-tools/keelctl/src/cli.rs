@@ -82,14 +82,19 @@ pub enum Command {
     Pause { domain: String },
     /// Unpause a paused domain
     Unpause { domain: String },
-    /// Attach to a domain's console
+    /// Attach to a domain's console (through keel-consoled; Ctrl-] leaves)
     Console {
-        /// Console type: pv or serial
+        /// Console type: pv or serial (only pv is served)
         #[arg(short = 't', long = "type", value_parser = ["pv", "serial"])]
         console_type: Option<String>,
-        /// Console number
+        /// Console number (only 0)
         #[arg(short, long)]
         num: Option<u32>,
+        /// Leave after this many seconds (for scripts: with stdin not a
+        /// terminal, the end of stdin does not end the session)
+        #[arg(long, value_name = "SECS", value_parser = parse_delay)]
+        timeout: Option<f64>,
+        /// Domain name or id
         domain: String,
     },
     /// Show host and hypervisor information

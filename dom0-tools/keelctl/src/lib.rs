@@ -22,6 +22,7 @@ pub mod xen;
 
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use backend::{BackendError, DomainRef, Hypervisor};
 use cli::Command;
@@ -254,12 +255,10 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
                     let _ = writeln!(io.err, "keelctl: create: {e}");
                 }
             }
-            if rc == EXIT_OK && console && !dry_run {
-                return not_supported(
-                    io,
-                    "console",
-                    "guest consoles (xenconsoled) are not implemented in keel",
-                );
+            if let (Some(d), true) = (domid, console) {
+                // The daemon attaches the domain when its xenstore watch
+                // fires: give it a moment.
+                return console_attach(io, d, None, Duration::from_secs(5));
             }
             rc
         }
@@ -459,11 +458,12 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
             }
             not_supported(io, name, "network hot-plug needs xenstore and a netback driver, which keel does not provide yet")
         }
-        Command::Console { .. } => not_supported(
-            io,
-            name,
-            "guest consoles (xenconsoled) are not implemented in keel",
-        ),
+        Command::Console {
+            console_type,
+            num,
+            timeout,
+            domain,
+        } => console(io, hv, &domain, console_type.as_deref(), num, timeout),
         Command::Save { .. } => not_supported(
             io,
             name,
@@ -490,6 +490,67 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
             io,
             &mut top::RealClock::new(),
         ),
+    }
+}
+
+/// `keelctl console`: the PV console of a domain (name or id), through
+/// keel-consoled's socket (`$KEEL_CONSOLE_SOCK`, else
+/// `/run/keel/console.sock`).
+fn console(
+    io: &mut Io,
+    hv: &dyn Hypervisor,
+    domain: &str,
+    console_type: Option<&str>,
+    num: Option<u32>,
+    timeout: Option<f64>,
+) -> i32 {
+    if console_type == Some("serial") {
+        return not_supported(
+            io,
+            "console",
+            "keel-consoled serves the PV console only (no emulated serial port)",
+        );
+    }
+    if num.is_some_and(|n| n != 0) {
+        return not_supported(io, "console", "only console 0 (the PV console) exists");
+    }
+    let r = DomainRef::parse(domain);
+    let domid = match hv.list_domains() {
+        Ok(d) => match d.iter().find(|d| r.matches(d)) {
+            Some(d) => d.domid,
+            None => return fail(io, "console", BackendError::NoSuchDomain(r)),
+        },
+        Err(e) => return backend_error(io, "console", e),
+    };
+    if domid == 0 {
+        return fail(
+            io,
+            "console",
+            "Domain-0 has no PV console here: use the machine's console",
+        );
+    }
+    console_attach(
+        io,
+        domid,
+        timeout.map(Duration::from_secs_f64),
+        Duration::ZERO,
+    )
+}
+
+/// Attaches to `domid`'s console; while the daemon does not know the
+/// domain yet, retries for `grace`.
+fn console_attach(io: &mut Io, domid: u32, timeout: Option<Duration>, grace: Duration) -> i32 {
+    use keel_consoled::client::{self, AttachError};
+    let socket = client::socket_path();
+    let t0 = std::time::Instant::now();
+    loop {
+        match client::attach(&socket, domid, client::ESCAPE, timeout) {
+            Ok(_) => return EXIT_OK,
+            Err(AttachError::Refused(_)) if t0.elapsed() < grace => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return fail(io, "console", e),
+        }
     }
 }
 

@@ -538,3 +538,55 @@ fn shutdown_wait_ends_when_the_domains_are_gone_or_the_time_is_up() {
     let err = String::from_utf8(err).unwrap();
     assert!(err.contains("[1] still there after 0 s"), "{err}");
 }
+
+/// `keelctl console`: what it refuses and how it reports the daemon's
+/// answers (one test: it sets `$KEEL_CONSOLE_SOCK`).
+#[test]
+fn console_resolves_the_domain_and_reports_the_daemon() {
+    use std::io::{BufRead, BufReader, Write as _};
+    let hv = Fake::new();
+    let (rc, _, err) = exec(&hv, &["console", "nosuch"]);
+    assert_eq!(rc, EXIT_ERROR);
+    assert_eq!(err, "keelctl: console: domain 'nosuch' does not exist\n");
+    let (rc, _, err) = exec(&hv, &["console", "-t", "serial", "web01"]);
+    assert_eq!(rc, EXIT_NOT_SUPPORTED, "{err}");
+    let (rc, _, err) = exec(&hv, &["console", "-n", "1", "web01"]);
+    assert_eq!(rc, EXIT_NOT_SUPPORTED, "{err}");
+    let (rc, _, err) = exec(&hv, &["console", "0"]);
+    assert_eq!(rc, EXIT_ERROR);
+    assert!(err.contains("Domain-0 has no PV console"), "{err}");
+
+    let dir = std::env::temp_dir().join(format!("keelctl-console-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("console.sock");
+    std::env::set_var(keel_consoled::client::SOCKET_ENV, &sock);
+    // No daemon.
+    let (rc, _, err) = exec(&hv, &["console", "web01"]);
+    assert_eq!(rc, EXIT_ERROR);
+    assert!(
+        err.starts_with(&format!(
+            "keelctl: console: cannot reach the console daemon at {}: ",
+            sock.display()
+        )) && err.ends_with("(is keel-consoled running?)\n"),
+        "{err}"
+    );
+    // A daemon that does not know the domain; the request names it by id.
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let th = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        (&s).write_all(b"ERR no console for domain 3\n").unwrap();
+        line
+    });
+    let (rc, _, err) = exec(&hv, &["console", "--timeout", "1", "web01"]);
+    assert_eq!(th.join().unwrap(), "ATTACH 3\n");
+    assert_eq!(rc, EXIT_ERROR);
+    assert_eq!(
+        err,
+        "keelctl: console: console daemon: no console for domain 3\n"
+    );
+    std::env::remove_var(keel_consoled::client::SOCKET_ENV);
+    let _ = std::fs::remove_dir_all(&dir);
+}
