@@ -232,6 +232,8 @@ fi
 # the payload: xtask/src/domu.rs), built by keelctl as libxl builds one.
 # Its kernel log reaches keel's serial as "(dN) ..." (earlyprintk=xen).
 if grep -q 'keel.domu' /proc/cmdline && [ -S /run/xenstored/socket ]; then
+    # dom0's console daemon: the domU's console ring to a log and a pty.
+    keel-consoled >/tmp/consoled.log 2>&1 &
     keelctl create -p /etc/keel/domu.cfg >/tmp/domu-create 2>&1
     echo "KEEL-LINUX: domu: create exit $?"
     sed 's/^/KEEL-LINUX: domu: create: /' /tmp/domu-create
@@ -244,6 +246,9 @@ if grep -q 'keel.domu' /proc/cmdline && [ -S /run/xenstored/socket ]; then
         i=0
         while keelctl list | grep -q '^domu1 ' && [ $i -lt 1500 ]; do sleep 0.2; i=$((i + 1)); done
         echo "KEEL-LINUX: domu: $(keelctl list | grep -c '^domu1 ') left after $((i / 5)) s"
+        # What its console (hvc0) said, as keel-consoled logged it.
+        sed 's/^/KEEL-LINUX: domu: consoled: /' /tmp/consoled.log
+        grep 'KEEL-DOMU' /var/log/keel/console/domu1.log | sed 's/^/KEEL-LINUX: domu: console log: /'
     fi
 fi
 keelctl dmesg >/tmp/dmesg
@@ -457,6 +462,7 @@ pub fn build_keelctl() -> Result<DomTools<PathBuf>> {
         ("keelctl", "keel-privcmd-badptr"),
         ("keelctl", "keel-mkdomains"),
         ("keel-xenstored", "keel-xenstored"),
+        ("keel-consoled", "keel-consoled"),
     ])?;
     Ok(DomTools {
         keelctl: dir.join("keelctl"),
@@ -464,6 +470,7 @@ pub fn build_keelctl() -> Result<DomTools<PathBuf>> {
         badptr: dir.join("keel-privcmd-badptr"),
         mkdomains: dir.join("keel-mkdomains"),
         xenstored: dir.join("keel-xenstored"),
+        consoled: dir.join("keel-consoled"),
     })
 }
 
@@ -478,6 +485,8 @@ pub struct DomTools<T = Vec<u8>> {
     pub mkdomains: T,
     /// `keel-xenstored`, dom0's xenstore.
     pub xenstored: T,
+    /// `keel-consoled`, dom0's console daemon for domUs.
+    pub consoled: T,
 }
 
 /// Builds `(package, binary)` pairs static for musl (dom0 tools: they run in
@@ -609,6 +618,7 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
         badptr: read(&tools.badptr)?,
         mkdomains: read(&tools.mkdomains)?,
         xenstored: read(&tools.xenstored)?,
+        consoled: read(&tools.consoled)?,
     };
     let kdir = rootfs.join("lib/modules").join(&release).join("kernel");
     let mut modules = Vec::new();
@@ -634,7 +644,7 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
         eprintln!("==> initrd.cpio.gz: cached ({})", initrd.display());
     } else {
         eprintln!(
-            "==> initrd.cpio.gz: busybox + keelctl + keel-xenstored + {} module(s) + /init \
+            "==> initrd.cpio.gz: busybox + keelctl + keel-xenstored + keel-consoled + {} module(s) + /init \
              + Debian's Xen {xen_version} tools ({} files)",
             modules.len(),
             xen.len()
@@ -1031,6 +1041,7 @@ pub fn initramfs(
     c.file("bin/keel-privcmd-badptr", 0o755, &tools.badptr);
     c.file("bin/keel-mkdomains", 0o755, &tools.mkdomains);
     c.file("bin/keel-xenstored", 0o755, &tools.xenstored);
+    c.file("bin/keel-consoled", 0o755, &tools.consoled);
     for (path, e) in xen {
         match e {
             xentools::Entry::File { perm, data } => c.file(path, *perm, data),
@@ -1142,6 +1153,7 @@ mod tests {
             badptr: b"\x7fELF badptr".to_vec(),
             mkdomains: b"\x7fELF mkdomains".to_vec(),
             xenstored: b"\x7fELF xenstored".to_vec(),
+            consoled: b"\x7fELF consoled".to_vec(),
         };
         let mut xen = BTreeMap::new();
         xen.insert(
@@ -1177,6 +1189,7 @@ mod tests {
             b"../lib/xen-common/bin/xen-utils-wrapper"
         );
         assert_eq!(get_in(&e, "bin/keel-xenstored").2, b"\x7fELF xenstored");
+        assert_eq!(get_in(&e, "bin/keel-consoled").2, b"\x7fELF consoled");
         let get = |n: &str| e.iter().find(|x| x.1 == n).unwrap_or_else(|| panic!("{n}"));
         assert_eq!(get("bin/busybox").2, b"\x7fELF fake busybox");
         assert_eq!(get("bin/keelctl").2, b"\x7fELF keelctl");

@@ -607,7 +607,13 @@ mod tests {
             .spawn()
             .unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while holders(&disk).is_empty() && std::time::Instant::now() < deadline {
+        // Until the child has exec'd `sleep` (before that, its command line
+        // is still this test binary's).
+        let execd = || {
+            std::fs::read(format!("/proc/{}/cmdline", child.id()))
+                .is_ok_and(|c| c.starts_with(b"sleep"))
+        };
+        while (holders(&disk).is_empty() || !execd()) && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let err = claim_disk(&disk).unwrap_err();

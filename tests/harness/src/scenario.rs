@@ -723,6 +723,8 @@ pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenar
             "KEEL-LINUX: domu: xenstore name domu1",
             "KEEL-LINUX: domu: unpause exit 0",
             "KEEL-LINUX: domu: 0 left after",
+            // Its console ring, served by keel-consoled.
+            "KEEL-LINUX: domu: console log: KEEL-DOMU: /sys/hypervisor/type = xen",
             "reboot: Power down",
         ])
         // The domU's lines come through its kernel log: "(d1) [  t] KEEL-DOMU: ...".
