@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use keel_xenstored::client::{Client, ClientError};
+use keel_xenstored::wire::MsgType;
 
 use crate::xen::{Node, Xenstore};
 
@@ -97,6 +98,13 @@ impl Xenstore for XenstoreSocket {
                 }
             }
             Ok(())
+        })
+    }
+
+    fn release(&self, domid: u32) -> Result<(), String> {
+        self.with(|c| {
+            c.request(MsgType::Release, 0, format!("{domid}\0").as_bytes())
+                .map(|_| ())
         })
     }
 

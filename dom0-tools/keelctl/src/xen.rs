@@ -171,6 +171,12 @@ pub trait Xenstore {
         let _ = paths;
         Err("no xenstore daemon".into())
     }
+    /// `RELEASE`: the daemon lets go of the domain's ring (its foreign
+    /// mapping, which keeps a destroyed domain's memory from returning).
+    fn release(&self, domid: u32) -> std::result::Result<(), String> {
+        let _ = domid;
+        Err("no xenstore daemon".into())
+    }
 }
 
 /// No xenstore (tests, or no daemon).
@@ -687,7 +693,15 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
             d.domain,
             &format!("destroying domain '{dom}'"),
             "the hypervisor refused it",
-        )
+        )?;
+        // As libxl: xenstored lets go of its ring (an unknown domain is
+        // fine: it may never have been introduced), and its records go.
+        let _ = self.store.release(d.domain as u32);
+        let _ = self.store.remove(&[
+            format!("/local/domain/{}", d.domain),
+            format!("/libxl/{}", d.domain),
+        ]);
+        Ok(())
     }
     fn shutdown(&self, dom: &DomainRef) -> Result<()> {
         self.pv_control(dom, "poweroff")
@@ -1543,6 +1557,43 @@ mod tests {
         b.destroy(&DomainRef::parse("web")).unwrap();
         assert_eq!(*b.hc.destroyed.borrow(), [1]);
         assert_eq!(b.vcpu_list().unwrap()[2].domain, "web");
+    }
+
+    /// A xenstore keeping what destroy asked of it.
+    #[derive(Default)]
+    struct Released(std::rc::Rc<RefCell<Vec<String>>>);
+    impl Xenstore for Released {
+        fn name(&self, _: u32) -> Option<String> {
+            None
+        }
+        fn remove(&self, paths: &[String]) -> std::result::Result<(), String> {
+            self.0
+                .borrow_mut()
+                .extend(paths.iter().map(|p| format!("rm {p}")));
+            Ok(())
+        }
+        fn release(&self, domid: u32) -> std::result::Result<(), String> {
+            self.0.borrow_mut().push(format!("release {domid}"));
+            Ok(())
+        }
+    }
+
+    /// destroy: the domctl, then (as libxl) xenstored lets go of the ring
+    /// and the domain's records go; nothing of that when keel refused.
+    #[test]
+    fn destroy_releases_the_domain_in_xenstore() {
+        let mut b = backend(FakeXen::new());
+        let r = std::rc::Rc::new(RefCell::new(Vec::new()));
+        b.store = Box::new(Released(r.clone()));
+        b.destroy(&DomainRef::Id(1)).unwrap();
+        assert_eq!(
+            *r.borrow(),
+            ["release 1", "rm /local/domain/1", "rm /libxl/1"]
+        );
+        r.borrow_mut().clear();
+        assert!(b.destroy(&DomainRef::Id(0)).is_err());
+        assert!(b.destroy(&DomainRef::Id(0x7fe0)).is_err());
+        assert!(r.borrow().is_empty());
     }
 
     /// A xenstore keeping what is written.
