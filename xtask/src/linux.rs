@@ -39,6 +39,9 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# ptys (keel-consoled gives each domU console one, as xenconsoled does).
+mkdir -p /dev/pts && mount -t devpts -o ptmxmode=0666 devpts /dev/pts
+[ -e /dev/ptmx ] || ln -s pts/ptmx /dev/ptmx
 hostname dom0
 echo "KEEL-LINUX: userspace reached"
 echo "KEEL-LINUX: cpus online: $(cat /sys/devices/system/cpu/online)"

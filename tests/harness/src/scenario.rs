@@ -725,6 +725,9 @@ pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenar
             "KEEL-LINUX: domu: 0 left after",
             // Its console ring, served by keel-consoled.
             "KEEL-LINUX: domu: console log: KEEL-DOMU: /sys/hypervisor/type = xen",
+            "KEEL-LINUX: domu: console log: KEEL-DOMU: domid from xenstore: 1",
+            // and gave it a pty (Debian's `xl console` opens that).
+            "keel-consoled: attached domu1 (domain 1, tty /dev/pts/",
             "reboot: Power down",
         ])
         // The domU's lines come through its kernel log: "(d1) [  t] KEEL-DOMU: ...".
