@@ -812,11 +812,9 @@ impl Domain {
         self.maybe_finish();
         if !self.finished.load(Ordering::SeqCst) {
             if self.kept.load(Ordering::SeqCst) && !self.is_destroyed() {
-                log::info!(
-                    "d{}: {:?}; kept until the toolstack destroys it",
-                    self.id,
-                    self.outcome()
-                );
+                if let Some(o) = self.outcome() {
+                    log::info!("d{}: {o:?}; kept until the toolstack destroys it", self.id);
+                }
             }
             dom_exc(self.id);
         }
