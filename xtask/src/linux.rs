@@ -245,6 +245,9 @@ if grep -q 'keel.domu' /proc/cmdline && [ -S /run/xenstored/socket ]; then
         echo "KEEL-LINUX: domu: xenstore name $(xenstore-read /local/domain/$(keelctl list | awk '$1 == "domu1" { print $2 }')/name)"
         keelctl unpause domu1
         echo "KEEL-LINUX: domu: unpause exit $?"
+        # keelctl console, not on a terminal: the backlog, then live output
+        # until the domain goes (or 300 s).
+        keelctl console --timeout 300 domu1 </dev/null >/tmp/domu-console 2>&1 &
         # Until it powers itself off (its /init's last line), 300 s at most.
         i=0
         while keelctl list | grep -q '^domu1 ' && [ $i -lt 1500 ]; do sleep 0.2; i=$((i + 1)); done
@@ -252,6 +255,8 @@ if grep -q 'keel.domu' /proc/cmdline && [ -S /run/xenstored/socket ]; then
         # What its console (hvc0) said, as keel-consoled logged it.
         sed 's/^/KEEL-LINUX: domu: consoled: /' /tmp/consoled.log
         grep 'KEEL-DOMU' /var/log/keel/console/domu1.log | sed 's/^/KEEL-LINUX: domu: console log: /'
+        sleep 1
+        grep 'KEEL-DOMU\|keelctl' /tmp/domu-console | sed 's/^/KEEL-LINUX: domu: keelctl console: /'
     fi
 fi
 keelctl dmesg >/tmp/dmesg

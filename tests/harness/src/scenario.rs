@@ -728,6 +728,8 @@ pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenar
             "KEEL-LINUX: domu: console log: KEEL-DOMU: domid from xenstore: 1",
             // and gave it a pty (Debian's `xl console` opens that).
             "keel-consoled: attached domu1 (domain 1, tty /dev/pts/",
+            // and `keelctl console` attached to it.
+            "KEEL-LINUX: domu: keelctl console: KEEL-DOMU: name from xenstore: domu1",
             "reboot: Power down",
         ])
         // The domU's lines come through its kernel log: "(d1) [  t] KEEL-DOMU: ...".
