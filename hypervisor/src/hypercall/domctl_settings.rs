@@ -178,26 +178,12 @@ fn cpu_policy_get(cx: &Ctx, d: &Domain, cp: &mut CpuPolicy) -> Result<(), Errno>
             .as_ref()
             .map_or(r, |f| policy::apply_features(l, s, r, f))
     };
-    let mem = cx.mem();
-    if cp.leaves.is_null() {
-        cp.nr_leaves = policy::MAX_SERIALISED_LEAVES;
-    } else {
-        let v = policy::leaves(&id, cp.nr_leaves)?;
-        for (i, l) in v.iter().enumerate() {
-            mem.write_abi(cp.leaves.element(i as u64).ok_or(Errno::EFAULT)?, l)?;
-        }
-        cp.nr_leaves = v.len() as u32;
-    }
-    if cp.msrs.is_null() {
-        cp.nr_msrs = policy::MAX_SERIALISED_MSRS;
-    } else {
-        let v = policy::msrs(cp.nr_msrs)?;
-        for (i, m) in v.iter().enumerate() {
-            mem.write_abi(cp.msrs.element(i as u64).ok_or(Errno::EFAULT)?, m)?;
-        }
-        cp.nr_msrs = v.len() as u32;
-    }
-    Ok(())
+    super::sysctl::write_cpu_policy(
+        cx,
+        &id,
+        (&cp.leaves, &mut cp.nr_leaves),
+        (&cp.msrs, &mut cp.nr_msrs),
+    )
 }
 
 /// `set_cpu_policy`'s buffers read and checked ([`policy::set_policy`],

@@ -23,13 +23,14 @@ use crate::hvm::perfc;
 use crate::xen::abi::Errno;
 use crate::xen::cpu_policy as policy;
 use alloc::vec;
+use keel_xen_abi::arch_x86::{CpuidLeaf, MsrEntry};
 use keel_xen_abi::domctl::{scheduler, GetDomainInfo};
 use keel_xen_abi::sysctl::{
     self, cpu_policy, cpupool_op, featureset, op, perfcop, physcap, schedop, CpuFeatureset,
     CpuPolicy, CpuTopo, CpuTopoInfo, CpupoolOp, GetDomainInfoList, MemInfo, NumaInfo, PerfcDesc,
     PerfcOp, PhysInfo, ReadConsole, SchedCreditParams, SchedId, SchedulerOp, XenSysctl,
 };
-use keel_xen_abi::{Pod, XenctlBitmap};
+use keel_xen_abi::{GuestHandle, Pod, XenctlBitmap};
 
 pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
     let mut sc: XenSysctl = cx.toolstack_arg(arg, XenSysctl::version_ok)?;
@@ -221,27 +222,12 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
             };
             let h = host::get()?;
             let id = |l, s| h.cpuid(cpu, l, s);
-            // NULL buffers ask for the most there can be.
-            if cp.leaves.is_null() {
-                cp.nr_leaves = policy::MAX_SERIALISED_LEAVES;
-            } else {
-                let v = policy::leaves(&id, cp.nr_leaves)?;
-                for (i, l) in v.iter().enumerate() {
-                    let at = cp.leaves.element(i as u64).ok_or(Errno::EFAULT)?;
-                    mem.write_abi(at, l)?;
-                }
-                cp.nr_leaves = v.len() as u32;
-            }
-            if cp.msrs.is_null() {
-                cp.nr_msrs = policy::MAX_SERIALISED_MSRS;
-            } else {
-                let v = policy::msrs(cp.nr_msrs)?;
-                for (i, m) in v.iter().enumerate() {
-                    let at = cp.msrs.element(i as u64).ok_or(Errno::EFAULT)?;
-                    mem.write_abi(at, m)?;
-                }
-                cp.nr_msrs = v.len() as u32;
-            }
+            write_cpu_policy(
+                cx,
+                &id,
+                (&cp.leaves, &mut cp.nr_leaves),
+                (&cp.msrs, &mut cp.nr_msrs),
+            )?;
             sc.u = sysctl::SysctlU::new(&cp);
         }
         op::SCHEDULER_OP => {
@@ -385,4 +371,38 @@ pub(super) fn read_cpumap(cx: &Ctx, map: &XenctlBitmap) -> Result<u64, Errno> {
         mask &= (1u64 << map.nr_bits) - 1;
     }
     Ok(mask)
+}
+
+/// A CPU policy serialised into the caller's buffers (`get_cpu_policy`, of
+/// sysctl and domctl alike): the leaves `cpuid` shows and the MSRs, each
+/// count becoming what was written. A NULL buffer asks for the most there
+/// can be.
+pub(super) fn write_cpu_policy(
+    cx: &Ctx,
+    cpuid: &impl Fn(u32, u32) -> [u32; 4],
+    leaves: (&GuestHandle<CpuidLeaf>, &mut u32),
+    msrs: (&GuestHandle<MsrEntry>, &mut u32),
+) -> Result<(), Errno> {
+    let mem = cx.mem();
+    let (lh, nr_leaves) = leaves;
+    if lh.is_null() {
+        *nr_leaves = policy::MAX_SERIALISED_LEAVES;
+    } else {
+        let v = policy::leaves(cpuid, *nr_leaves)?;
+        for (i, l) in v.iter().enumerate() {
+            mem.write_abi(lh.element(i as u64).ok_or(Errno::EFAULT)?, l)?;
+        }
+        *nr_leaves = v.len() as u32;
+    }
+    let (mh, nr_msrs) = msrs;
+    if mh.is_null() {
+        *nr_msrs = policy::MAX_SERIALISED_MSRS;
+    } else {
+        let v = policy::msrs(*nr_msrs)?;
+        for (i, m) in v.iter().enumerate() {
+            mem.write_abi(mh.element(i as u64).ok_or(Errno::EFAULT)?, m)?;
+        }
+        *nr_msrs = v.len() as u32;
+    }
+    Ok(())
 }
