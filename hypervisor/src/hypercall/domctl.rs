@@ -22,7 +22,7 @@ use super::{Ctx, HcResult, Ret};
 use crate::domain::create;
 use crate::domain::{table, Domain, Outcome, ShutdownReason};
 use crate::xen::abi::Errno;
-use alloc::sync::Arc;
+
 use core::sync::atomic::Ordering;
 use keel_xen_abi::arch_x86::{ArchDomainConfig, EMU_LAPIC};
 use keel_xen_abi::domctl::{
@@ -30,7 +30,7 @@ use keel_xen_abi::domctl::{
     HvmContext, MaxMem, MaxVcpus, SchedCredit, SchedOpU, SchedulerOp, SetDomainHandle,
     VcpuAffinity, XenDomctl, INVALID_MAX_VCPU_ID,
 };
-use keel_xen_abi::{Pod, DOMID_SELF};
+use keel_xen_abi::Pod;
 
 /// Guest-physical address width keel's p2m gives every domain (4-level
 /// EPT/NPT).
@@ -39,10 +39,6 @@ const GPADDR_BITS: u8 = 48;
 pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
     let mut dc: XenDomctl = cx.toolstack_arg(arg, XenDomctl::version_ok)?;
     let mem = cx.mem();
-    let target = |id: u16| -> Result<Arc<Domain>, Errno> {
-        let id = if id == DOMID_SELF { cx.dom.id } else { id };
-        table::get(id).ok_or(Errno::ESRCH)
-    };
     match dc.cmd {
         op::GETDOMAININFO => {
             // 4.17: the first domain with an id at least the one asked for.
@@ -55,7 +51,7 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
             dc.u = DomctlU::new(&domain_info(&d));
         }
         op::GETVCPUINFO => {
-            let d = target(dc.domain)?;
+            let d = cx.toolstack_target(dc.domain)?;
             let mut vi: GetVcpuInfo = dc.op();
             let v = d.vcpus.get(vi.vcpu as usize).ok_or(Errno::EINVAL)?;
             let (online, blocked) = {
@@ -75,7 +71,7 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
             dc.u = DomctlU::new(&vi);
         }
         op::GETVCPUAFFINITY | op::SETVCPUAFFINITY => {
-            let d = target(dc.domain)?;
+            let d = cx.toolstack_target(dc.domain)?;
             let va: VcpuAffinity = dc.op();
             let v = d.vcpus.get(va.vcpu as usize).ok_or(Errno::EINVAL)?;
             if va.flags & !(affinity::HARD | affinity::SOFT | affinity::FORCE) != 0
@@ -113,7 +109,7 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
             return Ok(Ret::Val(0));
         }
         op::SCHEDULER_OP => {
-            let d = target(dc.domain)?;
+            let d = cx.toolstack_target(dc.domain)?;
             let mut so: SchedulerOp = dc.op();
             if so.sched_id != scheduler::CREDIT {
                 return Err(Errno::EINVAL);
@@ -154,7 +150,7 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
         // had not shut down): its vCPUs leave their CPUs and it leaves the
         // table with the last.
         op::DESTROYDOMAIN => {
-            let d = target(dc.domain)?;
+            let d = cx.toolstack_target(dc.domain)?;
             if d.id == cx.dom.id {
                 return Err(Errno::EINVAL);
             }
@@ -166,7 +162,7 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
         }
         // The vCPUs were made by createdomain: this only confirms the count.
         op::MAX_VCPUS => {
-            let d = target(dc.domain)?;
+            let d = cx.toolstack_target(dc.domain)?;
             let m: MaxVcpus = dc.op();
             if d.id == cx.dom.id || m.max as usize != d.vcpus.len() {
                 return Err(Errno::EINVAL);
@@ -174,7 +170,7 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
             return Ok(Ret::Val(0));
         }
         op::MAX_MEM => {
-            let d = target(dc.domain)?;
+            let d = cx.toolstack_target(dc.domain)?;
             let m: MaxMem = dc.op();
             d.set_max_pages(m.max_memkb >> 2);
             return Ok(Ret::Val(0));
@@ -182,7 +178,7 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
         // As Xen: a domain may not pause itself (`xl pause 0` fails). A
         // shut-down domain may be paused (`xl destroy` pauses first).
         op::PAUSEDOMAIN => {
-            let d = target(dc.domain)?;
+            let d = cx.toolstack_target(dc.domain)?;
             if d.id == cx.dom.id || d.is_destroyed() {
                 return Err(Errno::EINVAL);
             }
@@ -190,7 +186,7 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
             return Ok(Ret::Val(0));
         }
         op::UNPAUSEDOMAIN => {
-            let d = target(dc.domain)?;
+            let d = cx.toolstack_target(dc.domain)?;
             if d.is_destroyed() {
                 return Err(Errno::EINVAL);
             }
@@ -200,13 +196,13 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
         // HVM save records (`hvmctx`): the context's HEADER and MTRRs for
         // the domain builder, and the BSP's PVH boot state back.
         op::GETHVMCONTEXT => {
-            let d = target(dc.domain)?;
+            let d = cx.toolstack_target(dc.domain)?;
             let mut h: HvmContext = dc.op();
             h.size = super::hvmctx::get(cx, &d, &h)?;
             dc.u = DomctlU::new(&h);
         }
         op::SETHVMCONTEXT => {
-            let d = target(dc.domain)?;
+            let d = cx.toolstack_target(dc.domain)?;
             if d.id == cx.dom.id {
                 return Err(Errno::EINVAL);
             }
@@ -214,7 +210,7 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
             return Ok(Ret::Val(0));
         }
         op::SETDOMAINHANDLE => {
-            let d = target(dc.domain)?;
+            let d = cx.toolstack_target(dc.domain)?;
             let h: SetDomainHandle = dc.op();
             *d.handle.lock() = h.handle;
             return Ok(Ret::Val(0));

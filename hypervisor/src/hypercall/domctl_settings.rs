@@ -25,31 +25,27 @@
 
 use super::sysctl::{read_cpumap, write_cpumap};
 use super::{Ctx, HcResult, Ret};
-use crate::domain::{table, Domain};
+use crate::domain::Domain;
 use crate::xen::abi::Errno;
 use crate::xen::cpu_policy as policy;
-use alloc::sync::Arc;
+
 use core::sync::atomic::Ordering;
 use keel_xen_abi::domctl::{
     op, tsc_mode, CpuPolicy, DomctlU, NodeAffinity, PagingMempool, SetTimeOffset, TscInfo,
     XenDomctl,
 };
-use keel_xen_abi::{Pod, DOMID_SELF};
+use keel_xen_abi::Pod;
 
 /// Serves `dc` (one of the sub-ops above); writes it back where it has
 /// output, as `domctl` does.
 pub(super) fn call(cx: &mut Ctx, dc: &mut XenDomctl, arg: u64) -> HcResult {
     let mem = cx.mem();
-    let target = |id: u16| -> Result<Arc<Domain>, Errno> {
-        let id = if id == DOMID_SELF { cx.dom.id } else { id };
-        table::get(id).ok_or(Errno::ESRCH)
-    };
     match dc.cmd {
         // keel runs every guest on the host's TSC, unscaled: the modes
         // that are that (default, which keel never needs to emulate, and
         // native) are accepted; emulation and another frequency are not.
         op::SETTSCINFO => {
-            let d = target(dc.domain)?;
+            let d = cx.toolstack_target(dc.domain)?;
             if d.id == cx.dom.id {
                 return Err(Errno::EINVAL);
             }
@@ -73,7 +69,7 @@ pub(super) fn call(cx: &mut Ctx, dc: &mut XenDomctl, arg: u64) -> HcResult {
             return Ok(Ret::Val(0));
         }
         op::GETTSCINFO => {
-            let d = target(dc.domain)?;
+            let d = cx.toolstack_target(dc.domain)?;
             if d.id == cx.dom.id {
                 return Err(Errno::EINVAL);
             }
@@ -86,7 +82,7 @@ pub(super) fn call(cx: &mut Ctx, dc: &mut XenDomctl, arg: u64) -> HcResult {
         // keel's p2m allocates its own tables: the pool's size is only
         // recorded (and reported back), in whole pages as Xen wants it.
         op::SET_PAGING_MEMPOOL_SIZE => {
-            let d = target(dc.domain)?;
+            let d = cx.toolstack_target(dc.domain)?;
             let p: PagingMempool = dc.op();
             if !p.size.is_multiple_of(4096) {
                 return Err(Errno::EINVAL);
@@ -95,7 +91,7 @@ pub(super) fn call(cx: &mut Ctx, dc: &mut XenDomctl, arg: u64) -> HcResult {
             return Ok(Ret::Val(0));
         }
         op::GET_PAGING_MEMPOOL_SIZE => {
-            let d = target(dc.domain)?;
+            let d = cx.toolstack_target(dc.domain)?;
             dc.u = DomctlU::new(&PagingMempool {
                 size: d.tools.paging_mempool.load(Ordering::Relaxed),
             });
@@ -103,7 +99,7 @@ pub(super) fn call(cx: &mut Ctx, dc: &mut XenDomctl, arg: u64) -> HcResult {
         // One NUMA node: a node mask must include node 0 (Xen: -EINVAL
         // for one with no online node); every domain's affinity is node 0.
         op::SETNODEAFFINITY => {
-            let _d = target(dc.domain)?;
+            let _d = cx.toolstack_target(dc.domain)?;
             let na: NodeAffinity = dc.op();
             if read_cpumap(cx, &na.nodemap)? & 1 == 0 {
                 return Err(Errno::EINVAL);
@@ -111,14 +107,14 @@ pub(super) fn call(cx: &mut Ctx, dc: &mut XenDomctl, arg: u64) -> HcResult {
             return Ok(Ret::Val(0));
         }
         op::GETNODEAFFINITY => {
-            let _d = target(dc.domain)?;
+            let _d = cx.toolstack_target(dc.domain)?;
             let na: NodeAffinity = dc.op();
             write_cpumap(cx, &na.nodemap, 1, |n| n == 0)?;
             return Ok(Ret::Val(0));
         }
         // Recorded (`Domain::tools`); keel's wallclock does not apply it yet.
         op::SETTIMEOFFSET => {
-            let d = target(dc.domain)?;
+            let d = cx.toolstack_target(dc.domain)?;
             let t: SetTimeOffset = dc.op();
             d.tools
                 .time_offset
@@ -127,7 +123,7 @@ pub(super) fn call(cx: &mut Ctx, dc: &mut XenDomctl, arg: u64) -> HcResult {
         }
         // What the domain's CPUID shows, serialised as sysctl's policies.
         op::GET_CPU_POLICY => {
-            let d = target(dc.domain)?;
+            let d = cx.toolstack_target(dc.domain)?;
             let mut cp: CpuPolicy = dc.op();
             cpu_policy_get(cx, &d, &mut cp)?;
             dc.u = DomctlU::new(&cp);
@@ -136,7 +132,7 @@ pub(super) fn call(cx: &mut Ctx, dc: &mut XenDomctl, arg: u64) -> HcResult {
         // feature bits then mask the domain's CPUID. Only before the
         // domain runs (Xen: -EEXIST once it did), never the caller's own.
         op::SET_CPU_POLICY => {
-            let d = target(dc.domain)?;
+            let d = cx.toolstack_target(dc.domain)?;
             if d.id == cx.dom.id {
                 return Err(Errno::EINVAL);
             }

@@ -81,6 +81,15 @@ impl Ctx<'_> {
         }
     }
 
+    /// The domain a domctl names (`DOMID_SELF` is the caller), whatever
+    /// its state: a shut-down or dying domain is still the toolstack's to
+    /// query, pause and destroy. -ESRCH for none. The caller's privilege
+    /// was checked with the argument (`toolstack_arg`).
+    pub fn toolstack_target(&self, domid: u16) -> Result<Arc<Domain>, Errno> {
+        let id = crate::xen::abi::resolve_domid(domid, self.dom.id);
+        crate::domain::table::get(id).ok_or(Errno::ESRCH)
+    }
+
     /// The caller's memory, by guest-virtual address.
     pub fn mem(&self) -> GuestVirt<'_> {
         GuestVirt::new(&self.dom.mem, &*self.hw)
