@@ -17,6 +17,8 @@ use crate::emulator;
 
 /// How long the emulator may take to open its console socket.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an emulator runs on after a fatal console line ([`Session::linger`]).
+const FATAL_LINGER: Duration = Duration::from_secs(3);
 
 /// QEMU's arguments for a COM1 on the Unix socket `sock` (server; waits
 /// for the harness to connect).
@@ -207,7 +209,10 @@ impl Session {
                             .position(|&c| c == b'\n')
                             .map_or(hay.len(), |i| at + i);
                         let line = String::from_utf8_lossy(&hay[ls..le]).trim_end().to_string();
-                        return Err(Stop::Fatal(f.clone(), line));
+                        let pattern = f.clone();
+                        drop(b);
+                        self.linger(FATAL_LINGER);
+                        return Err(Stop::Fatal(pattern, line));
                     }
                 }
                 // A fatal pattern may straddle two reads: rescan a little.
@@ -226,6 +231,18 @@ impl Session {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Lets the emulator run on for up to `d` (or until it exits) so that
+    /// what follows a fatal line (the rest of a kernel's oops, keel's own
+    /// report of the crash, its dump of the guest's event channels) reaches
+    /// the console log and the failure report.
+    fn linger(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until && self.exited().is_none() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 
     /// Types `text` on the console. Slowly enough for a guest that polls its
@@ -360,6 +377,13 @@ mod tests {
             .write_all(b"[ 1.0] ok\r\n[ 2.0] Kernel panic - not syncing: VFS\r\nmore\r\n")
             .unwrap();
         std::thread::sleep(Duration::from_millis(100));
+        // What the machine prints after the panic (here, a second later)
+        // still reaches the console log: the emulator lingers.
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            guest.write_all(b"keel: d0 crashed\r\n").unwrap();
+            guest
+        });
         match s.expect("login: ", Duration::from_secs(5)) {
             Err(Stop::Fatal(p, line)) => {
                 assert_eq!(p, "Kernel panic");
@@ -367,6 +391,8 @@ mod tests {
             }
             r => panic!("{r:?}"),
         }
+        assert!(s.text().contains("keel: d0 crashed"), "{}", s.text());
+        drop(late.join().unwrap());
         // A fatal pattern after the match does not spoil it.
         let (mut s, mut guest) = pair();
         guest
