@@ -2,8 +2,8 @@
 //! Debian 12 server (`docs/install.md`).
 //!
 //! `keel_<version>_amd64.deb` holds keel's ELF (`/boot/keel.elf`), the static
-//! dom0 tools (`keelctl`, `keel-xenstored`, `keel-vmlinux` in `/usr/sbin`),
-//! the GRUB script `/etc/grub.d/08_linux_keel` with its options
+//! dom0 tools (`keelctl`, `keel-xenstored`, `keel-consoled`, `keel-vmlinux`
+//! in `/usr/sbin`), the GRUB script `/etc/grub.d/08_linux_keel` with its options
 //! `/etc/default/keel`, the kernel hooks that keep `/boot/keel/vmlinux-*`
 //! (the PVH ELF of each installed kernel), and the systemd units of the dom0
 //! services. The files are in `dist/debian/`; its `DEBIAN/` holds the
@@ -46,6 +46,12 @@ pub const FILES: &[Entry] = &[
         false,
     ),
     (
+        Src::Musl("keel-consoled", "keel-consoled"),
+        "usr/sbin/keel-consoled",
+        0o755,
+        false,
+    ),
+    (
         Src::Musl("keel-vmlinux", "keel-vmlinux"),
         "usr/sbin/keel-vmlinux",
         0o755,
@@ -83,8 +89,20 @@ pub const FILES: &[Entry] = &[
         false,
     ),
     (
+        Src::Dist("systemd/keel-consoled.service"),
+        "lib/systemd/system/keel-consoled.service",
+        0o644,
+        false,
+    ),
+    (
         Src::Repo("docs/install.md"),
         "usr/share/doc/keel/install.md",
+        0o644,
+        false,
+    ),
+    (
+        Src::Repo("docs/console.md"),
+        "usr/share/doc/keel/console.md",
         0o644,
         false,
     ),
@@ -281,6 +299,7 @@ mod tests {
             [
                 ("keelctl", "keelctl"),
                 ("keel-xenstored", "keel-xenstored"),
+                ("keel-consoled", "keel-consoled"),
                 ("keel-vmlinux", "keel-vmlinux")
             ]
         );

@@ -518,7 +518,7 @@ pub const CHECKS: &[Check] = &[
     },
     Check {
         what: "keel's dom0 services run (systemd units from keel's package)",
-        cmd: "systemctl is-active keel-dom0.service keel-xenstored.service",
+        cmd: "systemctl is-active keel-dom0.service keel-xenstored.service keel-consoled.service",
         rc: 0,
         lines: &["active"],
         contains: &[],
