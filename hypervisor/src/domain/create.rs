@@ -109,8 +109,8 @@ pub fn check(cfg: &CreateDomain) -> Result<(), Errno> {
 }
 
 /// The id for a new domain: `want` if it is an ordinary id (-EEXIST if
-/// taken), else the lowest free one (-ENOSPC if none), as Xen's
-/// createdomain does with 0 or a reserved id.
+/// taken), else the next free one round-robin ([`table::next_free_id`];
+/// -ENOSPC if none), as Xen's createdomain does with 0 or a reserved id.
 fn pick_id(want: DomId) -> Result<DomId, Errno> {
     if want > 0 && want < DOMID_FIRST_RESERVED {
         return match table::get(want) {
@@ -118,7 +118,7 @@ fn pick_id(want: DomId) -> Result<DomId, Errno> {
             None => Ok(want),
         };
     }
-    table::free_id().ok_or(Errno::ENOSPC)
+    table::next_free_id().ok_or(Errno::ENOSPC)
 }
 
 /// `XEN_DOMCTL_createdomain`: a new, empty, paused PVH domain in the
