@@ -83,9 +83,10 @@ fn populate_physmap(cx: &mut Ctx, start: u64, arg: u64) -> HcResult {
         // A guest's own (the balloon driver): not yet.
         return Err(cx.unimplemented(format_args!("memory_op populate_physmap on itself")));
     }
-    if r.extent_order > 18 || r.mem_flags & !0xff != 0 || r.nr_extents > MAX_EXTENTS {
+    if r.extent_order > 18 || r.nr_extents > MAX_EXTENTS {
         return Err(Errno::EINVAL);
     }
+    let below = populate_limit(r.mem_flags)?;
     let pages = 1u64 << r.extent_order;
     let mut done = start.min(r.nr_extents);
     while done < r.nr_extents {
@@ -102,7 +103,7 @@ fn populate_physmap(cx: &mut Ctx, start: u64, arg: u64) -> HcResult {
         if d.charge_pages(pages).is_err() {
             break;
         }
-        let Some(frames) = phys::frames().alloc_in(pages, len, 0, u64::MAX) else {
+        let Some(frames) = phys::frames().alloc_in(pages, len, 0, below) else {
             d.uncharge_pages(pages);
             break;
         };
@@ -117,6 +118,39 @@ fn populate_physmap(cx: &mut Ctx, start: u64, arg: u64) -> HcResult {
         done += 1;
     }
     Ok(Ret::Val(done))
+}
+
+/// What `populate_physmap`'s `mem_flags` ask of the frames: the end of the
+/// host memory to take them from (`XENMEMF_address_bits`; none: all of
+/// it). keel's host is one NUMA node, node 0, which is also every guest's
+/// one virtual node: a node (hint or `exact_node_request`, physical or
+/// `vnode`) of 0 is what keel gives anyway and is accepted, as Xen takes
+/// a node request that its only node meets (libxenguest asks for
+/// `XENMEMF_exact_node(0)` when libxl placed the domain on node 0).
+/// Another node: -EINVAL (no such node). Populate-on-demand: not
+/// supported (-EOPNOTSUPP; a toolstack asks for it when `maxmem` exceeds
+/// `memory`). Unknown bits: -EINVAL.
+fn populate_limit(flags: u32) -> Result<u64, Errno> {
+    use keel_xen_abi::memory::{
+        memf_get_address_bits, memf_get_node, MEMF_EXACT_NODE_REQUEST, MEMF_POPULATE_ON_DEMAND,
+        MEMF_VNODE,
+    };
+    const NO_NODE: u32 = 0xff;
+    if flags & MEMF_POPULATE_ON_DEMAND != 0 {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    if flags & !(0xffff | MEMF_EXACT_NODE_REQUEST | MEMF_VNODE) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let node = memf_get_node(flags);
+    if node != NO_NODE && node != 0 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(match memf_get_address_bits(flags) {
+        0 | 64.. => u64::MAX,
+        // Frames end below 2^bits (too few bits: no frame fits, none done).
+        bits => 1u64 << bits,
+    })
 }
 
 /// `XENMEM_set_memory_map`: the e820 the toolstack gives a domain, which

@@ -2680,6 +2680,35 @@ fn reservation(t: &mut T, cmd: u64, domid: u16, order: u32, flags: u32, gfns: &[
     t.ret(Hypercall::MemoryOp, &[cmd, GVA])
 }
 
+/// libxenguest's populate flags: `XENMEMF_exact_node(0)` (libxl placed the
+/// domain on node 0, keel's only node), as a virtual node too, a node hint;
+/// address bits bound the frames. Another node, populate-on-demand and
+/// unknown bits are refused.
+#[test]
+fn populate_physmap_takes_node_0_and_address_bits() {
+    const POPULATE: u64 = 6;
+    const NODE0: u32 = 1 << 8;
+    const EXACT: u32 = 1 << 17;
+    const VNODE: u32 = 1 << 18;
+    let mut dom0 = domain(true);
+    let domu = domain(false);
+    let u = domu.dom.id;
+    domu.dom.set_max_pages(u64::MAX);
+    let base = RAM / 4096 + 16;
+    let pop = |t: &mut T, flags: u32, gfn: u64| reservation(t, POPULATE, u, 0, flags, &[gfn]);
+    assert_eq!(pop(&mut dom0, NODE0 | EXACT, base), 1);
+    assert_eq!(pop(&mut dom0, NODE0 | EXACT | VNODE, base + 1), 1);
+    assert_eq!(pop(&mut dom0, NODE0, base + 2), 1);
+    assert_eq!(pop(&mut dom0, (2 << 8) | EXACT, base + 3), -22);
+    assert_eq!(pop(&mut dom0, 1 << 16, base + 3), -95);
+    assert_eq!(pop(&mut dom0, 1 << 20, base + 3), -22);
+    // Below 2^bits; with too few bits nothing fits: none done.
+    assert_eq!(pop(&mut dom0, 48, base + 3), 1);
+    assert!(domu.dom.mem.translate((base + 3) << 12).unwrap() < 1 << 48);
+    assert_eq!(pop(&mut dom0, 12, base + 4), 0);
+    assert!(domu.dom.mem.translate((base + 4) << 12).is_none());
+}
+
 /// `XENMEM_decrease_reservation`, by the toolstack on another domain and
 /// by a domain on itself: whole extents of memory the toolstack
 /// populated leave the domain's p2m and its count; the call stops at a
