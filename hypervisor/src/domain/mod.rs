@@ -75,7 +75,32 @@ pub struct XenState {
     pub grant: GrantTable,
     /// Host frames behind the grant table's frames (allocated on first use).
     pub grant_frames: Vec<u64>,
+    /// Where each grant-table frame is mapped in the domain's p2m
+    /// (`add_to_physmap`), [`INVALID_GFN`] where it is not:
+    /// `GNTTABOP_setup_table` answers with these.
+    pub grant_gfns: Vec<u64>,
     pub params: [u64; 64],
+}
+
+/// No gfn (Xen's `INVALID_GFN`).
+pub const INVALID_GFN: u64 = u64::MAX;
+
+impl XenState {
+    /// Records that grant frame `idx` is now at `gfn` (and nothing else is).
+    pub fn grant_frame_at(&mut self, idx: usize, gfn: u64) {
+        self.grant_frame_gone(gfn);
+        if self.grant_gfns.len() <= idx {
+            self.grant_gfns.resize(idx + 1, INVALID_GFN);
+        }
+        self.grant_gfns[idx] = gfn;
+    }
+
+    /// `gfn` no longer holds a grant frame (unmapped or mapped over).
+    pub fn grant_frame_gone(&mut self, gfn: u64) {
+        for g in self.grant_gfns.iter_mut().filter(|g| **g == gfn) {
+            *g = INVALID_GFN;
+        }
+    }
 }
 
 /// A domain's memory: its p2m and the host frames it owns.
@@ -320,6 +345,7 @@ impl Domain {
                 chans: Channels::new(id, n),
                 grant: GrantTable::default(),
                 grant_frames: Vec::new(),
+                grant_gfns: Vec::new(),
                 params: [0; 64],
             }),
             tsc_start: platform::tsc(),

@@ -38,7 +38,14 @@ pub fn call(cx: &mut Ctx, cmd: u64, arg: u64) -> HcResult {
         xenmem::MAXIMUM_GPFN => Ok(Ret::Val(
             domain_arg(cx, arg)?.mem.gfn_limit().saturating_sub(1),
         )),
-        xenmem::POPULATE_PHYSMAP => populate_physmap(cx, cmd >> xenmem::MEMOP_EXTENT_SHIFT, arg),
+        xenmem::POPULATE_PHYSMAP => {
+            let r = populate_physmap(cx, cmd >> xenmem::MEMOP_EXTENT_SHIFT, arg);
+            if let Err(e) = &r {
+                // The toolstack's domain build stops on it: say why.
+                log::debug!("d{}: populate_physmap refused: {e:?}", cx.dom.id);
+            }
+            r
+        }
         xenmem::ADD_TO_PHYSMAP_BATCH => add_to_physmap_batch(cx, arg),
         xenmem::REMOVE_FROM_PHYSMAP => remove_from_physmap(cx, arg),
         xenmem::SET_MEMORY_MAP => set_memory_map(cx, arg),
@@ -89,33 +96,51 @@ fn populate_physmap(cx: &mut Ctx, start: u64, arg: u64) -> HcResult {
     let below = populate_limit(r.mem_flags)?;
     let pages = 1u64 << r.extent_order;
     let mut done = start.min(r.nr_extents);
+    let mut short = None;
     while done < r.nr_extents {
         let at = r.extent_start.addr().wrapping_add(8 * done);
         let gfn: u64 = cx.mem().read_abi(at)?;
         if !gfn.is_multiple_of(pages) || gfn.checked_add(pages).is_none_or(|e| e > GFN_LIMIT) {
+            short = Some((gfn, "a misaligned or out-of-range gfn"));
             break;
         }
         let (gpa, len) = (gfn << 12, pages << 12);
         // Only where nothing is mapped yet: populating never replaces.
         if (0..pages).any(|i| d.mem.translate(gpa + (i << 12)).is_some()) {
+            short = Some((gfn, "memory already there"));
             break;
         }
         if d.charge_pages(pages).is_err() {
+            short = Some((gfn, "over the domain's max_mem"));
             break;
         }
         let Some(frames) = phys::frames().alloc_in(pages, len, 0, below) else {
             d.uncharge_pages(pages);
+            short = Some((gfn, "no free host memory that fits"));
             break;
         };
         phys::zero(frames, len);
         d.mem.own(frames, pages);
         if d.mem.map_ram(gpa, frames, len, Perm::RWX).is_err() {
             // Owned: freed with the domain. Not counted as populated.
+            short = Some((gfn, "its p2m could not map it"));
             break;
         }
         d.mem.raise_gfn_limit(gfn + pages);
         d.tools.add_populated(frames, pages);
         done += 1;
+    }
+    // Xen says the same (at debug level); a toolstack that does not fall
+    // back to smaller extents fails on it, and this says why. 2 MiB
+    // extents that do not fit are the usual fallback: those stay quiet.
+    if let Some((gfn, why)) = short.filter(|_| r.extent_order == 0) {
+        log::debug!(
+            "d{}: populate_physmap stopped at gfn {gfn:#x} ({done} of {} pages done, flags \
+             {:#x}): {why}",
+            d.id,
+            r.nr_extents,
+            r.mem_flags
+        );
     }
     Ok(Ret::Val(done))
 }
@@ -223,6 +248,11 @@ fn add_to_physmap(cx: &mut Ctx, arg: u64) -> HcResult {
         }
     };
     d.mem.map_4k(a.gpfn << 12, hpa, Perm::RW)?;
+    if a.space == xenmapspace::GRANT_TABLE {
+        xs.grant_frame_at(a.idx as usize, a.gpfn);
+    } else {
+        xs.grant_frame_gone(a.gpfn);
+    }
     // Flush point: a present gfn may now point elsewhere; this vCPU
     // flushes before it re-enters, the others see the new generation.
     if own {
@@ -323,6 +353,7 @@ fn remove_from_physmap(cx: &mut Ctx, arg: u64) -> HcResult {
         drop(held);
     } else {
         d.mem.unmap_4k(r.gpfn << 12)?;
+        d.xen.lock().grant_frame_gone(r.gpfn);
     }
     Ok(Ret::Val(0))
 }

@@ -20,6 +20,7 @@ pub mod host;
 mod hvm_op;
 mod hvmctx;
 mod memory_op;
+mod multicall;
 mod platform_op;
 mod sched_op;
 pub mod sysctl;
@@ -172,6 +173,7 @@ fn xen(cx: &mut Ctx, call: Hypercall, a: [u64; 5]) -> HcResult {
         Hypercall::PlatformOp => platform_op::call(cx, a[0]),
         Hypercall::Sysctl => sysctl::call(cx, a[0]),
         Hypercall::Domctl => domctl::call(cx, a[0]),
+        Hypercall::Multicall => multicall::call(cx, a[0], a[1]),
         other => Err(cx.unimplemented(format_args!(
             "hypercall {other:?} ({:#x}, {:#x}, {:#x})",
             a[0], a[1], a[2]

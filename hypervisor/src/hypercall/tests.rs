@@ -2998,6 +2998,29 @@ fn foreign_mappings_into_the_toolstacks_physmap() {
     a[16..24].copy_from_slice(&scratch.to_le_bytes());
     dom0.put(GVA, &a);
     assert_eq!(dom0.ret(Hypercall::MemoryOp, &[ADD, GVA]), 0);
+    // libxenguest asks where frame 0 is (GNTTABOP_setup_table): there;
+    // frame 1 is mapped nowhere.
+    let setup = |t: &mut T, dom: u16, n: u32| -> (i64, i16, Vec<u64>) {
+        let mut st = [0u8; 24];
+        st[0..2].copy_from_slice(&dom.to_le_bytes());
+        st[4..8].copy_from_slice(&n.to_le_bytes());
+        st[16..24].copy_from_slice(&(GVA + 512).to_le_bytes());
+        t.put(GVA + 256, &st);
+        t.put(GVA + 512, &[0xaa; 16]);
+        let r = t.ret(Hypercall::GrantTableOp, &[2, GVA + 256, 1]);
+        let status = i16::from_le_bytes(t.get(GVA + 256 + 8, 2).try_into().unwrap());
+        let list = t.get(GVA + 512, 16);
+        let gfns = list
+            .chunks(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()));
+        (r, status, gfns.collect())
+    };
+    assert_eq!(setup(&mut dom0, u, 2), (0, 0, vec![scratch, u64::MAX]));
+    // Not the domU's to ask of dom0; no such domain; too many frames.
+    assert_eq!(setup(&mut domu, d0, 1).1, -8);
+    assert_eq!(setup(&mut dom0, 0x7000, 1).1, -2);
+    assert_eq!(setup(&mut dom0, u, 1 << 20).1, -1);
+    assert_eq!(dom0.ret(Hypercall::GrantTableOp, &[2, GVA + 256, 2]), -22);
     assert_eq!(map(&mut dom0, u, &[(scratch, hole)]).1, [0]);
     assert!(dom0
         .dom
@@ -3006,6 +3029,7 @@ fn foreign_mappings_into_the_toolstacks_physmap() {
     assert_eq!(remove(&mut dom0, 0x7ff0, hole), 0);
     assert_eq!(remove(&mut dom0, u, scratch), 0);
     assert_eq!(domu.dom.mem.translate(scratch << 12), None);
+    assert_eq!(setup(&mut dom0, u, 1).2[0], u64::MAX);
     let frame = domu.dom.xen.lock().grant_frames[0];
     let mut g = [0u8; 8];
     crate::mm::phys::read(frame, &mut g);
@@ -3014,4 +3038,44 @@ fn foreign_mappings_into_the_toolstacks_physmap() {
     a[0..2].copy_from_slice(&d0.to_le_bytes());
     domu.put(GVA, &a);
     assert_eq!(domu.ret(Hypercall::MemoryOp, &[ADD, GVA]), -1);
+}
+
+/// `multicall`: libxc wraps each `memory_op` in a one-entry batch; every
+/// entry runs in order and gets its own result, a bad entry does not stop
+/// the others, a list keel cannot read is -EFAULT.
+#[test]
+fn multicall_runs_each_entry_and_writes_its_result() {
+    const CURRENT_RESERVATION: u64 = 3;
+    let mut dom0 = domain(true);
+    let entry = |op: u64, args: [u64; 6]| -> Vec<u8> {
+        let mut e = op.to_le_bytes().to_vec();
+        e.extend_from_slice(&u64::MAX.to_le_bytes()); // result, overwritten
+        for a in args {
+            e.extend_from_slice(&a.to_le_bytes());
+        }
+        e
+    };
+    // The domid argument of current_reservation: DOMID_SELF.
+    dom0.put(GVA + 1024, &0x7ff0u16.to_le_bytes());
+    let list = [
+        entry(
+            Hypercall::MemoryOp as u64,
+            [CURRENT_RESERVATION, GVA + 1024, 0, 0, 0, 0],
+        ),
+        entry(Hypercall::Multicall as u64, [GVA, 1, 0, 0, 0, 0]),
+        entry(4095, [0; 6]),
+        entry(Hypercall::XenVersion as u64, [0, 0, 0, 0, 0, 0]),
+    ]
+    .concat();
+    dom0.put(GVA, &list);
+    assert_eq!(dom0.ret(Hypercall::Multicall, &[GVA, 4]), 0);
+    let result = |t: &T, i: u64| i64::from_le_bytes(t.get(GVA + 64 * i + 8, 8).try_into().unwrap());
+    assert_eq!(result(&dom0, 0), dom0.dom.tot_pages() as i64);
+    assert_eq!(result(&dom0, 1), -22);
+    assert_eq!(result(&dom0, 2), -38);
+    assert_eq!(result(&dom0, 3), dom0.ret(Hypercall::XenVersion, &[0]));
+    // Nothing to do; too many; a list that is not there.
+    assert_eq!(dom0.ret(Hypercall::Multicall, &[GVA, 0]), 0);
+    assert_eq!(dom0.ret(Hypercall::Multicall, &[GVA, 4097]), -22);
+    assert_eq!(dom0.ret(Hypercall::Multicall, &[HOLE, 1]), -14);
 }

@@ -730,6 +730,19 @@ macro_rules! layout {
     };
 }
 
+/// `struct multicall_entry` (x86_64): one call of a `multicall` batch, its
+/// result written back in place.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct MulticallEntry {
+    /// The hypercall number.
+    pub op: u64,
+    /// OUT: what the call returned (a negative errno as unsigned).
+    pub result: u64,
+    pub args: [u64; 6],
+}
+layout!(MulticallEntry, 64, op @ 0, result @ 8, args @ 16);
+
 /// `struct vcpu_time_info`: the pvclock record (32 bytes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
