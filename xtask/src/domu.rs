@@ -50,6 +50,11 @@ insmod /lib/modules/xenfs.ko
 mkdir -p /proc/xen && mount -t xenfs xenfs /proc/xen
 say "domid from xenstore: $(xenstore-read domid 2>&1)"
 say "name from xenstore: $(xenstore-read name 2>&1)"
+# Isolation: the toolstack's hypercalls are dom0's alone.
+for c in list info "destroy 1" "unpause 1"; do
+    keelctl $c >/tmp/out 2>&1
+    say "keelctl $c: exit $? ($(grep -c 'not privileged' /tmp/out) refusal)"
+done
 say "powering off"
 poweroff -f
 "#;
@@ -58,13 +63,15 @@ poweroff -f
 pub const DOMU_DIR: &str = "usr/lib/keel/domu";
 
 /// The domU's initramfs (uncompressed): busybox with its applets, xenfs,
-/// Debian's xenstore-read and what it links against, /init.
+/// Debian's xenstore-read and what it links against, keelctl (which must
+/// be refused there), /init.
 pub fn domu_initramfs(
     busybox: &[u8],
     applets: &[&str],
     privcmd: &[u8],
     xenfs: &[u8],
     xen: &BTreeMap<String, Entry>,
+    keelctl: &[u8],
 ) -> Vec<u8> {
     let mut c = Cpio::default();
     let mut dirs: BTreeSet<String> = ["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"]
@@ -77,6 +84,7 @@ pub fn domu_initramfs(
     }
     c.chardev("dev/console", 0o600, 5, 1);
     c.file("bin/busybox", 0o755, busybox);
+    c.file("bin/keelctl", 0o755, keelctl);
     for a in applets {
         c.symlink(&format!("bin/{a}"), "busybox");
     }

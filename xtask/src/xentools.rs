@@ -43,6 +43,7 @@ pub const PACKAGES: &[&str] = &[
     "zlib1g",
     "libncurses6",
     "libtinfo6",
+    "libgcc-s1",
     "libc6",
 ];
 
@@ -64,6 +65,10 @@ pub const ROOTS: &[&str] = &[
     "usr/bin/xenstore-rm",
     "usr/bin/xenstore-exists",
     "etc/xen/xl.conf",
+    // glibc dlopen()s it for pthread_cancel (no DT_NEEDED names it):
+    // without it `xl create` aborts once the domain is up, as it cancels
+    // a helper thread.
+    "lib/x86_64-linux-gnu/libgcc_s.so.1",
 ];
 
 /// Where glibc's loader looks for libraries on Debian (multiarch), in order.
