@@ -14,7 +14,7 @@
 
 use super::mech;
 use crate::arch::x86::{apic, hvm as hw, irq};
-use crate::domain::{self, table, Domain, Power, Vcpu, Wait};
+use crate::domain::{self, table, Domain, Power, ShutdownReason, Vcpu, Wait};
 use crate::hvm::exit::{self, Step};
 use crate::hvm::vcpu::StartMode;
 use crate::hypercall::Ctx;
@@ -315,7 +315,10 @@ impl Cpu {
 /// Takes `v` off the CPU for `w`, unless its wake condition already holds
 /// (checked under its lock, so a wake-up cannot be lost). Returns whether
 /// it blocked. A PVH domain whose vCPUs all halted with interrupts off (or
-/// never started) can never run again: it ends.
+/// never started) can never run again: it powers off, as Xen's
+/// `hvm_vcpu_down` ends it ("All CPUs offline -- powering off"; Linux halts
+/// that way when it has no power-off method, as a PVH domU with libxl's ACPI
+/// tables, which have no `_S5`).
 fn block(d: &Arc<Domain>, v: &Vcpu, w: Wait) -> bool {
     let mut st = v.st.lock();
     st.wait = Some(w);
@@ -331,9 +334,11 @@ fn block(d: &Arc<Domain>, v: &Vcpu, w: Wait) -> bool {
             matches!(s.wait, Some(Wait::Park) | Some(Wait::Down))
         });
         if stuck {
-            d.end(domain::Outcome::Killed(alloc::string::String::from(
-                "every vCPU is halted with interrupts off: nothing can wake it",
-            )));
+            log::info!(
+                "d{}: every vCPU is halted with interrupts off: the domain powers off",
+                d.id
+            );
+            d.end(domain::Outcome::Shutdown(ShutdownReason::Poweroff));
         }
     }
     true
