@@ -17,7 +17,8 @@
 //! to EFER and the x2APIC MSRs, and writes to the protocol's CONSOLE, DONE
 //! and TIMER ports; pointers just below its image (0x7000..0x8000, where
 //! a 1 KiB answer would reach its code) move to page 0; vcpu_info is
-//! registered only in the scratch area or where keel must refuse it.
+//! registered only in the scratch area or where keel must refuse it;
+//! a multicall runs only a list of such tamed calls.
 //! "Valid" pointers point into a scratch area at the top
 //! of its RAM, above everything it uses, so that whatever keel writes
 //! there (or after it) cannot hit its code, stack or page tables.
@@ -111,6 +112,10 @@ const CONSOLEIO_WRITE: u64 = 0;
 const HYPERVISOR_CONSOLE_IO: u64 = 18;
 const HYPERVISOR_HVM_OP: u64 = 34;
 const HYPERVISOR_VCPU_OP: u64 = 24;
+const HYPERVISOR_MULTICALL: u64 = 13;
+/// Where a multicall's list goes: above every tamed structure (those lie
+/// below `BUF_BASE + BUF_SIZE - 4096 + 64`), room for 16 entries.
+const MULTICALL_LIST: u64 = BUF_BASE + BUF_SIZE - 1024;
 const VCPUOP_REGISTER_VCPU_INFO: u64 = 10;
 
 /// A hypercall number: 0..=63 mostly, 64 (once keel's private management
@@ -180,6 +185,35 @@ fn tame(r: &mut Rng, nr: u64, a: &mut [u64; 5]) {
                 core::ptr::write((p + 16) as *mut u64, gpfn);
             }
             a[1] = p;
+        }
+        HYPERVISOR_MULTICALL => {
+            // keel runs each entry as the call it names: a list drawn at
+            // random would run untamed calls (one registered this guest's
+            // page tables as its vcpu_info). Up to 4 entries, each drawn
+            // and tamed as a direct call, never a nested multicall (keel
+            // refuses those, and one would run an untamed list); the count
+            // sometimes beyond keel's bound.
+            let n = r.below(5);
+            let mut list = [[0u64; 8]; 4];
+            for e in list.iter_mut().take(n as usize) {
+                let mut nr = number(r);
+                if nr == HYPERVISOR_MULTICALL {
+                    nr = 65; // unassigned instead
+                }
+                let mut b = [arg(r), arg(r), arg(r), arg(r), arg(r)];
+                tame(r, nr, &mut b);
+                *e = [nr, 0, b[0], b[1], b[2], b[3], b[4], 0];
+            }
+            for (i, e) in list.iter().enumerate() {
+                for (j, w) in e.iter().enumerate() {
+                    let at = MULTICALL_LIST + 64 * i as u64 + 8 * j as u64;
+                    // SAFETY: inside the scratch area's last KiB, which only
+                    // this list uses.
+                    unsafe { core::ptr::write(at as *mut u64, *w) };
+                }
+            }
+            a[0] = MULTICALL_LIST;
+            a[1] = r.pick(&[n, n, n, 4097, u64::MAX]);
         }
         HYPERVISOR_VCPU_OP if a[0] == VCPUOP_REGISTER_VCPU_INFO => {
             // struct vcpu_register_vcpu_info { mfn, offset, rsvd }: keel
