@@ -711,7 +711,7 @@ pub const DOMU_INITRD: &[u8] = b"@keel: dom0 initramfs with the domU payload";
 /// serial, as `(d1) ...`) and powers off.
 pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenario {
     let mut s = linux(name, emulator, vendor)
-        .describe("a PVH domU from dom0: keelctl create -p builds Debian's vmlinuz (256 MiB, 2 vCPUs) as libxl does, the domU reaches userspace, reads /sys/hypervisor/type and its domid from xenstore, powers off")
+        .describe("a PVH domU from dom0: keelctl create -p builds Debian's vmlinuz (256 MiB, 2 vCPUs) as libxl does, the domU reaches userspace, reads /sys/hypervisor/type and its domid from xenstore, is refused the toolstack's calls, powers off; then Debian's xl creates, runs and destroys the same guest")
         .module("dom0-initrd", DOMU_INITRD.to_vec())
         .module(
             "dom0-cmdline",
@@ -732,6 +732,12 @@ pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenar
             "KEEL-LINUX: domu: keel-consoled gave it a pty",
             // and `keelctl console` attached to it.
             "KEEL-LINUX: domu: keelctl console: KEEL-DOMU: name from xenstore: domu1",
+            // Debian's xl builds and runs the same guest (domu2), its
+            // console through keel-consoled too, and destroys it.
+            "KEEL-LINUX: domu: xl create exit 0",
+            "KEEL-LINUX: domu: xl unpause exit 0",
+            "KEEL-LINUX: domu: xl console log: KEEL-DOMU: name from xenstore: domu2",
+            "KEEL-LINUX: domu: xl: 0 domu2 left",
             "reboot: Power down",
         ])
         // The domU's lines come through its kernel log: "(d1) [  t] KEEL-DOMU: ...".
@@ -742,6 +748,12 @@ pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenar
             "] KEEL-DOMU: cpus online: 0-1",
             "] KEEL-DOMU: domid from xenstore: ",
             "] KEEL-DOMU: name from xenstore: domu1",
+            // Isolation: the toolstack's calls are refused in a domU.
+            "] KEEL-DOMU: keelctl list: exit 3 (1 refusal)",
+            "] KEEL-DOMU: keelctl info: exit 3 (1 refusal)",
+            "] KEEL-DOMU: keelctl destroy 1: exit 3 (1 refusal)",
+            "] KEEL-DOMU: keelctl unpause 1: exit 3 (1 refusal)",
+            "] KEEL-DOMU: name from xenstore: domu2",
             ": Shutdown(Poweroff); kept until the toolstack destroys it",
             "d0: Shutdown(Poweroff)",
         ]);
