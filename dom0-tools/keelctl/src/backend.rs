@@ -109,6 +109,9 @@ pub struct HostInfo {
     pub tsc_khz: u32,
     pub total_mem_mib: u64,
     pub free_mem_mib: u64,
+    /// Free memory to the page (`free_memory` is whole MiB): what a
+    /// create/destroy cycle must give back exactly.
+    pub free_pages: u64,
     /// The scheduler, e.g. "pinned".
     pub scheduler: String,
 }

@@ -156,6 +156,7 @@ pub fn info_text(h: &HostInfo) -> String {
         ("tsc_khz", h.tsc_khz.to_string()),
         ("total_memory", h.total_mem_mib.to_string()),
         ("free_memory", h.free_mem_mib.to_string()),
+        ("free_pages", h.free_pages.to_string()),
         ("scheduler", h.scheduler.clone()),
         ("keelctl_version", env!("CARGO_PKG_VERSION").to_string()),
     ];
@@ -167,7 +168,7 @@ pub fn info_text(h: &HostInfo) -> String {
 pub fn info_json(h: &HostInfo) -> String {
     let caps: Vec<String> = h.virt_caps.iter().map(|c| json_str(c)).collect();
     format!(
-        "{{\"host\":{},\"hypervisor\":{},\"keel_version\":{},\"mgmt_abi\":{},\"cpu_vendor\":{},\"virt_caps\":[{}],\"nr_cpus\":{},\"nr_nodes\":{},\"tsc_khz\":{},\"total_memory_mib\":{},\"free_memory_mib\":{},\"scheduler\":{},\"keelctl_version\":{}}}\n",
+        "{{\"host\":{},\"hypervisor\":{},\"keel_version\":{},\"mgmt_abi\":{},\"cpu_vendor\":{},\"virt_caps\":[{}],\"nr_cpus\":{},\"nr_nodes\":{},\"tsc_khz\":{},\"total_memory_mib\":{},\"free_memory_mib\":{},\"free_pages\":{},\"scheduler\":{},\"keelctl_version\":{}}}\n",
         json_str(&h.host),
         json_str(&h.hypervisor),
         json_str(&h.version),
@@ -179,6 +180,7 @@ pub fn info_json(h: &HostInfo) -> String {
         h.tsc_khz,
         h.total_mem_mib,
         h.free_mem_mib,
+        h.free_pages,
         json_str(&h.scheduler),
         json_str(env!("CARGO_PKG_VERSION"))
     )

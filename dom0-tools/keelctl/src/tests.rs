@@ -96,6 +96,7 @@ impl Hypervisor for Fake {
             tsc_khz: 2_000_000,
             total_mem_mib: 16384,
             free_mem_mib: 6656,
+            free_pages: 6656 * 256 + 3,
             scheduler: "pinned".into(),
         })
     }
@@ -252,9 +253,18 @@ fn vcpu_list_and_info() {
     assert!(out.contains("\"cpu\":null,\"state\":\"offline\""));
     let (_, out, _) = exec(&hv, &["info"]);
     assert!(out.contains("nr_cpus               : 8\n"), "{out}");
+    // Free memory in whole MiB and to the page.
+    assert!(
+        out.contains("free_memory           : 6656\nfree_pages            : 1703939\n"),
+        "{out}"
+    );
     let (_, out, _) = exec(&hv, &["info", "--json"]);
     assert!(
         out.starts_with("{\"host\":\"testhost\",\"hypervisor\":\"keel\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"free_memory_mib\":6656,\"free_pages\":1703939,"),
         "{out}"
     );
 }

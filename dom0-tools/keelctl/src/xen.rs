@@ -609,6 +609,7 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
             tsc_khz: pi.cpu_khz,
             total_mem_mib: (pi.total_pages * 4096) >> 20,
             free_mem_mib: (pi.free_pages * 4096) >> 20,
+            free_pages: pi.free_pages,
             scheduler: match sid.sched_id {
                 dctl::scheduler::CREDIT => "credit".into(),
                 dctl::scheduler::CREDIT2 => "credit2".into(),
