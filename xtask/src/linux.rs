@@ -263,6 +263,21 @@ if grep -q 'keel.domu' /proc/cmdline && [ -S /run/xenstored/socket ]; then
         sleep 1
         grep 'KEEL-DOMU\|keelctl' /tmp/domu-console | sed 's/^/KEEL-LINUX: domu: keelctl console: /'
     fi
+    # 20 create/destroy cycles of the same guest, built and never run:
+    # keel's free memory, to the page, before and after (issue 14).
+    fp() { keelctl info | awk '$1 == "free_pages" { print $3 }'; }
+    sed 's/^name = .*/name = "cycle"/' /etc/keel/domu.cfg >/tmp/cycle.cfg
+    sleep 1
+    before=$(fp)
+    n=0
+    while [ $n -lt 20 ] && keelctl create -p /tmp/cycle.cfg >/tmp/cycle.out 2>&1 &&
+        keelctl destroy cycle >>/tmp/cycle.out 2>&1; do n=$((n + 1)); done
+    sleep 1
+    after=$(fp)
+    echo "KEEL-LINUX: domu: $n create/destroy cycles: free pages $before before, $after after"
+    [ "$n" = 20 ] && [ -n "$before" ] && [ "$before" = "$after" ] &&
+        echo "KEEL-LINUX: domu: 20 cycles gave every page back"
+    [ "$n" = 20 ] || tail -5 /tmp/cycle.out | sed 's/^/KEEL-LINUX: domu: cycle: /'
     # Debian's xl (libxl 4.17, unmodified) creates the same guest as domu2:
     # its domain builder, keel-consoled's pty for its console, xl's daemon
     # waiting on @releaseDomain, xl list and xl destroy.
