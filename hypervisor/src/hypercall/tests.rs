@@ -1221,23 +1221,12 @@ mod toolstack {
     /// Configurations keel cannot run are refused as Xen refuses them.
     #[test]
     fn createdomain_max_vcpus_max_mem_destroydomain() {
-        use keel_xen_abi::arch_x86::{ArchDomainConfig, EMU_LAPIC};
         use keel_xen_abi::domctl::{cdf, CreateDomain, MaxMem, MaxVcpus};
         crate::domain::create::set_backend(&FakeBackend);
         let mut t = domain(true);
         let pvh = CreateDomain {
-            flags: cdf::HVM | cdf::HAP,
-            max_vcpus: 2,
-            max_evtchn_port: 1023,
-            max_grant_frames: -1,
-            max_maptrack_frames: -1,
-            grant_opts: 1,
             handle: [7; 16],
-            arch: ArchDomainConfig {
-                emulation_flags: EMU_LAPIC,
-                ..ArchDomainConfig::zeroed()
-            },
-            ..CreateDomain::zeroed()
+            ..pvh_config(2)
         };
         let (r, dc) = domctl(&mut t, dctl::op::CREATEDOMAIN, 0, &pvh);
         assert_eq!(r, 0);
@@ -1320,23 +1309,9 @@ mod toolstack {
     /// toolstack destroys it; one keel kills reads as a crash.
     #[test]
     fn a_shut_down_domain_stays_until_destroyed() {
-        use keel_xen_abi::arch_x86::{ArchDomainConfig, EMU_LAPIC};
-        use keel_xen_abi::domctl::{cdf, CreateDomain};
         crate::domain::create::set_backend(&FakeBackend);
         let mut t = domain(true);
-        let pvh = CreateDomain {
-            flags: cdf::HVM | cdf::HAP,
-            max_vcpus: 1,
-            max_evtchn_port: 1023,
-            max_grant_frames: -1,
-            max_maptrack_frames: -1,
-            grant_opts: 1,
-            arch: ArchDomainConfig {
-                emulation_flags: EMU_LAPIC,
-                ..ArchDomainConfig::zeroed()
-            },
-            ..CreateDomain::zeroed()
-        };
+        let pvh = pvh_config(1);
         let make = |t: &mut T| {
             let (r, dc) = domctl(t, dctl::op::CREATEDOMAIN, 0, &pvh);
             assert_eq!(r, 0);
@@ -2126,23 +2101,9 @@ mod toolstack {
 
     /// A new, paused PVH domain as `xl create` makes it (`createdomain`).
     fn create_domu(t: &mut T) -> u16 {
-        use keel_xen_abi::arch_x86::{ArchDomainConfig, EMU_LAPIC};
-        use keel_xen_abi::domctl::{cdf, CreateDomain};
         crate::domain::create::set_backend(&FakeBackend);
         fake();
-        let pvh = CreateDomain {
-            flags: cdf::HVM | cdf::HAP,
-            max_vcpus: 1,
-            max_evtchn_port: 1023,
-            max_grant_frames: -1,
-            max_maptrack_frames: -1,
-            grant_opts: 1,
-            arch: ArchDomainConfig {
-                emulation_flags: EMU_LAPIC,
-                ..ArchDomainConfig::zeroed()
-            },
-            ..CreateDomain::zeroed()
-        };
+        let pvh = pvh_config(1);
         let (r, dc) = domctl(t, dctl::op::CREATEDOMAIN, 0, &pvh);
         assert_eq!(r, 0);
         dc.domain
@@ -2603,15 +2564,7 @@ fn populate_physmap_and_set_memory_map_for_another_domain() {
     let u = domu.dom.id;
     let base = RAM / 4096; // the domU's own RAM ends here
     let populate = |t: &mut T, domid: u16, order: u32, gfns: &[u64]| {
-        let list: Vec<u8> = gfns.iter().flat_map(|g| g.to_le_bytes()).collect();
-        t.put(GVA + 64, &list);
-        let mut r = [0u8; 40];
-        r[0..8].copy_from_slice(&(GVA + 64).to_le_bytes());
-        r[8..16].copy_from_slice(&(gfns.len() as u64).to_le_bytes());
-        r[16..20].copy_from_slice(&order.to_le_bytes());
-        r[24..26].copy_from_slice(&domid.to_le_bytes());
-        t.put(GVA, &r);
-        t.ret(Hypercall::MemoryOp, &[POPULATE, GVA])
+        reservation(t, POPULATE, domid, order, 0, gfns)
     };
     domu.dom.set_max_pages(domu.dom.tot_pages() + 512 + 3);
     let before = domu.dom.tot_pages();
@@ -2663,6 +2616,28 @@ fn populate_physmap_and_set_memory_map_for_another_domain() {
     // A domain may not set its own (it is the toolstack's).
     domu.put(GVA, &m);
     assert_eq!(domu.ret(Hypercall::MemoryOp, &[SET_MEMORY_MAP, GVA]), -1);
+}
+
+/// A createdomain configuration as libxl gives a PVH domU: HVM with HAP and
+/// an emulated LAPIC, `max_vcpus` vCPUs, default event-channel and grant
+/// limits, grant table v1.
+fn pvh_config(max_vcpus: u32) -> keel_xen_abi::domctl::CreateDomain {
+    use keel_xen_abi::arch_x86::{ArchDomainConfig, EMU_LAPIC};
+    use keel_xen_abi::domctl::{cdf, CreateDomain};
+    use keel_xen_abi::Pod;
+    CreateDomain {
+        flags: cdf::HVM | cdf::HAP,
+        max_vcpus,
+        max_evtchn_port: 1023,
+        max_grant_frames: -1,
+        max_maptrack_frames: -1,
+        grant_opts: 1,
+        arch: ArchDomainConfig {
+            emulation_flags: EMU_LAPIC,
+            ..ArchDomainConfig::zeroed()
+        },
+        ..CreateDomain::zeroed()
+    }
 }
 
 /// `struct xen_memory_reservation` for `domid` at `GVA`, its extent list
