@@ -2,6 +2,8 @@
 //! (hypercalls from userspace, and mapping another domain's pages). One
 //! crate so that keelctl (the toolstack and domain builder) and
 //! keel-xenstored (which maps each domU's xenstore ring) share one thin,
-//! audited layer of `unsafe`.
+//! audited layer of `unsafe`. [`domctl`] asks the hypervisor about a
+//! domain (`getdomaininfo`) through privcmd.
 
+pub mod domctl;
 pub mod privcmd;
