@@ -533,14 +533,7 @@ impl Engine {
                 if domid == 0 {
                     return Err(XsError::EINVAL);
                 }
-                let d = self.domains.remove(&domid).ok_or(XsError::ENOENT)?;
-                if let Some(c) = d.conn.and_then(|c| self.conns.get_mut(&c)) {
-                    c.closing = true;
-                    c.txs.clear();
-                    c.watches.clear();
-                }
-                self.domain_events.push(DomainEvent::Released { domid });
-                self.fire_special(RELEASE_DOMAIN);
+                self.release_domain(domid)?;
                 ok()
             }
             Resume => {
@@ -603,6 +596,50 @@ impl Engine {
             return Err(XsError::EIO);
         }
         Ok(())
+    }
+
+    /// Forgets introduced domain `domid` (RELEASE, or the domain died):
+    /// its connection is closed without sending what was still queued for
+    /// it (nobody will read it; the server then drops the transport,
+    /// which unmaps the ring), its transactions and watches go, the
+    /// transport layer is told ([`DomainEvent::Released`]) and
+    /// `@releaseDomain` fires. ENOENT if it was not introduced.
+    pub fn release_domain(&mut self, domid: u32) -> Result<(), XsError> {
+        let d = self.domains.remove(&domid).ok_or(XsError::ENOENT)?;
+        if let Some(c) = d.conn.and_then(|c| self.conns.get_mut(&c)) {
+            c.closing = true;
+            c.txs.clear();
+            c.watches.clear();
+            c.out.clear();
+            c.pending_events = 0;
+        }
+        self.domain_events.push(DomainEvent::Released { domid });
+        self.fire_special(RELEASE_DOMAIN);
+        Ok(())
+    }
+
+    /// The introduced domains' ids, in order.
+    pub fn domain_ids(&self) -> Vec<u32> {
+        self.domains.keys().copied().collect()
+    }
+
+    /// Records that introduced domain `domid` has shut down. True if
+    /// that is news (it was not marked yet; RESUME clears the mark), so
+    /// the caller fires `@releaseDomain` once per shutdown.
+    pub fn mark_shutdown(&mut self, domid: u32) -> bool {
+        match self.domains.get_mut(&domid) {
+            Some(d) if !d.shutdown => {
+                d.shutdown = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Fires `@releaseDomain` watches (a domain shut down: the toolstack
+    /// looks at every domain's state again).
+    pub fn fire_release_domain(&mut self) {
+        self.fire_special(RELEASE_DOMAIN);
     }
 
     fn fire_special(&mut self, name: &str) {
@@ -983,10 +1020,17 @@ pub(crate) mod tests {
             err(&req(&mut c, g, MsgType::Control, 0, b"print\0x\0")),
             XsError::EACCES
         );
+        // A reply the guest has not taken yet: RELEASE discards it.
+        c.handle(g, Message::new(MsgType::Read, 1, 0, b"/\0".to_vec()));
+        assert!(c.has_output(g));
         let r = req(&mut c, a, MsgType::Release, 0, b"3\0");
         assert_eq!(ok(&r), b"OK\0");
         assert_eq!(r[0].payload, b"@releaseDomain\0r\0");
         assert!(c.is_closing(g));
+        assert!(
+            !c.has_output(g),
+            "a released domain's unsent output is dropped"
+        );
         assert_eq!(
             err(&req(&mut c, a, MsgType::Release, 0, b"3\0")),
             XsError::ENOENT

@@ -12,10 +12,12 @@
 //! - [`transport`]: the [`transport::Transport`] trait, Unix socket and
 //!   shared-page ring implementations
 //! - [`server`]: the poll(2) event loop tying transports to the engine
+//! - [`domexc`]: dropping dead domains on `VIRQ_DOM_EXC` (`@releaseDomain`)
 //! - [`persist`]: optional snapshot of the tree across restarts
 //! - [`client`]: a minimal synchronous client (tests, benchmark fallback)
 
 pub mod client;
+pub mod domexc;
 pub mod engine;
 pub mod path;
 pub mod perms;
