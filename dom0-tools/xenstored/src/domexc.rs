@@ -110,9 +110,16 @@ pub(crate) mod tests {
     /// A hypervisor's domain table in a test: absent ids are gone; an
     /// `Err` entry makes the call fail.
     #[derive(Clone, Default)]
-    pub struct FakeDomains(pub Arc<Mutex<BTreeMap<u32, Result<DomainState, i32>>>>);
+    pub struct FakeDomains(
+        pub Arc<Mutex<BTreeMap<u32, Result<DomainState, i32>>>>,
+        /// Queries answered so far.
+        pub Arc<std::sync::atomic::AtomicUsize>,
+    );
 
     impl FakeDomains {
+        pub fn calls(&self) -> usize {
+            self.1.load(std::sync::atomic::Ordering::SeqCst)
+        }
         pub fn set(&self, domid: u32, s: Result<DomainState, i32>) {
             self.0.lock().unwrap().insert(domid, s);
         }
@@ -123,6 +130,7 @@ pub(crate) mod tests {
 
     impl DomainInfoSource for FakeDomains {
         fn domain_info(&mut self, domid: u32) -> io::Result<Option<DomainState>> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             match self.0.lock().unwrap().get(&domid) {
                 None => Ok(None),
                 Some(Ok(s)) => Ok(Some(*s)),

@@ -3,7 +3,8 @@
 //! Usage: keel-xenstored [--socket PATH] [--persist FILE] [--no-dom0-ring] [--verbose]
 //! The socket path defaults to $XENSTORED_PATH, else /run/xenstored/socket.
 //! In dom0 with xenfs mounted it also serves dom0's own kernel on the ring
-//! in /proc/xen/xsd_kva (Linux's local-xenstore mode), as Xen's xenstored does.
+//! in /proc/xen/xsd_kva (Linux's local-xenstore mode), as Xen's xenstored does,
+//! and binds VIRQ_DOM_EXC to drop dead domains and fire @releaseDomain.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -89,6 +90,18 @@ fn main() -> ExitCode {
                 Ok(c) => server.set_connector(Box::new(c)),
                 Err(e) => eprintln!("keel-xenstored: guests cannot be introduced: {e}"),
             }
+        }
+        // Domains that die or shut down: VIRQ_DOM_EXC, then getdomaininfo
+        // about each introduced one. Off Xen/keel (no such device, not
+        // privileged) the daemon serves on without it.
+        match xendev::DomExcVirq::bind()
+            .and_then(|virq| xendev::PrivcmdDomains::open(privcmd).map(|src| (virq, src)))
+        {
+            Ok((virq, src)) => server.watch_domain_exceptions(Box::new(virq), Box::new(src)),
+            Err(e) => eprintln!(
+                "keel-xenstored: not watching for dead domains (VIRQ_DOM_EXC): {e}; \
+                 @releaseDomain fires only on RELEASE"
+            ),
         }
         if let Some(f) = persist.clone() {
             server.persist_to(f);

@@ -10,6 +10,10 @@
 //!   backlog passes [`MAX_BACKLOG_BYTES`];
 //! - a disconnect discards the connection's transactions (never committed
 //!   data) and watches.
+//!
+//! With [`Server::watch_domain_exceptions`] the loop also polls the bound
+//! `VIRQ_DOM_EXC` and, whenever it fires, drops dead domains and fires
+//! `@releaseDomain` ([`crate::domexc`]).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -21,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::domexc::{self, DomainInfoSource, VirqEvents};
 use crate::engine::{ConnId, DomainEvent, Engine};
 use crate::transport::unix::UnixTransport;
 use crate::transport::Transport;
@@ -71,8 +76,17 @@ extern "C" fn on_signal(_sig: libc::c_int) {
     }
 }
 
+/// The bound `VIRQ_DOM_EXC` and where domains' states come from.
+struct DomExc {
+    virq: Box<dyn VirqEvents>,
+    source: Box<dyn DomainInfoSource>,
+    /// The last check had a failed query (logged once until one works).
+    failing: bool,
+}
+
 pub struct Server {
     engine: Engine,
+    domexc: Option<DomExc>,
     listener: Option<(UnixListener, PathBuf)>,
     conns: BTreeMap<ConnId, ConnIo>,
     wake_r: RawFd,
@@ -127,6 +141,7 @@ impl Server {
         set_nonblock_cloexec(fds[1]);
         Ok(Server {
             engine,
+            domexc: None,
             listener: None,
             conns: BTreeMap::new(),
             wake_r: fds[0],
@@ -152,6 +167,68 @@ impl Server {
 
     pub fn set_connector(&mut self, c: Box<dyn DomainConnector>) {
         self.connector = Some(c);
+    }
+
+    /// Polls `virq` (the bound `VIRQ_DOM_EXC`) and, each time it fires,
+    /// asks `source` about every introduced domain: dead ones are dropped
+    /// as on RELEASE, shut-down ones announced ([`domexc::check_domains`]).
+    pub fn watch_domain_exceptions(
+        &mut self,
+        virq: Box<dyn VirqEvents>,
+        source: Box<dyn DomainInfoSource>,
+    ) {
+        self.domexc = Some(DomExc {
+            virq,
+            source,
+            failing: false,
+        });
+    }
+
+    /// Whether domain exceptions are watched (bound, and not given up on).
+    pub fn watches_domain_exceptions(&self) -> bool {
+        self.domexc.is_some()
+    }
+
+    /// The virq fired (poll said so): consume it, unmask, check domains.
+    fn domain_exception(&mut self) {
+        let Some(dx) = self.domexc.as_mut() else {
+            return;
+        };
+        match dx.virq.take() {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                // A broken descriptor would make poll(2) spin: stop
+                // watching it and keep serving.
+                eprintln!(
+                    "keel-xenstored: {}: {e}; no longer watching for dead domains",
+                    dx.virq.describe()
+                );
+                self.domexc = None;
+                return;
+            }
+        }
+        let check = domexc::check_domains(&mut self.engine, dx.source.as_mut());
+        if self.verbose {
+            for d in &check.released {
+                eprintln!("keel-xenstored: domain {d} is gone or dying: released");
+            }
+            for d in &check.shut_down {
+                eprintln!("keel-xenstored: domain {d} has shut down");
+            }
+        }
+        match check.failed.first() {
+            Some((d, e)) if !dx.failing || self.verbose => {
+                eprintln!(
+                    "keel-xenstored: cannot ask the hypervisor about domain {d} \
+                     ({} domain(s) unknown this time, left as they were): {e}",
+                    check.failed.len()
+                );
+                dx.failing = true;
+            }
+            Some(_) => {}
+            None => dx.failing = false,
+        }
     }
 
     pub fn set_verbose(&mut self, v: bool) {
@@ -339,9 +416,20 @@ impl Server {
                 events: libc::POLLIN,
                 revents: 0,
             });
+            let mut listen_at = None;
             if let Some((l, _)) = &self.listener {
+                listen_at = Some(fds.len());
                 fds.push(libc::pollfd {
                     fd: l.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+            let mut virq_at = None;
+            if let Some(dx) = &self.domexc {
+                virq_at = Some(fds.len());
+                fds.push(libc::pollfd {
+                    fd: dx.virq.poll_fd(),
                     events: libc::POLLIN,
                     revents: 0,
                 });
@@ -397,7 +485,7 @@ impl Server {
             if self.flag.load(Ordering::SeqCst) {
                 break;
             }
-            if base == 2 && fds[1].revents != 0 {
+            if listen_at.is_some_and(|i| fds[i].revents != 0) {
                 self.accept();
             }
             for (i, id) in ids.iter().enumerate() {
@@ -419,6 +507,12 @@ impl Server {
                 for id in ring_ids {
                     self.service_input(id);
                 }
+            }
+            // After the requests (a RELEASE there makes the domain unknown
+            // here), before the flush (which closes dropped domains'
+            // connections, unmapping their rings).
+            if virq_at.is_some_and(|i| fds[i].revents != 0) {
+                self.domain_exception();
             }
             self.flush();
             self.domain_events();
@@ -692,6 +786,340 @@ mod tests {
         assert_eq!(admin.read("/local/domain/7/hello").unwrap(), b"from-ring");
         h.shutdown();
         j.join().unwrap();
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    use crate::domexc::tests::{FakeDomains, DYING, RUNNING, SHUTDOWN};
+    use std::sync::atomic::AtomicUsize;
+
+    /// `VIRQ_DOM_EXC` in a test: an eventfd, readable when rung (as
+    /// `/dev/xen/evtchn` is when the port fired).
+    struct FakeVirq(std::fs::File);
+    impl VirqEvents for FakeVirq {
+        fn poll_fd(&self) -> RawFd {
+            self.0.as_raw_fd()
+        }
+        fn take(&mut self) -> io::Result<bool> {
+            let mut b = [0u8; 8];
+            match (&self.0).read(&mut b) {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+        fn describe(&self) -> String {
+            "fake VIRQ_DOM_EXC".into()
+        }
+    }
+
+    fn eventfd() -> std::fs::File {
+        // SAFETY: eventfd(2) with valid flags; the fd is checked, then
+        // owned by the file.
+        unsafe {
+            use std::os::fd::FromRawFd;
+            let fd = libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC);
+            assert!(fd >= 0);
+            std::fs::File::from_raw_fd(fd)
+        }
+    }
+
+    fn ring(bell: &std::fs::File) {
+        (&*bell).write_all(&1u64.to_ne_bytes()).unwrap();
+    }
+
+    /// A guest's ring that says when the server dropped it (for a real
+    /// domain: its page unmapped, its event channel unbound).
+    struct WatchedRing {
+        ring: RingTransport,
+        dropped: Arc<AtomicBool>,
+    }
+    impl Drop for WatchedRing {
+        fn drop(&mut self) {
+            self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
+    impl Transport for WatchedRing {
+        fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.ring.recv(buf)
+        }
+        fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.ring.send(buf)
+        }
+        fn poll_fd(&self) -> Option<RawFd> {
+            None
+        }
+        fn domid(&self) -> u32 {
+            self.ring.domid()
+        }
+        fn describe(&self) -> String {
+            "watched ring".into()
+        }
+    }
+    struct WatchedConnector {
+        page: Option<RingPage>,
+        connected: Arc<AtomicBool>,
+        dropped: Arc<AtomicBool>,
+    }
+    impl DomainConnector for WatchedConnector {
+        fn connect(&mut self, domid: u32, _mfn: i64, _e: u32) -> io::Result<Box<dyn Transport>> {
+            let page = self
+                .page
+                .take()
+                .ok_or_else(|| io::Error::other("no page"))?;
+            self.connected.store(true, Ordering::SeqCst);
+            Ok(Box::new(WatchedRing {
+                ring: RingTransport::new(page, domid, Box::new(|| {}), None),
+                dropped: self.dropped.clone(),
+            }))
+        }
+    }
+
+    fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// A server watching domain exceptions through `virq` and `src`, with
+    /// `connector` if any; dom0's admin client watches `@releaseDomain`
+    /// (its first event taken) and `/sentinel`.
+    fn start_domexc(
+        name: &str,
+        virq: Box<dyn VirqEvents>,
+        src: FakeDomains,
+        connector: Option<Box<dyn DomainConnector>>,
+    ) -> (
+        PathBuf,
+        ShutdownHandle,
+        std::thread::JoinHandle<Server>,
+        Client,
+    ) {
+        let p = tmp_sock(name);
+        let mut s = Server::new(Engine::default()).unwrap();
+        s.listen(&p).unwrap();
+        s.watch_domain_exceptions(virq, Box::new(src));
+        assert!(s.watches_domain_exceptions());
+        if let Some(c) = connector {
+            s.set_connector(c);
+        }
+        let h = s.shutdown_handle();
+        let j = std::thread::spawn(move || {
+            s.run().unwrap();
+            s
+        });
+        let mut admin = Client::connect(&p).unwrap();
+        admin.set_timeout(Some(Duration::from_secs(10))).unwrap();
+        admin.watch("@releaseDomain", "rel").unwrap();
+        assert_eq!(admin.wait_event().unwrap().0, "@releaseDomain");
+        admin.write("/sentinel", b"").unwrap();
+        admin.watch("/sentinel", "s").unwrap();
+        assert_eq!(admin.wait_event().unwrap().0, "/sentinel");
+        (p, h, j, admin)
+    }
+
+    /// The next watch event is the sentinel's: nothing fired before it.
+    fn no_event_before_sentinel(admin: &mut Client) {
+        admin.write("/sentinel", b"x").unwrap();
+        assert_eq!(
+            admin.wait_event().unwrap(),
+            ("/sentinel".to_string(), "s".to_string())
+        );
+    }
+
+    fn introduced(admin: &mut Client, domid: u32) -> bool {
+        let r = admin
+            .request(
+                MsgType::IsDomainIntroduced,
+                0,
+                format!("{domid}\0").as_bytes(),
+            )
+            .unwrap();
+        r == b"T\0"
+    }
+
+    /// A domain dies (VIRQ_DOM_EXC, getdomaininfo says dying): it is
+    /// released, `@releaseDomain` reaches the watcher, and its ring is let
+    /// go although a reply to it was still unsent.
+    #[test]
+    fn dying_domain_is_released_and_its_ring_dropped() {
+        let bell = eventfd();
+        let src = FakeDomains::default();
+        let page = RingPage::new_in_memory();
+        let connected = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (p, h, j, mut admin) = start_domexc(
+            "dx-dying",
+            Box::new(FakeVirq(bell.try_clone().unwrap())),
+            src.clone(),
+            Some(Box::new(WatchedConnector {
+                page: Some(page.clone()),
+                connected: connected.clone(),
+                dropped: dropped.clone(),
+            })),
+        );
+        src.set(7, Ok(RUNNING));
+        admin.introduce(7, 1234, 5).unwrap();
+        wait_for("the guest's ring attached", || {
+            connected.load(Ordering::SeqCst)
+        });
+        // A reply bigger than the ring, which the guest stops reading.
+        admin.write("/big", &[b'b'; 3000]).unwrap();
+        admin.set_perms("/big", &["r0"]).unwrap();
+        let mut guest = RingClient::new(page);
+        guest
+            .send(&Message::new(MsgType::Read, 1, 0, b"/big\0".to_vec()).to_bytes())
+            .unwrap();
+        let mut b = [0u8; 16];
+        wait_for("the reply started", || {
+            guest.recv(&mut b).is_ok_and(|n| n > 0)
+        });
+        // Running: an event changes nothing.
+        ring(&bell);
+        wait_for("the check", || src.calls() >= 1);
+        no_event_before_sentinel(&mut admin);
+        assert!(introduced(&mut admin, 7));
+        assert!(!dropped.load(Ordering::SeqCst));
+        // Dying.
+        src.set(7, Ok(DYING));
+        ring(&bell);
+        assert_eq!(
+            admin.wait_event().unwrap(),
+            ("@releaseDomain".to_string(), "rel".to_string())
+        );
+        assert!(!introduced(&mut admin, 7));
+        wait_for("the ring dropped", || dropped.load(Ordering::SeqCst));
+        no_event_before_sentinel(&mut admin);
+        h.shutdown();
+        let s = j.join().unwrap();
+        assert!(s.engine().domain(7).is_none());
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    /// A domain that vanished (getdomaininfo: no such domain) is released.
+    #[test]
+    fn vanished_domain_is_released() {
+        let bell = eventfd();
+        let src = FakeDomains::default();
+        let (p, h, j, mut admin) = start_domexc(
+            "dx-gone",
+            Box::new(FakeVirq(bell.try_clone().unwrap())),
+            src.clone(),
+            None,
+        );
+        src.set(8, Ok(RUNNING));
+        admin.introduce(8, 1, 1).unwrap();
+        admin.introduce(9, 1, 1).unwrap();
+        src.set(9, Ok(RUNNING));
+        src.remove(8);
+        ring(&bell);
+        assert_eq!(admin.wait_event().unwrap().0, "@releaseDomain");
+        assert!(!introduced(&mut admin, 8));
+        assert!(introduced(&mut admin, 9));
+        no_event_before_sentinel(&mut admin);
+        h.shutdown();
+        j.join().unwrap();
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    /// A shut-down domain fires `@releaseDomain` once, however many
+    /// events follow, and stays introduced until released.
+    #[test]
+    fn shut_down_domain_fires_once_and_stays() {
+        let bell = eventfd();
+        let src = FakeDomains::default();
+        let (p, h, j, mut admin) = start_domexc(
+            "dx-shutdown",
+            Box::new(FakeVirq(bell.try_clone().unwrap())),
+            src.clone(),
+            None,
+        );
+        src.set(5, Ok(RUNNING));
+        admin.introduce(5, 1, 1).unwrap();
+        src.set(5, Ok(SHUTDOWN));
+        ring(&bell);
+        assert_eq!(admin.wait_event().unwrap().0, "@releaseDomain");
+        assert!(introduced(&mut admin, 5));
+        // The same shutdown, reported again.
+        for n in 2..=3 {
+            ring(&bell);
+            wait_for("the check", || src.calls() >= n);
+            no_event_before_sentinel(&mut admin);
+        }
+        assert!(introduced(&mut admin, 5));
+        // xl releases it once it has dealt with it.
+        admin.request(MsgType::Release, 0, b"5\0").unwrap();
+        assert_eq!(admin.wait_event().unwrap().0, "@releaseDomain");
+        assert!(!introduced(&mut admin, 5));
+        h.shutdown();
+        j.join().unwrap();
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    /// getdomaininfo failing drops nothing and the server serves on; a
+    /// virq descriptor that breaks is given up, the server serves on.
+    #[test]
+    fn failing_domain_info_or_virq_does_not_stop_the_server() {
+        let bell = eventfd();
+        let src = FakeDomains::default();
+        let (p, h, j, mut admin) = start_domexc(
+            "dx-fail",
+            Box::new(FakeVirq(bell.try_clone().unwrap())),
+            src.clone(),
+            None,
+        );
+        src.set(4, Err(libc::EPERM));
+        admin.introduce(4, 1, 1).unwrap();
+        for n in 1..=2 {
+            ring(&bell);
+            wait_for("the check", || src.calls() >= n);
+            no_event_before_sentinel(&mut admin);
+        }
+        assert!(introduced(&mut admin, 4));
+        h.shutdown();
+        let s = j.join().unwrap();
+        assert!(s.watches_domain_exceptions());
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+
+        struct BrokenVirq(std::fs::File, Arc<AtomicUsize>);
+        impl VirqEvents for BrokenVirq {
+            fn poll_fd(&self) -> RawFd {
+                self.0.as_raw_fd()
+            }
+            fn take(&mut self) -> io::Result<bool> {
+                self.1.fetch_add(1, Ordering::SeqCst);
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            }
+            fn describe(&self) -> String {
+                "broken virq".into()
+            }
+        }
+        let bell = eventfd();
+        let takes = Arc::new(AtomicUsize::new(0));
+        let src = FakeDomains::default();
+        let (p, h, j, mut admin) = start_domexc(
+            "dx-broken",
+            Box::new(BrokenVirq(bell.try_clone().unwrap(), takes.clone())),
+            src.clone(),
+            None,
+        );
+        admin.introduce(4, 1, 1).unwrap();
+        // Rung and never drained: without giving up, poll(2) would spin.
+        ring(&bell);
+        wait_for("the failed take", || takes.load(Ordering::SeqCst) >= 1);
+        no_event_before_sentinel(&mut admin);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            takes.load(Ordering::SeqCst),
+            1,
+            "given up after one failure"
+        );
+        assert_eq!(src.calls(), 0);
+        assert!(introduced(&mut admin, 4));
+        h.shutdown();
+        let s = j.join().unwrap();
+        assert!(!s.watches_domain_exceptions());
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }
 }

@@ -28,6 +28,8 @@ pub const XSD_PORT: &str = "/proc/xen/xsd_port";
 const fn ioc_evtchn(nr: u64, size: u64) -> u64 {
     (size << 16) | ((b'E' as u64) << 8) | nr
 }
+/// `struct ioctl_evtchn_bind_virq { unsigned virq; }`.
+const IOCTL_EVTCHN_BIND_VIRQ: u64 = ioc_evtchn(0, 4);
 /// `struct ioctl_evtchn_bind_interdomain { unsigned remote_domain, remote_port; }`.
 const IOCTL_EVTCHN_BIND_INTERDOMAIN: u64 = ioc_evtchn(1, 8);
 /// `struct ioctl_evtchn_notify { unsigned port; }`.
@@ -40,16 +42,41 @@ pub struct Evtchn {
     port: u32,
 }
 
+fn open_evtchn() -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(EVTCHN_DEV)
+        .map_err(|e| io::Error::new(e.kind(), format!("{EVTCHN_DEV}: {e}")))
+}
+
 impl Evtchn {
+    /// Binds global virtual interrupt `virq` (e.g. `VIRQ_DOM_EXC`) to a
+    /// new local port (`EVTCHNOP_bind_virq` through the kernel driver).
+    pub fn bind_virq(virq: u32) -> io::Result<Evtchn> {
+        let file = open_evtchn()?;
+        let arg: u32 = virq;
+        // SAFETY: the ioctl reads the 4-byte struct at `arg`, which lives
+        // across the call; the fd is ours.
+        let r = unsafe { libc::ioctl(file.as_raw_fd(), IOCTL_EVTCHN_BIND_VIRQ as _, &arg) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("binding virq {virq}: {e}"),
+            ));
+        }
+        Ok(Evtchn {
+            file,
+            port: r as u32,
+        })
+    }
+
     /// Binds a new local port to `remote_port` of domain `remote_dom`
     /// (`EVTCHNOP_bind_interdomain` through the kernel driver).
     pub fn bind_interdomain(remote_dom: u32, remote_port: u32) -> io::Result<Evtchn> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(EVTCHN_DEV)
-            .map_err(|e| io::Error::new(e.kind(), format!("{EVTCHN_DEV}: {e}")))?;
+        let file = open_evtchn()?;
         let arg: [u32; 2] = [remote_dom, remote_port];
         // SAFETY: the ioctl reads the 8-byte struct at `arg`, which lives
         // across the call; the fd is ours.
@@ -115,6 +142,96 @@ impl Evtchn {
 
     pub fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
+    }
+
+    /// Reads the ports that fired (u32s; the driver masks each as it
+    /// fires) and writes them back, which unmasks them. `Ok(false)`: none
+    /// pending. A read error other than EAGAIN/EINTR is returned.
+    fn take_fired(&self) -> io::Result<bool> {
+        let mut ports = [0u32; 16];
+        let mut fired: Vec<u32> = Vec::new();
+        loop {
+            // SAFETY: reading into a local array of its own size.
+            let n = unsafe {
+                libc::read(
+                    self.file.as_raw_fd(),
+                    ports.as_mut_ptr().cast(),
+                    std::mem::size_of_val(&ports),
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => break,
+                    io::ErrorKind::Interrupted => continue,
+                    _ => return Err(e),
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            let got = n as usize / std::mem::size_of::<u32>();
+            for &p in &ports[..got] {
+                if !fired.contains(&p) {
+                    fired.push(p);
+                }
+            }
+        }
+        for p in &fired {
+            // SAFETY: writing a 4-byte port number from a local.
+            unsafe {
+                libc::write(
+                    self.file.as_raw_fd(),
+                    (p as *const u32).cast(),
+                    std::mem::size_of::<u32>(),
+                )
+            };
+        }
+        Ok(!fired.is_empty())
+    }
+}
+
+/// `VIRQ_DOM_EXC` bound through `/dev/xen/evtchn`: fires in dom0 when a
+/// domain shuts down or dies.
+pub struct DomExcVirq(Evtchn);
+
+impl DomExcVirq {
+    pub fn bind() -> io::Result<DomExcVirq> {
+        Evtchn::bind_virq(keel_xen_abi::evtchn::VIRQ_DOM_EXC).map(DomExcVirq)
+    }
+}
+
+impl crate::domexc::VirqEvents for DomExcVirq {
+    fn poll_fd(&self) -> RawFd {
+        self.0.fd()
+    }
+
+    fn take(&mut self) -> io::Result<bool> {
+        self.0.take_fired()
+    }
+
+    fn describe(&self) -> String {
+        format!("VIRQ_DOM_EXC (event channel port {})", self.0.port)
+    }
+}
+
+/// The hypervisor's view of a domain: `domctl getdomaininfo` through
+/// privcmd ([`keel_xendev::domctl`]).
+pub struct PrivcmdDomains {
+    privcmd: keel_xendev::privcmd::Privcmd,
+}
+
+impl PrivcmdDomains {
+    pub fn open(path: &std::path::Path) -> io::Result<PrivcmdDomains> {
+        let privcmd = keel_xendev::privcmd::Privcmd::open(path)
+            .map_err(|e| io::Error::other(format!("{}: {e:?}", path.display())))?;
+        Ok(PrivcmdDomains { privcmd })
+    }
+}
+
+impl crate::domexc::DomainInfoSource for PrivcmdDomains {
+    fn domain_info(&mut self, domid: u32) -> io::Result<Option<crate::domexc::DomainState>> {
+        keel_xendev::domctl::domain_info(&self.privcmd, domid)
     }
 }
 
@@ -293,6 +410,7 @@ mod tests {
     /// The ioctl numbers are Linux's (`_IOC(_IOC_NONE, 'E', nr, size)`).
     #[test]
     fn ioctl_numbers() {
+        assert_eq!(IOCTL_EVTCHN_BIND_VIRQ, 0x0004_4500);
         assert_eq!(IOCTL_EVTCHN_BIND_INTERDOMAIN, 0x0008_4501);
         assert_eq!(IOCTL_EVTCHN_NOTIFY, 0x0004_4504);
     }
