@@ -346,7 +346,7 @@ impl Domain {
                 grant: GrantTable::default(),
                 grant_frames: Vec::new(),
                 grant_gfns: Vec::new(),
-                params: [0; 64],
+                params: default_params(),
             }),
             tsc_start: platform::tsc(),
             scale: TimeScale::from_hz(platform::tsc_khz() * 1000),
@@ -866,6 +866,16 @@ impl Domain {
         let _ = self.life.lock().lc.destroy();
         table::finish(self);
     }
+}
+
+/// A new domain's HVM params, as Xen's `hvm_domain_initialise` sets them:
+/// all zero but the shutdown reason a triple fault gives (reboot: a PVH
+/// Linux whose reset register and 8042 did nothing reboots that way).
+fn default_params() -> [u64; 64] {
+    let mut p = [0; 64];
+    p[crate::xen::abi::hvm_param::TRIPLE_FAULT_REASON as usize] =
+        crate::xen::abi::shutdown::REBOOT as u64;
+    p
 }
 
 /// `VIRQ_DOM_EXC`: domain `changed` shut down or is dying. Every

@@ -127,6 +127,18 @@ pub fn handle(cx: &mut Ctx, exit: Exit) -> Step {
                 cx.vcpu.id,
                 walk_report(cx, cx.hw.regs().rip)
             );
+            // A domU shuts down as Xen's hvm_triple_fault does, for the
+            // reason its toolstack chose (reboot unless it set one). dom0
+            // and test guests are killed: their diagnostics matter more.
+            if let Kind::Pvh {
+                passthrough: false, ..
+            } = cx.dom.kind
+            {
+                let code = cx.dom.xen.lock().params[abi::hvm_param::TRIPLE_FAULT_REASON as usize];
+                if let Some(r) = ShutdownReason::from_code(code as u32) {
+                    return Step::End(Outcome::Shutdown(r));
+                }
+            }
             return kill(String::from("triple fault"));
         }
         Exit::Init | Exit::Sipi { .. } => return kill(String::from("unexpected INIT/SIPI")),

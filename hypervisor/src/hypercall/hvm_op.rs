@@ -3,6 +3,7 @@
 //! upcall vector.
 
 use super::{Ctx, HcResult, Ret};
+use crate::xen::abi::shutdown::SOFT_RESET;
 use crate::xen::abi::{hvm_param, hvmop, Errno, XenHvmEvtchnUpcallVector, XenHvmParam};
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
@@ -64,6 +65,10 @@ pub fn call(cx: &mut Ctx, cmd: u64, arg: u64) -> HcResult {
                 // Set once: a second, different value is -EEXIST.
                 if SET_ONCE.contains(&p.index) && *slot != 0 && *slot != p.value {
                     return Err(Errno::EEXIST);
+                }
+                // A shutdown code (Xen's SHUTDOWN_MAX is soft_reset).
+                if p.index == hvm_param::TRIPLE_FAULT_REASON && p.value > SOFT_RESET as u64 {
+                    return Err(Errno::EINVAL);
                 }
                 *slot = p.value;
                 // CALLBACK_IRQ of type 2 (vector) names the upcall vector.

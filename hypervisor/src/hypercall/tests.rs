@@ -2545,6 +2545,12 @@ fn hvm_params_of_another_domain_are_the_toolstacks() {
     assert_eq!(param(&mut dom0, SET, u, hp::ALTP2M, 1).0, 0);
     assert_eq!(param(&mut dom0, SET, u, hp::ALTP2M, 1).0, 0);
     assert_eq!(param(&mut dom0, SET, u, hp::ALTP2M, 2).0, -17);
+    // A triple fault reboots a domain unless the toolstack chose another
+    // shutdown code (Xen's default); no code past soft_reset (5).
+    assert_eq!(param(&mut dom0, GET, u, hp::TRIPLE_FAULT_REASON, 0), (0, 1));
+    assert_eq!(param(&mut dom0, SET, u, hp::TRIPLE_FAULT_REASON, 3).0, 0);
+    assert_eq!(param(&mut dom0, SET, u, hp::TRIPLE_FAULT_REASON, 6).0, -22);
+    assert_eq!(param(&mut dom0, GET, u, hp::TRIPLE_FAULT_REASON, 0), (0, 3));
     // A bad pointer is -EFAULT.
     assert_eq!(dom0.ret(Hypercall::HvmOp, &[SET, 0xdead_0000]), -14);
 }
