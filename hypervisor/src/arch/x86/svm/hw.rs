@@ -607,6 +607,18 @@ impl Vcpu for SvmVcpu {
                 x86_64::instructions::interrupts::disable();
             }
             exit::VINTR => self.vmcb().control.vintr &= !(1 << 8),
+            exit::SHUTDOWN => {
+                // A triple fault keel's #DF intercept did not see: what
+                // the CPU was delivering, and what keel had injected.
+                let s = &self.vmcb_ref().save;
+                log::info!(
+                    "svm: shutdown at RIP {:#x} RSP {:#x} CR2 {:#x}: exit_int_info {:#x}, injected at entry {injected:#x}, previous exit {prev_exit:#x}",
+                    s.rip,
+                    s.rsp,
+                    s.cr2,
+                    self.vmcb_ref().control.exit_int_info
+                );
+            }
             exit::VMRUN
             | exit::VMLOAD
             | exit::VMSAVE
@@ -638,16 +650,20 @@ impl Vcpu for SvmVcpu {
                 return self.run();
             }
             c if c == exit::EXCP_BASE + 8 => {
-                // What led to it (debug: a guest may raise #DF at will).
+                // What led to it: at info level when it ends the guest
+                // (the report of a triple fault), else debug (a guest may
+                // raise #DF at will).
                 let s = &self.vmcb_ref().save;
-                log::debug!(
+                let shutdown = self.double_fault_is_shutdown();
+                log::log!(
+                    if shutdown { log::Level::Info } else { log::Level::Debug },
                     "svm: #DF at RIP {:#x} RSP {:#x} CR2 {:#x}: exit_int_info {:#x}, injected at entry {injected:#x}, previous exit {prev_exit:#x}",
                     s.rip,
                     s.rsp,
                     s.cr2,
                     self.vmcb_ref().control.exit_int_info
                 );
-                if self.double_fault_is_shutdown() {
+                if shutdown {
                     return Exit::TripleFault;
                 }
                 self.inject(Event::Exception {
