@@ -9,7 +9,8 @@
 //! - `/usr/lib/keel/domu/initrd.gz`: the domU's own initramfs (busybox,
 //!   xen-privcmd and xenfs, Debian's `xenstore-read` and its libraries,
 //!   [`DOMU_INIT`]);
-//! - `/etc/keel/domu.cfg`: its xl.cfg ([`DOMU_CFG`]).
+//! - `/etc/keel/domu.cfg`: its xl.cfg ([`DOMU_CFG`]);
+//! - `/etc/keel/life.cfg`: the lifecycle scenarios' xl.cfg ([`LIFE_CFG`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -55,8 +56,59 @@ for c in list info "destroy 1" "unpause 1"; do
     keelctl $c >/tmp/out 2>&1
     say "keelctl $c: exit $? ($(grep -c 'not privileged' /tmp/out) refusal)"
 done
+if grep -q keel.life /proc/cmdline; then
+    # The lifecycle scenarios (LIFE_CFG): stay up until dom0 shuts it
+    # down (Linux runs /sbin/poweroff) or reboots it, or asks it (its
+    # xenstore's data/crash) to panic or to read memory outside its own,
+    # which keel must end it for. No kernel log on keel's serial: the
+    # panic is expected, and is read from keel-consoled's log by dom0.
+    mkdir -p /sbin
+    printf '#!/bin/busybox sh\nexec /bin/busybox poweroff -f\n' >/sbin/poweroff
+    chmod 755 /sbin/poweroff
+    # keel.busy: a CPU-bound loop, whose CPU time pause must stop.
+    if grep -q keel.busy /proc/cmdline; then while :; do :; done & fi
+    echo "KEEL-DOMU: ready"
+    n=0
+    while :; do
+        case "$(xenstore-read data/crash 2>/dev/null)" in
+        panic)
+            echo "KEEL-DOMU: panicking (echo c > /proc/sysrq-trigger)"
+            echo c >/proc/sysrq-trigger
+            ;;
+        outside)
+            # Guest-physical 1 GiB, past its RAM: nothing there. busybox
+            # devmem maps /dev/mem (read() stops at the end of RAM).
+            echo "KEEL-DOMU: reading guest-physical 0x40000000 (outside its memory)"
+            devmem 0x40000000 32
+            echo "KEEL-DOMU: read outside its memory: exit $?"
+            ;;
+        esac
+        sleep 1
+        n=$((n + 1))
+        [ $((n % 5)) = 0 ] && echo "KEEL-DOMU: alive $n"
+    done
+fi
 say "powering off"
 poweroff -f
+"#;
+
+/// The lifecycle scenarios' domU (`/etc/keel/life.cfg`; dom0's script
+/// names each copy): the same kernel and initramfs, 128 MiB and one vCPU
+/// so that three fit beside dom0, `keel.life` keeps its /init up, and
+/// each shutdown code has its action: power-off destroys it, reboot and
+/// crash start it again. No `earlyprintk=xen`: its console goes to
+/// keel-consoled only.
+pub const LIFE_CFG: &str = r#"# A PVH domU that stays up until told otherwise.
+name = "life"
+type = "pvh"
+kernel = "/usr/lib/keel/domu/vmlinuz"
+ramdisk = "/usr/lib/keel/domu/initrd.gz"
+extra = "console=hvc0 loglevel=4 keel.life"
+memory = 128
+vcpus = 1
+on_poweroff = "destroy"
+on_reboot = "restart"
+on_crash = "restart"
 "#;
 
 /// Where the domU's files go in dom0.
@@ -118,6 +170,7 @@ pub fn dom0_addition(vmlinuz: &[u8], domu_initrd_gz: &[u8]) -> Vec<u8> {
     c.file(&format!("{DOMU_DIR}/vmlinuz"), 0o644, vmlinuz);
     c.file(&format!("{DOMU_DIR}/initrd.gz"), 0o644, domu_initrd_gz);
     c.file("etc/keel/domu.cfg", 0o644, DOMU_CFG.as_bytes());
+    c.file("etc/keel/life.cfg", 0o644, LIFE_CFG.as_bytes());
     c.finish()
 }
 
@@ -137,6 +190,23 @@ mod tests {
     }
 
     #[test]
+    fn the_lifecycle_config_restarts_on_reboot_and_crash() {
+        use keel_xlcfg::Action;
+        let p = keel_xlcfg::parse_str(LIFE_CFG, "life.cfg").unwrap();
+        let c = &p.config;
+        assert_eq!((c.memory_mb, c.vcpus), (Some(128), 1));
+        assert_eq!(
+            (c.on_poweroff, c.on_reboot, c.on_crash),
+            (Action::Destroy, Action::Restart, Action::Restart)
+        );
+        assert!(c
+            .cmdline
+            .as_deref()
+            .is_some_and(|l| l.contains("keel.life")));
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
     fn the_addition_holds_the_three_files() {
         let a = dom0_addition(b"BZIMAGE", b"GZ");
         let text = String::from_utf8_lossy(&a);
@@ -144,6 +214,7 @@ mod tests {
             "usr/lib/keel/domu/vmlinuz",
             "usr/lib/keel/domu/initrd.gz",
             "etc/keel/domu.cfg",
+            "etc/keel/life.cfg",
             "TRAILER!!!",
         ] {
             assert!(text.contains(name), "{name}");

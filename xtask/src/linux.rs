@@ -234,7 +234,7 @@ fi
 # keel.domu: an unprivileged PVH guest from /etc/keel/domu.cfg (issue 14;
 # the payload: xtask/src/domu.rs), built by keelctl as libxl builds one.
 # Its kernel log reaches keel's serial as "(dN) ..." (earlyprintk=xen).
-if grep -q 'keel.domu' /proc/cmdline && [ -S /run/xenstored/socket ]; then
+if grep -Eq '(^| )keel\.domu( |$)' /proc/cmdline && [ -S /run/xenstored/socket ]; then
     # dom0's console daemon: the domU's console ring to a log and a pty.
     keel-consoled >/tmp/consoled.log 2>&1 &
     keelctl create -p /etc/keel/domu.cfg >/tmp/domu-create 2>&1
@@ -278,12 +278,17 @@ if grep -q 'keel.domu' /proc/cmdline && [ -S /run/xenstored/socket ]; then
     [ "$n" = 20 ] && [ -n "$before" ] && [ "$before" = "$after" ] &&
         echo "KEEL-LINUX: domu: 20 cycles gave every page back"
     [ "$n" = 20 ] || tail -5 /tmp/cycle.out | sed 's/^/KEEL-LINUX: domu: cycle: /'
-    # Debian's xl (libxl 4.17, unmodified) creates the same guest as domu2:
-    # its domain builder, keel-consoled's pty for its console, xl's daemon
-    # waiting on @releaseDomain, xl list and xl destroy.
+    # Debian's xl (libxl 4.17, unmodified) creates the lifecycle guest
+    # (/etc/keel/life.cfg, which stays up) as domu2: its domain builder,
+    # keel-consoled's pty for xl console, xl shutdown (xl's daemon, woken
+    # by @releaseDomain, destroys it: on_poweroff="destroy"), then a
+    # second one that xl destroy ends.
     if command -v xl >/dev/null; then
         mkdir -p /var/lib/xen /var/log/xen /run/xen
-        sed 's/^name = .*/name = "domu2"/' /etc/keel/domu.cfg >/tmp/domu2.cfg
+        sed 's/^name = .*/name = "domu2"/' /etc/keel/life.cfg >/tmp/domu2.cfg
+        ready() { grep -c '^KEEL-DOMU: ready' /var/log/keel/console/domu2.log 2>/dev/null; }
+        # until domu2 has booted $1 times, 180 s at most.
+        wait_ready() { i=0; while [ "$(ready)" -lt "$1" ] && [ $i -lt 900 ]; do sleep 0.2; i=$((i + 1)); done; }
         timeout 120 xl -vvv create -p /tmp/domu2.cfg >/tmp/xl-create 2>&1
         echo "KEEL-LINUX: domu: xl create exit $?"
         grep -E 'error|panic|Abort|must be installed' /tmp/xl-create | sed 's/^/KEEL-LINUX: domu: xl create: /'
@@ -291,22 +296,133 @@ if grep -q 'keel.domu' /proc/cmdline && [ -S /run/xenstored/socket ]; then
         if xl list | grep -q '^domu2 '; then
             xl unpause domu2
             echo "KEEL-LINUX: domu: xl unpause exit $?"
-            # Until it has shut down (state s) or xl's daemon destroyed it.
-            i=0
-            while xl list | awk '$1 == "domu2" && $5 !~ /s/ { up = 1 } END { exit !up }' &&
-                [ $i -lt 900 ]; do sleep 0.2; i=$((i + 1)); done
+            wait_ready 1
             xl list | sed 's/^/KEEL-LINUX: domu: xl list after: /'
-            grep 'KEEL-DOMU' /var/log/keel/console/domu2.log | sed 's/^/KEEL-LINUX: domu: xl console log: /'
-            if xl list | grep -q '^domu2 '; then
-                xl destroy domu2
-                echo "KEEL-LINUX: domu: xl destroy exit $?"
-            fi
+            grep 'KEEL-DOMU' /var/log/keel/console/domu2.log | tr -d '\r' |
+                sed 's/^/KEEL-LINUX: domu: xl console log: /'
+            # xl console (xenconsole on keel-consoled's pty); its input a
+            # pipe that closes after 7 s, which ends it.
+            sleep 7 | timeout 15 xl console domu2 >/tmp/xl-console 2>&1
+            echo "KEEL-LINUX: domu: xl console exit $?"
+            grep -a 'KEEL-DOMU: alive' /tmp/xl-console | tr -d '\r' | head -1 |
+                sed 's/^/KEEL-LINUX: domu: xl console: /'
+            grep -aq 'KEEL-DOMU: alive' /tmp/xl-console ||
+                tr -d '\r' </tmp/xl-console | head -5 | sed 's/^/KEEL-LINUX: domu: xl console said: /'
+            timeout 120 xl shutdown -w domu2 >/tmp/xl-shutdown 2>&1
+            echo "KEEL-LINUX: domu: xl shutdown -w exit $?"
+            sed 's/^/KEEL-LINUX: domu: xl shutdown: /' /tmp/xl-shutdown
             sleep 1
-            echo "KEEL-LINUX: domu: xl: $(xl list | grep -c '^domu2 ') domu2 left"
+            echo "KEEL-LINUX: domu: xl shutdown: $(xl list | grep -c '^domu2 ') domu2 left"
+            # Again, without -p; xl destroy ends it once it is up.
+            timeout 120 xl create /tmp/domu2.cfg >/tmp/xl-create2 2>&1
+            echo "KEEL-LINUX: domu: xl create again exit $?"
+            wait_ready 2
+            xl destroy domu2
+            echo "KEEL-LINUX: domu: xl destroy exit $? after $(ready) boots"
+            sleep 1
+            echo "KEEL-LINUX: domu: xl destroy: $(xl list | grep -c '^domu2 ') domu2 left"
             grep -E 'Waiting|Domain .* (has shut down|destroyed)|error' /var/log/xen/xl-domu2.log 2>/dev/null |
                 sed 's/^/KEEL-LINUX: domu: xl-domu2.log: /'
         fi
     fi
+fi
+# keel.domu_life=N: N domUs at once from /etc/keel/life.cfg (issue 14), each
+# followed by keelctl's monitor, which carries out its on_* actions: life1
+# is rebooted (on_reboot restart), panics (on_crash restart) and is shut
+# down (on_poweroff destroy); with N >= 2, life2 runs a CPU-bound loop that
+# pause must stop, and the others must run on through life1's panic.
+life=$(sed -n 's/.*keel\.domu_life=\([0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$life" ] && [ -S /run/xenstored/socket ]; then
+    keel-consoled >/tmp/consoled.log 2>&1 &
+    say() { echo "KEEL-LINUX: life: $*"; }
+    fp() { keelctl info | awk '$1 == "free_pages" { print $3 }'; }
+    col() { keelctl list | awk -v n="$1" -v c="$2" '$1 == n { print $c }'; }
+    clog() { cat /var/log/keel/console/$1.log 2>/dev/null; }
+    boots() { clog "$1" | grep -c '^KEEL-DOMU: ready'; }
+    beats() { clog "$1" | grep -c '^KEEL-DOMU: alive'; }
+    # wait SECS COMMAND...: until the command succeeds, SECS at most.
+    wait_for() { w=$(($1 * 5)); shift; while ! "$@" && [ $w -gt 0 ]; do sleep 0.2; w=$((w - 1)); done; "$@"; }
+    booted() { [ "$(boots "$1")" -ge "$2" ]; }
+    gone() { ! keelctl list | grep -q "^$1 "; }
+    sleep 1
+    before=$(fp)
+    n=1
+    while [ $n -le $life ]; do
+        sed "s/^name = .*/name = \"life$n\"/" /etc/keel/life.cfg >/tmp/life$n.cfg
+        [ $n = 2 ] && sed -i 's/keel\.life/keel.life keel.busy/' /tmp/life$n.cfg
+        keelctl create /tmp/life$n.cfg >/tmp/life$n.create 2>&1
+        say "create life$n exit $?"
+        n=$((n + 1))
+    done
+    n=1
+    while [ $n -le $life ]; do
+        wait_for 180 booted life$n 1 && say "life$n is up (domain $(col life$n 2))"
+        n=$((n + 1))
+    done
+    keelctl list | sed 's/^/KEEL-LINUX: life: list: /'
+    if [ "$life" -ge 2 ]; then
+        # pause: life2's CPU time (keelctl list, as xl list's Time(s)).
+        a=$(col life2 6); sleep 3; b=$(col life2 6)
+        keelctl pause life2
+        say "pause exit $? state $(col life2 5)"
+        c=$(col life2 6); sleep 3; d=$(col life2 6)
+        keelctl unpause life2
+        say "unpause exit $? state $(col life2 5)"
+        e=$(col life2 6); sleep 3; f=$(col life2 6)
+        echo "$a $b $c $d $e $f" | awk '{ r = $2 - $1; p = $4 - $3; u = $6 - $5
+            printf "KEEL-LINUX: life: life2 CPU time in 3 s: running %.1f s, paused %.1f s, unpaused %.1f s\n", r, p, u
+            if (r >= 0.5 && p == 0 && u >= 0.5) print "KEEL-LINUX: life: pause stopped its CPU time, unpause gave it back" }'
+    fi
+    # reboot: keelctl reboot asks it through xenstore; its monitor
+    # starts it again (a second boot on its console).
+    keelctl reboot life1
+    say "reboot exit $?"
+    wait_for 180 booted life1 2 && say "life1 booted again (domain $(col life1 2))"
+    # crash: it panics; the monitor restarts it (a third boot), and the
+    # others go on (their heartbeats go on growing).
+    others=""
+    n=2
+    while [ $n -le $life ]; do others="$others life$n"; n=$((n + 1)); done
+    for o in $others; do eval "beat_$o=$(beats $o)"; done
+    xenstore-write /local/domain/$(col life1 2)/data/crash panic
+    say "asked life1 to panic: exit $?"
+    if wait_for 180 booted life1 3; then
+        clog life1 | grep -q 'Kernel panic - not syncing: sysrq triggered crash' &&
+            say "life1 panicked and was started again (domain $(col life1 2))"
+    fi
+    # isolation: it reads guest-physical memory it has not got (/dev/mem
+    # at 1 GiB); keel ends it (a crash: restarted again), no one else.
+    xenstore-write /local/domain/$(col life1 2)/data/crash outside
+    say "asked life1 to read outside its memory: exit $?"
+    wait_for 180 booted life1 4 &&
+        say "life1 was ended for it and started again (domain $(col life1 2))"
+    clog life1 | grep -a 'read outside its memory: exit' | tr -d '\r' | sed 's/^/KEEL-LINUX: life: life1 console: /'
+    sleep 6
+    ran=0
+    for o in $others; do
+        eval "b0=\$beat_$o"
+        [ "$(beats $o)" -gt "$b0" ] && ran=$((ran + 1))
+    done
+    [ -n "$others" ] && say "$ran of $((life - 1)) others ran on through life1's panic and end"
+    # shut down: each powers off, its monitor destroys it.
+    n=1
+    while [ $n -le $life ]; do
+        keelctl shutdown -w life$n >/tmp/life$n.shutdown 2>&1
+        say "shutdown -w life$n exit $? ($(keelctl list | grep -c "^life$n ") left)"
+        n=$((n + 1))
+    done
+    sleep 1
+    after=$(fp)
+    say "free pages $before before, $after after"
+    [ -n "$before" ] && [ -n "$after" ] && [ $((before - after)) -le 1 ] && [ $((after - before)) -le 1 ] &&
+        say "every page came back"
+    for f in /var/log/xen/keelctl-*.log; do sed "s|^|KEEL-LINUX: life: $(basename $f): |" $f; done
+    n=1
+    while [ $n -le $life ]; do
+        clog life$n | grep -aE 'KEEL-DOMU: (ready|panicking|reading)|Kernel panic|reboot: ' |
+            tr -d '\r' | sed "s/^/KEEL-LINUX: life: life$n console: /;s/Kernel panic/kernel-panic/"
+        n=$((n + 1))
+    done
 fi
 keelctl dmesg >/tmp/dmesg
 echo "KEEL-LINUX: keelctl dmesg exit $? lines $(grep -c . /tmp/dmesg)"

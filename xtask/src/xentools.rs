@@ -56,6 +56,8 @@ pub const ROOTS: &[&str] = &[
     "usr/lib/xen-4.17/bin/xentop",
     "usr/lib/xen-4.17/bin/xenperf",
     "usr/lib/xen-4.17/bin/xen-init-dom0",
+    // `xl console` execs it: the domU console's pty (keel-consoled's).
+    "usr/lib/xen-4.17/bin/xenconsole",
     "usr/bin/xen-cpuid",
     "usr/lib/xen-4.17/bin/xen-cpuid",
     "usr/bin/xenstore-read",

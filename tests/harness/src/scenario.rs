@@ -709,9 +709,26 @@ pub const DOMU_INITRD: &[u8] = b"@keel: dom0 initramfs with the domU payload";
 /// `/etc/keel/domu.cfg` (256 MiB, 2 vCPUs), lists it, unpauses it; the
 /// domU's /init reports through its kernel log (`earlyprintk=xen`: keel's
 /// serial, as `(d1) ...`) and powers off.
+/// A Linux scenario whose dom0 builds domUs: 512 MiB for dom0 (keelctl
+/// holds a Debian kernel decompressed, 62 MiB, and XZ's 32 MiB dictionary
+/// while it builds one, and a monitor may build beside it; with 256 MiB
+/// and the domU payload in its initramfs, dom0 ran out of memory), on a
+/// machine with 512 MiB more.
+fn domu_host(name: &str, emulator: Emulator, vendor: Vendor) -> Scenario {
+    let mut s = linux(name, emulator, vendor);
+    s.cmdline = s.cmdline.replace("dom0_mem=256M", "dom0_mem=512M");
+    s.memory_mib += 512;
+    for l in &mut s.must_contain {
+        *l = l
+            .replace("[0x1000000, 0x11000000)", "[0x1000000, 0x21000000)")
+            .replace("0x0000000010ffffff] usable", "0x0000000020ffffff] usable");
+    }
+    s
+}
+
 pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenario {
-    let mut s = linux(name, emulator, vendor)
-        .describe("a PVH domU from dom0: keelctl create -p builds Debian's vmlinuz (256 MiB, 2 vCPUs) as libxl does, the domU reaches userspace, reads /sys/hypervisor/type and its domid from xenstore, is refused the toolstack's calls, powers off; then Debian's xl creates, runs and destroys the same guest")
+    let mut s = domu_host(name, emulator, vendor)
+        .describe("a PVH domU from dom0: keelctl create -p builds Debian's vmlinuz (256 MiB, 2 vCPUs) as libxl does, the domU reaches userspace, reads /sys/hypervisor/type and its domid from xenstore, is refused the toolstack's calls, powers off; 20 create/destroy cycles; then Debian's xl creates a domU, xl console shows it, xl shutdown ends it, xl create and xl destroy again")
         .module("dom0-initrd", DOMU_INITRD.to_vec())
         .module(
             "dom0-cmdline",
@@ -734,12 +751,19 @@ pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenar
             "KEEL-LINUX: domu: keelctl console: KEEL-DOMU: name from xenstore: domu1",
             // 20 create/destroy cycles give keel's memory back to the page.
             "KEEL-LINUX: domu: 20 cycles gave every page back",
-            // Debian's xl builds and runs the same guest (domu2), its
-            // console through keel-consoled too, and destroys it.
+            // Debian's xl builds and runs the lifecycle guest (domu2),
+            // its console through keel-consoled too (xl console shows
+            // it), shuts it down (xl's daemon destroys it), creates it
+            // again and destroys it.
             "KEEL-LINUX: domu: xl create exit 0",
             "KEEL-LINUX: domu: xl unpause exit 0",
             "KEEL-LINUX: domu: xl console log: KEEL-DOMU: name from xenstore: domu2",
-            "KEEL-LINUX: domu: xl: 0 domu2 left",
+            "KEEL-LINUX: domu: xl console: KEEL-DOMU: alive",
+            "KEEL-LINUX: domu: xl shutdown -w exit 0",
+            "KEEL-LINUX: domu: xl shutdown: 0 domu2 left",
+            "KEEL-LINUX: domu: xl create again exit 0",
+            "KEEL-LINUX: domu: xl destroy exit 0 after 2 boots",
+            "KEEL-LINUX: domu: xl destroy: 0 domu2 left",
             "reboot: Power down",
         ])
         // The domU's lines come through its kernel log: "(d1) [  t] KEEL-DOMU: ...".
@@ -755,8 +779,67 @@ pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenar
             "] KEEL-DOMU: keelctl info: exit 3 (1 refusal)",
             "] KEEL-DOMU: keelctl destroy 1: exit 3 (1 refusal)",
             "] KEEL-DOMU: keelctl unpause 1: exit 3 (1 refusal)",
-            "] KEEL-DOMU: name from xenstore: domu2",
             ": Shutdown(Poweroff); kept until the toolstack destroys it",
+            "d0: Shutdown(Poweroff)",
+        ]);
+    s.timeout = std::time::Duration::from_secs(secs);
+    s
+}
+
+/// The lifecycle scenarios (issue 14, item 2): `domus` domUs at once from
+/// `/etc/keel/life.cfg`, each followed by keelctl's monitor. The first is
+/// rebooted (`keelctl reboot`, on_reboot restart), panics (sysrq `c`,
+/// on_crash restart) and every one is shut down (`keelctl shutdown -w`,
+/// on_poweroff destroy), after which keel's free memory is back to within
+/// a page. With two or more, the second runs a CPU-bound loop whose CPU
+/// time `pause` stops and `unpause` gives back, and the others must go on
+/// running through the first one's panic.
+pub fn domu_life(
+    name: &str,
+    emulator: Emulator,
+    vendor: Vendor,
+    domus: u32,
+    secs: u64,
+) -> Scenario {
+    let mut must = vec![
+        "KEEL-LINUX: userspace reached".to_string(),
+        "KEEL-LINUX: life: reboot exit 0".into(),
+        "KEEL-LINUX: life: life1 booted again (domain ".into(),
+        "KEEL-LINUX: life: asked life1 to panic: exit 0".into(),
+        "KEEL-LINUX: life: life1 panicked and was started again (domain ".into(),
+        "KEEL-LINUX: life: life1 was ended for it and started again (domain ".into(),
+        "KEEL-LINUX: life: every page came back".into(),
+        "reboot: Power down".into(),
+    ];
+    for n in 1..=domus {
+        must.push(format!("KEEL-LINUX: life: create life{n} exit 0"));
+        must.push(format!("KEEL-LINUX: life: life{n} is up (domain "));
+        must.push(format!(
+            "KEEL-LINUX: life: shutdown -w life{n} exit 0 (0 left)"
+        ));
+    }
+    if domus >= 2 {
+        must.push("KEEL-LINUX: life: pause stopped its CPU time, unpause gave it back".into());
+        must.push(format!(
+            "KEEL-LINUX: life: {0} of {0} others ran on through life1's panic and end",
+            domus - 1
+        ));
+    }
+    let must: Vec<&str> = must.iter().map(String::as_str).collect();
+    let mut s = domu_host(name, emulator, vendor)
+        .describe("PVH domUs at once from dom0 (keelctl create, each with its monitor): pause stops a domU's CPU time, reboot restarts it, a panic restarts it while the others run on, shutdown destroys it, and keel's memory comes back")
+        .module("dom0-initrd", DOMU_INITRD.to_vec())
+        .module(
+            "dom0-cmdline",
+            format!("{DOM0_CMDLINE} keel.domu_life={domus}").into_bytes(),
+        )
+        .dom0_must_contain(&must)
+        .must_contain(&[
+            "Shutdown(Reboot); kept until the toolstack destroys it",
+            "Shutdown(Crash); kept until the toolstack destroys it",
+            // Isolation: a domU reading past its memory is ended, alone.
+            "read of guest-physical 0x40000000: no memory or emulated device there",
+            "Shutdown(Poweroff); kept until the toolstack destroys it",
             "d0: Shutdown(Poweroff)",
         ]);
     s.timeout = std::time::Duration::from_secs(secs);
@@ -769,6 +852,14 @@ pub fn domu_scenarios() -> Vec<Scenario> {
     vec![
         domu("qemu-amd-domu", Emulator::Qemu, Vendor::Amd, 600),
         domu("bochs-intel-domu", Emulator::Bochs, Vendor::Intel, 1500),
+        domu_life("qemu-amd-domu-life", Emulator::Qemu, Vendor::Amd, 3, 900),
+        domu_life(
+            "bochs-intel-domu-life",
+            Emulator::Bochs,
+            Vendor::Intel,
+            1,
+            1800,
+        ),
     ]
 }
 
