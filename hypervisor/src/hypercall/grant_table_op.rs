@@ -1,20 +1,21 @@
 //! GRANT_TABLE_OP: the table's size, version and frames, and mapping
 //! another domain's grants into the caller's physical address space
 //! (`map_grant_ref`/`unmap_grant_ref`, as a PVH backend's gntdev, blkback
-//! and netback do). Copying and transferring grants: -ENOSYS.
+//! and netback do), and copying to and from granted pages (`copy`, as
+//! netback does). Transferring grants: -ENOSYS.
 
 use super::guest::put;
 use super::memory_op::{mappable, FOREIGN};
 use super::{Ctx, HcResult, Ret};
-use crate::domain::{table, Domain, XenState};
+use crate::domain::{table, DomId, Domain, GrantMaps, XenState};
 use crate::mm::p2m::Perm;
 use crate::mm::phys;
 use crate::xen::abi::{
-    gnttabop, Errno, GntSt, GnttabGetVersion, GnttabMapGrantRef, GnttabQuerySize, GnttabSetVersion,
-    GnttabSetupTable, GnttabUnmapGrantRef, GrantEntryV1, GrantHandle, GrantRef, DOMID_SELF,
-    GRANT_ENTRIES_PER_FRAME_V1,
+    gntcopy, gntmap, gnttabop, Errno, GntSt, GnttabCopy, GnttabCopyPtr, GnttabGetVersion,
+    GnttabMapGrantRef, GnttabQuerySize, GnttabSetVersion, GnttabSetupTable, GnttabUnmapGrantRef,
+    GrantEntryV1, GrantHandle, GrantRef, DOMID_SELF, GRANT_ENTRIES_PER_FRAME_V1, PAGE_SIZE,
 };
-use crate::xen::grant::{self, Entries, Granter, Mapping};
+use crate::xen::grant::{self, Entries, Granter, MapTrack, Mapping};
 use alloc::sync::Arc;
 use core::mem::size_of;
 
@@ -63,6 +64,7 @@ pub fn call(cx: &mut Ctx, cmd: u64, arg: u64, count: u64) -> HcResult {
         }
         gnttabop::MAP_GRANT_REF => map_grant_refs(cx, arg, count)?,
         gnttabop::UNMAP_GRANT_REF => unmap_grant_refs(cx, arg, count)?,
+        gnttabop::COPY => copy_grants(cx, arg, count)?,
         _ => return Err(cx.unimplemented(format_args!("grant_table_op {cmd}"))),
     }
     Ok(Ret::Val(0))
@@ -199,8 +201,9 @@ fn map_grant_refs(cx: &mut Ctx, arg: u64, count: u64) -> Result<(), Errno> {
 /// bad_domain; `host_addr` not a hole of the mapper (its RAM, a grant
 /// already there, past keel's gfns): bad_virt_addr; no handle left:
 /// no_space; a ref past the table: bad_gntref; an entry not granted to the
-/// mapper, read-only for a writable map, or whose frame is not the
-/// granter's own memory: general_error.
+/// mapper, read-only for a writable map: general_error; an entry whose
+/// frame is not the granter's own memory: bad_page (Xen's
+/// `get_paged_frame`).
 fn map_one(mapper: &Arc<Domain>, op: &GnttabMapGrantRef) -> Result<(GrantHandle, u64), GntSt> {
     grant::check_map_flags(op.flags)?;
     let granter = table::get(op.dom)
@@ -235,25 +238,20 @@ fn map_one(mapper: &Arc<Domain>, op: &GnttabMapGrantRef) -> Result<(GrantHandle,
         op.r#ref,
         gpa,
     )?;
-    let readonly = op.flags & crate::xen::abi::gntmap::READONLY != 0;
+    let readonly = op.flags & gntmap::READONLY != 0;
     // Pinned already (by this mapper: pins are one domain's): the frame
     // found at the first pin, as Xen keeps it in the active entry, even if
     // the granter has changed its p2m since.
     let (ro, rw) = grant.pins(op.r#ref);
     let pinned = (ro + rw > 1)
-        .then(|| {
-            gm.track
-                .iter()
-                .find(|(h, x)| *h != m.handle && x.dom == granter.id && x.gref == op.r#ref)
-                .and_then(|(h, _)| gm.held.get(&h))
-                .map(|held| held.1)
-        })
+        .then(|| pinned_frame(&gm, granter.id, op.r#ref, Some(m.handle)))
         .flatten();
     let hpa = pinned
         .or_else(|| own_frame(&granter, u64::from(m.frame)))
-        .ok_or(GntSt::GeneralError)
+        .ok_or(GntSt::BadPage)
         .and_then(|hpa| {
             let perm = if readonly { Perm::R } else { Perm::RW };
+            // Only -ENOMEM for a p2m table (Xen: general_error).
             mapper
                 .mem
                 .map_4k(gpa, hpa, perm)
@@ -278,6 +276,21 @@ fn map_one(mapper: &Arc<Domain>, op: &GnttabMapGrantRef) -> Result<(GrantHandle,
     Ok((m.handle, hpa))
 }
 
+/// The host frame `maps` holds for its mapping of `granter`'s `gref` (other
+/// than handle `except`), if it maps it.
+fn pinned_frame(
+    maps: &GrantMaps,
+    granter: DomId,
+    gref: GrantRef,
+    except: Option<GrantHandle>,
+) -> Option<u64> {
+    maps.track
+        .iter()
+        .find(|(h, x)| Some(*h) != except && x.dom == granter && x.gref == gref)
+        .and_then(|(h, _)| maps.held.get(&h))
+        .map(|held| held.1)
+}
+
 /// The host frame behind `granter`'s gfn `gfn`, if it is the granter's own
 /// memory: not a page it maps from another domain (foreign or granted: Xen
 /// refuses to grant those on), nor, for dom0, a device page it sees 1:1
@@ -285,7 +298,9 @@ fn map_one(mapper: &Arc<Domain>, op: &GnttabMapGrantRef) -> Result<(GrantHandle,
 /// takes the granter's `grant_maps` while the caller holds the mapper's:
 /// every path that holds two domains' `grant_maps` holds `FOREIGN`).
 fn own_frame(granter: &Domain, gfn: u64) -> Option<u64> {
-    if granter.foreign.lock().contains_key(&gfn) || granter.grant_maps.lock().at.contains_key(&gfn)
+    if gfn >= 1 << 36
+        || granter.foreign.lock().contains_key(&gfn)
+        || granter.grant_maps.lock().at.contains_key(&gfn)
     {
         return None;
     }
@@ -427,4 +442,171 @@ pub fn release_grant_maps(d: &Domain) {
             break;
         }
     }
+}
+
+/// `GNTTABOP_copy`: `count` ops of `gnttab_copy` (at most [`MAX_OPS`]) in
+/// order, each with its own status. A list keel cannot read or write:
+/// -EFAULT, the ops before it done.
+fn copy_grants(cx: &mut Ctx, arg: u64, count: u64) -> Result<(), Errno> {
+    if count > MAX_OPS {
+        return Err(Errno::EINVAL);
+    }
+    for i in 0..count {
+        let at = arg.wrapping_add(i * size_of::<GnttabCopy>() as u64);
+        let op: GnttabCopy = cx.mem().read_obj(at)?;
+        let st = match copy_one(cx.dom, &op) {
+            Ok(()) => GntSt::Okay,
+            Err(st) => st,
+        };
+        put!(cx.mem(), at, GnttabCopy, status, st.raw())?;
+    }
+    Ok(())
+}
+
+/// The domain one side of a copy names: by frame only `DOMID_SELF`
+/// (permission_denied otherwise, even the copier's own id, as Xen); a
+/// grant of `DOMID_SELF` or of any domain that exists and is not ending
+/// (bad_domain otherwise).
+fn copy_domain(
+    copier: &Arc<Domain>,
+    p: &GnttabCopyPtr,
+    is_gref: bool,
+) -> Result<Arc<Domain>, GntSt> {
+    if !is_gref && p.domid != DOMID_SELF {
+        return Err(GntSt::PermissionDenied);
+    }
+    if p.domid == DOMID_SELF {
+        return Ok(copier.clone());
+    }
+    table::get(p.domid)
+        .filter(|d| !d.is_ending())
+        .ok_or(GntSt::BadDomain)
+}
+
+/// One side of a copy, claimed: the host frame, and for a grant the pin
+/// that holds it (in a maptrack of its own, released after the copy).
+struct Claim {
+    dom: Arc<Domain>,
+    hpa: u64,
+    pin: Option<(MapTrack, GrantHandle)>,
+}
+
+/// Claims one side: a grant is pinned for the copier as a map would pin it
+/// (`GTF_reading`, and `GTF_writing` for the destination), so the granter
+/// sees it in use until the copy is done, as Xen's
+/// `acquire_grant_for_copy`; a frame of the copier's must be its own
+/// memory. Statuses as for a map (bad_gntref, general_error), and
+/// bad_page for a frame that is not the domain's own memory. Under
+/// [`FOREIGN`], so no frame is freed while claimed.
+fn claim(
+    copier: &Arc<Domain>,
+    dom: Arc<Domain>,
+    p: &GnttabCopyPtr,
+    is_gref: bool,
+    write: bool,
+) -> Result<Claim, GntSt> {
+    if !is_gref {
+        let hpa = own_frame(&dom, p.u).ok_or(GntSt::BadPage)?;
+        return Ok(Claim {
+            dom,
+            hpa,
+            pin: None,
+        });
+    }
+    // A ref is the low 32 bits of the union (Xen reads `u.ref`).
+    let gref = p.u as GrantRef;
+    let mut track = MapTrack::new(1);
+    let flags = gntmap::HOST_MAP | if write { 0 } else { gntmap::READONLY };
+    let (m, already) = {
+        let mut xs = dom.xen.lock();
+        if gref < xs.grant.nr_entries()
+            && gref as usize / GRANT_ENTRIES_PER_FRAME_V1 >= xs.grant_frames.len()
+        {
+            return Err(GntSt::GeneralError);
+        }
+        let XenState {
+            grant,
+            grant_frames,
+            ..
+        } = &mut *xs;
+        let m = grant::map_grant_ref(
+            copier.id,
+            &mut track,
+            dom.id,
+            grant,
+            &mut FrameEntries(grant_frames),
+            flags,
+            gref,
+            0,
+        )?;
+        let (ro, rw) = grant.pins(gref);
+        (m, ro + rw > 1)
+    };
+    // Pinned already by one of the copier's mappings: that mapping's frame.
+    let mapped = already
+        .then(|| pinned_frame(&copier.grant_maps.lock(), dom.id, gref, None))
+        .flatten();
+    let hpa = mapped.or_else(|| own_frame(&dom, u64::from(m.frame)));
+    let c = Claim {
+        dom,
+        hpa: hpa.unwrap_or(0),
+        pin: Some((track, m.handle)),
+    };
+    if hpa.is_none() {
+        unclaim(c);
+        return Err(GntSt::BadPage);
+    }
+    Ok(c)
+}
+
+/// Releases a side's pin (`GTF_reading`/`GTF_writing` clear with the
+/// last pin).
+fn unclaim(c: Claim) {
+    if let Some((mut track, handle)) = c.pin {
+        let mut xs = c.dom.xen.lock();
+        let XenState {
+            grant,
+            grant_frames,
+            ..
+        } = &mut *xs;
+        let mut entries = FrameEntries(grant_frames);
+        let _ = grant::unmap_grant_ref(&mut track, handle, 0, Granter::Live(grant, &mut entries));
+    }
+}
+
+/// One copy op by `copier`: `len` bytes from the source to the
+/// destination, each a grant (`GNTCOPY_*_gref`) or a frame of the
+/// copier's own (`DOMID_SELF` only), neither crossing its page
+/// (bad_copy_arg). Domains are looked up first (source, then destination),
+/// then the sides are claimed, then the bounds checked, in Xen's order.
+fn copy_one(copier: &Arc<Domain>, op: &GnttabCopy) -> Result<(), GntSt> {
+    let src_gref = op.flags & gntcopy::SOURCE_GREF != 0;
+    let dst_gref = op.flags & gntcopy::DEST_GREF != 0;
+    let src_dom = copy_domain(copier, &op.source, src_gref)?;
+    let dst_dom = copy_domain(copier, &op.dest, dst_gref)?;
+    // Frames are not freed (decrease_reservation) while claimed.
+    let _held = FOREIGN.lock();
+    let src = claim(copier, src_dom, &op.source, src_gref, false)?;
+    let dst = match claim(copier, dst_dom, &op.dest, dst_gref, true) {
+        Ok(d) => d,
+        Err(st) => {
+            unclaim(src);
+            return Err(st);
+        }
+    };
+    let len = op.len as usize;
+    let r = if op.source.offset as usize + len > PAGE_SIZE
+        || op.dest.offset as usize + len > PAGE_SIZE
+    {
+        Err(GntSt::BadCopyArg)
+    } else {
+        // Through a buffer: source and destination may be the same frame.
+        let mut buf = alloc::vec![0u8; len];
+        phys::read(src.hpa + u64::from(op.source.offset), &mut buf);
+        phys::write(dst.hpa + u64::from(op.dest.offset), &buf);
+        Ok(())
+    };
+    unclaim(src);
+    unclaim(dst);
+    r
 }

@@ -3318,10 +3318,17 @@ fn a_domu_maps_only_grants_given_to_it() {
     grant_table_frame(&mut mapper);
     let at_table = gnt_map(&mut mapper, &[(GNT_GFN << 12, MAP_RO, 3, g)]);
     assert_eq!(at_table.1[0].0, -5);
+    // Not its own memory, nor memory at all: bad_page (Xen's get_paged_frame).
     grant(&mapper, 5, GTF_PERMIT, d0, GNT_HOLE as u32);
-    let (_, res) = gnt_map(&mut dom0, &[(hole + 0x1000, MAP_RO, 5, m)]);
-    assert_eq!(res[0].0, -1);
+    grant(&mapper, 6, GTF_PERMIT, d0, 0xfff_0000);
+    let (_, res) = gnt_map(
+        &mut dom0,
+        &[(hole + 0x1000, MAP_RO, 5, m), (hole + 0x1000, MAP_RO, 6, m)],
+    );
+    assert_eq!((res[0].0, res[1].0), (-9, -9));
     assert_eq!(grant_flags(&mapper, 5), GTF_PERMIT);
+    assert_eq!(grant_flags(&mapper, 6), GTF_PERMIT);
+    assert_eq!(dom0.dom.mem.translate(hole + 0x1000), None);
     // Unmapping another domain's handle is not possible: handles are the
     // caller's own (dom0 holds handle 0, the mapper too).
     assert_eq!(gnt_unmap(&mut mapper, &[(hole, 0)]), (0, vec![0]));
@@ -3420,4 +3427,134 @@ fn a_destroyed_mapper_releases_its_grant_mappings() {
     assert_eq!(Arc::strong_count(&granter.dom), holds);
     assert!(mdom.grant_maps.lock().track.is_empty());
     assert_eq!(mdom.mem.translate(hole), None);
+}
+
+/// `GNTTABOP_copy` of `ops` (source (u, domid, offset), dest (u, domid,
+/// offset), len, flags): the call's result and each op's status.
+#[allow(clippy::type_complexity)]
+fn gnt_copy(t: &mut T, ops: &[((u64, u16, u16), (u64, u16, u16), u16, u16)]) -> (i64, Vec<i16>) {
+    let mut b = Vec::new();
+    for &(src, dst, len, flags) in ops {
+        for (u, dom, off) in [src, dst] {
+            b.extend_from_slice(&u.to_le_bytes());
+            b.extend_from_slice(&dom.to_le_bytes());
+            b.extend_from_slice(&off.to_le_bytes());
+            b.extend_from_slice(&[0; 4]);
+        }
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(&flags.to_le_bytes());
+        b.extend_from_slice(&0x7777u16.to_le_bytes());
+        b.extend_from_slice(&[0; 2]);
+    }
+    t.put(GNT_OPS, &b);
+    let r = t.ret(Hypercall::GrantTableOp, &[5, GNT_OPS, ops.len() as u64]);
+    let out = t.get(GNT_OPS, b.len());
+    let st = out
+        .chunks(40)
+        .map(|c| i16::from_le_bytes(c[36..38].try_into().unwrap()))
+        .collect();
+    (r, st)
+}
+
+/// `GNTTABOP_copy`, as netback uses it: dom0 copies from its own frame
+/// into a domU's granted page and back out of one; the entry's flags are
+/// as before afterwards (the pin lasts the copy only, and one a mapping
+/// holds stays); every hostile op gets its status and copies nothing.
+#[test]
+fn grant_copy_to_and_from_granted_pages() {
+    const SRC: u16 = abi::gntcopy::SOURCE_GREF;
+    const DST: u16 = abi::gntcopy::DEST_GREF;
+    const SELF: u16 = 0x7ff0;
+    let mut dom0 = domain(true);
+    let mut domu = domain(false);
+    let mut other = domain(false);
+    let (d0, u) = (dom0.dom.id, domu.dom.id);
+    grant_table_frame(&mut domu);
+    grant(&domu, 20, GTF_PERMIT, d0, 0x300);
+    grant(&domu, 21, GTF_PERMIT | GTF_RO, d0, 0x301);
+    grant(&domu, 22, GTF_PERMIT, other.dom.id, 0x302);
+    assert!(dom0.dom.mem.write(0x20_0010, b"rx packet"));
+    assert!(domu.dom.mem.write(0x30_1000, b"tx packet"));
+    // Into the domU's page, and out of its read-only one.
+    let (r, st) = gnt_copy(
+        &mut dom0,
+        &[
+            ((0x200, SELF, 0x10), (20, u, 0x40), 9, DST),
+            ((21, u, 0), (0x200, SELF, 0x100), 9, SRC),
+        ],
+    );
+    assert_eq!((r, st), (0, vec![0, 0]));
+    let mut b = [0u8; 9];
+    assert!(domu.dom.mem.read(0x30_0040, &mut b));
+    assert_eq!(&b, b"rx packet");
+    assert!(dom0.dom.mem.read(0x20_0100, &mut b));
+    assert_eq!(&b, b"tx packet");
+    assert_eq!(grant_flags(&domu, 20), GTF_PERMIT);
+    assert_eq!(grant_flags(&domu, 21), GTF_PERMIT | GTF_RO);
+    assert_eq!(domu.dom.xen.lock().grant.nr_active(), 0);
+    // A grant dom0 maps: copied through too, its mapping's pin stays.
+    let hole = GNT_HOLE << 12;
+    let (_, res) = gnt_map(&mut dom0, &[(hole, HOST_MAP, 20, u)]);
+    assert_eq!(res[0].0, 0);
+    let (_, st) = gnt_copy(&mut dom0, &[((20, u, 0x40), (20, u, 0x80), 9, SRC | DST)]);
+    assert_eq!(st, [0]);
+    assert!(dom0.dom.mem.read(hole + 0x80, &mut b));
+    assert_eq!(&b, b"rx packet");
+    assert_eq!(grant_flags(&domu, 20), GTF_PERMIT | GTF_RW_PINNED);
+    assert_eq!(domu.dom.xen.lock().grant.pins(20), (0, 1));
+    let before = {
+        let mut p = [0u8; 4096];
+        assert!(domu.dom.mem.read(0x30_0000, &mut p));
+        p
+    };
+    // Hostile ops, each its own status.
+    let (r, st) = gnt_copy(
+        &mut dom0,
+        &[
+            ((0x200, SELF, 0), (21, u, 0), 8, DST),      // read-only dest
+            ((22, u, 0), (0x200, SELF, 0), 8, SRC),      // granted to another
+            ((23, u, 0), (0x200, SELF, 0), 8, SRC),      // not granted
+            ((20, 0x7000, 0), (0x200, SELF, 0), 8, SRC), // no such domain
+            ((0x300, u, 0), (0x200, SELF, 0), 8, 0),     // a frame not its own
+            ((0x200, d0, 0), (20, u, 0), 8, DST),        // its own id, by frame
+            ((20, u, 4000), (0x200, SELF, 0), 200, SRC), // crosses the page
+            ((0x200, SELF, 0), (20, u, 4095), 2, DST),   // crosses the page
+            ((512, u, 0), (0x200, SELF, 0), 8, SRC),     // past the table
+            ((0x200, SELF, 0x10), (20, u, 0), 8, DST),   // fine, in between
+            ((1 << 40, SELF, 0), (20, u, 0), 8, DST),    // past its gfns
+            ((1 << 52 | 0x200, SELF, 0), (20, u, 0), 8, DST), // would wrap
+            ((GNT_HOLE, SELF, 0), (20, u, 0), 8, DST),   // a grant it maps
+        ],
+    );
+    assert_eq!(r, 0);
+    assert_eq!(st, [-1, -1, -1, -2, -8, -8, -10, -10, -3, 0, -9, -9, -9]);
+    let mut after = [0u8; 4096];
+    assert!(domu.dom.mem.read(0x30_0000, &mut after));
+    assert_eq!(&after[8..], &before[8..], "only the good op copied");
+    assert_eq!(&after[..8], b"rx packe");
+    assert_eq!(grant_flags(&domu, 20), GTF_PERMIT | GTF_RW_PINNED);
+    assert_eq!(grant_flags(&domu, 21), GTF_PERMIT | GTF_RO);
+    assert_eq!(grant_flags(&domu, 22), GTF_PERMIT);
+    assert_eq!(domu.dom.xen.lock().grant.nr_active(), 1);
+    // The domain granted to copies; a stranger cannot ride on dom0's pin.
+    assert!(other.dom.mem.write(0x20_0000, b"from other"));
+    let (_, st) = gnt_copy(
+        &mut other,
+        &[
+            ((0x200, SELF, 0), (22, u, 0x200), 10, DST),
+            ((20, u, 0), (0x200, SELF, 0), 8, SRC),
+        ],
+    );
+    assert_eq!(st, [0, -1]);
+    let mut c = [0u8; 10];
+    assert!(domu.dom.mem.read(0x30_2200, &mut c));
+    assert_eq!(&c, b"from other");
+    // Too many; a list keel cannot read.
+    let many = super::grant_table_op::MAX_OPS + 1;
+    assert_eq!(
+        dom0.ret(Hypercall::GrantTableOp, &[5, GNT_OPS, many]),
+        EINVAL
+    );
+    assert_eq!(dom0.ret(Hypercall::GrantTableOp, &[5, HOLE, 1]), EFAULT);
+    assert_eq!(gnt_unmap(&mut dom0, &[(hole, res[0].1)]), (0, vec![0]));
 }

@@ -498,10 +498,10 @@ fn copy_side(
 /// another domain), `bad_domain`, `bad_gntref`, `general_error` (entry not
 /// granted to the copier, or read-only destination).
 ///
-/// The caller performs the copy right away under its grant lock; Xen's
-/// transient `GTF_reading`/`GTF_writing` pin during the copy is then
-/// unobservable to a guest that revokes only after the hypercall returns,
-/// and is left to the dispatcher to add if copies become preemptible.
+/// The hypercall (`grant_table_op::copy_one`) does not use this: the
+/// granting guest may revoke an entry while keel copies, so it pins each
+/// grant side with [`map_grant_ref`] for the length of the copy, as Xen's
+/// `acquire_grant_for_copy` does, which makes the same checks.
 pub fn check_copy(
     copier: DomId,
     op: &GnttabCopy,
