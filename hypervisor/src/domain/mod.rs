@@ -8,7 +8,9 @@
 //! small locks: `xen` (event channels, grant table, HVM params) for the
 //! domain, `st` per vCPU, the p2m's edit lock; the rest is fixed at build
 //! time. Lock order: vCPU `hw` → `xen` → vCPU `st` → scheduler; never two
-//! domains' `xen` locks at once.
+//! domains' `xen` locks at once. Grant and foreign mappings: the global
+//! `FOREIGN` lock (memory_op) → a granting domain's `xen` → a mapping
+//! domain's `grant_maps` → the p2m's edit lock.
 //!
 //! Everything here is plain Rust over the [`crate::platform`] and
 //! [`crate::mm::phys`] shims, so the host tests build domains and run
@@ -36,9 +38,10 @@ use crate::mm::p2m::{P2m, Perm};
 use crate::mm::paging::PageSize;
 use crate::mm::phys::{self, Tables};
 use crate::platform;
+use crate::xen::abi::GrantHandle;
 use crate::xen::abi::{self, Errno, SharedInfo, VcpuInfo, VcpuTimeInfo};
 use crate::xen::evtchn::{Channels, Pending, VcpuInfoRef};
-use crate::xen::grant::GrantTable;
+use crate::xen::grant::{GrantTable, MapTrack};
 use crate::xen::time::{publish, TimeScale};
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -80,6 +83,20 @@ pub struct XenState {
     /// `GNTTABOP_setup_table` answers with these.
     pub grant_gfns: Vec<u64>,
     pub params: [u64; 64],
+}
+
+/// The grants a domain maps from others, as a mapper
+/// (`GNTTABOP_map_grant_ref`): its grant handles, and for each the granting
+/// domain, held so that its memory is not freed, even once it is destroyed,
+/// until the mapping goes, and the host frame mapped (which the granter's
+/// `decrease_reservation` must not free either).
+#[derive(Default)]
+pub struct GrantMaps {
+    pub track: MapTrack,
+    /// Per handle: the granting domain and the host frame it granted.
+    pub held: alloc::collections::BTreeMap<GrantHandle, (Arc<Domain>, u64)>,
+    /// The handle mapped at each gfn that holds a grant mapping.
+    pub at: alloc::collections::BTreeMap<u64, GrantHandle>,
 }
 
 /// No gfn (Xen's `INVALID_GFN`).
@@ -312,6 +329,8 @@ pub struct Domain {
     /// therefore not freed, even once it is destroyed, until the last
     /// such mapping goes.
     pub foreign: Mutex<alloc::collections::BTreeMap<u64, Arc<Domain>>>,
+    /// Other domains' grants it maps; released when it is finished.
+    pub grant_maps: Mutex<GrantMaps>,
     /// Toolstack pauses not undone yet (`domctl pausedomain`).
     pauses: AtomicU32,
     life: Mutex<Life>,
@@ -355,6 +374,7 @@ impl Domain {
             stats: DomStats::default(),
             handle: Mutex::new([0; 16]),
             foreign: Mutex::new(alloc::collections::BTreeMap::new()),
+            grant_maps: Mutex::new(GrantMaps::default()),
             pauses: AtomicU32::new(0),
             life: Mutex::new(Life {
                 lc: Lifecycle::new(mem.ram_pages),
@@ -864,6 +884,10 @@ impl Domain {
             .lock()
             .flush(|line| log::info!("(d{id}) {line}"));
         let _ = self.life.lock().lc.destroy();
+        // Its vCPUs are off every CPU: the grants it maps go back to their
+        // granters (pins dropped, granters no longer held), as Xen's
+        // `gnttab_release_mappings` when a domain dies.
+        crate::hypercall::release_grant_maps(self);
         table::finish(self);
     }
 }

@@ -303,31 +303,56 @@ fn add_to_physmap_batch(cx: &mut Ctx, arg: u64) -> HcResult {
     Ok(Ret::Val(0))
 }
 
+/// Whether `d` may take another domain's page at its gfn `gpfn` (a
+/// foreign mapping, `map_foreign`, or a grant mapping): -EINVAL past the
+/// gfns keel maps; -EBUSY over the domain's memory map (its RAM, and for
+/// dom0 the host firmware's ranges it sees 1:1), over keel's pages it
+/// placed there (shared_info, a grant-table frame: it would lose them) and
+/// where a grant is mapped already; a foreign mapping there is replaced by another foreign
+/// one (`replace_foreign`), refused to a grant. Only holes, which is where
+/// Linux's unpopulated-page allocator puts them. Host RAM dom0 does not
+/// own is a hole to dom0 (nothing of it is in dom0's p2m). Called under
+/// [`FOREIGN`], which every new foreign or grant mapping is made under, so
+/// the answer holds until the caller's mapping is recorded.
+pub(super) fn mappable(d: &Domain, gpfn: u64, replace_foreign: bool) -> Result<(), Errno> {
+    if gpfn >= GFN_LIMIT {
+        return Err(Errno::EINVAL);
+    }
+    let gpa = gpfn << 12;
+    let foreign_here = d.foreign.lock().contains_key(&gpfn);
+    let ram = if d.mem.identity {
+        d.mem
+            .e820
+            .iter()
+            .any(|&(start, len, _)| (start..start + len).contains(&gpa))
+    } else {
+        gpfn < d.mem.gfn_limit() && !foreign_here
+    };
+    let keels = d
+        .mem
+        .translate(gpa)
+        .is_some_and(|h| h & !0xfff == d.mem.shared_info)
+        || d.xen.lock().grant_gfns.contains(&gpfn);
+    if ram
+        || keels
+        || (foreign_here && !replace_foreign)
+        || d.grant_maps.lock().at.contains_key(&gpfn)
+    {
+        return Err(Errno::EBUSY);
+    }
+    Ok(())
+}
+
 /// One foreign page: `other`'s gfn `idx` at the caller's gfn `gpfn`.
 fn map_foreign(cx: &Ctx, other: &Arc<Domain>, idx: u64, gpfn: u64) -> Result<(), Errno> {
     if gpfn >= GFN_LIMIT || idx >= GFN_LIMIT {
         return Err(Errno::EINVAL);
     }
     let gpa = gpfn << 12;
-    // Never over the caller's memory map (its RAM, and for dom0 the host
-    // firmware's ranges it sees 1:1): only holes, which is where Linux's
-    // unpopulated-page allocator puts them. Host RAM dom0 does not own is
-    // a hole to dom0 (nothing of it is in dom0's p2m).
-    let ram = if cx.dom.mem.identity {
-        cx.dom
-            .mem
-            .e820
-            .iter()
-            .any(|&(start, len, _)| (start..start + len).contains(&gpa))
-    } else {
-        gpfn < cx.dom.mem.gfn_limit() && !cx.dom.foreign.lock().contains_key(&gpfn)
-    };
-    if ram {
-        return Err(Errno::EBUSY);
-    }
     // Under the lock decrease_reservation frees under: a frame it takes
     // out of `other` is either seen mapped here, or not translated here.
     let _held = FOREIGN.lock();
+    mappable(cx.dom, gpfn, true)?;
     let hpa = other.mem.translate(idx << 12).ok_or(Errno::EINVAL)? & !0xfff;
     cx.dom.mem.map_4k(gpa, hpa, Perm::RW)?;
     // A mapping replaced drops the domain it held.
@@ -376,10 +401,11 @@ fn grant_frame(d: &Domain, xs: &mut XenState, idx: u64) -> Result<u64, Errno> {
 /// Serializes a foreign mapping's lookup of a frame and its record in the
 /// mapper's `foreign` table with `decrease_reservation`'s taking frames
 /// out of a domain and deciding whether they are still mapped elsewhere.
-static FOREIGN: spin::Mutex<()> = spin::Mutex::new(());
+/// Grant mappings (`GNTTABOP_map_grant_ref`) are made under it too.
+pub(super) static FOREIGN: spin::Mutex<()> = spin::Mutex::new(());
 
 /// `d`'s frames other domains map (foreign mappings:
-/// `add_to_physmap_batch`). Called under [`FOREIGN`].
+/// `add_to_physmap_batch`; grant mappings). Called under [`FOREIGN`].
 fn mapped_elsewhere(d: &Arc<Domain>) -> BTreeSet<u64> {
     let mut held = BTreeSet::new();
     for m in crate::domain::table::all() {
@@ -388,6 +414,11 @@ fn mapped_elsewhere(d: &Arc<Domain>) -> BTreeSet<u64> {
                 if let Some(h) = m.mem.translate(gpfn << 12) {
                     held.insert(h & !0xfff);
                 }
+            }
+        }
+        for (granter, hpa) in m.grant_maps.lock().held.values() {
+            if Arc::ptr_eq(granter, d) {
+                held.insert(*hpa);
             }
         }
     }
@@ -403,7 +434,7 @@ fn mapped_elsewhere(d: &Arc<Domain>) -> BTreeSet<u64> {
 /// shared_info, foreign mappings and holes are not), else the call stops
 /// there and returns the extents done, as Xen stops at a page it cannot
 /// remove. A frame goes back to the allocator scrubbed, unless another
-/// domain still maps it (a foreign mapping) or a vCPU of the domain other
+/// domain still maps it (a foreign or grant mapping) or a vCPU of the domain other
 /// than the caller is on a CPU (it may still hold the old translation in
 /// its TLB until its next entry, which flushes: the p2m's generation
 /// moved): then it stays the domain's, out of its p2m and its count, and

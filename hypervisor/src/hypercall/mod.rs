@@ -34,6 +34,7 @@ use crate::hvm::vcpu::Vcpu as HwVcpu;
 use crate::xen::abi::{Errno, Hypercall};
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
+pub use grant_table_op::release_grant_maps;
 use guest::GuestVirt;
 
 /// The call being served: the domain, the calling vCPU and its hardware

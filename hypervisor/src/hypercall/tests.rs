@@ -3060,3 +3060,507 @@ fn multicall_runs_each_entry_and_writes_its_result() {
     assert_eq!(dom0.ret(Hypercall::Multicall, &[GVA, 4097]), -22);
     assert_eq!(dom0.ret(Hypercall::Multicall, &[HOLE, 1]), -14);
 }
+
+// --- grant mapping --------------------------------------------------------
+
+/// Where a granter's grant-table frame 0 sits in its physical address
+/// space (above its RAM, as Linux's unpopulated allocator puts it).
+const GNT_GFN: u64 = RAM / 4096 + 200;
+/// Where the mappers put grants: holes above their RAM.
+const GNT_HOLE: u64 = RAM / 4096 + 16;
+/// Where the tests put map/unmap op lists in the caller's memory.
+const GNT_OPS: u64 = GVA + 0x2000;
+
+/// The granter puts its grant-table frame 0 at [`GNT_GFN`]
+/// (`add_to_physmap`, as Linux does), where it then writes its entries.
+fn grant_table_frame(t: &mut T) {
+    let mut a = [0u8; 24];
+    a[0..2].copy_from_slice(&0x7ff0u16.to_le_bytes());
+    a[4..8].copy_from_slice(&1u32.to_le_bytes()); // XENMAPSPACE_grant_table
+    a[16..24].copy_from_slice(&GNT_GFN.to_le_bytes());
+    t.put(GVA, &a);
+    assert_eq!(t.ret(Hypercall::MemoryOp, &[7, GVA]), 0);
+}
+
+/// The granter writes entry `gref`: `flags` for domain `to`, its gfn `frame`.
+fn grant(t: &T, gref: u32, flags: u16, to: u16, frame: u32) {
+    let mut e = [0u8; 8];
+    e[0..2].copy_from_slice(&flags.to_le_bytes());
+    e[2..4].copy_from_slice(&to.to_le_bytes());
+    e[4..8].copy_from_slice(&frame.to_le_bytes());
+    assert!(t.dom.mem.write((GNT_GFN << 12) + 8 * gref as u64, &e));
+}
+
+/// The flags of the granter's entry `gref`, as the granter sees them.
+fn grant_flags(t: &T, gref: u32) -> u16 {
+    let mut f = [0u8; 2];
+    assert!(t.dom.mem.read((GNT_GFN << 12) + 8 * gref as u64, &mut f));
+    u16::from_le_bytes(f)
+}
+
+/// `GNTTABOP_map_grant_ref` of `ops` (host_addr, flags, ref, dom): the
+/// call's result and each op's (status, handle, dev_bus_addr) (the handle
+/// and address fields start as all ones).
+fn gnt_map(t: &mut T, ops: &[(u64, u32, u32, u16)]) -> (i64, Vec<(i16, u32, u64)>) {
+    let mut b = Vec::new();
+    for &(addr, flags, r, dom) in ops {
+        b.extend_from_slice(&addr.to_le_bytes());
+        b.extend_from_slice(&flags.to_le_bytes());
+        b.extend_from_slice(&r.to_le_bytes());
+        b.extend_from_slice(&dom.to_le_bytes());
+        b.extend_from_slice(&0x7777u16.to_le_bytes());
+        b.extend_from_slice(&u32::MAX.to_le_bytes());
+        b.extend_from_slice(&u64::MAX.to_le_bytes());
+    }
+    t.put(GNT_OPS, &b);
+    let r = t.ret(Hypercall::GrantTableOp, &[0, GNT_OPS, ops.len() as u64]);
+    let out = t.get(GNT_OPS, b.len());
+    let res = out
+        .chunks(32)
+        .map(|c| {
+            (
+                i16::from_le_bytes(c[18..20].try_into().unwrap()),
+                u32::from_le_bytes(c[20..24].try_into().unwrap()),
+                u64::from_le_bytes(c[24..32].try_into().unwrap()),
+            )
+        })
+        .collect();
+    (r, res)
+}
+
+/// `GNTTABOP_unmap_grant_ref` of `ops` (host_addr, handle): the call's
+/// result and each op's status.
+fn gnt_unmap(t: &mut T, ops: &[(u64, u32)]) -> (i64, Vec<i16>) {
+    let mut b = Vec::new();
+    for &(addr, handle) in ops {
+        b.extend_from_slice(&addr.to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        b.extend_from_slice(&handle.to_le_bytes());
+        b.extend_from_slice(&0x7777u16.to_le_bytes());
+        b.extend_from_slice(&[0; 2]);
+    }
+    t.put(GNT_OPS, &b);
+    let r = t.ret(Hypercall::GrantTableOp, &[1, GNT_OPS, ops.len() as u64]);
+    let out = t.get(GNT_OPS, b.len());
+    let st = out
+        .chunks(24)
+        .map(|c| i16::from_le_bytes(c[20..22].try_into().unwrap()))
+        .collect();
+    (r, st)
+}
+
+const GTF_PERMIT: u16 = abi::gtf::PERMIT_ACCESS;
+const GTF_RO: u16 = abi::gtf::READONLY;
+const GTF_RW_PINNED: u16 = abi::gtf::READING | abi::gtf::WRITING;
+const HOST_MAP: u32 = abi::gntmap::HOST_MAP;
+const MAP_RO: u32 = abi::gntmap::HOST_MAP | abi::gntmap::READONLY;
+
+/// A PVH dom0 backend maps a domU's grants into holes of its physical
+/// address space (gntdev, blkback): it sees and writes the granted page
+/// there, read-only grants only read-only, the entry's GTF_reading /
+/// GTF_writing follow the mappings; every hostile op gets its status and
+/// changes nothing; unmapping clears the flags and the p2m entry.
+#[test]
+fn grant_map_and_unmap_into_dom0() {
+    let mut dom0 = domain(true);
+    let mut domu = domain(false);
+    let (d0, u) = (dom0.dom.id, domu.dom.id);
+    grant_table_frame(&mut domu);
+    assert!(domu.dom.mem.write(0x30_0000, b"granted page"));
+    grant(&domu, 10, GTF_PERMIT, d0, 0x300);
+    grant(&domu, 11, GTF_PERMIT | GTF_RO, d0, 0x301);
+    let holds = Arc::strong_count(&domu.dom);
+    let hole = GNT_HOLE << 12;
+    let flushes = dom0.hw.flushes;
+    let (r, res) = gnt_map(&mut dom0, &[(hole, HOST_MAP, 10, u)]);
+    assert_eq!(r, 0);
+    let (st, h, bus) = res[0];
+    assert_eq!(st, 0);
+    let frame = domu.dom.mem.translate(0x30_0000).unwrap();
+    assert_eq!(bus, frame, "dev_bus_addr: the frame's host address");
+    assert_eq!(grant_flags(&domu, 10), GTF_PERMIT | GTF_RW_PINNED);
+    assert_eq!(Arc::strong_count(&domu.dom), holds + 1, "held by the map");
+    assert!(dom0.hw.flushes > flushes);
+    let mut b = [0u8; 12];
+    assert!(dom0.dom.mem.read(hole, &mut b));
+    assert_eq!(&b, b"granted page");
+    assert!(dom0.dom.mem.write(hole + 32, b"from the backend"));
+    let mut c = [0u8; 16];
+    assert!(domu.dom.mem.read(0x30_0020, &mut c));
+    assert_eq!(&c, b"from the backend");
+    // A read-only grant: refused for writing, mapped read-only in the p2m.
+    let ro_at = hole + 0x1000;
+    assert_eq!(gnt_map(&mut dom0, &[(ro_at, HOST_MAP, 11, u)]).1[0].0, -1);
+    assert_eq!(grant_flags(&domu, 11), GTF_PERMIT | GTF_RO);
+    let (_, res) = gnt_map(&mut dom0, &[(ro_at, MAP_RO, 11, u)]);
+    let (st, h_ro, _) = res[0];
+    assert_eq!(st, 0);
+    let (_, perm, _) = dom0.dom.mem.p2m.translate(&mut Tables, ro_at).unwrap();
+    assert_eq!(perm, Perm::R);
+    assert_eq!(
+        grant_flags(&domu, 11),
+        GTF_PERMIT | GTF_RO | abi::gtf::READING
+    );
+    // Hostile ops, one call, each its own status; nothing changes.
+    let own_ram = 5u64 << 12;
+    let ram_before = dom0.dom.mem.translate(own_ram);
+    let next = hole + 0x2000;
+    let (r, res) = gnt_map(
+        &mut dom0,
+        &[
+            (own_ram, HOST_MAP, 10, u),         // over dom0's RAM
+            (hole, HOST_MAP, 10, u),            // a grant is there already
+            (1 << 48, HOST_MAP, 10, u),         // past keel's gfns
+            (next, HOST_MAP, 10, 0x7000),       // no such domain
+            (next, HOST_MAP, 10, d0),           // itself
+            (next, HOST_MAP, 10, 0x7ff0),       // DOMID_SELF
+            (next, HOST_MAP, 512, u),           // past the 1-frame table
+            (next, HOST_MAP, u32::MAX, u),      // far past it
+            (next, 0, 10, u),                   // neither host nor device
+            (next, HOST_MAP | 1, 10, u),        // device map
+            (next, HOST_MAP | (1 << 4), 10, u), // contains_pte
+            (next, HOST_MAP, 12, u),            // not granted at all
+            (next, HOST_MAP, 100, u),           // in the table, zero
+        ],
+    );
+    assert_eq!(r, 0);
+    let st: Vec<i16> = res.iter().map(|x| x.0).collect();
+    assert_eq!(st, [-5, -5, -5, -2, -2, -2, -3, -3, -3, -1, -1, -1, -1]);
+    assert!(res.iter().all(|x| x.1 == u32::MAX && x.2 == u64::MAX));
+    assert_eq!(dom0.dom.mem.translate(own_ram), ram_before);
+    assert_eq!(dom0.dom.mem.translate(next), None);
+    assert_eq!(domu.dom.xen.lock().grant.pins(10), (0, 1));
+    assert_eq!(Arc::strong_count(&domu.dom), holds + 2);
+    // A table frame never allocated holds no grants: general_error.
+    domu.dom.xen.lock().grant.setup_table(2).unwrap();
+    assert_eq!(gnt_map(&mut dom0, &[(next, HOST_MAP, 600, u)]).1[0].0, -1);
+    // Unmap: the wrong page is refused; host_addr 0 undoes nothing (as
+    // Xen); the right one releases; a handle twice or never given: bad.
+    assert_eq!(gnt_unmap(&mut dom0, &[(ro_at, h)]), (0, vec![-1]));
+    assert_eq!(gnt_unmap(&mut dom0, &[(0, h)]), (0, vec![0]));
+    assert_eq!(grant_flags(&domu, 10), GTF_PERMIT | GTF_RW_PINNED);
+    assert!(dom0.dom.mem.translate(hole).is_some());
+    let flushes = dom0.hw.flushes;
+    assert_eq!(
+        gnt_unmap(&mut dom0, &[(hole + 0x123, h), (hole, h), (0, 4242)]),
+        (0, vec![0, -4, -4])
+    );
+    assert!(dom0.hw.flushes > flushes);
+    assert_eq!(grant_flags(&domu, 10), GTF_PERMIT);
+    assert_eq!(dom0.dom.mem.translate(hole), None);
+    assert_eq!(domu.dom.xen.lock().grant.pins(10), (0, 0));
+    assert_eq!(Arc::strong_count(&domu.dom), holds + 1);
+    // The hole takes a grant again.
+    let (_, res) = gnt_map(&mut dom0, &[(hole, MAP_RO, 10, u)]);
+    assert_eq!(res[0].0, 0);
+    assert_eq!(
+        gnt_unmap(&mut dom0, &[(hole, res[0].1), (ro_at, h_ro)]),
+        (0, vec![0, 0])
+    );
+    assert_eq!(grant_flags(&domu, 10), GTF_PERMIT);
+    assert_eq!(grant_flags(&domu, 11), GTF_PERMIT | GTF_RO);
+    assert_eq!(Arc::strong_count(&domu.dom), holds);
+    assert!(dom0.dom.grant_maps.lock().track.is_empty());
+    // Hostile calls: too many ops, a list keel cannot read.
+    let many = super::grant_table_op::MAX_OPS + 1;
+    assert_eq!(
+        dom0.ret(Hypercall::GrantTableOp, &[0, GNT_OPS, many]),
+        EINVAL
+    );
+    assert_eq!(
+        dom0.ret(Hypercall::GrantTableOp, &[1, GNT_OPS, many]),
+        EINVAL
+    );
+    assert_eq!(dom0.ret(Hypercall::GrantTableOp, &[0, HOLE, 1]), EFAULT);
+    assert_eq!(dom0.ret(Hypercall::GrantTableOp, &[1, HOLE, 1]), EFAULT);
+    assert_eq!(dom0.ret(Hypercall::GrantTableOp, &[0, GNT_OPS, 0]), 0);
+    assert_eq!(dom0.dom.stats.unimplemented.load(O::Relaxed), 0);
+}
+
+/// Isolation: a domU maps only what was granted to it, and grants only its
+/// own memory: not a grant given to another domain, not an entry that is
+/// no grant, not a page it maps from someone else.
+#[test]
+fn a_domu_maps_only_grants_given_to_it() {
+    let mut dom0 = domain(true);
+    let mut granter = domain(false);
+    let mut mapper = domain(false);
+    let (g, m, d0) = (granter.dom.id, mapper.dom.id, dom0.dom.id);
+    grant_table_frame(&mut granter);
+    grant(&granter, 1, GTF_PERMIT, d0, 0x300); // to dom0, not to the mapper
+    grant(&granter, 2, abi::gtf::ACCEPT_TRANSFER, m, 0x300);
+    grant(&granter, 3, GTF_PERMIT, m, 0x301);
+    let hole = GNT_HOLE << 12;
+    let (r, res) = gnt_map(
+        &mut mapper,
+        &[
+            (hole, MAP_RO, 1, g),
+            (hole, HOST_MAP, 2, g),
+            (hole, HOST_MAP, 4, g),
+            (4 << 12, HOST_MAP, 3, g), // over its own RAM
+        ],
+    );
+    assert_eq!(r, 0);
+    assert_eq!(
+        res.iter().map(|x| x.0).collect::<Vec<_>>(),
+        [-1, -1, -1, -5]
+    );
+    assert_eq!(grant_flags(&granter, 1), GTF_PERMIT);
+    assert_eq!(mapper.dom.mem.translate(hole), None);
+    // Once pinned by dom0, another domain cannot ride on the pin.
+    let (_, res) = gnt_map(&mut dom0, &[(hole, MAP_RO, 1, g)]);
+    assert_eq!(res[0].0, 0);
+    assert_eq!(gnt_map(&mut mapper, &[(hole, MAP_RO, 1, g)]).1[0].0, -1);
+    assert_eq!(mapper.dom.mem.translate(hole), None);
+    // What was granted to it, it maps (no privilege needed).
+    assert!(granter.dom.mem.write(0x30_1000, b"for the mapper"));
+    let (_, res) = gnt_map(&mut mapper, &[(hole, HOST_MAP, 3, g)]);
+    assert_eq!(res[0].0, 0);
+    let mut b = [0u8; 14];
+    assert!(mapper.dom.mem.read(hole, &mut b));
+    assert_eq!(&b, b"for the mapper");
+    // The mapper grants the page it maps on to dom0: not its own memory.
+    // Nor does it map a grant over its own grant-table frame.
+    grant_table_frame(&mut mapper);
+    let at_table = gnt_map(&mut mapper, &[(GNT_GFN << 12, MAP_RO, 3, g)]);
+    assert_eq!(at_table.1[0].0, -5);
+    // Not its own memory, nor memory at all: bad_page (Xen's get_paged_frame).
+    grant(&mapper, 5, GTF_PERMIT, d0, GNT_HOLE as u32);
+    grant(&mapper, 6, GTF_PERMIT, d0, 0xfff_0000);
+    let (_, res) = gnt_map(
+        &mut dom0,
+        &[(hole + 0x1000, MAP_RO, 5, m), (hole + 0x1000, MAP_RO, 6, m)],
+    );
+    assert_eq!((res[0].0, res[1].0), (-9, -9));
+    assert_eq!(grant_flags(&mapper, 5), GTF_PERMIT);
+    assert_eq!(grant_flags(&mapper, 6), GTF_PERMIT);
+    assert_eq!(dom0.dom.mem.translate(hole + 0x1000), None);
+    // Unmapping another domain's handle is not possible: handles are the
+    // caller's own (dom0 holds handle 0, the mapper too).
+    assert_eq!(gnt_unmap(&mut mapper, &[(hole, 0)]), (0, vec![0]));
+    assert_eq!(grant_flags(&granter, 1), GTF_PERMIT | abi::gtf::READING);
+    assert_eq!(grant_flags(&granter, 3), GTF_PERMIT);
+}
+
+/// A granter destroyed while dom0 maps its page: its memory is not freed
+/// (the frame stays out of the free pool, dom0 still reads it) until dom0
+/// unmaps; and a granted frame the toolstack takes out of the granter
+/// (`decrease_reservation`) is not freed while mapped either.
+#[test]
+fn a_granted_frame_outlives_its_granter_until_unmapped() {
+    let mut dom0 = domain(true);
+    let mut domu = domain(false);
+    let u = domu.dom.id;
+    grant_table_frame(&mut domu);
+    // A page the toolstack populated (decrease_reservation takes only those).
+    let pop = RAM / 4096 + 512;
+    domu.dom.set_max_pages(u64::MAX);
+    assert_eq!(reservation(&mut dom0, 6, u, 0, 0, &[pop]), 1);
+    assert!(domu.dom.mem.write(pop << 12, b"populated"));
+    assert!(domu.dom.mem.write(0x30_0000, b"granted page"));
+    grant(&domu, 7, GTF_PERMIT, dom0.dom.id, pop as u32);
+    grant(&domu, 8, GTF_PERMIT, dom0.dom.id, 0x300);
+    let (a, b) = ((GNT_HOLE << 12), (GNT_HOLE + 1) << 12);
+    let (_, res) = gnt_map(&mut dom0, &[(a, HOST_MAP, 7, u), (b, HOST_MAP, 8, u)]);
+    assert_eq!((res[0].0, res[1].0), (0, 0));
+    let (h7, h8) = (res[0].1, res[1].1);
+    let (f7, f8) = (res[0].2, res[1].2);
+    // Taken out of the domU while mapped: out of its p2m, still its frame.
+    assert_eq!(reservation(&mut dom0, 1, u, 0, 0, &[pop]), 1);
+    assert_eq!(domu.dom.mem.translate(pop << 12), None);
+    assert!(domu.dom.mem.disown(f7), "mapped elsewhere: not freed");
+    domu.dom.mem.own(f7, 1);
+    let mut buf = [0u8; 9];
+    assert!(dom0.dom.mem.read(a, &mut buf));
+    assert_eq!(&buf, b"populated");
+    // Still pinned: mapped again, it is the frame of the first pin (as
+    // Xen's active entry keeps it), though the gfn is empty now.
+    let c = (GNT_HOLE + 2) << 12;
+    let (_, res) = gnt_map(&mut dom0, &[(c, MAP_RO, 7, u)]);
+    assert_eq!((res[0].0, res[0].2), (0, f7));
+    assert!(dom0.dom.mem.read(c, &mut buf));
+    assert_eq!(&buf, b"populated");
+    assert_eq!(gnt_unmap(&mut dom0, &[(c, res[0].1)]), (0, vec![0]));
+    // The domU is destroyed: it leaves the table, its memory stays.
+    let weak = Arc::downgrade(&domu.dom);
+    drop(domu);
+    assert!(table::get(u).is_none());
+    assert!(weak.upgrade().is_some(), "held by dom0's grant mappings");
+    for f in [f7, f8] {
+        assert!(!phys::frames().take(f, f + 4096), "{f:#x} is free");
+    }
+    let mut buf = [0u8; 12];
+    assert!(dom0.dom.mem.read(b, &mut buf));
+    assert_eq!(&buf, b"granted page");
+    // Unmapped (a granter gone: only the handles go): memory freed.
+    assert_eq!(gnt_unmap(&mut dom0, &[(a, h7)]), (0, vec![0]));
+    assert!(weak.upgrade().is_some());
+    assert_eq!(gnt_unmap(&mut dom0, &[(b, h8)]), (0, vec![0]));
+    assert!(weak.upgrade().is_none(), "the last mapping went");
+    assert_eq!(dom0.dom.mem.translate(a), None);
+    assert_eq!(dom0.dom.mem.translate(b), None);
+}
+
+/// A mapper destroyed while it maps grants: its mappings go back, the
+/// granter's pins and flags clear and the granter is no longer held.
+#[test]
+fn a_destroyed_mapper_releases_its_grant_mappings() {
+    let mut granter = domain(false);
+    let mut mapper = domain(false);
+    let (g, m) = (granter.dom.id, mapper.dom.id);
+    grant_table_frame(&mut granter);
+    grant(&granter, 3, GTF_PERMIT, m, 0x300);
+    grant(&granter, 4, GTF_PERMIT | GTF_RO, m, 0x301);
+    let holds = Arc::strong_count(&granter.dom);
+    let hole = GNT_HOLE << 12;
+    let (_, res) = gnt_map(
+        &mut mapper,
+        &[
+            (hole, HOST_MAP, 3, g),
+            (hole + 0x1000, MAP_RO, 3, g),
+            (hole + 0x2000, MAP_RO, 4, g),
+        ],
+    );
+    assert!(res.iter().all(|x| x.0 == 0));
+    assert_eq!(grant_flags(&granter, 3), GTF_PERMIT | GTF_RW_PINNED);
+    assert_eq!(Arc::strong_count(&granter.dom), holds + 3);
+    let mdom = mapper.dom.clone();
+    drop(mapper);
+    assert!(table::get(m).is_none());
+    assert_eq!(grant_flags(&granter, 3), GTF_PERMIT);
+    assert_eq!(grant_flags(&granter, 4), GTF_PERMIT | GTF_RO);
+    assert_eq!(granter.dom.xen.lock().grant.nr_active(), 0);
+    assert_eq!(Arc::strong_count(&granter.dom), holds);
+    assert!(mdom.grant_maps.lock().track.is_empty());
+    assert_eq!(mdom.mem.translate(hole), None);
+}
+
+/// `GNTTABOP_copy` of `ops` (source (u, domid, offset), dest (u, domid,
+/// offset), len, flags): the call's result and each op's status.
+#[allow(clippy::type_complexity)]
+fn gnt_copy(t: &mut T, ops: &[((u64, u16, u16), (u64, u16, u16), u16, u16)]) -> (i64, Vec<i16>) {
+    let mut b = Vec::new();
+    for &(src, dst, len, flags) in ops {
+        for (u, dom, off) in [src, dst] {
+            b.extend_from_slice(&u.to_le_bytes());
+            b.extend_from_slice(&dom.to_le_bytes());
+            b.extend_from_slice(&off.to_le_bytes());
+            b.extend_from_slice(&[0; 4]);
+        }
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(&flags.to_le_bytes());
+        b.extend_from_slice(&0x7777u16.to_le_bytes());
+        b.extend_from_slice(&[0; 2]);
+    }
+    t.put(GNT_OPS, &b);
+    let r = t.ret(Hypercall::GrantTableOp, &[5, GNT_OPS, ops.len() as u64]);
+    let out = t.get(GNT_OPS, b.len());
+    let st = out
+        .chunks(40)
+        .map(|c| i16::from_le_bytes(c[36..38].try_into().unwrap()))
+        .collect();
+    (r, st)
+}
+
+/// `GNTTABOP_copy`, as netback uses it: dom0 copies from its own frame
+/// into a domU's granted page and back out of one; the entry's flags are
+/// as before afterwards (the pin lasts the copy only, and one a mapping
+/// holds stays); every hostile op gets its status and copies nothing.
+#[test]
+fn grant_copy_to_and_from_granted_pages() {
+    const SRC: u16 = abi::gntcopy::SOURCE_GREF;
+    const DST: u16 = abi::gntcopy::DEST_GREF;
+    const SELF: u16 = 0x7ff0;
+    let mut dom0 = domain(true);
+    let mut domu = domain(false);
+    let mut other = domain(false);
+    let (d0, u) = (dom0.dom.id, domu.dom.id);
+    grant_table_frame(&mut domu);
+    grant(&domu, 20, GTF_PERMIT, d0, 0x300);
+    grant(&domu, 21, GTF_PERMIT | GTF_RO, d0, 0x301);
+    grant(&domu, 22, GTF_PERMIT, other.dom.id, 0x302);
+    assert!(dom0.dom.mem.write(0x20_0010, b"rx packet"));
+    assert!(domu.dom.mem.write(0x30_1000, b"tx packet"));
+    // Into the domU's page, and out of its read-only one.
+    let (r, st) = gnt_copy(
+        &mut dom0,
+        &[
+            ((0x200, SELF, 0x10), (20, u, 0x40), 9, DST),
+            ((21, u, 0), (0x200, SELF, 0x100), 9, SRC),
+        ],
+    );
+    assert_eq!((r, st), (0, vec![0, 0]));
+    let mut b = [0u8; 9];
+    assert!(domu.dom.mem.read(0x30_0040, &mut b));
+    assert_eq!(&b, b"rx packet");
+    assert!(dom0.dom.mem.read(0x20_0100, &mut b));
+    assert_eq!(&b, b"tx packet");
+    assert_eq!(grant_flags(&domu, 20), GTF_PERMIT);
+    assert_eq!(grant_flags(&domu, 21), GTF_PERMIT | GTF_RO);
+    assert_eq!(domu.dom.xen.lock().grant.nr_active(), 0);
+    // A grant dom0 maps: copied through too, its mapping's pin stays.
+    let hole = GNT_HOLE << 12;
+    let (_, res) = gnt_map(&mut dom0, &[(hole, HOST_MAP, 20, u)]);
+    assert_eq!(res[0].0, 0);
+    let (_, st) = gnt_copy(&mut dom0, &[((20, u, 0x40), (20, u, 0x80), 9, SRC | DST)]);
+    assert_eq!(st, [0]);
+    assert!(dom0.dom.mem.read(hole + 0x80, &mut b));
+    assert_eq!(&b, b"rx packet");
+    assert_eq!(grant_flags(&domu, 20), GTF_PERMIT | GTF_RW_PINNED);
+    assert_eq!(domu.dom.xen.lock().grant.pins(20), (0, 1));
+    let before = {
+        let mut p = [0u8; 4096];
+        assert!(domu.dom.mem.read(0x30_0000, &mut p));
+        p
+    };
+    // Hostile ops, each its own status.
+    let (r, st) = gnt_copy(
+        &mut dom0,
+        &[
+            ((0x200, SELF, 0), (21, u, 0), 8, DST),      // read-only dest
+            ((22, u, 0), (0x200, SELF, 0), 8, SRC),      // granted to another
+            ((23, u, 0), (0x200, SELF, 0), 8, SRC),      // not granted
+            ((20, 0x7000, 0), (0x200, SELF, 0), 8, SRC), // no such domain
+            ((0x300, u, 0), (0x200, SELF, 0), 8, 0),     // a frame not its own
+            ((0x200, d0, 0), (20, u, 0), 8, DST),        // its own id, by frame
+            ((20, u, 4000), (0x200, SELF, 0), 200, SRC), // crosses the page
+            ((0x200, SELF, 0), (20, u, 4095), 2, DST),   // crosses the page
+            ((512, u, 0), (0x200, SELF, 0), 8, SRC),     // past the table
+            ((0x200, SELF, 0x10), (20, u, 0), 8, DST),   // fine, in between
+            ((1 << 40, SELF, 0), (20, u, 0), 8, DST),    // past its gfns
+            ((1 << 52 | 0x200, SELF, 0), (20, u, 0), 8, DST), // would wrap
+            ((GNT_HOLE, SELF, 0), (20, u, 0), 8, DST),   // a grant it maps
+        ],
+    );
+    assert_eq!(r, 0);
+    assert_eq!(st, [-1, -1, -1, -2, -8, -8, -10, -10, -3, 0, -9, -9, -9]);
+    let mut after = [0u8; 4096];
+    assert!(domu.dom.mem.read(0x30_0000, &mut after));
+    assert_eq!(&after[8..], &before[8..], "only the good op copied");
+    assert_eq!(&after[..8], b"rx packe");
+    assert_eq!(grant_flags(&domu, 20), GTF_PERMIT | GTF_RW_PINNED);
+    assert_eq!(grant_flags(&domu, 21), GTF_PERMIT | GTF_RO);
+    assert_eq!(grant_flags(&domu, 22), GTF_PERMIT);
+    assert_eq!(domu.dom.xen.lock().grant.nr_active(), 1);
+    // The domain granted to copies; a stranger cannot ride on dom0's pin.
+    assert!(other.dom.mem.write(0x20_0000, b"from other"));
+    let (_, st) = gnt_copy(
+        &mut other,
+        &[
+            ((0x200, SELF, 0), (22, u, 0x200), 10, DST),
+            ((20, u, 0), (0x200, SELF, 0), 8, SRC),
+        ],
+    );
+    assert_eq!(st, [0, -1]);
+    let mut c = [0u8; 10];
+    assert!(domu.dom.mem.read(0x30_2200, &mut c));
+    assert_eq!(&c, b"from other");
+    // Too many; a list keel cannot read.
+    let many = super::grant_table_op::MAX_OPS + 1;
+    assert_eq!(
+        dom0.ret(Hypercall::GrantTableOp, &[5, GNT_OPS, many]),
+        EINVAL
+    );
+    assert_eq!(dom0.ret(Hypercall::GrantTableOp, &[5, HOLE, 1]), EFAULT);
+    assert_eq!(gnt_unmap(&mut dom0, &[(hole, res[0].1)]), (0, vec![0]));
+}

@@ -266,12 +266,48 @@ fn pin_entry(
     Err(GntSt::GeneralError)
 }
 
+/// A granter's entries, by grant ref: a slice (the tests), or the host
+/// frames behind a domain's table (the hypercall), which need not be
+/// contiguous.
+pub trait Entries {
+    /// The entry of `gref`; `None` where the memory has none.
+    fn entry(&mut self, gref: GrantRef) -> Option<&mut GrantEntryV1>;
+}
+
+impl Entries for [GrantEntryV1] {
+    fn entry(&mut self, gref: GrantRef) -> Option<&mut GrantEntryV1> {
+        self.get_mut(gref as usize)
+    }
+}
+
+impl Entries for Vec<GrantEntryV1> {
+    fn entry(&mut self, gref: GrantRef) -> Option<&mut GrantEntryV1> {
+        self.get_mut(gref as usize)
+    }
+}
+
 /// Result of a successful map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mapped {
     pub handle: GrantHandle,
     /// The granter's frame to map at `host_addr` in the mapper.
     pub frame: u32,
+}
+
+/// The flags of a map op: `GNTMAP_host_map` or `GNTMAP_device_map` must be
+/// set (`bad_gntref` otherwise, as Xen); device, application and
+/// PTE-contained mappings are not for a translated mapper
+/// (`general_error`).
+pub fn check_map_flags(flags: u32) -> Result<(), GntSt> {
+    if flags & (gntmap::HOST_MAP | gntmap::DEVICE_MAP) == 0 {
+        return Err(GntSt::BadGntref);
+    }
+    // keel's domains are all translated (PVH): no device, application or
+    // PTE-contained mappings, as Xen for HVM.
+    if flags & (gntmap::DEVICE_MAP | gntmap::APPLICATION_MAP | gntmap::CONTAINS_PTE) != 0 {
+        return Err(GntSt::GeneralError);
+    }
+    Ok(())
 }
 
 /// `GNTTABOP_map_grant_ref` validation and bookkeeping.
@@ -282,30 +318,24 @@ pub struct Mapped {
 /// `bad_gntref`). On success the caller maps `frame` at `host_addr` in the
 /// mapper's p2m.
 #[allow(clippy::too_many_arguments)]
-pub fn map_grant_ref(
+pub fn map_grant_ref<E: Entries + ?Sized>(
     mapper_dom: DomId,
     maptrack: &mut MapTrack,
     granter_dom: DomId,
     table: &mut GrantTable,
-    entries: &mut [GrantEntryV1],
+    entries: &mut E,
     flags: u32,
     gref: GrantRef,
     host_addr: u64,
 ) -> Result<Mapped, GntSt> {
-    if flags & (gntmap::HOST_MAP | gntmap::DEVICE_MAP) == 0 {
-        return Err(GntSt::BadGntref);
-    }
-    // keel's domains are all translated (PVH): no device, application or
-    // PTE-contained mappings, as Xen for HVM.
-    if flags & (gntmap::DEVICE_MAP | gntmap::APPLICATION_MAP | gntmap::CONTAINS_PTE) != 0 {
-        return Err(GntSt::GeneralError);
-    }
+    check_map_flags(flags)?;
     if !maptrack.has_room() {
         return Err(GntSt::NoSpace);
     }
-    if gref >= table.nr_entries() || gref as usize >= entries.len() {
+    if gref >= table.nr_entries() {
         return Err(GntSt::BadGntref);
     }
+    let e = entries.entry(gref).ok_or(GntSt::BadGntref)?;
     let readonly = flags & gntmap::READONLY != 0;
     let act = table.active.get(&gref).copied();
     if let Some(a) = act {
@@ -313,7 +343,6 @@ pub fn map_grant_ref(
             return Err(GntSt::GeneralError);
         }
     }
-    let e = &mut entries[gref as usize];
     if act.is_none() || (!readonly && act.is_some_and(|a| a.rw_pins == 0)) {
         pin_entry(e, mapper_dom, readonly, act.is_some())?;
     }
@@ -345,13 +374,14 @@ pub fn map_grant_ref(
 /// The granter side handed to [`unmap_grant_ref`].
 pub enum Granter<'a> {
     /// The granting domain's table and entry memory.
-    Live(&'a mut GrantTable, &'a mut [GrantEntryV1]),
+    Live(&'a mut GrantTable, &'a mut dyn Entries),
     /// The granting domain is gone: only the handle is released.
     Gone,
 }
 
 /// `GNTTABOP_unmap_grant_ref`: release `handle`. `host_addr`, when
-/// non-zero, must be where the grant is mapped. Clears `GTF_writing` when
+/// non-zero, must be in the page where the grant is mapped (Xen compares
+/// frames: the offset in the page does not matter). Clears `GTF_writing` when
 /// the last writable mapping goes and `GTF_reading` when the last mapping
 /// goes. Returns the mapping so the caller can drop it from the p2m.
 ///
@@ -363,7 +393,7 @@ pub fn unmap_grant_ref(
     granter: Granter<'_>,
 ) -> Result<Mapping, GntSt> {
     let m = *maptrack.get(handle).ok_or(GntSt::BadHandle)?;
-    if host_addr != 0 && host_addr != m.host_addr {
+    if host_addr != 0 && host_addr >> 12 != m.host_addr >> 12 {
         return Err(GntSt::GeneralError);
     }
     maptrack.remove(handle);
@@ -383,7 +413,7 @@ pub fn unmap_grant_ref(
                 clear |= gtf::READING;
                 table.active.remove(&m.gref);
             }
-            if let Some(e) = entries.get_mut(m.gref as usize) {
+            if let Some(e) = entries.entry(m.gref) {
                 flags16(e).fetch_and(!clear, Ordering::SeqCst);
             }
         }
@@ -468,10 +498,10 @@ fn copy_side(
 /// another domain), `bad_domain`, `bad_gntref`, `general_error` (entry not
 /// granted to the copier, or read-only destination).
 ///
-/// The caller performs the copy right away under its grant lock; Xen's
-/// transient `GTF_reading`/`GTF_writing` pin during the copy is then
-/// unobservable to a guest that revokes only after the hypercall returns,
-/// and is left to the dispatcher to add if copies become preemptible.
+/// The hypercall (`grant_table_op::copy_one`) does not use this: the
+/// granting guest may revoke an entry while keel copies, so it pins each
+/// grant side with [`map_grant_ref`] for the length of the copy, as Xen's
+/// `acquire_grant_for_copy` does, which makes the same checks.
 pub fn check_copy(
     copier: DomId,
     op: &GnttabCopy,
