@@ -35,7 +35,7 @@ use crate::hvm::testproto::TestState;
 use crate::hvm::vlapic::Ipi;
 use crate::loader::pvh::MemType;
 use crate::mm::p2m::{P2m, Perm};
-use crate::mm::paging::PageSize;
+use crate::mm::paging::{PageSize, TableMemory};
 use crate::mm::phys::{self, Tables};
 use crate::platform;
 use crate::xen::abi::GrantHandle;
@@ -146,6 +146,25 @@ pub struct Memory {
     pub identity: bool,
     /// The largest page the p2m may use (the hardware's limit).
     pub max_page: PageSize,
+    /// Zeroed frames set aside for the p2m's own tables
+    /// ([`Memory::reserve_tables`]): dom0's p2m grows while it runs, as it
+    /// maps other domains' pages into its holes, and as on Xen, where HAP
+    /// tables come from the domain's paging pool, that growth does not
+    /// take from the host's free memory until the pool runs dry.
+    table_pool: Mutex<Vec<u64>>,
+}
+
+/// The p2m's table frames: from a domain's pool first, else the allocator.
+struct PoolTables<'a>(&'a mut Vec<u64>, Tables);
+
+impl TableMemory for PoolTables<'_> {
+    fn alloc_table(&mut self) -> Option<u64> {
+        // Pool frames were allocated zeroed and never used since.
+        self.0.pop().or_else(|| self.1.alloc_table())
+    }
+    fn table(&mut self, phys: u64) -> &mut [u64; 512] {
+        self.1.table(phys)
+    }
 }
 
 impl Memory {
@@ -162,7 +181,26 @@ impl Memory {
             toolstack_e820: Mutex::new(None),
             identity,
             max_page,
+            table_pool: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Sets `pages` zeroed frames aside for the p2m's tables; false (with
+    /// what was set aside kept) if the allocator runs out first.
+    pub fn reserve_tables(&self, pages: usize) -> bool {
+        let mut pool = self.table_pool.lock();
+        while pool.len() < pages {
+            match phys::alloc_zeroed(1) {
+                Some(f) => pool.push(f),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// Frames left in the table pool.
+    pub fn table_pool_left(&self) -> usize {
+        self.table_pool.lock().len()
     }
 
     /// Records host frames the domain owns (freed with it).
@@ -194,9 +232,11 @@ impl Memory {
     /// present entry makes every vCPU flush.
     pub fn map_4k(&self, gpa: u64, hpa: u64, perm: Perm) -> Result<(), Errno> {
         let _g = self.edit.lock();
-        let replaced = self.p2m.unmap(&mut Tables, gpa, PageSize::Size4K).is_ok();
+        let mut pool = self.table_pool.lock();
+        let mut t = PoolTables(&mut pool, Tables);
+        let replaced = self.p2m.unmap(&mut t, gpa, PageSize::Size4K).is_ok();
         self.p2m
-            .map(&mut Tables, gpa, hpa, PageSize::Size4K, perm)
+            .map(&mut t, gpa, hpa, PageSize::Size4K, perm)
             .map_err(|_| Errno::EINVAL)?;
         if replaced {
             self.gen.fetch_add(1, Ordering::AcqRel);
@@ -208,9 +248,10 @@ impl Memory {
     /// flushes before it runs again.
     pub fn unmap_4k(&self, gpa: u64) -> Result<u64, Errno> {
         let _g = self.edit.lock();
+        let mut pool = self.table_pool.lock();
         let hpa = self
             .p2m
-            .unmap(&mut Tables, gpa, PageSize::Size4K)
+            .unmap(&mut PoolTables(&mut pool, Tables), gpa, PageSize::Size4K)
             .map_err(|_| Errno::ENOENT)?;
         self.gen.fetch_add(1, Ordering::AcqRel);
         Ok(hpa)
@@ -222,8 +263,16 @@ impl Memory {
     /// large page around it.
     pub fn map_ram(&self, gpa: u64, hpa: u64, len: u64, perm: Perm) -> Result<(), Errno> {
         let _g = self.edit.lock();
+        let mut pool = self.table_pool.lock();
         self.p2m
-            .map_range(&mut Tables, gpa, hpa, len, perm, self.max_page)
+            .map_range(
+                &mut PoolTables(&mut pool, Tables),
+                gpa,
+                hpa,
+                len,
+                perm,
+                self.max_page,
+            )
             .map_err(|_| Errno::ENOMEM)
     }
 
@@ -273,6 +322,8 @@ impl Drop for Memory {
     fn drop(&mut self) {
         let mut tables = Vec::new();
         self.p2m.free_tables(&mut Tables, &mut |t| tables.push(t));
+        // The pool's frames are unused tables: zero already.
+        tables.append(&mut self.table_pool.lock());
         let owned = core::mem::take(&mut *self.frames.lock());
         // Scrubbed outside the allocator's lock: other CPUs allocate meanwhile.
         for &(start, pages) in &owned {
@@ -942,6 +993,37 @@ mod tests {
             }
         }
         panic!("other tests took the freed frames 50 times in a row");
+    }
+
+    /// The p2m's tables come from the domain's pool while it lasts (a
+    /// mapping far from the others takes a new table per level), then
+    /// from the allocator; the pool's frames are the domain's own.
+    #[test]
+    fn p2m_tables_come_from_the_pool_first() {
+        let p2m = P2m::new(Format::Ept, &mut Tables).unwrap();
+        let si = phys::alloc_zeroed(1).unwrap();
+        let mem = Memory::new(p2m, si, true, PageSize::Size2M);
+        assert!(mem.reserve_tables(4));
+        assert_eq!(mem.table_pool_left(), 4);
+        let page = phys::alloc_zeroed(1).unwrap();
+        mem.own(page, 1);
+        // Below 512 GiB, a new 1 GiB range: an L3, an L2 and an L1 table.
+        mem.map_4k(0x40_0000_0000 + 0x1000, page, Perm::RW).unwrap();
+        assert_eq!(mem.table_pool_left(), 1);
+        assert_eq!(mem.translate(0x40_0000_1008), Some(page + 8));
+        // The same 2 MiB range needs nothing new; another 1 GiB range needs
+        // an L2 and an L1: one from the pool, one from the allocator.
+        mem.map_4k(0x40_0000_2000, page, Perm::RW).unwrap();
+        assert_eq!(mem.table_pool_left(), 1);
+        mem.map_4k(0x40_4000_0000, page, Perm::RW).unwrap();
+        assert_eq!(mem.table_pool_left(), 0);
+        assert_eq!(mem.translate(0x40_4000_0010), Some(page + 0x10));
+        assert_eq!(mem.unmap_4k(0x40_4000_0000), Ok(page));
+        assert_eq!(mem.translate(0x40_4000_0010), None);
+        // Topped up again; what is left goes back with the domain.
+        assert!(mem.reserve_tables(2));
+        assert_eq!(mem.table_pool_left(), 2);
+        drop(mem);
     }
 
     /// One round of [`freed_memory_is_scrubbed`]: false when the frames

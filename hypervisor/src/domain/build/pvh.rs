@@ -53,6 +53,13 @@ pub struct Config<'a> {
     pub identity: bool,
 }
 
+/// Pages set aside for dom0's p2m tables beyond those of its boot-time
+/// layout (2 MiB: a 4 KiB table for each of 512 separate 2 MiB ranges of
+/// foreign or grant mappings), as Xen gives a domain a paging pool: what
+/// dom0 maps of other domains does not take from the host's free memory,
+/// so that keel's free memory is back to the page when they are gone.
+const DOM0_TABLE_POOL: usize = 512;
+
 pub fn build(cfg: &Config) -> Result<Domain, String> {
     let format = hw::p2m_format()?;
     if cfg.vcpus == 0 || cfg.vcpus > MAX_VCPUS || cfg.apic_ids.len() != cfg.vcpus as usize {
@@ -61,6 +68,13 @@ pub fn build(cfg: &Config) -> Result<Domain, String> {
     let p2m = P2m::new(format, &mut Tables).map_err(|e| format!("p2m: {e:?}"))?;
     let shared_info = phys::alloc_zeroed(1).ok_or("out of memory for shared_info")?;
     let mut mem = Memory::new(p2m, shared_info, cfg.identity, hw::p2m_max_page());
+    if cfg.identity && !mem.reserve_tables(DOM0_TABLE_POOL) {
+        log::warn!(
+            "d{}: only {} of {DOM0_TABLE_POOL} pages set aside for its p2m's tables",
+            cfg.domid,
+            mem.table_pool_left()
+        );
+    }
     // (guest-physical, host-physical, bytes, zero it) runs of RAM.
     let mut runs: Vec<(u64, u64, u64, bool)> = Vec::new();
     let gpa_top;
