@@ -234,6 +234,12 @@ fi
 # keel.domu: an unprivileged PVH guest from /etc/keel/domu.cfg (issue 14;
 # the payload: xtask/src/domu.rs), built by keelctl as libxl builds one.
 # Its kernel log reaches keel's serial as "(dN) ..." (earlyprintk=xen).
+# dom0's mappings of other domains' pages now, "foreign/grant" (keel's
+# gauges among the perf counters xenperf prints: value 0 is dom0's).
+dom0_maps() {
+    xenperf -f 2>/dev/null | sed 's/T= */T=/' | awk '$1 == "mapped" && $2 == "foreign" { f = $6 }
+        $1 == "mapped" && $2 == "grants" { g = $5 } END { print f + 0 "/" g + 0 }'
+}
 if grep -Eq '(^| )keel\.domu( |$)' /proc/cmdline && [ -S /run/xenstored/socket ]; then
     # dom0's console daemon: the domU's console ring to a log and a pty.
     keel-consoled >/tmp/consoled.log 2>&1 &
@@ -269,14 +275,19 @@ if grep -Eq '(^| )keel\.domu( |$)' /proc/cmdline && [ -S /run/xenstored/socket ]
     sed 's/^name = .*/name = "cycle"/' /etc/keel/domu.cfg >/tmp/cycle.cfg
     sleep 1
     before=$(fp)
+    mbefore=$(dom0_maps)
     n=0
     while [ $n -lt 20 ] && keelctl create -p /tmp/cycle.cfg >/tmp/cycle.out 2>&1 &&
         keelctl destroy cycle >>/tmp/cycle.out 2>&1; do n=$((n + 1)); done
-    sleep 1
+    sleep 2
     after=$(fp)
+    mafter=$(dom0_maps)
     echo "KEEL-LINUX: domu: $n create/destroy cycles: free pages $before before, $after after"
     [ "$n" = 20 ] && [ -n "$before" ] && [ "$before" = "$after" ] &&
         echo "KEEL-LINUX: domu: 20 cycles gave every page back"
+    echo "KEEL-LINUX: domu: dom0's mappings of other domains (foreign/grant pages): $mbefore before, $mafter after"
+    [ "$n" = 20 ] && [ -n "$mbefore" ] && [ "$mbefore" = "$mafter" ] &&
+        echo "KEEL-LINUX: domu: 20 cycles left dom0's mapping count as it was"
     [ "$n" = 20 ] || tail -5 /tmp/cycle.out | sed 's/^/KEEL-LINUX: domu: cycle: /'
     # Debian's xl (libxl 4.17, unmodified) creates the lifecycle guest
     # (/etc/keel/life.cfg, which stays up) as domu2: its domain builder,
@@ -346,6 +357,7 @@ if [ -n "$life" ] && [ -S /run/xenstored/socket ]; then
     gone() { ! keelctl list | grep -q "^$1 "; }
     sleep 1
     before=$(fp)
+    mbefore=$(dom0_maps)
     n=1
     while [ $n -le $life ]; do
         sed "s/^name = .*/name = \"life$n\"/" /etc/keel/life.cfg >/tmp/life$n.cfg
@@ -411,9 +423,10 @@ if [ -n "$life" ] && [ -S /run/xenstored/socket ]; then
         say "shutdown -w life$n exit $? ($(keelctl list | grep -c "^life$n ") left)"
         n=$((n + 1))
     done
-    sleep 1
+    sleep 2
     after=$(fp)
     say "free pages $before before, $after after"
+    say "dom0's mappings of other domains (foreign/grant pages): $mbefore before, $(dom0_maps) after"
     [ -n "$before" ] && [ -n "$after" ] && [ $((before - after)) -le 1 ] && [ $((after - before)) -le 1 ] &&
         say "every page came back"
     for f in /var/log/xen/keelctl-*.log; do sed "s|^|KEEL-LINUX: life: $(basename $f): |" $f; done

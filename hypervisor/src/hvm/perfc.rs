@@ -102,10 +102,23 @@ impl Reason {
     }
 }
 
-/// `xen_sysctl_perfc_desc.name` of reason `i`'s counter:
-/// `vmexit <reason> [domid]` (the values are indexed by domain id).
+/// Gauges exported after the exit counters, by domain: the pages it maps
+/// of other domains now, by foreign mapping (privcmd) and by grant. A
+/// toolstack that created and destroyed domains must have these back where
+/// they were (issue 14: `xenperf | grep mapped`).
+pub const GAUGES: [&str; 2] = ["mapped foreign pages [domid]", "mapped grants [domid]"];
+
+/// Counters exported in all: one per exit reason, then the [`GAUGES`].
+pub const COUNTERS: usize = REASONS + GAUGES.len();
+
+/// `xen_sysctl_perfc_desc.name` of counter `i`: `vmexit <reason> [domid]`
+/// for a reason, else the gauge's name (the values are indexed by domain
+/// id).
 pub fn counter_name(i: usize) -> alloc::string::String {
-    alloc::format!("vmexit {} [domid]", NAMES[i])
+    match NAMES.get(i) {
+        Some(n) => alloc::format!("vmexit {n} [domid]"),
+        None => GAUGES[i - REASONS].into(),
+    }
 }
 
 /// A vCPU's exits by reason.
@@ -164,9 +177,10 @@ mod tests {
         );
         assert_eq!(Reason::Unhandled as usize, REASONS - 1);
         // xenperf prints names in 35 columns; Xen's desc has 80 bytes.
-        for i in 0..REASONS {
+        for i in 0..COUNTERS {
             assert!(counter_name(i).len() <= 35, "{}", counter_name(i));
         }
+        assert_eq!(counter_name(REASONS + 1), "mapped grants [domid]");
         assert_eq!(counter_name(0), "vmexit cpuid [domid]");
         let mut seen = alloc::vec::Vec::new();
         for n in NAMES {

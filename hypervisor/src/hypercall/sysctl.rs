@@ -89,8 +89,8 @@ pub fn call(cx: &mut Ctx, arg: u64) -> HcResult {
             let r = perfc_op(cx, &p);
             // Xen reports the sizes and copies the argument back whatever
             // happened.
-            p.nr_counters = perfc::REASONS as u32;
-            p.nr_vals = (perfc::REASONS * perfc::DOMAIN_SLOTS) as u32;
+            p.nr_counters = perfc::COUNTERS as u32;
+            p.nr_vals = (perfc::COUNTERS * perfc::DOMAIN_SLOTS) as u32;
             sc.u = sysctl::SysctlU::new(&p);
             mem.write_abi(arg, &sc)?;
             return r.map(|()| Ret::Val(0));
@@ -280,7 +280,7 @@ fn perfc_op(cx: &Ctx, p: &PerfcOp) -> Result<(), Errno> {
             return Err(Errno::EFAULT);
         }
         let mem = cx.mem();
-        let mut descs = vec![0u8; perfc::REASONS * PerfcDesc::SIZE];
+        let mut descs = vec![0u8; perfc::COUNTERS * PerfcDesc::SIZE];
         for (i, out) in descs.chunks_exact_mut(PerfcDesc::SIZE).enumerate() {
             let mut d = PerfcDesc {
                 name: [0; 80],
@@ -290,14 +290,18 @@ fn perfc_op(cx: &Ctx, p: &PerfcOp) -> Result<(), Errno> {
             d.write_to(out).ok_or(Errno::EFAULT)?;
         }
         // Values are u32 (`xen_sysctl_perfc_val_t`) and wrap, as Xen's.
-        let mut vals = vec![0u32; perfc::REASONS * perfc::DOMAIN_SLOTS];
+        let mut vals = vec![0u32; perfc::COUNTERS * perfc::DOMAIN_SLOTS];
+        let (exits, gauges) = vals.split_at_mut(perfc::REASONS * perfc::DOMAIN_SLOTS);
+        let (foreign, grants) = gauges.split_at_mut(perfc::DOMAIN_SLOTS);
         for d in &doms {
             let slot = perfc::slot(d.id);
             for v in &d.vcpus {
-                for (r, chunk) in vals.chunks_exact_mut(perfc::DOMAIN_SLOTS).enumerate() {
+                for (r, chunk) in exits.chunks_exact_mut(perfc::DOMAIN_SLOTS).enumerate() {
                     chunk[slot] = chunk[slot].wrapping_add(v.stats.by_reason.get(r) as u32);
                 }
             }
+            foreign[slot] += d.foreign.lock().len() as u32;
+            grants[slot] += d.grant_maps.lock().held.len() as u32;
         }
         let bytes: alloc::vec::Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
         mem.write(p.desc.addr(), &descs)?;

@@ -1731,7 +1731,7 @@ mod toolstack {
     #[test]
     fn perfc_op_exports_the_exit_counters_by_domain_and_reason() {
         use crate::hvm::exit::handle;
-        use crate::hvm::perfc::{self, DOMAIN_SLOTS, REASONS};
+        use crate::hvm::perfc::{self, COUNTERS, DOMAIN_SLOTS, REASONS};
         use keel_xen_abi::sysctl::{perfcop, PerfcDesc, PerfcOp};
         const DESC: u64 = BUF;
         const VAL: u64 = BUF + 0x1000;
@@ -1764,8 +1764,8 @@ mod toolstack {
             let (r, sc) = sysctl(t, sctl::op::PERFC_OP, &op(perfcop::QUERY, DESC, VAL));
             assert_eq!(r, 0);
             let p: PerfcOp = sc.op();
-            assert_eq!(p.nr_vals as usize, REASONS * DOMAIN_SLOTS);
-            t.get(VAL, REASONS * DOMAIN_SLOTS * 4)
+            assert_eq!(p.nr_vals as usize, COUNTERS * DOMAIN_SLOTS);
+            t.get(VAL, COUNTERS * DOMAIN_SLOTS * 4)
                 .chunks_exact(4)
                 .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
                 .collect()
@@ -1776,8 +1776,8 @@ mod toolstack {
         let (r, sc) = sysctl(&mut t, sctl::op::PERFC_OP, &op(perfcop::QUERY, 0, 0));
         let p: PerfcOp = sc.op();
         assert_eq!(r, 0);
-        assert_eq!(p.nr_counters as usize, REASONS);
-        assert_eq!(p.nr_vals as usize, REASONS * DOMAIN_SLOTS);
+        assert_eq!(p.nr_counters as usize, COUNTERS);
+        assert_eq!(p.nr_vals as usize, COUNTERS * DOMAIN_SLOTS);
 
         g.hw.regs.rflags = 0x202;
         exits(&mut g, Exit::Cpuid { len: 2 }, 3);
@@ -1785,7 +1785,7 @@ mod toolstack {
         exits(&mut g, Exit::ExternalInterrupt, 1);
         exits(&mut g, Exit::PreemptionTimer, 4);
         let v = query(&mut t);
-        let descs: Vec<PerfcDesc> = (0..REASONS)
+        let descs: Vec<PerfcDesc> = (0..COUNTERS)
             .map(|i| get_abi(&t, DESC + (i * PerfcDesc::SIZE) as u64))
             .collect();
         let name = |d: &PerfcDesc| String::from_utf8(keel_xen_abi::cstr(&d.name).to_vec()).unwrap();
@@ -1808,13 +1808,23 @@ mod toolstack {
         );
         // The test domains from id 100 up share the last slot.
         assert_eq!(perfc::slot(100), DOMAIN_SLOTS - 1);
+        // The gauges after them: what a domain maps of others, now.
+        assert_eq!(name(&descs[REASONS]), "mapped foreign pages [domid]");
+        assert_eq!(name(&descs[REASONS + 1]), "mapped grants [domid]");
+        let foreign = |v: &[u32], dom: usize| v[REASONS * DOMAIN_SLOTS + dom];
+        assert_eq!(foreign(&v, 43), 0);
+        t.dom.foreign.lock().insert(0x9_0000, g.dom.clone());
+        t.dom.foreign.lock().insert(0x9_0001, g.dom.clone());
+        assert_eq!(foreign(&query(&mut t), 43), 2);
+        t.dom.foreign.lock().clear();
+        assert_eq!(foreign(&query(&mut t), 43), 0);
 
         // Hostile arguments: an unknown command (-EINVAL, the sizes still
         // reported), buffers keel cannot write (-EFAULT), a NULL value
         // handle with descriptions wanted (-EFAULT, as Xen writing to NULL).
         let (r, sc) = sysctl(&mut t, sctl::op::PERFC_OP, &op(3, DESC, VAL));
         assert_eq!(r, EINVAL);
-        assert_eq!(sc.op::<PerfcOp>().nr_counters as usize, REASONS);
+        assert_eq!(sc.op::<PerfcOp>().nr_counters as usize, COUNTERS);
         for (desc, val) in [
             (HOLE, VAL),
             (DESC, HOLE),

@@ -751,6 +751,8 @@ pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenar
             "KEEL-LINUX: domu: keelctl console: KEEL-DOMU: name from xenstore: domu1",
             // 20 create/destroy cycles give keel's memory back to the page.
             "KEEL-LINUX: domu: 20 cycles gave every page back",
+            // ... and dom0 maps no more of other domains than before.
+            "KEEL-LINUX: domu: 20 cycles left dom0's mapping count as it was",
             // Debian's xl builds and runs the lifecycle guest (domu2),
             // its console through keel-consoled too (xl console shows
             // it), shuts it down (xl's daemon destroys it), creates it
