@@ -976,6 +976,7 @@ const BENCH_SECTIONS: &[&str] = &[
     "fuzz",
     "linux-boot",
     "boot-vs-xen",
+    "domu",
 ];
 
 fn cmd_bench(a: &[String]) -> Result<u8> {
@@ -1049,13 +1050,14 @@ fn cmd_bench(a: &[String]) -> Result<u8> {
             t.elapsed().as_secs_f64()
         ));
     }
-    let runs: [(&str, &str, BenchFn); 6] = [
+    let runs: [(&str, &str, BenchFn); 7] = [
         ("vm-exits", "VM exits", bench_vm_exits),
         ("exit-counters", "VM-exit counter cost", bench_exit_counters),
         ("mgmt", "management-call latency", bench_mgmt),
         ("fuzz", "hypercall fuzzing", || bench_fuzz(FUZZ_BENCH_COUNT)),
         ("linux-boot", "Linux boot", bench_linux_boot),
         ("boot-vs-xen", "boot against Xen 4.17", bench_boot_vs_xen),
+        ("domu", "domU creation", bench_domu),
     ];
     for (name, what, f) in runs {
         if !wanted(name) {
@@ -1512,49 +1514,12 @@ fn bench_linux_boot() -> Result<String> {
         })
         .collect();
     fill_linux(&mut scenarios)?;
-    let dir = root().join("target/keel/linux");
     let work_root = out_dir().join("bench");
     std::fs::create_dir_all(&work_root).map_err(|e| e.to_string())?;
 
     // The baseline: no hypervisor.
     eprintln!("==> bench linux-direct: the same kernel straight under QEMU TCG (-cpu EPYC, 2 vCPUs, 256 MiB)");
-    let log = work_root.join("linux-direct.serial.log");
-    let t = Instant::now();
-    let st = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            keel_harness::emulator::tcg_accel(false),
-            "-cpu",
-            "EPYC",
-        ])
-        .args(["-smp", "2", "-m", "256"])
-        .args(["-nodefaults", "-display", "none", "-no-reboot", "-serial"])
-        .arg(format!("file:{}", log.display()))
-        .arg("-kernel")
-        .arg(dir.join("vmlinux"))
-        .arg("-initrd")
-        .arg(dir.join("initrd.cpio.gz"))
-        .args(["-append", "console=ttyS0 panic=-1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map_err(|e| format!("qemu-system-x86_64: {e}"))?;
-    let direct_wall = t.elapsed().as_secs_f64();
-    let direct_lines: Vec<String> = std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .lines()
-        .map(String::from)
-        .collect();
-    if !st.success()
-        || !direct_lines
-            .iter()
-            .any(|l| l.contains("KEEL-LINUX: powering off"))
-    {
-        return Err(format!(
-            "the direct QEMU boot did not reach power-off (see {})",
-            log.display()
-        ));
-    }
+    let (_, direct_wall, direct_lines) = direct_boot(&work_root, 2, 256)?;
     let direct_init = run_init_secs(&direct_lines).ok_or("direct boot: no 'Run /init' line")?;
 
     let mut rows = vec![(
@@ -1597,6 +1562,183 @@ fn bench_linux_boot() -> Result<String> {
         );
     }
     Ok(out)
+}
+
+/// Debian's kernel straight under QEMU TCG (`-kernel vmlinux`, its PVH
+/// entry) with the busybox initramfs, to power-off: the wall time until
+/// its /init's first line reached the serial log (the log is watched every
+/// 10 ms), the wall time of the whole run, and its console lines.
+fn direct_boot(work_root: &Path, cpus: u32, mib: u32) -> Result<(f64, f64, Vec<String>)> {
+    let dir = root().join("target/keel/linux");
+    let log = work_root.join("linux-direct.serial.log");
+    let _ = std::fs::remove_file(&log);
+    let t = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            keel_harness::emulator::tcg_accel(false),
+            "-cpu",
+            "EPYC",
+        ])
+        .args(["-smp", &cpus.to_string(), "-m", &mib.to_string()])
+        .args(["-nodefaults", "-display", "none", "-no-reboot", "-serial"])
+        .arg(format!("file:{}", log.display()))
+        .arg("-kernel")
+        .arg(dir.join("vmlinux"))
+        .arg("-initrd")
+        .arg(dir.join("initrd.cpio.gz"))
+        .args(["-append", "console=ttyS0 panic=-1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("qemu-system-x86_64: {e}"))?;
+    let mut to_user = None;
+    let st = loop {
+        if to_user.is_none()
+            && std::fs::read_to_string(&log)
+                .is_ok_and(|l| l.contains("KEEL-LINUX: userspace reached"))
+        {
+            to_user = Some(t.elapsed().as_secs_f64());
+        }
+        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            break st;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let wall = t.elapsed().as_secs_f64();
+    let to_user = to_user.unwrap_or(wall);
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect();
+    if !st.success() || !lines.iter().any(|l| l.contains("KEEL-LINUX: powering off")) {
+        return Err(format!(
+            "the direct QEMU boot did not reach power-off (see {})",
+            log.display()
+        ));
+    }
+    Ok((to_user, wall, lines))
+}
+
+/// The number after `key` in the first console line holding it, up to the
+/// next space.
+fn figure_after(lines: &[String], key: &str) -> Option<f64> {
+    lines.iter().find_map(|l| {
+        let (_, rest) = l.split_once(key)?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The median of `v` (`None` if empty).
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+/// domU creation (issue 14): dom0 of a QEMU TCG AMD run (`keel.bench_domu`)
+/// times `keelctl create -p` for 256 MiB and 1 GiB guests, and `create` to
+/// the domU's first userspace line, against the same kernel booted straight
+/// under the same QEMU; and what keel's free memory loses to an idle domU
+/// beyond its RAM.
+fn bench_domu() -> Result<String> {
+    host::ensure_packages(&emulator::ALL_PACKAGES)?;
+    let tools = build_tools()?;
+    let mut one = [keel_harness::scenario::domu_bench(
+        "bench-domu-qemu-amd",
+        keel_harness::Emulator::Qemu,
+        keel_harness::Vendor::Amd,
+    )];
+    fill_linux(&mut one)?;
+    let work_root = out_dir().join("bench");
+    std::fs::create_dir_all(&work_root).map_err(|e| e.to_string())?;
+    eprintln!("==> bench linux-direct: the same kernel straight under QEMU TCG (-cpu EPYC, 2 vCPUs, 256 MiB)");
+    let (direct_user, _, direct_lines) = direct_boot(&work_root, 2, 256)?;
+    let direct_init = run_init_secs(&direct_lines).ok_or("direct boot: no 'Run /init' line")?;
+    let (lines, _) = bench_console(&one[0], &tools, &work_root)?;
+    let creates = |mib: u32| -> Vec<f64> {
+        let key = format!("KEEL-LINUX: bench-domu: create -p {mib} MiB exit 0 in ");
+        lines
+            .iter()
+            .filter_map(|l| {
+                l.split_once(key.as_str())?
+                    .1
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    };
+    let (c256, c1g) = (creates(256), creates(1024));
+    if c256.len() != 3 || c1g.len() != 3 {
+        return Err(format!(
+            "expected 3 timed creates of each size, dom0 printed {} and {}",
+            c256.len(),
+            c1g.len()
+        ));
+    }
+    let to_user = figure_after(&lines, "KEEL-LINUX: bench-domu: create to userspace in ")
+        .ok_or("no 'create to userspace' line")?;
+    let domu_init = lines
+        .iter()
+        .find(|l| l.contains("KEEL-LINUX: bench-domu: domU: "))
+        .and_then(|l| run_init_secs(std::slice::from_ref(l)))
+        .ok_or("no domU 'Run /init' line")?;
+    let idle = lines
+        .iter()
+        .find_map(|l| {
+            l.split_once("KEEL-LINUX: bench-domu: idle domU: free pages ")
+                .map(|x| x.1.to_string())
+        })
+        .ok_or("no idle-domU line")?;
+    // "<before> before, <after> with it up (its RAM: 65536)"
+    let nums: Vec<i64> = idle
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [before, after, ram] = nums[..] else {
+        return Err(format!("idle-domU line not understood: {idle}"));
+    };
+    let overhead = before - after - ram;
+    let (m256, m1g) = (median(c256.clone()).unwrap(), median(c1g.clone()).unwrap());
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    eprintln!(
+        "    create -p: 256 MiB {m256:.2} s, 1 GiB {m1g:.2} s; create to userspace {to_user:.2} s (direct boot {direct_user:.2} s); overhead {overhead} pages"
+    );
+    Ok(format!(
+        "## domU creation (keelctl, dom0 on QEMU TCG AMD)\n\n\
+         `cargo xtask bench` (alone: `--only domu`): keel on QEMU TCG `-cpu EPYC` (2 CPUs, 2 GiB), \
+         dom0 Debian's kernel with 512 MiB (`keel.bench_domu` on its command line). dom0 times, with \
+         its own clock (`/proc/uptime`, 10 ms), `keelctl create -p` of the domU scenarios' guest \
+         (Debian's `vmlinuz` as shipped, which keelctl decompresses, and a busybox initramfs; built \
+         as libxl builds a PVH guest, then destroyed) with 256 MiB and 1 GiB, three rounds each; \
+         then `keelctl create` of a 256 MiB, 2-vCPU guest until its `/init` prints its first line \
+         on its console (keel-consoled's log), and the domU kernel's own clock at `Run /init`. The \
+         baseline: the same kernel booted straight under the same QEMU with 2 vCPUs and 256 MiB \
+         (`-kernel vmlinux`, PVH entry, `console=ttyS0`, dom0's busybox initramfs), from QEMU's \
+         start to its /init's first line on the serial port, in the same run. Then, with that domU \
+         up and idle for 5 s, keel's free memory against before its create: what it costs beyond \
+         its 256 MiB (shared_info, grant frames, p2m tables, keel's per-domain frames). \
+         **Emulated figures**.\n\n\
+         | measure | value | baseline (no hypervisor) | ratio |\n\
+         |---|---:|---:|---:|\n\
+         | `keelctl create -p`, 256 MiB (median of {list256}) | {m256:.2} s | | |\n\
+         | `keelctl create -p`, 1 GiB (median of {list1g}) | {m1g:.2} s | | |\n\
+         | `keelctl create` to the domU's first userspace line | {to_user:.2} s | {direct_user:.2} s | {r1:.2} |\n\
+         | domU kernel clock at `Run /init` | {domu_init:.2} s | {direct_init:.2} s | {r2:.2} |\n\
+         | keel's memory per idle 256 MiB domU beyond its RAM | {overhead} pages ({kib} KiB) | | |\n",
+        list256 = list(&c256),
+        list1g = list(&c1g),
+        r1 = to_user / direct_user,
+        r2 = domu_init / direct_init,
+        kib = overhead * 4,
+    ))
 }
 
 fn host_description() -> String {

@@ -848,6 +848,27 @@ pub fn domu_life(
     s
 }
 
+/// The domU benchmark run (`cargo xtask bench --only domu`): dom0 times
+/// `keelctl create` (`keel.bench_domu`, see the dom0 init script), with
+/// room for a 1 GiB domU beside dom0's 512 MiB.
+pub fn domu_bench(name: &str, emulator: Emulator, vendor: Vendor) -> Scenario {
+    let mut s = domu_host(name, emulator, vendor)
+        .describe("domU creation timed from dom0: create -p of 256 MiB and 1 GiB guests, create to the domU's first userspace line, an idle domU's memory overhead")
+        .module("dom0-initrd", DOMU_INITRD.to_vec())
+        .module(
+            "dom0-cmdline",
+            format!("{DOM0_CMDLINE} keel.bench_domu").into_bytes(),
+        )
+        .dom0_must_contain(&[
+            "KEEL-LINUX: bench-domu: create exit 0",
+            "KEEL-LINUX: bench-domu: shutdown exit 0",
+            "reboot: Power down",
+        ]);
+    s.memory_mib = 2048;
+    s.timeout = std::time::Duration::from_secs(900);
+    s
+}
+
 /// The domU scenarios (issue 14): not in `cargo xtask test` until keel
 /// serves a domU's build (`--only domu` runs them).
 pub fn domu_scenarios() -> Vec<Scenario> {
