@@ -56,6 +56,13 @@ for c in list info "destroy 1" "unpause 1"; do
     keelctl $c >/tmp/out 2>&1
     say "keelctl $c: exit $? ($(grep -c 'not privileged' /tmp/out) refusal)"
 done
+# ... and so are grants not given to it: dom0's refs 0-7 (dom0 grants
+# nothing to a domU), and its own console and xenstore grants (given to
+# dom0, not to itself). keel-grant-probe exits 0 when all were refused.
+keel-grant-probe 0 0 1 2 3 4 5 6 7 >/tmp/out 2>&1
+say "grant probe of dom0's refs 0-7: exit $? ($(grep -c 'status -' /tmp/out) refused)"
+keel-grant-probe "$(xenstore-read domid)" 0 1 >/tmp/out 2>&1
+say "grant probe of its own refs 0-1: exit $? ($(grep -c 'status -' /tmp/out) refused)"
 if grep -q keel.life /proc/cmdline; then
     # The lifecycle scenarios (LIFE_CFG): stay up until dom0 shuts it
     # down (Linux runs /sbin/poweroff) or reboots it, or asks it (its
@@ -116,7 +123,7 @@ pub const DOMU_DIR: &str = "usr/lib/keel/domu";
 
 /// The domU's initramfs (uncompressed): busybox with its applets, xenfs,
 /// Debian's xenstore-read and what it links against, keelctl (which must
-/// be refused there), /init.
+/// be refused there), keel-grant-probe, /init.
 pub fn domu_initramfs(
     busybox: &[u8],
     applets: &[&str],
@@ -124,6 +131,7 @@ pub fn domu_initramfs(
     xenfs: &[u8],
     xen: &BTreeMap<String, Entry>,
     keelctl: &[u8],
+    grant_probe: &[u8],
 ) -> Vec<u8> {
     let mut c = Cpio::default();
     let mut dirs: BTreeSet<String> = ["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"]
@@ -137,6 +145,7 @@ pub fn domu_initramfs(
     c.chardev("dev/console", 0o600, 5, 1);
     c.file("bin/busybox", 0o755, busybox);
     c.file("bin/keelctl", 0o755, keelctl);
+    c.file("bin/keel-grant-probe", 0o755, grant_probe);
     for a in applets {
         c.symlink(&format!("bin/{a}"), "busybox");
     }

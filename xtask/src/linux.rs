@@ -699,6 +699,7 @@ pub fn build_keelctl() -> Result<DomTools<PathBuf>> {
         ("keelctl", "keel-privcmd-fuzz"),
         ("keelctl", "keel-privcmd-badptr"),
         ("keelctl", "keel-mkdomains"),
+        ("keelctl", "keel-grant-probe"),
         ("keel-xenstored", "keel-xenstored"),
         ("keel-consoled", "keel-consoled"),
     ])?;
@@ -707,6 +708,7 @@ pub fn build_keelctl() -> Result<DomTools<PathBuf>> {
         fuzz: dir.join("keel-privcmd-fuzz"),
         badptr: dir.join("keel-privcmd-badptr"),
         mkdomains: dir.join("keel-mkdomains"),
+        grantprobe: dir.join("keel-grant-probe"),
         xenstored: dir.join("keel-xenstored"),
         consoled: dir.join("keel-consoled"),
     })
@@ -721,6 +723,8 @@ pub struct DomTools<T = Vec<u8>> {
     pub badptr: T,
     /// `keel-mkdomains` (empty paused domains, for the management bench).
     pub mkdomains: T,
+    /// `keel-grant-probe` (a domU asks for grants it was not given).
+    pub grantprobe: T,
     /// `keel-xenstored`, dom0's xenstore.
     pub xenstored: T,
     /// `keel-consoled`, dom0's console daemon for domUs.
@@ -855,6 +859,7 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
         fuzz: read(&tools.fuzz)?,
         badptr: read(&tools.badptr)?,
         mkdomains: read(&tools.mkdomains)?,
+        grantprobe: read(&tools.grantprobe)?,
         xenstored: read(&tools.xenstored)?,
         consoled: read(&tools.consoled)?,
     };
@@ -904,6 +909,7 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
         &xenfs,
         &domu_xen,
         &tools.keelctl,
+        &tools.grantprobe,
     );
     let dstamp_want = format!(
         "{istamp_want}{}
@@ -1397,6 +1403,7 @@ mod tests {
             fuzz: b"\x7fELF fuzz".to_vec(),
             badptr: b"\x7fELF badptr".to_vec(),
             mkdomains: b"\x7fELF mkdomains".to_vec(),
+            grantprobe: b"\x7fELF grantprobe".to_vec(),
             xenstored: b"\x7fELF xenstored".to_vec(),
             consoled: b"\x7fELF consoled".to_vec(),
         };

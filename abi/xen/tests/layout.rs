@@ -434,6 +434,7 @@ const PADDING: &[(&str, usize)] = &[
     ("struct xen_pod_target", 6),               // after domid
     ("struct evtchn_bind_interdomain", 2),      // before remote_port
     ("struct evtchn_status", 2),                // before port
+    ("struct gnttab_unmap_grant_ref", 2),       // after status
 ];
 
 #[test]

@@ -781,6 +781,9 @@ pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenar
             "] KEEL-DOMU: keelctl info: exit 3 (1 refusal)",
             "] KEEL-DOMU: keelctl destroy 1: exit 3 (1 refusal)",
             "] KEEL-DOMU: keelctl unpause 1: exit 3 (1 refusal)",
+            // ... and grants it was not given: each an error status.
+            "] KEEL-DOMU: grant probe of dom0's refs 0-7: exit 0 (8 refused)",
+            "] KEEL-DOMU: grant probe of its own refs 0-1: exit 0 (2 refused)",
             ": Shutdown(Poweroff); kept until the toolstack destroys it",
             "d0: Shutdown(Poweroff)",
         ]);
