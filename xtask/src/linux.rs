@@ -243,22 +243,23 @@ dom0_maps() {
 if grep -Eq '(^| )keel\.domu( |$)' /proc/cmdline && [ -S /run/xenstored/socket ]; then
     # dom0's console daemon: the domU's console ring to a log and a pty.
     keel-consoled >/tmp/consoled.log 2>&1 &
-    keelctl create -p /etc/keel/domu.cfg >/tmp/domu-create 2>&1
-    echo "KEEL-LINUX: domu: create exit $?"
-    sed 's/^/KEEL-LINUX: domu: create: /' /tmp/domu-create
+    # keelctl create -c: build it, start it, attach to its console (not a
+    # terminal here: the backlog, then live output until the domain goes).
+    keelctl create -c /etc/keel/domu.cfg </dev/null >/tmp/domu-console 2>/tmp/domu-create &
+    cpid=$!
+    i=0
+    while ! keelctl list | grep -q '^domu1 ' && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
     keelctl list | sed 's/^/KEEL-LINUX: domu: list: /'
     if keelctl list | grep -q '^domu1 '; then
         id=$(keelctl list | awk '$1 == "domu1" { print $2 }')
         echo "KEEL-LINUX: domu: xenstore name $(xenstore-read /local/domain/$id/name)"
-        keelctl unpause domu1
-        echo "KEEL-LINUX: domu: unpause exit $?"
-        # keelctl console, not on a terminal: the backlog, then live output
-        # until the domain goes (or 300 s).
-        keelctl console --timeout 300 domu1 </dev/null >/tmp/domu-console 2>&1 &
         # Until it powers itself off (its /init's last line), 300 s at most.
         i=0
         while keelctl list | grep -q '^domu1 ' && [ $i -lt 1500 ]; do sleep 0.2; i=$((i + 1)); done
         echo "KEEL-LINUX: domu: $(keelctl list | grep -c '^domu1 ') left after $((i / 5)) s"
+        wait $cpid
+        echo "KEEL-LINUX: domu: create -c exit $?"
+        sed 's/^/KEEL-LINUX: domu: create: /' /tmp/domu-create
         # What its console (hvc0) said, as keel-consoled logged it.
         sed 's/^/KEEL-LINUX: domu: consoled: /' /tmp/consoled.log
         grep -q "attached domu1 (domain $id, tty /dev/pts/" /tmp/consoled.log &&
@@ -266,8 +267,7 @@ if grep -Eq '(^| )keel\.domu( |$)' /proc/cmdline && [ -S /run/xenstored/socket ]
         grep 'KEEL-DOMU' /var/log/keel/console/domu1.log | sed 's/^/KEEL-LINUX: domu: console log: /'
         grep -Eq "KEEL-DOMU: domid from xenstore: $id([^0-9]|\$)" /var/log/keel/console/domu1.log &&
             echo "KEEL-LINUX: domu: the domU read its own id ($id) from xenstore"
-        sleep 1
-        grep 'KEEL-DOMU\|keelctl' /tmp/domu-console | sed 's/^/KEEL-LINUX: domu: keelctl console: /'
+        grep 'KEEL-DOMU\|keelctl' /tmp/domu-console | sed 's/^/KEEL-LINUX: domu: create -c console: /'
     fi
     # 20 create/destroy cycles of the same guest, built and never run:
     # keel's free memory, to the page, before and after (issue 14).
@@ -424,6 +424,11 @@ if [ -n "$life" ] && [ -S /run/xenstored/socket ]; then
         n=$((n + 1))
     done
     keelctl list | sed 's/^/KEEL-LINUX: life: list: /'
+    # keelctl console, not on a terminal, for 7 s: the backlog, then its
+    # heartbeat live.
+    keelctl console --timeout 7 life$life </dev/null >/tmp/life-console 2>&1
+    say "console exit $? ($(grep -c '^KEEL-DOMU: alive' /tmp/life-console) heartbeats)"
+    grep -q '^KEEL-DOMU: alive' /tmp/life-console && say "keelctl console showed life$life's heartbeat"
     if [ "$life" -ge 2 ]; then
         # pause: life2's CPU time (keelctl list, as xl list's Time(s)).
         a=$(col life2 6); sleep 3; b=$(col life2 6)
