@@ -68,13 +68,6 @@ pub fn build(cfg: &Config) -> Result<Domain, String> {
     let p2m = P2m::new(format, &mut Tables).map_err(|e| format!("p2m: {e:?}"))?;
     let shared_info = phys::alloc_zeroed(1).ok_or("out of memory for shared_info")?;
     let mut mem = Memory::new(p2m, shared_info, cfg.identity, hw::p2m_max_page());
-    if cfg.identity && !mem.reserve_tables(DOM0_TABLE_POOL) {
-        log::warn!(
-            "d{}: only {} of {DOM0_TABLE_POOL} pages set aside for its p2m's tables",
-            cfg.domid,
-            mem.table_pool_left()
-        );
-    }
     // (guest-physical, host-physical, bytes, zero it) runs of RAM.
     let mut runs: Vec<(u64, u64, u64, bool)> = Vec::new();
     let gpa_top;
@@ -144,6 +137,16 @@ pub fn build(cfg: &Config) -> Result<Domain, String> {
         }
         mem.map_ram(gpa, hpa, bytes, Perm::RWX)
             .map_err(|e| format!("p2m: {e:?}"))?;
+    }
+    // Only now, with dom0's 1:1 RAM taken and mapped: the pool's frames
+    // must not be host RAM dom0 is given, and its boot-time tables come
+    // from the allocator.
+    if cfg.identity && !mem.reserve_tables(DOM0_TABLE_POOL) {
+        log::warn!(
+            "d{}: only {} of {DOM0_TABLE_POOL} pages set aside for its p2m's tables",
+            cfg.domid,
+            mem.table_pool_left()
+        );
     }
     let img = PvhImage::parse(cfg.kernel, gpa_top).map_err(|e| format!("kernel refused: {e}"))?;
     if cfg.identity {
