@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use keel_xendev::gntdev::{self, Gntdev, MappedBy};
 use keel_xendev::privcmd::Privcmd;
 use keel_xenstored::client::{Client, ClientError};
 use keel_xenstored::transport::xendev::Evtchn;
@@ -41,14 +42,36 @@ pub trait Store {
     fn directory(&mut self, path: &str) -> Result<Option<Vec<String>>, String>;
 }
 
+/// A domain's console, connected: its page mapped, its event channel bound.
+pub struct Console {
+    pub page: ConsPage,
+    pub evtchn: Box<dyn EventChannel>,
+    /// How the page was mapped, said once when the domain attaches
+    /// (`None`: nothing to say).
+    pub mapped: Option<MappedBy>,
+}
+
 /// Maps a domain's console page and binds its event channel.
 pub trait Connector {
-    fn connect(
-        &mut self,
-        domid: u32,
-        ring_ref: u64,
-        port: u32,
-    ) -> Result<(ConsPage, Box<dyn EventChannel>), String>;
+    fn connect(&mut self, domid: u32, ring_ref: u64, port: u32) -> Result<Console, String>;
+}
+
+/// Connects a console as xenconsoled does: the page through the grant
+/// table (`grant`: gntdev, `GNTTAB_RESERVED_CONSOLE`) or, if that fails,
+/// by foreign mapping of `ring-ref` (`foreign`: privcmd); then the event
+/// channel (`bind`). The mappers are closures so that tests can drive it.
+pub fn connect_console(
+    grant: impl FnOnce() -> Result<ConsPage, String>,
+    foreign: impl FnOnce() -> Result<ConsPage, String>,
+    bind: impl FnOnce() -> Result<Box<dyn EventChannel>, String>,
+) -> Result<Console, String> {
+    let (page, mapped) = gntdev::map_ring(grant, foreign)?;
+    let evtchn = bind()?;
+    Ok(Console {
+        page,
+        evtchn,
+        mapped: Some(mapped),
+    })
 }
 
 pub struct Config {
@@ -205,7 +228,11 @@ impl Daemon {
     }
 
     fn attach(&mut self, d: u32, ring_ref: u64, port: u32) {
-        let (page, ev) = match self.connector.connect(d, ring_ref, port) {
+        let Console {
+            page,
+            evtchn: ev,
+            mapped,
+        } = match self.connector.connect(d, ring_ref, port) {
             Ok(x) => x,
             Err(e) => {
                 self.failed.insert(d, (ring_ref, port));
@@ -235,7 +262,11 @@ impl Daemon {
             dom.tty_path().unwrap_or("none"),
             dom.log_path.display()
         );
+        let label = dom.label();
         self.domains.insert(d, dom);
+        if let Some(how) = mapped {
+            self.say(format!("mapped {label}'s console ring {how}"));
+        }
         for w in warnings {
             self.say(format!("dom{d}: {w}"));
         }
@@ -572,17 +603,24 @@ impl Store for XsStore {
     }
 }
 
-/// Real consoles: the page through a privcmd foreign mapping of
-/// `ring-ref`, the port through `/dev/xen/evtchn`.
+/// Real consoles: the page through the grant table (`/dev/xen/gntdev`,
+/// the domain's `GNTTAB_RESERVED_CONSOLE` grant) or, failing that, a
+/// privcmd foreign mapping of `ring-ref`; the port through
+/// `/dev/xen/evtchn`.
 pub struct XenConnector {
+    /// The open gntdev, or why it could not be opened (then every console
+    /// is mapped by foreign mapping, and each attach says why).
+    gntdev: Result<Gntdev, String>,
     privcmd: Privcmd,
 }
 
 impl XenConnector {
-    pub fn open(privcmd: &Path) -> Result<XenConnector, String> {
+    /// Opens both devices; only privcmd is required.
+    pub fn open(privcmd: &Path, gntdev: &Path) -> Result<XenConnector, String> {
         use keel_xendev::privcmd::OpenError;
+        let gntdev = Gntdev::open(gntdev).map_err(|e| e.to_string());
         Privcmd::open(privcmd)
-            .map(|privcmd| XenConnector { privcmd })
+            .map(|privcmd| XenConnector { gntdev, privcmd })
             .map_err(|e| {
                 let why = match e {
                     OpenError::Missing => {
@@ -596,24 +634,34 @@ impl XenConnector {
 }
 
 impl Connector for XenConnector {
-    fn connect(
-        &mut self,
-        domid: u32,
-        ring_ref: u64,
-        port: u32,
-    ) -> Result<(ConsPage, Box<dyn EventChannel>), String> {
+    fn connect(&mut self, domid: u32, ring_ref: u64, port: u32) -> Result<Console, String> {
         let dom = u16::try_from(domid).map_err(|_| format!("domain id {domid} out of range"))?;
-        let map = self
-            .privcmd
-            .map_foreign(dom, &[ring_ref])
-            .map_err(|(_, e)| format!("mapping ring-ref {ring_ref:#x}: {e:?}"))?;
-        let ptr = map.as_ptr();
-        // SAFETY: `map` is one page (4096 bytes, page aligned, more than a
-        // xencons_interface) mapped read-write until it drops; the Arc
-        // that owns it goes into the ConsPage.
-        let page = unsafe { ConsPage::from_owned(ptr, Arc::new(map)) };
-        let ev = Evtchn::bind_interdomain(domid, port).map_err(|e| e.to_string())?;
-        Ok((page, Box::new(ev)))
+        let grant = || {
+            let gntdev = self.gntdev.as_ref().map_err(Clone::clone)?;
+            let map = gntdev
+                .map_grant(domid, gntdev::GNTTAB_RESERVED_CONSOLE)
+                .map_err(|e| e.to_string())?;
+            let ptr = map.as_ptr();
+            // SAFETY: `map` is one page (4096 bytes, page aligned, more
+            // than a xencons_interface) mapped read-write until it drops;
+            // the Arc that owns it goes into the ConsPage.
+            Ok(unsafe { ConsPage::from_owned(ptr, Arc::new(map)) })
+        };
+        let foreign = || {
+            let map = self
+                .privcmd
+                .map_foreign(dom, &[ring_ref])
+                .map_err(|(_, e)| format!("mapping ring-ref {ring_ref:#x}: {e:?}"))?;
+            let ptr = map.as_ptr();
+            // SAFETY: as above: one read-write page, owned by the ConsPage.
+            Ok(unsafe { ConsPage::from_owned(ptr, Arc::new(map)) })
+        };
+        let bind = || {
+            Evtchn::bind_interdomain(domid, port)
+                .map(|ev| Box::new(ev) as Box<dyn EventChannel>)
+                .map_err(|e| e.to_string())
+        };
+        connect_console(grant, foreign, bind)
     }
 }
 

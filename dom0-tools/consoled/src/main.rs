@@ -9,13 +9,14 @@ use std::time::Duration;
 use keel_consoled::daemon::{self, Config, Daemon, XenConnector, XsStore};
 
 const USAGE: &str = "usage: keel-consoled [--xenstore PATH] [--socket PATH] [--log-dir PATH] \
-[--privcmd PATH] [--no-pty]
+[--privcmd PATH] [--gntdev PATH] [--no-pty]
 
   --xenstore PATH  xenstored's socket (default $XENSTORED_PATH or /run/xenstored/socket)
   --socket PATH    where `keelctl console` connects (default $KEEL_CONSOLE_SOCK or
                    /run/keel/console.sock)
   --log-dir PATH   one NAME.log (or domN.log) per domain (default /var/log/keel/console)
   --privcmd PATH   the privcmd device (default /dev/xen/privcmd)
+  --gntdev PATH    the grant device rings are mapped through first (default /dev/xen/gntdev)
   --no-pty         no pty per domain (and no console/tty in xenstore)";
 
 /// The command line.
@@ -25,6 +26,7 @@ struct Args {
     socket: PathBuf,
     log_dir: PathBuf,
     privcmd: PathBuf,
+    gntdev: PathBuf,
     pty: bool,
 }
 
@@ -36,6 +38,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         socket: keel_consoled::client::socket_path(),
         log_dir: PathBuf::from(daemon::LOG_DIR),
         privcmd: PathBuf::from("/dev/xen/privcmd"),
+        gntdev: PathBuf::from(keel_xendev::gntdev::GNTDEV),
         pty: true,
     };
     let mut it = args.iter();
@@ -50,6 +53,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--socket" => a.socket = value(arg)?,
             "--log-dir" => a.log_dir = value(arg)?,
             "--privcmd" => a.privcmd = value(arg)?,
+            "--gntdev" => a.gntdev = value(arg)?,
             "--no-pty" => a.pty = false,
             "--foreground" => {}
             "-h" | "--help" => return Err(String::new()),
@@ -84,7 +88,7 @@ fn main() -> ExitCode {
 fn serve(a: Args) -> Result<(), String> {
     let store = XsStore::connect(&a.xenstore)?;
     let wake = daemon::spawn_watcher(&a.xenstore)?;
-    let connector = XenConnector::open(&a.privcmd)?;
+    let connector = XenConnector::open(&a.privcmd, &a.gntdev)?;
     let cfg = Config {
         socket: a.socket.clone(),
         log_dir: a.log_dir.clone(),
@@ -117,8 +121,12 @@ mod tests {
             "--log-dir",
             "/tmp/l",
             "--no-pty",
+            "--gntdev",
+            "/tmp/gntdev",
         ]))
         .unwrap();
+        assert_eq!(a.gntdev, PathBuf::from("/tmp/gntdev"));
+        assert_eq!(a.privcmd, PathBuf::from("/dev/xen/privcmd"));
         assert_eq!(a.socket, PathBuf::from("/tmp/c.sock"));
         assert_eq!(a.log_dir, PathBuf::from("/tmp/l"));
         assert!(!a.pty);

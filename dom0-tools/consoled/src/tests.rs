@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::client::{self, AttachError, Ended};
-use crate::daemon::{parse_request, relevant, Config, Connector, Daemon, Store};
+use crate::daemon::{
+    connect_console, parse_request, relevant, Config, Connector, Console, Daemon, Store,
+};
 use crate::domain::{log_file_name, Domain, EventChannel, BACKLOG};
 use crate::ring::{ConsPage, OUT_SIZE};
 
@@ -146,12 +148,7 @@ impl FakeXen {
 }
 
 impl Connector for FakeXen {
-    fn connect(
-        &mut self,
-        d: u32,
-        ring_ref: u64,
-        port: u32,
-    ) -> Result<(ConsPage, Box<dyn EventChannel>), String> {
+    fn connect(&mut self, d: u32, ring_ref: u64, port: u32) -> Result<Console, String> {
         assert_eq!((ring_ref, port), (0x1000 + d as u64, 2));
         let g = self
             .0
@@ -160,7 +157,54 @@ impl Connector for FakeXen {
             .get(&d)
             .cloned()
             .ok_or(format!("no page for domain {d}"))?;
-        Ok((g.page.clone(), Box::new(g.ev())))
+        Ok(Console {
+            page: g.page.clone(),
+            evtchn: Box::new(g.ev()),
+            mapped: None,
+        })
+    }
+}
+
+/// Which of the two mappers work for a domain (see [`TwoWayXen`]).
+#[derive(Clone, Copy)]
+struct Mappable {
+    grant: bool,
+    foreign: bool,
+}
+
+/// A connector like [`crate::daemon::XenConnector`]: [`connect_console`]
+/// with a fake gntdev and a fake foreign mapper, each of which maps the
+/// guest's page or fails as `ways` says. Records which mappers it tried.
+struct TwoWayXen {
+    xen: FakeXen,
+    ways: BTreeMap<u32, Mappable>,
+    tried: Arc<Mutex<Vec<(u32, &'static str)>>>,
+}
+
+impl Connector for TwoWayXen {
+    fn connect(&mut self, d: u32, ring_ref: u64, _port: u32) -> Result<Console, String> {
+        let g = self.xen.guest(d);
+        let way = self.ways[&d];
+        let tried = &self.tried;
+        let grant = || {
+            tried.lock().unwrap().push((d, "grant"));
+            if way.grant {
+                Ok(g.page.clone())
+            } else {
+                Err("mmap: Invalid argument (os error 22)".to_string())
+            }
+        };
+        let foreign = || {
+            tried.lock().unwrap().push((d, "foreign"));
+            if way.foreign {
+                Ok(g.page.clone())
+            } else {
+                Err(format!("mapping ring-ref {ring_ref:#x}: errno 1"))
+            }
+        };
+        connect_console(grant, foreign, || {
+            Ok(Box::new(g.ev()) as Box<dyn EventChannel>)
+        })
     }
 }
 
@@ -309,6 +353,110 @@ fn attaches_domains_from_xenstore_records() {
             .count(),
         2
     );
+}
+
+/// As xenconsoled: a console page is mapped through the grant table when
+/// the domain granted it, by foreign mapping when not, and a domain that
+/// can be mapped neither way is reported once while the others are served.
+#[test]
+fn rings_are_mapped_through_the_grant_table_first() {
+    let dir = tmpdir("gnt");
+    let store = FakeStore::default();
+    let xen = FakeXen::default();
+    let both = Mappable {
+        grant: true,
+        foreign: true,
+    };
+    let foreign_only = Mappable {
+        grant: false,
+        foreign: true,
+    };
+    let neither = Mappable {
+        grant: false,
+        foreign: false,
+    };
+    let ways = BTreeMap::from([(3, both), (4, foreign_only), (5, neither)]);
+    for (d, name) in [(3, "granted"), (4, "foreign"), (5, "neither")] {
+        xen.guest(d);
+        store.add_domain(d, name);
+    }
+    let tried = Arc::new(Mutex::new(Vec::new()));
+    let connector = TwoWayXen {
+        xen: xen.clone(),
+        ways,
+        tried: tried.clone(),
+    };
+    let mut d = Daemon::new(
+        Config {
+            socket: dir.join("console.sock"),
+            log_dir: dir.join("logs"),
+            pty: false,
+            verbose: false,
+        },
+        Box::new(store.clone()),
+        Box::new(connector),
+        None,
+    )
+    .unwrap();
+    d.rescan();
+    assert_eq!(d.attached(), [3, 4], "{:?}", d.messages);
+    assert_eq!(
+        *tried.lock().unwrap(),
+        [
+            (3, "grant"),
+            (4, "grant"),
+            (4, "foreign"),
+            (5, "grant"),
+            (5, "foreign")
+        ]
+    );
+    let has = |d: &Daemon, line: &str| d.messages.iter().filter(|m| *m == line).count();
+    assert_eq!(
+        has(&d, "mapped granted's console ring through the grant table"),
+        1,
+        "{:?}",
+        d.messages
+    );
+    assert_eq!(
+        has(
+            &d,
+            "mapped foreign's console ring by foreign mapping \
+             (gntdev: mmap: Invalid argument (os error 22))"
+        ),
+        1,
+        "{:?}",
+        d.messages
+    );
+    assert_eq!(
+        has(
+            &d,
+            "dom5: cannot attach console: gntdev: mmap: Invalid argument (os error 22); \
+             foreign mapping: mapping ring-ref 0x1005: errno 1"
+        ),
+        1,
+        "{:?}",
+        d.messages
+    );
+    // Said once per domain; the failed one is not retried.
+    d.rescan();
+    let mapped = d
+        .messages
+        .iter()
+        .filter(|m| m.starts_with("mapped "))
+        .count();
+    assert_eq!(mapped, 2, "{:?}", d.messages);
+    assert_eq!(tried.lock().unwrap().len(), 5);
+    // Both mapped domains are served.
+    xen.guest(3).write(b"via grant\n");
+    xen.guest(4).write(b"via privcmd\n");
+    let log = |n: &str| std::fs::read_to_string(dir.join("logs").join(n)).unwrap_or_default();
+    let t0 = Instant::now();
+    while log("granted.log") != "via grant\n" || log("foreign.log") != "via privcmd\n" {
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", d.messages);
+        d.step(Duration::from_millis(10)).unwrap();
+    }
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -83,7 +83,8 @@ fn main() -> ExitCode {
             );
             server.add_transport(Box::new(ring));
         }
-        // Guests the toolstack introduces: their rings through privcmd.
+        // Guests the toolstack introduces: their rings through the grant
+        // table (gntdev), or privcmd foreign mapping if that fails.
         let privcmd = std::path::Path::new(PRIVCMD);
         if privcmd.exists() {
             match xendev::PrivcmdConnector::open(privcmd) {

@@ -789,6 +789,95 @@ mod tests {
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }
 
+    /// Maps rings as the real connector does ([`map_ring_page`]: grant
+    /// table, then foreign mapping) with fake mappers: domain 7 has no
+    /// grant but a foreign-mappable page, domain 8 neither.
+    struct TwoWay {
+        page7: Option<RingPage>,
+        /// The connect errors, as the server got them.
+        errors: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+    impl DomainConnector for TwoWay {
+        fn connect(&mut self, domid: u32, mfn: i64, _e: u32) -> io::Result<Box<dyn Transport>> {
+            let page7 = &mut self.page7;
+            let (page, how) = crate::transport::xendev::map_ring_page(
+                domid,
+                mfn,
+                || Err("mmap: EINVAL".into()),
+                |d, _gfn| match d {
+                    7 => page7.take().ok_or_else(|| "mapped twice".into()),
+                    _ => Err("errno 1".into()),
+                },
+            )
+            .inspect_err(|e| self.errors.lock().unwrap().push(e.to_string()))?;
+            assert_eq!(how.to_string(), "by foreign mapping (gntdev: mmap: EINVAL)");
+            Ok(Box::new(RingTransport::new(
+                page,
+                domid,
+                Box::new(|| {}),
+                None,
+            )))
+        }
+    }
+
+    /// A domain whose ring can be mapped neither way is not attached, and
+    /// the daemon goes on serving: the next domain, foreign-mapped after
+    /// its grant map failed, is served over its ring.
+    #[test]
+    fn unmappable_domain_does_not_stop_the_others() {
+        let p = tmp_sock("twoway");
+        let page = RingPage::new_in_memory();
+        let mut s = Server::new(Engine::default()).unwrap();
+        s.listen(&p).unwrap();
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        s.set_connector(Box::new(TwoWay {
+            page7: Some(page.clone()),
+            errors: errors.clone(),
+        }));
+        let h = s.shutdown_handle();
+        let j = std::thread::spawn(move || s.run().unwrap());
+        let mut admin = Client::connect(&p).unwrap();
+        for d in [8, 7] {
+            admin.mkdir(&format!("/local/domain/{d}")).unwrap();
+            admin
+                .set_perms(&format!("/local/domain/{d}"), &[&format!("n{d}")])
+                .unwrap();
+        }
+        admin
+            .request(MsgType::Introduce, 0, b"8\0001234\0005\0")
+            .unwrap();
+        admin
+            .request(MsgType::Introduce, 0, b"7\0001234\0005\0")
+            .unwrap();
+        let mut guest = RingClient::new(page);
+        let msg = Message::new(MsgType::Write, 9, 0, b"hello\0seven".to_vec()).to_bytes();
+        guest.send(&msg).unwrap();
+        let mut dec = FrameDecoder::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let reply = loop {
+            let mut buf = [0u8; 256];
+            if let Ok(n) = guest.recv(&mut buf) {
+                if let Some(m) = dec.push(&buf[..n]).unwrap().pop() {
+                    break m;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "no reply over ring");
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        assert_eq!(reply.payload, b"OK\0");
+        assert_eq!(admin.read("/local/domain/7/hello").unwrap(), b"seven");
+        // The Unix socket is still served too.
+        admin.write("/local/domain/8/x", b"y").unwrap();
+        assert_eq!(
+            *errors.lock().unwrap(),
+            ["mapping domain 8's xenstore ring (frame 0x4d2): \
+              gntdev: mmap: EINVAL; foreign mapping: errno 1"]
+        );
+        h.shutdown();
+        j.join().unwrap();
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
     use crate::domexc::tests::{FakeDomains, DYING, RUNNING, SHUTDOWN};
     use std::sync::atomic::AtomicUsize;
 

@@ -17,6 +17,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use keel_xendev::gntdev::{Gntdev, MappedBy, GNTTAB_RESERVED_XENSTORE};
+
 use super::ring::{RingPage, RingTransport};
 use super::Transport;
 
@@ -343,20 +345,54 @@ pub fn dom0_ring() -> io::Result<EvtchnRing> {
 }
 
 /// Attaches the domains the toolstack INTRODUCEs (a domU's ring page, by
-/// its gfn, and its event channel), as Xen's xenstored does: the page is
-/// mapped through privcmd (foreign mapping; unmapped when the connection
-/// goes), the port bound from here, and the guest notified once for the
-/// requests it queued before.
+/// its gfn, and its event channel), as Xen's C xenstored does: the page is
+/// mapped through the grant table (`/dev/xen/gntdev`, the domain's
+/// `GNTTAB_RESERVED_XENSTORE` grant) or, if that fails, through privcmd
+/// (foreign mapping of the gfn); either is unmapped when the connection
+/// goes. Then the port is bound from here and the guest notified once for
+/// the requests it queued before.
 pub struct PrivcmdConnector {
     privcmd: keel_xendev::privcmd::Privcmd,
+    /// The open gntdev, or why not (then every ring is foreign-mapped and
+    /// each attach says why).
+    gntdev: Result<Gntdev, String>,
 }
 
 impl PrivcmdConnector {
+    /// Opens privcmd at `path` (required) and gntdev at its usual place.
     pub fn open(path: &std::path::Path) -> io::Result<PrivcmdConnector> {
+        Self::open_with(path, std::path::Path::new(keel_xendev::gntdev::GNTDEV))
+    }
+
+    /// Opens privcmd at `path` (required) and gntdev at `gntdev` (optional).
+    pub fn open_with(
+        path: &std::path::Path,
+        gntdev: &std::path::Path,
+    ) -> io::Result<PrivcmdConnector> {
         let privcmd = keel_xendev::privcmd::Privcmd::open(path)
             .map_err(|e| io::Error::other(format!("{}: {e:?}", path.display())))?;
-        Ok(PrivcmdConnector { privcmd })
+        let gntdev = Gntdev::open(gntdev).map_err(|e| e.to_string());
+        Ok(PrivcmdConnector { privcmd, gntdev })
     }
+}
+
+/// Maps introduced domain `domid`'s xenstore ring (frame `mfn`) as Xen's
+/// C xenstored does: through the grant table (`grant`) first, by foreign
+/// mapping of the frame (`foreign`, given the checked domain and gfn)
+/// only if that fails. The domain and frame are checked before either is
+/// tried: dom0's own ring is never mapped this way (see [`dom0_ring`]).
+pub fn map_ring_page(
+    domid: u32,
+    mfn: i64,
+    grant: impl FnOnce() -> Result<RingPage, String>,
+    foreign: impl FnOnce(u16, u64) -> Result<RingPage, String>,
+) -> io::Result<(RingPage, MappedBy)> {
+    let (dom, gfn) = ring_frame(domid, mfn)?;
+    keel_xendev::gntdev::map_ring(grant, || foreign(dom, gfn)).map_err(|e| {
+        io::Error::other(format!(
+            "mapping domain {domid}'s xenstore ring (frame {gfn:#x}): {e}"
+        ))
+    })
 }
 
 /// The gfn and domain an INTRODUCE names, checked before any mapping.
@@ -376,17 +412,28 @@ fn ring_frame(domid: u32, mfn: i64) -> io::Result<(u16, u64)> {
 
 impl crate::server::DomainConnector for PrivcmdConnector {
     fn connect(&mut self, domid: u32, mfn: i64, evtchn: u32) -> io::Result<Box<dyn Transport>> {
-        let (dom, gfn) = ring_frame(domid, mfn)?;
-        let map = self.privcmd.map_foreign(dom, &[gfn]).map_err(|(_, e)| {
-            io::Error::other(format!(
-                "mapping domain {domid}'s ring frame {gfn:#x}: errno {}",
-                e.errno
-            ))
-        })?;
-        let ptr = map.as_ptr();
-        // SAFETY: `ptr` is the start of a whole, page-aligned, read-write
-        // mapping of one page, which `map` keeps mapped and the ring owns.
-        let page = unsafe { RingPage::from_owned(ptr, Arc::new(map)) };
+        let grant = || {
+            let gntdev = self.gntdev.as_ref().map_err(Clone::clone)?;
+            let map = gntdev
+                .map_grant(domid, GNTTAB_RESERVED_XENSTORE)
+                .map_err(|e| e.to_string())?;
+            let ptr = map.as_ptr();
+            // SAFETY: `ptr` is the start of a whole, page-aligned,
+            // read-write mapping of one page, which `map` keeps mapped and
+            // the ring owns.
+            Ok(unsafe { RingPage::from_owned(ptr, Arc::new(map)) })
+        };
+        let foreign = |dom: u16, gfn: u64| {
+            let map = self
+                .privcmd
+                .map_foreign(dom, &[gfn])
+                .map_err(|(_, e)| format!("errno {}", e.errno))?;
+            let ptr = map.as_ptr();
+            // SAFETY: as above: one read-write page, owned by the ring.
+            Ok(unsafe { RingPage::from_owned(ptr, Arc::new(map)) })
+        };
+        let (page, how) = map_ring_page(domid, mfn, grant, foreign)?;
+        eprintln!("keel-xenstored: mapped domain {domid}'s xenstore ring {how}");
         let ev = Evtchn::bind_interdomain(domid, evtchn)?;
         let ring = EvtchnRing::new(page, domid, ev);
         ring.ev.notify();
@@ -406,6 +453,66 @@ mod tests {
     }
 
     use super::*;
+
+    /// Grant table first; foreign mapping of the checked frame only when
+    /// that fails; both failing is one error naming both causes.
+    #[test]
+    fn rings_are_mapped_through_the_grant_table_first() {
+        let no_foreign = |_: u16, _: u64| -> Result<RingPage, String> {
+            panic!("foreign mapping tried after a grant map")
+        };
+        let (_, how) =
+            map_ring_page(3, 0xfeffc, || Ok(RingPage::new_in_memory()), no_foreign).unwrap();
+        assert_eq!(how, MappedBy::GrantTable);
+
+        let mut asked = None;
+        let (_, how) = map_ring_page(
+            3,
+            0xfeffc,
+            || Err("no such device".into()),
+            |d, g| {
+                asked = Some((d, g));
+                Ok(RingPage::new_in_memory())
+            },
+        )
+        .unwrap();
+        assert_eq!(asked, Some((3, 0xfeffc)));
+        assert_eq!(
+            how.to_string(),
+            "by foreign mapping (gntdev: no such device)"
+        );
+
+        let e = map_ring_page(
+            3,
+            0xfeffc,
+            || Err("mmap: EINVAL".into()),
+            |_, _| Err("errno 1".into()),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "mapping domain 3's xenstore ring (frame 0xfeffc): \
+             gntdev: mmap: EINVAL; foreign mapping: errno 1"
+        );
+    }
+
+    /// dom0 (its ring is /proc/xen/xsd_kva's, not a mapping) and bad
+    /// frames are refused before either mapper runs.
+    #[test]
+    fn dom0_and_bad_frames_are_never_mapped() {
+        for (d, m) in [(0, 5), (3, -1)] {
+            let e = map_ring_page(
+                d,
+                m,
+                || panic!("grant map of {d} tried"),
+                |_, _| panic!("foreign map of {d} tried"),
+            )
+            .err()
+            .unwrap();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        }
+    }
 
     /// The ioctl numbers are Linux's (`_IOC(_IOC_NONE, 'E', nr, size)`).
     #[test]
