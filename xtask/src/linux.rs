@@ -264,6 +264,8 @@ if grep -Eq '(^| )keel\.domu( |$)' /proc/cmdline && [ -S /run/xenstored/socket ]
         sed 's/^/KEEL-LINUX: domu: consoled: /' /tmp/consoled.log
         grep -q "attached domu1 (domain $id, tty /dev/pts/" /tmp/consoled.log &&
             echo "KEEL-LINUX: domu: keel-consoled gave it a pty"
+        # How the daemons mapped its rings (the grant table first).
+        grep "mapped domain $id's xenstore ring" /tmp/xenstored.log | sed 's/^/KEEL-LINUX: domu: xenstored: /'
         grep 'KEEL-DOMU' /var/log/keel/console/domu1.log | sed 's/^/KEEL-LINUX: domu: console log: /'
         grep -Eq "KEEL-DOMU: domid from xenstore: $id([^0-9]|\$)" /var/log/keel/console/domu1.log &&
             echo "KEEL-LINUX: domu: the domU read its own id ($id) from xenstore"

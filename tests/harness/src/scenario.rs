@@ -746,6 +746,10 @@ pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenar
             // and gave it a pty (Debian's `xl console` opens that).
             "keel-consoled: attached domu1 (domain ",
             "KEEL-LINUX: domu: keel-consoled gave it a pty",
+            // Both daemons map its rings through the grant table
+            // (GNTTABOP_map_grant_ref via /dev/xen/gntdev), as Xen's do.
+            "keel-consoled: mapped domu1's console ring through the grant table",
+            "'s xenstore ring through the grant table",
             // and `keelctl create -c` attached to it.
             "KEEL-LINUX: domu: create -c console: KEEL-DOMU: name from xenstore: domu1",
             // 20 create/destroy cycles give keel's memory back to the page.
