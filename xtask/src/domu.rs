@@ -61,8 +61,10 @@ done
 # dom0, not to itself). keel-grant-probe exits 0 when all were refused.
 keel-grant-probe 0 0 1 2 3 4 5 6 7 >/tmp/out 2>&1
 say "grant probe of dom0's refs 0-7: exit $? ($(grep -c 'status -' /tmp/out) refused)"
+while read -r l; do say "grant probe: $l"; done </tmp/out
 keel-grant-probe "$(xenstore-read domid)" 0 1 >/tmp/out 2>&1
 say "grant probe of its own refs 0-1: exit $? ($(grep -c 'status -' /tmp/out) refused)"
+while read -r l; do say "grant probe: $l"; done </tmp/out
 if grep -q keel.life /proc/cmdline; then
     # The lifecycle scenarios (LIFE_CFG): stay up until dom0 shuts it
     # down (Linux runs /sbin/poweroff) or reboots it, or asks it (its
