@@ -449,6 +449,9 @@ if [ -n "$life" ] && [ -S /run/xenstored/socket ]; then
     keelctl reboot life1
     say "reboot exit $?"
     wait_for 180 booted life1 2 && say "life1 booted again (domain $(col life1 2))"
+    # What the monitors did (and said) when a restart did not come.
+    monitors() { booted life1 "$1" || tail -n 4 /var/log/xen/keelctl-*.log | sed 's/^/KEEL-LINUX: life: monitor: /'; }
+    monitors 2
     # crash: it panics; the monitor restarts it (a third boot), and the
     # others go on (their heartbeats go on growing).
     others=""
@@ -457,7 +460,9 @@ if [ -n "$life" ] && [ -S /run/xenstored/socket ]; then
     for o in $others; do eval "beat_$o=$(beats $o)"; done
     xenstore-write /local/domain/$(col life1 2)/data/crash panic
     say "asked life1 to panic: exit $?"
-    if wait_for 180 booted life1 3; then
+    wait_for 180 booted life1 3
+    monitors 3
+    if booted life1 3; then
         clog life1 | grep -q 'Kernel panic - not syncing: sysrq triggered crash' &&
             say "life1 panicked and was started again (domain $(col life1 2))"
     fi
@@ -467,6 +472,7 @@ if [ -n "$life" ] && [ -S /run/xenstored/socket ]; then
     say "asked life1 to read outside its memory: exit $?"
     wait_for 180 booted life1 4 &&
         say "life1 was ended for it and started again (domain $(col life1 2))"
+    monitors 4
     clog life1 | grep -a 'read outside its memory: exit' | tr -d '\r' | sed 's/^/KEEL-LINUX: life: life1 console: /'
     sleep 6
     ran=0
