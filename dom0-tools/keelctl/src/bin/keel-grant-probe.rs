@@ -52,6 +52,15 @@ fn main() {
         eprintln!("keel-grant-probe: {}: {e:?}", privcmd_path().display());
         std::process::exit(2)
     });
+    // A call any guest kernel may make, first: tells a refusal of the
+    // grant op from one of every call made through privcmd here.
+    let mut none = [0u8; 8];
+    let v = pc.call(hypercall::XEN_VERSION, [0, 0, 0, 0, 0], &mut none);
+    println!(
+        "xen_version: {:?}",
+        v.map(|v| format!("{}.{}", v >> 16, v & 0xffff))
+            .map_err(|e| e.errno)
+    );
     let ops: Vec<MapGrantRef> = refs
         .iter()
         .enumerate()
