@@ -787,6 +787,10 @@ pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenar
             // ... and grants it was not given: each an error status.
             "] KEEL-DOMU: grant probe of dom0's refs 0-7: exit 0 (8 refused)",
             "] KEEL-DOMU: grant probe of its own refs 0-1: exit 0 (2 refused)",
+            // dom0's reserved entries grant nothing: general_error; its
+            // own grants are not its own to map: bad_domain.
+            "] KEEL-DOMU: grant probe: map_grant_ref dom 0 ref 1: status -1 (general_error)",
+            " ref 1: status -2 (bad_domain)",
             ": Shutdown(Poweroff); kept until the toolstack destroys it",
             "d0: Shutdown(Poweroff)",
         ]);

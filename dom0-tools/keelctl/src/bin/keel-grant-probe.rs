@@ -1,6 +1,6 @@
 //! `keel-grant-probe DOMID REF...`: asks the hypervisor to map grant REF of
 //! domain DOMID into this domain (`GNTTABOP_map_grant_ref`, `GNTMAP_host_map`,
-//! read-write) at guest-physical 1 GiB and up, one page each, and prints
+//! read-write) at guest-physical 64 GiB and up, one page each, and prints
 //! each element's status; a mapping that succeeds is unmapped again. For
 //! the domU scenarios' isolation check (issue 14): a domU asking for a
 //! grant it was not given must get an error status. Exits 0 when every
@@ -16,10 +16,10 @@ use keelctl::backend::privcmd_path;
 use keelctl::privcmd::Privcmd;
 use keelctl::xen::XenCall;
 
-/// Where the probe asks for its mappings: guest-physical 1 GiB, past the
-/// RAM of the small domUs the scenarios run (a hole, as a mapper's
-/// unpopulated pages are).
-const HOST_ADDR: u64 = 1 << 30;
+/// Where the probe asks for its mappings: guest-physical 64 GiB, past a
+/// domU's RAM and the special pages its builder puts below 4 GiB (a hole,
+/// as a mapper's unpopulated pages are).
+const HOST_ADDR: u64 = 1 << 36;
 
 fn status_name(s: i16) -> &'static str {
     match s {
