@@ -366,8 +366,9 @@ if grep -q 'keel.bench_domu' /proc/cmdline && [ -S /run/xenstored/socket ]; then
         done
     done
     # 256 MiB, 2 vCPUs, the domU's kernel log at info level on its console
-    # (for "Run /init"), no earlyprintk; it stays up (keel.life) and idle.
-    sed 's/^name = .*/name = "bu"/;s/^memory = .*/memory = 256/;s/^vcpus = .*/vcpus = 2/;s/loglevel=4/loglevel=6/' \
+    # (loglevel=7: "Run /init" is KERN_INFO), no earlyprintk; it stays up
+    # (keel.life) and idle.
+    sed 's/^name = .*/name = "bu"/;s/^memory = .*/memory = 256/;s/^vcpus = .*/vcpus = 2/;s/loglevel=4/loglevel=7/' \
         /etc/keel/life.cfg >/tmp/bu.cfg
     sleep 1
     before=$(fp)
