@@ -726,13 +726,16 @@ fn domu_host(name: &str, emulator: Emulator, vendor: Vendor) -> Scenario {
     s
 }
 
-pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenario {
+/// `cycles`: the create/destroy cycles dom0 runs (`keel.domu_cycles`).
+pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, cycles: u32, secs: u64) -> Scenario {
+    let gave = format!("KEEL-LINUX: domu: {cycles} cycles gave every page back");
+    let left = format!("KEEL-LINUX: domu: {cycles} cycles left dom0's mapping count as it was");
     let mut s = domu_host(name, emulator, vendor)
         .describe("a PVH domU from dom0: keelctl create -c builds Debian's vmlinuz (256 MiB, 2 vCPUs) as libxl does and attaches to its console, the domU reaches userspace, reads /sys/hypervisor/type and its domid from xenstore, is refused the toolstack's calls, powers off; 20 create/destroy cycles; then Debian's xl creates a domU, xl console shows it, xl shutdown ends it, xl create and xl destroy again")
         .module("dom0-initrd", DOMU_INITRD.to_vec())
         .module(
             "dom0-cmdline",
-            format!("{DOM0_CMDLINE} keel.domu").into_bytes(),
+            format!("{DOM0_CMDLINE} keel.domu keel.domu_cycles={cycles}").into_bytes(),
         )
         .dom0_must_contain(&[
             "KEEL-LINUX: userspace reached",
@@ -752,10 +755,10 @@ pub fn domu(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenar
             "'s xenstore ring through the grant table",
             // and `keelctl create -c` attached to it.
             "KEEL-LINUX: domu: create -c console: KEEL-DOMU: name from xenstore: domu1",
-            // 20 create/destroy cycles give keel's memory back to the page.
-            "KEEL-LINUX: domu: 20 cycles gave every page back",
-            // ... and dom0 maps no more of other domains than before.
-            "KEEL-LINUX: domu: 20 cycles left dom0's mapping count as it was",
+            // The create/destroy cycles give keel's memory back to the
+            // page, and dom0 maps no more of other domains than before.
+            &gave,
+            &left,
             // Debian's xl builds and runs the lifecycle guest (domu2),
             // its console through keel-consoled too (xl console shows
             // it), shuts it down (xl's daemon destroys it), creates it
@@ -884,8 +887,9 @@ pub fn domu_bench(name: &str, emulator: Emulator, vendor: Vendor) -> Scenario {
 /// serves a domU's build (`--only domu` runs them).
 pub fn domu_scenarios() -> Vec<Scenario> {
     vec![
-        domu("qemu-amd-domu", Emulator::Qemu, Vendor::Amd, 600),
-        domu("bochs-intel-domu", Emulator::Bochs, Vendor::Intel, 1500),
+        domu("qemu-amd-domu", Emulator::Qemu, Vendor::Amd, 20, 600),
+        // A cycle takes minutes on Bochs.
+        domu("bochs-intel-domu", Emulator::Bochs, Vendor::Intel, 3, 2400),
         domu_life("qemu-amd-domu-life", Emulator::Qemu, Vendor::Amd, 3, 900),
         domu_life(
             "bochs-intel-domu-life",
