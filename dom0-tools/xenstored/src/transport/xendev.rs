@@ -57,38 +57,32 @@ impl Evtchn {
     /// Binds global virtual interrupt `virq` (e.g. `VIRQ_DOM_EXC`) to a
     /// new local port (`EVTCHNOP_bind_virq` through the kernel driver).
     pub fn bind_virq(virq: u32) -> io::Result<Evtchn> {
-        let file = open_evtchn()?;
-        let arg: u32 = virq;
-        // SAFETY: the ioctl reads the 4-byte struct at `arg`, which lives
-        // across the call; the fd is ours.
-        let r = unsafe { libc::ioctl(file.as_raw_fd(), IOCTL_EVTCHN_BIND_VIRQ as _, &arg) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(
-                e.kind(),
-                format!("binding virq {virq}: {e}"),
-            ));
-        }
-        Ok(Evtchn {
-            file,
-            port: r as u32,
+        Self::bind(IOCTL_EVTCHN_BIND_VIRQ, &virq, || {
+            format!("binding virq {virq}")
         })
     }
 
     /// Binds a new local port to `remote_port` of domain `remote_dom`
     /// (`EVTCHNOP_bind_interdomain` through the kernel driver).
     pub fn bind_interdomain(remote_dom: u32, remote_port: u32) -> io::Result<Evtchn> {
+        Self::bind(
+            IOCTL_EVTCHN_BIND_INTERDOMAIN,
+            &[remote_dom, remote_port],
+            || format!("binding to d{remote_dom} port {remote_port}"),
+        )
+    }
+
+    /// A new evtchn fd bound by `ioctl` with argument `arg` (the driver
+    /// returns the local port); `what` names the binding in an error.
+    fn bind<T>(ioctl: u64, arg: &T, what: impl Fn() -> String) -> io::Result<Evtchn> {
         let file = open_evtchn()?;
-        let arg: [u32; 2] = [remote_dom, remote_port];
-        // SAFETY: the ioctl reads the 8-byte struct at `arg`, which lives
-        // across the call; the fd is ours.
-        let r = unsafe { libc::ioctl(file.as_raw_fd(), IOCTL_EVTCHN_BIND_INTERDOMAIN as _, &arg) };
+        // SAFETY: the ioctl reads the struct at `arg` (its size is encoded
+        // in `ioctl`, and `T` is that struct), which lives across the
+        // call; the fd is ours.
+        let r = unsafe { libc::ioctl(file.as_raw_fd(), ioctl as _, arg as *const T) };
         if r < 0 {
             let e = io::Error::last_os_error();
-            return Err(io::Error::new(
-                e.kind(),
-                format!("binding to d{remote_dom} port {remote_port}: {e}"),
-            ));
+            return Err(io::Error::new(e.kind(), format!("{}: {e}", what())));
         }
         Ok(Evtchn {
             file,
