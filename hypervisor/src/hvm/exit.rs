@@ -91,6 +91,10 @@ pub fn handle(cx: &mut Ctx, exit: Exit) -> Step {
         Exit::Hlt { len } => {
             cx.hw.skip(len);
             if cx.hw.regs().rflags & (1 << 9) != 0 {
+                // An interrupt is on its way in: HLT ends at once.
+                if cx.hw.interrupt_queued() {
+                    return Step::Go;
+                }
                 return Step::Block(Wait::Halt);
             }
             if cx.dom.is_test() {

@@ -245,6 +245,13 @@ pub trait Vcpu {
     fn inject(&mut self, ev: Event);
     /// True if an external interrupt could be delivered now.
     fn can_inject_interrupt(&self) -> bool;
+    /// True while an interrupt `inject` queued has not been taken by the
+    /// guest yet (AMD-V's virtual interrupt, which Bochs holds until the
+    /// guest changes RFLAGS.IF; `docs/hvm.md`). A HLT then does not halt:
+    /// the guest takes the interrupt on re-entry.
+    fn interrupt_queued(&self) -> bool {
+        false
+    }
     /// Asks for an [`Exit::InterruptWindow`] as soon as interrupts can be
     /// delivered.
     fn request_interrupt_window(&mut self, on: bool);

@@ -129,6 +129,11 @@ pub struct SvmVcpu {
     fpu: GuestFpu,
     /// The last #VMEXIT's code, for the reports below.
     last_exit: u64,
+    /// Where the guest was when `inject` queued the pending virtual
+    /// interrupt, and how many exits it has survived since with the guest
+    /// able to take it (see `deliver_stuck_interrupt`).
+    virq_rip: u64,
+    virq_exits: u8,
 }
 
 // SAFETY: the VMCB and maps are owned by this vCPU alone.
@@ -167,6 +172,8 @@ impl SvmVcpu {
             guest_efer: 0,
             fpu: GuestFpu::new(),
             last_exit: u64::MAX,
+            virq_rip: 0,
+            virq_exits: 0,
         };
         Ok(v)
     }
@@ -250,6 +257,48 @@ impl SvmVcpu {
 }
 
 impl SvmVcpu {
+    /// A virtual interrupt `inject` requested (V_IRQ without the VINTR
+    /// intercept) that the guest has not taken yet.
+    fn virq_queued(&self) -> bool {
+        let c = &self.vmcb_ref().control;
+        c.vintr & vmcb::vintr::V_IRQ != 0 && c.intercept_misc1 & intercept::VINTR == 0
+    }
+
+    /// After an exit: a virtual interrupt the guest could have taken (its
+    /// RFLAGS.IF set, no interrupt shadow) but has not, though it ran on
+    /// (RIP moved) or two exits went by, goes in through EVENTINJ instead.
+    /// The CPU takes a virtual interrupt at the first instruction boundary
+    /// where it can, so this happens only under Bochs 2.7, which masks a
+    /// virtual interrupt at each #VMEXIT and unmasks it only when the
+    /// guest's RFLAGS.IF changes: one injected while IF = 1 waited for the
+    /// guest's next `cli`/`sti` (a HLT, a busy loop). EVENTINJ interrupts
+    /// are delivered once there (QEMU's flaw, `inject`, is QEMU's alone).
+    fn deliver_stuck_interrupt(&mut self) {
+        if !self.virq_queued() {
+            return;
+        }
+        let c = &self.vmcb_ref().control;
+        let can_take = self.regs.rflags & (1 << 9) != 0
+            && c.interrupt_shadow & 1 == 0
+            && c.event_inj & (1 << 31) == 0;
+        if !can_take {
+            return;
+        }
+        self.virq_exits = self.virq_exits.saturating_add(1);
+        if self.regs.rip == self.virq_rip && self.virq_exits < 2 {
+            return;
+        }
+        self.virq_to_eventinj();
+    }
+
+    /// Moves the queued virtual interrupt to EVENTINJ.
+    fn virq_to_eventinj(&mut self) {
+        let c = &mut self.vmcb().control;
+        let vector = (c.vintr >> 32) as u8;
+        c.vintr &= !vmcb::vintr::V_IRQ;
+        c.event_inj = vmcb::event_inj(vector, vmcb::EVENT_INTR, None);
+    }
+
     /// keel intercepts #DF: if the guest's IDT cannot deliver it (limit too
     /// small for vector 8, or a non-present gate), the architecture turns it
     /// into a triple fault, i.e. shutdown. Deciding that here instead of
@@ -420,7 +469,7 @@ impl Vcpu for SvmVcpu {
         c.pause_filter_count = 3000;
         c.np_enable = 1;
         c.event_inj = 0;
-        c.vintr = 1 << 24; // V_INTR_MASKING: the host keeps physical interrupts
+        c.vintr = vmcb::vintr::V_INTR_MASKING; // the host keeps physical interrupts
         let s = &mut v.save;
         let (rip, rbx) = match mode {
             StartMode::RealModeSipi { vector } => {
@@ -561,21 +610,23 @@ impl Vcpu for SvmVcpu {
             keel_svm_run(&mut self.regs, self.vmcb_pa, host_vmcb);
             core::arch::asm!("cli", "stgi");
         }
-        let (code, info1, info2) = {
+        let (code, info1, info2, again) = {
             let v = self.vmcb();
             // An event whose delivery the exit interrupted (EXITINTINFO
             // valid, e.g. a #NPF on the guest's IDT) is delivered again on
-            // the next entry; anything else injected has been delivered.
-            let interrupted = v.control.exit_int_info;
-            v.control.event_inj = if interrupted & (1 << 31) != 0 {
-                interrupted
-            } else {
-                0
-            };
+            // the next entry (an interrupt as a virtual interrupt, as
+            // `inject` does, below); anything else injected has been
+            // delivered.
+            v.control.event_inj = 0;
+            let again = vmcb::redeliver(v.control.exit_int_info);
+            if let Some(Err(event)) = again {
+                v.control.event_inj = event;
+            }
             (
                 v.control.exit_code,
                 v.control.exit_info1,
                 v.control.exit_info2,
+                again,
             )
         };
         {
@@ -585,6 +636,10 @@ impl Vcpu for SvmVcpu {
             self.regs.rip = s.rip;
             self.regs.rflags = s.rflags;
         }
+        if let Some(Ok(vector)) = again {
+            self.inject(Event::Interrupt(vector));
+        }
+        self.deliver_stuck_interrupt();
         let prev_exit = core::mem::replace(&mut self.last_exit, code);
         if is_host_rip(self.regs.rip) {
             let c = &self.vmcb_ref().control;
@@ -606,7 +661,7 @@ impl Vcpu for SvmVcpu {
                 x86_64::instructions::nop();
                 x86_64::instructions::interrupts::disable();
             }
-            exit::VINTR => self.vmcb().control.vintr &= !(1 << 8),
+            exit::VINTR => self.vmcb().control.vintr &= !vmcb::vintr::V_IRQ,
             exit::SHUTDOWN => {
                 // A triple fault keel's #DF intercept did not see: what
                 // the CPU was delivering, and what keel had injected.
@@ -691,6 +746,13 @@ impl Vcpu for SvmVcpu {
         // The instruction is done: any STI/MOV SS shadow it sat in is over
         // (an `sti; hlt` reports the shadow at the HLT exit).
         self.vmcb().control.interrupt_shadow &= !1;
+        // A virtual interrupt still queued was held off by that shadow, or
+        // Bochs sat on it (`deliver_stuck_interrupt`): the guest takes it
+        // at the next boundary either way, and EVENTINJ is sure to do it.
+        // (`sti; hlt` in Linux's idle loop: it is why the HLT ends.)
+        if self.virq_queued() && self.regs.rflags & (1 << 9) != 0 {
+            self.virq_to_eventinj();
+        }
     }
 
     fn regs(&self) -> &Regs {
@@ -700,9 +762,28 @@ impl Vcpu for SvmVcpu {
         &mut self.regs
     }
 
+    /// An external interrupt goes in as a virtual interrupt (V_IRQ, not
+    /// intercepted), which the guest takes at its first instruction
+    /// boundary (`can_inject_interrupt` checked that it can), exactly as an
+    /// EVENTINJ interrupt. Not EVENTINJ: QEMU's TCG (7.2 at least) delivers
+    /// an EVENTINJ interrupt inside VMRUN and leaves its vector as the
+    /// vCPU's pending exception, so the next kick of that vCPU thread
+    /// delivers it a second time, wherever the guest then is and with
+    /// RFLAGS.IF = 0: in dom0, between `swapgs` and `iretq` on the way back
+    /// to user mode, Linux's handler then ran with the user's GS and died
+    /// ("ENTRY_TRAMPOLINE stack guard page was hit", docs/testing.md).
+    /// Exceptions and NMIs still use EVENTINJ (QEMU delivers those through
+    /// its exception path, once).
     fn inject(&mut self, ev: Event) {
         let e = match ev {
-            Event::Interrupt(v) => vmcb::event_inj(v, vmcb::EVENT_INTR, None),
+            Event::Interrupt(v) => {
+                self.virq_rip = self.regs.rip;
+                self.virq_exits = 0;
+                let c = &mut self.vmcb().control;
+                c.vintr = vmcb::vintr::request(c.vintr, v);
+                c.intercept_misc1 &= !intercept::VINTR;
+                return;
+            }
             Event::Nmi => vmcb::event_inj(2, vmcb::EVENT_NMI, None),
             Event::Exception { vector, error_code } => {
                 vmcb::event_inj(vector, vmcb::EVENT_EXCEPTION, error_code)
@@ -713,21 +794,38 @@ impl Vcpu for SvmVcpu {
 
     fn can_inject_interrupt(&self) -> bool {
         let c = &self.vmcb_ref().control;
-        // Not while an event is still queued (e.g. one being re-delivered).
+        // Not while an event is still queued (e.g. one being re-delivered),
+        // nor while an injected interrupt has not been taken yet.
         self.regs.rflags & (1 << 9) != 0
             && c.interrupt_shadow & 1 == 0
             && c.event_inj & (1 << 31) == 0
+            && !self.virq_queued()
+    }
+
+    /// An interrupt `inject` requested that the guest has not taken yet:
+    /// a virtual interrupt, or one `deliver_stuck_interrupt` moved to
+    /// EVENTINJ.
+    fn interrupt_queued(&self) -> bool {
+        let c = &self.vmcb_ref().control;
+        self.virq_queued()
+            || (c.event_inj & (1 << 31) != 0 && (c.event_inj >> 8) & 7 == vmcb::EVENT_INTR)
     }
 
     fn request_interrupt_window(&mut self, on: bool) {
+        // An injected interrupt not taken yet is the next thing the guest
+        // takes: the exit after it is the next chance to inject (a VINTR
+        // intercept now would turn its delivery into an exit).
+        if self.virq_queued() {
+            return;
+        }
         let c = &mut self.vmcb().control;
         if on {
             // A virtual interrupt the guest can take whenever it can: its
-            // VINTR exit is the window. V_IGN_TPR, priority 0xf.
-            c.vintr |= (1 << 8) | (0xf << 16) | (1 << 20);
+            // VINTR exit is the window.
+            c.vintr = vmcb::vintr::request(c.vintr, 0);
             c.intercept_misc1 |= intercept::VINTR;
         } else {
-            c.vintr &= !(1 << 8);
+            c.vintr &= !vmcb::vintr::V_IRQ;
             c.intercept_misc1 &= !intercept::VINTR;
         }
     }

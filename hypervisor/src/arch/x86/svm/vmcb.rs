@@ -214,6 +214,46 @@ pub const EVENT_INTR: u64 = 0;
 pub const EVENT_NMI: u64 = 2;
 pub const EVENT_EXCEPTION: u64 = 3;
 
+/// The VMCB's virtual-interrupt field (0x060): V_IRQ requests a virtual
+/// interrupt, taken by the guest as soon as its RFLAGS.IF allows
+/// (V_INTR_MASKING), at priority V_INTR_PRIO, vector V_INTR_VECTOR
+/// (bits 39:32), regardless of V_TPR with V_IGN_TPR.
+pub mod vintr {
+    pub const V_IRQ: u64 = 1 << 8;
+    pub const V_INTR_PRIO: u64 = 0xf << 16;
+    pub const V_IGN_TPR: u64 = 1 << 20;
+    pub const V_INTR_MASKING: u64 = 1 << 24;
+    pub const V_INTR_VECTOR: u64 = 0xff << 32;
+
+    /// `field` with a virtual interrupt of `vector` requested at the
+    /// highest priority, whatever the guest's TPR.
+    pub fn request(field: u64, vector: u8) -> u64 {
+        (field & !(V_INTR_VECTOR | V_INTR_PRIO))
+            | V_IRQ
+            | V_INTR_PRIO
+            | V_IGN_TPR
+            | (vector as u64) << 32
+    }
+}
+
+/// An event EXITINTINFO says was being delivered, as it must be delivered
+/// again: `Ok(vector)` for an external interrupt (requested again as a
+/// virtual interrupt, see `SvmVcpu::inject`), `Err(eventinj)` for anything
+/// else. QEMU's TCG reports an interrupted hardware interrupt with the
+/// exception type: any vector of 32 or more is an interrupt.
+pub fn redeliver(exit_int_info: u64) -> Option<Result<u8, u64>> {
+    if exit_int_info & (1 << 31) == 0 {
+        return None;
+    }
+    let vector = exit_int_info as u8;
+    let kind = (exit_int_info >> 8) & 7;
+    if kind == EVENT_INTR || (kind == EVENT_EXCEPTION && vector >= 32) {
+        Some(Ok(vector))
+    } else {
+        Some(Err(exit_int_info))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +271,37 @@ mod tests {
         assert_eq!(msrpm_bit(0xc001_0114), Some(0x1000 * 8 + 0x228));
         assert_eq!(msrpm_bit(0x4000_0000), None);
         assert!(msrpm_bit(0xc001_1fff).unwrap() / 8 < 0x1800);
+    }
+
+    #[test]
+    fn virtual_interrupt_request() {
+        let f = vintr::request(vintr::V_INTR_MASKING | 0x5, 0xf3);
+        assert_eq!(f & 0xff, 0x5, "V_TPR kept");
+        assert_ne!(f & vintr::V_INTR_MASKING, 0);
+        assert_eq!(f >> 32, 0xf3);
+        assert_eq!(
+            f & (vintr::V_IRQ | vintr::V_IGN_TPR),
+            vintr::V_IRQ | vintr::V_IGN_TPR
+        );
+        assert_eq!((f >> 16) & 0xf, 0xf);
+        // A second request replaces the vector.
+        assert_eq!(vintr::request(f, 0x30) >> 32, 0x30);
+    }
+
+    #[test]
+    fn what_is_delivered_again() {
+        assert_eq!(redeliver(0), None);
+        assert_eq!(redeliver(0x30), None, "not valid");
+        assert_eq!(redeliver(event_inj(0xf3, EVENT_INTR, None)), Some(Ok(0xf3)));
+        // QEMU's form of an interrupted hardware interrupt.
+        assert_eq!(
+            redeliver(event_inj(0xf3, EVENT_EXCEPTION, None)),
+            Some(Ok(0xf3))
+        );
+        let pf = event_inj(14, EVENT_EXCEPTION, Some(2));
+        assert_eq!(redeliver(pf), Some(Err(pf)));
+        let nmi = event_inj(2, EVENT_NMI, None);
+        assert_eq!(redeliver(nmi), Some(Err(nmi)));
     }
 
     #[test]
