@@ -1543,7 +1543,8 @@ fn bench_linux_boot() -> Result<String> {
 
     // The baseline: no hypervisor.
     eprintln!("==> bench linux-direct: the same kernel straight under QEMU TCG (-cpu EPYC, 2 vCPUs, 256 MiB)");
-    let (_, direct_wall, direct_lines) = direct_boot(&work_root, 2, 256)?;
+    let single = scenarios.iter().any(|s| s.single_thread_tcg);
+    let (_, direct_wall, direct_lines) = direct_boot(&work_root, 2, 256, single)?;
     let direct_init = run_init_secs(&direct_lines).ok_or("direct boot: no 'Run /init' line")?;
 
     let mut rows = vec![(
@@ -1592,7 +1593,13 @@ fn bench_linux_boot() -> Result<String> {
 /// entry) with the busybox initramfs, to power-off: the wall time until
 /// its /init's first line reached the serial log (the log is watched every
 /// 10 ms), the wall time of the whole run, and its console lines.
-fn direct_boot(work_root: &Path, cpus: u32, mib: u32) -> Result<(f64, f64, Vec<String>)> {
+/// `single`: one TCG thread, as the keel run it is measured against.
+fn direct_boot(
+    work_root: &Path,
+    cpus: u32,
+    mib: u32,
+    single: bool,
+) -> Result<(f64, f64, Vec<String>)> {
     let dir = root().join("target/keel/linux");
     let log = work_root.join("linux-direct.serial.log");
     let _ = std::fs::remove_file(&log);
@@ -1600,7 +1607,7 @@ fn direct_boot(work_root: &Path, cpus: u32, mib: u32) -> Result<(f64, f64, Vec<S
     let mut child = Command::new("qemu-system-x86_64")
         .args([
             "-accel",
-            keel_harness::emulator::tcg_accel(false),
+            keel_harness::emulator::tcg_accel(single),
             "-cpu",
             "EPYC",
         ])
@@ -1676,8 +1683,8 @@ fn bench_domu() -> Result<String> {
     fill_linux(&mut one)?;
     let work_root = out_dir().join("bench");
     std::fs::create_dir_all(&work_root).map_err(|e| e.to_string())?;
-    eprintln!("==> bench linux-direct: the same kernel straight under QEMU TCG (-cpu EPYC, 2 vCPUs, 256 MiB)");
-    let (direct_user, _, direct_lines) = direct_boot(&work_root, 2, 256)?;
+    eprintln!("==> bench linux-direct: the same kernel straight under QEMU TCG (-cpu EPYC, 2 vCPUs, 256 MiB, one TCG thread as the domU scenarios)");
+    let (direct_user, _, direct_lines) = direct_boot(&work_root, 2, 256, one[0].single_thread_tcg)?;
     let direct_init = run_init_secs(&direct_lines).ok_or("direct boot: no 'Run /init' line")?;
     let (lines, _) = bench_console(&one[0], &tools, &work_root)?;
     let creates = |mib: u32| -> Vec<f64> {
@@ -1737,8 +1744,8 @@ fn bench_domu() -> Result<String> {
     );
     Ok(format!(
         "## domU creation (keelctl, dom0 on QEMU TCG AMD)\n\n\
-         `cargo xtask bench` (alone: `--only domu`): keel on QEMU TCG `-cpu EPYC` (2 CPUs, 2 GiB), \
-         dom0 Debian's kernel with 512 MiB (`keel.bench_domu` on its command line). dom0 times, with \
+         `cargo xtask bench` (alone: `--only domu`): keel on QEMU TCG `-cpu EPYC` (2 CPUs, 2 GiB, \
+         one TCG thread as in the domU scenarios, and so is the baseline), dom0 Debian's kernel with 512 MiB (`keel.bench_domu` on its command line). dom0 times, with \
          its own clock (`/proc/uptime`, 10 ms), `keelctl create -p` of the domU scenarios' guest \
          (Debian's `vmlinuz` as shipped, which keelctl decompresses, and a busybox initramfs; built \
          as libxl builds a PVH guest, then destroyed) with 256 MiB and 1 GiB, three rounds each; \
