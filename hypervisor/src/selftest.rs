@@ -173,7 +173,13 @@ pub fn domain_ended(d: &Arc<Domain>, o: &Outcome) -> bool {
             bench_ended(d, o);
             true
         }
-        Some(Test::Sched(_)) if d.is_test() => true,
+        // The sched test's domains spin (or halt) until the machine powers
+        // off: one that ends (a spinner whose vector registers came back
+        // changed, a fault) fails the test.
+        Some(Test::Sched(_)) if d.is_test() => {
+            drop(g);
+            fail(format_args!("sched-domain-ended d{} {o:?}", d.id))
+        }
         Some(Test::Fuzz(f)) if d.is_test() => {
             f.ended(d, o);
             true

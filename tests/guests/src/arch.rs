@@ -291,3 +291,13 @@ pub fn dirty_sse(pattern: u64) {
         asm!("ldmxcsr [{}]", in(reg) &m as *const u32, options(nostack, preserves_flags));
     }
 }
+
+/// The time-stamp counter.
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC never faults at CPL 0 and touches no memory; EAX/EDX are declared.
+    unsafe {
+        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nostack, nomem, preserves_flags))
+    };
+    (hi as u64) << 32 | lo as u64
+}

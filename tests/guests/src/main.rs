@@ -26,6 +26,8 @@ mod scenarios;
 mod suite;
 #[cfg(target_os = "none")]
 mod trap;
+#[cfg(target_os = "none")]
+mod vectors;
 
 #[cfg(not(target_os = "none"))]
 fn main() {

@@ -2,7 +2,7 @@
 use core::ptr::read_volatile;
 
 use crate::arch::{self, HypercallInsn};
-use crate::{println, proto, trap};
+use crate::{println, proto, trap, vectors};
 
 /// Scenario 1: an empty IDT, then int3 -> #GP -> #DF -> triple fault.
 pub fn triple_fault() -> ! {
@@ -102,17 +102,37 @@ pub fn long_run() -> ! {
 /// AMD-V computes the interrupt mask at VMRUN from the guest's IF: a
 /// guest entered with IF=0 keeps host interrupts out until it sets IF
 /// (docs/linux-guest.md).
+///
+/// Its vector registers (all of them: ZMM0-31 and k0-7 where the CPU has
+/// AVX-512) hold values of its own throughout, checked after each stretch
+/// of spinning: the spinners share a CPU with each other and with dom0,
+/// so keel switches their FPU state over and over, and a register that
+/// comes back changed ends the guest with a failure (`vectors`).
 pub fn spin() -> ! {
-    println!("spinning");
+    let canary = vectors::Canary::fill(arch::rdtsc());
+    println!(
+        "spinning, {} vector registers of {} bits held (XCR0 {:#x})",
+        canary.width.registers(),
+        canary.width.bytes() * 8,
+        canary.xcr0
+    );
     // SAFETY: ring 0; `sti` touches no memory, and trap::init loaded the
     // IDT, so any interrupt that came would be handled.
     unsafe { core::arch::asm!("sti", options(nomem, nostack)) }
     let mut x: u64 = 1;
-    loop {
+    for round in 0u64.. {
         for _ in 0..1_000_000 {
             x = core::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
         }
+        if let Err((reg, got, want)) = canary.check() {
+            println!(
+                "spin: vector state CORRUPT after {} rounds: register {} reads {:#x}, held {:#x}",
+                round, reg, got, want
+            );
+            arch::done(proto::DONE_FAIL);
+        }
     }
+    unreachable!()
 }
 
 /// Scenario 7: halted with interrupts on and nothing armed: blocked until

@@ -691,6 +691,10 @@ fn sched(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenario 
             "reboot: Power down",
         ])
         .must_contain(&[
+            // The spinners hold every vector register they have (AVX-512
+            // on Bochs's Skylake-X) and check them: keel's FPU switching.
+            "(d11) spinning, ",
+            "(d12) spinning, ",
             "sched: weight 512 : weight 256 = ",
             "keel-test: PASS sched",
             "d0: Shutdown(Poweroff)",
