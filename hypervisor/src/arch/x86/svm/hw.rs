@@ -277,11 +277,7 @@ impl SvmVcpu {
         if !self.virq_queued() {
             return;
         }
-        let c = &self.vmcb_ref().control;
-        let can_take = self.regs.rflags & (1 << 9) != 0
-            && c.interrupt_shadow & 1 == 0
-            && c.event_inj & (1 << 31) == 0;
-        if !can_take {
+        if !self.interruptible() {
             return;
         }
         self.virq_exits = self.virq_exits.saturating_add(1);
@@ -289,6 +285,16 @@ impl SvmVcpu {
             return;
         }
         self.virq_to_eventinj();
+    }
+
+    /// The guest could take an external interrupt at this boundary:
+    /// RFLAGS.IF set, no interrupt shadow, and no event in EVENTINJ still
+    /// (e.g. one being re-delivered).
+    fn interruptible(&self) -> bool {
+        let c = &self.vmcb_ref().control;
+        self.regs.rflags & (1 << 9) != 0
+            && c.interrupt_shadow & 1 == 0
+            && c.event_inj & (1 << 31) == 0
     }
 
     /// Moves the queued virtual interrupt to EVENTINJ.
@@ -793,13 +799,8 @@ impl Vcpu for SvmVcpu {
     }
 
     fn can_inject_interrupt(&self) -> bool {
-        let c = &self.vmcb_ref().control;
-        // Not while an event is still queued (e.g. one being re-delivered),
-        // nor while an injected interrupt has not been taken yet.
-        self.regs.rflags & (1 << 9) != 0
-            && c.interrupt_shadow & 1 == 0
-            && c.event_inj & (1 << 31) == 0
-            && !self.virq_queued()
+        // Nor while an injected interrupt has not been taken yet.
+        self.interruptible() && !self.virq_queued()
     }
 
     /// An interrupt `inject` requested that the guest has not taken yet:
