@@ -198,12 +198,14 @@ fn map_grant_refs(cx: &mut Ctx, arg: u64, count: u64) -> Result<(), Errno> {
 /// Statuses: flags without `GNTMAP_host_map`/`device_map`: bad_gntref;
 /// device, application or PTE mappings (not for a translated mapper):
 /// general_error; no such domain, one ending, or the mapper itself:
-/// bad_domain; `host_addr` not a hole of the mapper (its RAM, a grant
-/// already there, past keel's gfns): bad_virt_addr; no handle left:
-/// no_space; a ref past the table: bad_gntref; an entry not granted to the
-/// mapper, read-only for a writable map: general_error; an entry whose
-/// frame is not the granter's own memory: bad_page (Xen's
-/// `get_paged_frame`).
+/// bad_domain; no handle left: no_space; a ref past the table:
+/// bad_gntref; an entry not granted to the mapper, read-only for a
+/// writable map: general_error; an entry whose frame is not the granter's
+/// own memory: bad_page (Xen's `get_paged_frame`); then, the grant being
+/// good, `host_addr` not a hole of the mapper (its RAM, a grant already
+/// there, past keel's gfns): general_error, as Xen's
+/// `create_grant_p2m_mapping` answers a translated mapper (Xen's order: a
+/// bad grant's status comes first, whatever the address).
 fn map_one(mapper: &Arc<Domain>, op: &GnttabMapGrantRef) -> Result<(GrantHandle, u64), GntSt> {
     grant::check_map_flags(op.flags)?;
     let granter = table::get(op.dom)
@@ -214,7 +216,11 @@ fn map_one(mapper: &Arc<Domain>, op: &GnttabMapGrantRef) -> Result<(GrantHandle,
     // Under the lock decrease_reservation frees under: the granter's frame
     // is either seen mapped here, or no longer in the granter's p2m.
     let _held = FOREIGN.lock();
-    mappable(mapper, gfn, false).map_err(|_| GntSt::BadVirtAddr)?;
+    // Asked now (it takes the mapper's locks, which must come before the
+    // granter's) and answered last, once the grant is known good, as Xen's
+    // create_grant_p2m_mapping: general_error where the page cannot go.
+    // FOREIGN keeps the answer true until the mapping is recorded.
+    let addr_ok = mappable(mapper, gfn, false).is_ok();
     let mut xs = granter.xen.lock();
     // Table frames not allocated yet hold no grants (all zero, as Xen's).
     let in_table = op.r#ref < xs.grant.nr_entries();
@@ -250,6 +256,9 @@ fn map_one(mapper: &Arc<Domain>, op: &GnttabMapGrantRef) -> Result<(GrantHandle,
         .or_else(|| own_frame(&granter, u64::from(m.frame)))
         .ok_or(GntSt::BadPage)
         .and_then(|hpa| {
+            if !addr_ok {
+                return Err(GntSt::GeneralError);
+            }
             let perm = if readonly { Perm::R } else { Perm::RW };
             // Only -ENOMEM for a p2m table (Xen: general_error).
             mapper

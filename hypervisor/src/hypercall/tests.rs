@@ -3231,11 +3231,17 @@ fn grant_map_and_unmap_into_dom0() {
             (next, HOST_MAP | (1 << 4), 10, u), // contains_pte
             (next, HOST_MAP, 12, u),            // not granted at all
             (next, HOST_MAP, 100, u),           // in the table, zero
+            (own_ram, HOST_MAP, 512, u),        // bad ref and bad address
+            (1 << 48, HOST_MAP, 10, 0x7000),    // bad domain and address
         ],
     );
     assert_eq!(r, 0);
     let st: Vec<i16> = res.iter().map(|x| x.0).collect();
-    assert_eq!(st, [-5, -5, -5, -2, -2, -2, -3, -3, -3, -1, -1, -1, -1]);
+    // A bad address is general_error, after the grant's own checks (Xen).
+    assert_eq!(
+        st,
+        [-1, -1, -1, -2, -2, -2, -3, -3, -3, -1, -1, -1, -1, -3, -2]
+    );
     assert!(res.iter().all(|x| x.1 == u32::MAX && x.2 == u64::MAX));
     assert_eq!(dom0.dom.mem.translate(own_ram), ram_before);
     assert_eq!(dom0.dom.mem.translate(next), None);
@@ -3308,13 +3314,17 @@ fn a_domu_maps_only_grants_given_to_it() {
             (hole, HOST_MAP, 2, g),
             (hole, HOST_MAP, 4, g),
             (4 << 12, HOST_MAP, 3, g), // over its own RAM
+            (4 << 12, HOST_MAP, 1, g), // and a grant not its own
         ],
     );
     assert_eq!(r, 0);
+    // Over its own RAM: general_error, checked after the grant, which
+    // stays unpinned.
     assert_eq!(
         res.iter().map(|x| x.0).collect::<Vec<_>>(),
-        [-1, -1, -1, -5]
+        [-1, -1, -1, -1, -1]
     );
+    assert_eq!(granter.dom.xen.lock().grant.pins(3), (0, 0));
     assert_eq!(grant_flags(&granter, 1), GTF_PERMIT);
     assert_eq!(mapper.dom.mem.translate(hole), None);
     // Once pinned by dom0, another domain cannot ride on the pin.
@@ -3333,7 +3343,7 @@ fn a_domu_maps_only_grants_given_to_it() {
     // Nor does it map a grant over its own grant-table frame.
     grant_table_frame(&mut mapper);
     let at_table = gnt_map(&mut mapper, &[(GNT_GFN << 12, MAP_RO, 3, g)]);
-    assert_eq!(at_table.1[0].0, -5);
+    assert_eq!(at_table.1[0].0, -1);
     // Not its own memory, nor memory at all: bad_page (Xen's get_paged_frame).
     grant(&mapper, 5, GTF_PERMIT, d0, GNT_HOLE as u32);
     grant(&mapper, 6, GTF_PERMIT, d0, 0xfff_0000);
