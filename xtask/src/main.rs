@@ -611,16 +611,22 @@ fn cmd_test(a: &[String]) -> Result<u8> {
             other => return Err(format!("test: unknown option '{other}'")),
         }
     }
-    // `--only NAME` picks the scenario of that exact name alone, any other
-    // value every scenario whose name contains it.
-    let exact: Vec<String> = keel_harness::required()
+    // The guest scenarios get the built test guest after the build below;
+    // the Debian server scenarios (issue 16) run last: they are the longest.
+    let all: Vec<_> = keel_harness::required()
         .into_iter()
         .chain(keel_harness::guest_scenarios(&[]))
         .chain(keel_harness::linux_scenarios())
         .chain(keel_harness::fuzz_scenarios(&[]))
         .chain(keel_harness::domu_scenarios())
-        .map(|s| s.name)
-        .chain(debian::scenarios().into_iter().map(|s| s.name))
+        .collect();
+    let all_debian = debian::scenarios();
+    // `--only NAME` picks the scenario of that exact name alone, any other
+    // value every scenario whose name contains it.
+    let exact: Vec<String> = all
+        .iter()
+        .chain(&all_debian)
+        .map(|s| s.name.clone())
         .filter(|n| only.contains(n))
         .collect();
     let matches = |name: &str| {
@@ -636,15 +642,11 @@ fn cmd_test(a: &[String]) -> Result<u8> {
     // `OPT_IN` scenarios run only when named.
     let named = |s: &keel_harness::Scenario| !only.is_empty() && matches(&s.name);
     let opt_in = |s: &keel_harness::Scenario| OPT_IN.contains(&s.name.as_str());
-    // The guest scenarios get the built test guest after the build below.
-    let mut scenarios: Vec<_> = keel_harness::required()
+    let mut scenarios: Vec<_> = all
         .into_iter()
-        .chain(keel_harness::guest_scenarios(&[]))
-        .chain(keel_harness::linux_scenarios())
-        .chain(keel_harness::fuzz_scenarios(&[]))
-        .chain(keel_harness::domu_scenarios())
         .filter(|s| if opt_in(s) { named(s) } else { selected(s) })
         .collect();
+    let debian: Vec<_> = all_debian.into_iter().filter(selected).collect();
     // More of keel's command line for a look inside a run (`sched_debug`,
     // `loglvl=debug`): KEEL_EXTRA_CMDLINE, added to every scenario's.
     if let Ok(extra) = std::env::var("KEEL_EXTRA_CMDLINE") {
@@ -652,8 +654,17 @@ fn cmd_test(a: &[String]) -> Result<u8> {
             s.cmdline = format!("{} {extra}", s.cmdline);
         }
     }
-    // The Debian server scenarios (issue 16) run last: they are the longest.
-    let debian: Vec<_> = debian::scenarios().into_iter().filter(selected).collect();
+    // And of dom0's (`print-fatal-signals=1`): KEEL_DOM0_EXTRA_CMDLINE, added
+    // to every Linux dom0's command line.
+    if let Ok(extra) = std::env::var("KEEL_DOM0_EXTRA_CMDLINE") {
+        for s in &mut scenarios {
+            for (name, data) in &mut s.modules {
+                if name == "dom0-cmdline" {
+                    data.extend_from_slice(format!(" {extra}").as_bytes());
+                }
+            }
+        }
+    }
     if list {
         for s in scenarios.iter().chain(&debian) {
             println!(
