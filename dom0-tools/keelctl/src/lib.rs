@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod badptr;
 pub mod cli;
+pub mod devices;
 pub mod domu;
 pub mod format;
 pub mod fuzz;
