@@ -117,8 +117,9 @@ pub fn rdmsr(msr: u32) -> u64 {
 /// `wrmsr` (2 bytes: 0f 30). May fault: see `trap::expect_fault`.
 #[inline(always)]
 pub fn wrmsr(msr: u32, v: u64) {
-    // SAFETY: ring 0; the guest writes only keel's SCRATCH_MSR and the x2APIC EOI MSR, neither
-    // of which touches memory or state Rust relies on; a #GP is expected or reported as DONE(3).
+    // SAFETY: ring 0; the guest writes keel's SCRATCH_MSR, the x2APIC EOI MSR and (the spinner)
+    // the SYSCALL MSRs, KERNEL_GS_BASE and TSC_AUX, none of which touches memory or state Rust
+    // relies on (it never uses SYSCALL, SWAPGS or RDTSCP); a #GP is expected or reported as DONE(3).
     unsafe {
         asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32,
              options(nostack, preserves_flags))

@@ -107,9 +107,12 @@ pub fn long_run() -> ! {
 /// AVX-512) hold values of its own throughout, checked after each stretch
 /// of spinning: the spinners share a CPU with each other and with dom0,
 /// so keel switches their FPU state over and over, and a register that
-/// comes back changed ends the guest with a failure (`vectors`).
+/// comes back changed ends the guest with a failure (`vectors`). So do
+/// the SYSCALL MSRs, KERNEL_GS_BASE and TSC_AUX, set to values of its own.
 pub fn spin() -> ! {
-    let canary = vectors::Canary::fill(arch::rdtsc());
+    let seed = arch::rdtsc();
+    let canary = vectors::Canary::fill(seed);
+    let msrs = vectors::MsrCanary::fill(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     println!(
         "spinning, {} vector registers of {} bits held (XCR0 {:#x})",
         canary.width.registers(),
@@ -128,6 +131,13 @@ pub fn spin() -> ! {
             println!(
                 "spin: vector state CORRUPT after {} rounds: register {} reads {:#x}, held {:#x}",
                 round, reg, got, want
+            );
+            arch::done(proto::DONE_FAIL);
+        }
+        if let Err((msr, got, want)) = msrs.check() {
+            println!(
+                "spin: MSR {:#x} CORRUPT after {} rounds: reads {:#x}, set {:#x}",
+                msr, round, got, want
             );
             arch::done(proto::DONE_FAIL);
         }

@@ -231,3 +231,56 @@ fn store(width: Width, a: &mut Area) {
     }
     every_register!(width, p, xmm, ymm, zmm, k);
 }
+
+/// The MSRs a guest kernel sets that no VMCS field holds on VT-x (keel
+/// switches them itself, or passes them through) and that AMD-V's VMCB
+/// holds only with VMSAVE/VMLOAD: STAR, LSTAR, CSTAR, SFMASK,
+/// KERNEL_GS_BASE (Linux's per-CPU base behind SWAPGS) and TSC_AUX (its
+/// CPU number for RDTSCP/RDPID).
+const SWITCHED_MSRS: [u32; 6] = [
+    0xc000_0081,
+    0xc000_0082,
+    0xc000_0083,
+    0xc000_0084,
+    0xc000_0102,
+    0xc000_0103,
+];
+
+/// Values of the guest's own in [`SWITCHED_MSRS`], checked like the
+/// vector registers: a Linux guest beside another on one CPU must never
+/// see the other's.
+pub struct MsrCanary([u64; 6]);
+
+impl MsrCanary {
+    /// Writes a value derived from `seed` into each: canonical addresses
+    /// for LSTAR, CSTAR and KERNEL_GS_BASE, 32 bits for SFMASK and
+    /// TSC_AUX (their upper halves are reserved).
+    pub fn fill(seed: u64) -> Self {
+        let addr = |i: u64| {
+            0xffff_8000_0000_0000 | (seed.rotate_left(i as u32 * 7) & 0x7fff_ffff_f000) | i
+        };
+        let v = [
+            seed.rotate_left(13) & 0xffff_ffff_0000_0000,
+            addr(1),
+            addr(2),
+            seed & 0x0004_7fd5,
+            addr(4),
+            seed >> 40,
+        ];
+        for (m, x) in SWITCHED_MSRS.iter().zip(v) {
+            arch::wrmsr(*m, x);
+        }
+        MsrCanary(v)
+    }
+
+    /// `Err((msr, got, want))` for the first that reads back different.
+    pub fn check(&self) -> Result<(), (u32, u64, u64)> {
+        for (m, want) in SWITCHED_MSRS.iter().zip(self.0) {
+            let got = arch::rdmsr(*m);
+            if got != want {
+                return Err((*m, got, want));
+            }
+        }
+        Ok(())
+    }
+}
