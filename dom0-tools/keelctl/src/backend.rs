@@ -146,6 +146,27 @@ pub struct PerfCounter {
     pub values: Vec<u32>,
 }
 
+/// One of a domain's disks as `xl block-list` shows it (libxl's
+/// `libxl_diskinfo`): read from its `/libxl/<domid>/device/vbd/<devid>`
+/// records and the frontend's; what the frontend has not written yet
+/// is -1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockInfo {
+    /// The device id: the vdev's number (`Vdev`).
+    pub devid: u32,
+    /// The backend's domain (`BE`).
+    pub backend_id: u32,
+    /// The guest's id (xl's `handle` column shows it).
+    pub frontend_id: u32,
+    /// The frontend's xenbus state.
+    pub state: i64,
+    /// The frontend's `event-channel` and `ring-ref`.
+    pub evtch: i64,
+    pub ring_ref: i64,
+    /// The backend's directory (`BE-path`).
+    pub backend_path: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendError {
     /// No way to talk to the hypervisor at all (no privcmd, not dom0...).
@@ -210,6 +231,13 @@ pub trait Hypervisor {
         let _ = (cfg, domid, log);
         Err(BackendError::NotImplemented(
             "this backend has no domain monitor".into(),
+        ))
+    }
+    /// A domain's disks (`block-list`).
+    fn block_list(&self, dom: &DomainRef) -> Result<Vec<BlockInfo>> {
+        let _ = dom;
+        Err(BackendError::NotImplemented(
+            "this backend has no disks to list".into(),
         ))
     }
     /// The software performance counters (`perfc_op` query).
@@ -293,6 +321,9 @@ impl Hypervisor for NotAvailable {
         self.err()
     }
     fn read_console_ring(&self, _: bool) -> Result<String> {
+        self.err()
+    }
+    fn block_list(&self, _: &DomainRef) -> Result<Vec<BlockInfo>> {
         self.err()
     }
 }

@@ -157,6 +157,13 @@ pub enum Command {
         #[arg(required = true, num_args = 1..)]
         disk_spec: Vec<String>,
     },
+    /// List a domain's virtual block devices (columns as `xl block-list`)
+    #[command(name = "block-list")]
+    BlockList {
+        /// Domains (name or id)
+        #[arg(required = true, num_args = 1..)]
+        domains: Vec<String>,
+    },
     /// Hot-plug a network interface (xl-network-configuration(5) spec)
     #[command(name = "network-attach")]
     NetworkAttach {
@@ -242,6 +249,7 @@ impl Command {
             Command::SchedCredit { .. } => "sched-credit",
             Command::MemSet { .. } => "mem-set",
             Command::BlockAttach { .. } => "block-attach",
+            Command::BlockList { .. } => "block-list",
             Command::NetworkAttach { .. } => "network-attach",
             Command::Save { .. } => "save",
             Command::Restore { .. } => "restore",
@@ -268,6 +276,7 @@ pub const SUBCOMMANDS: &[&str] = &[
     "sched-credit",
     "mem-set",
     "block-attach",
+    "block-list",
     "network-attach",
     "save",
     "restore",

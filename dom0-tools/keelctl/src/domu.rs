@@ -460,12 +460,28 @@ pub struct Created {
 /// paused when `paused`. On any failure after the domain exists, the
 /// domain is destroyed and its xenstore records removed, so nothing is
 /// left behind; the error names the step.
+///
+/// Disks (`disk=`) are served by dom0's blkback ([`crate::disks`]):
+/// checked before the domain exists, made ready (a loop device for an
+/// image file) and their records written after the domain's own and
+/// before it runs; a failure takes them back too.
+///
+/// Network interfaces (`vif=`) are not supported yet: a configuration
+/// with any is refused ([`BackendError::NotImplemented`], exit status 3)
+/// before anything is made, rather than creating a domain without the
+/// network it asks for.
 pub fn create<T: XenCall>(
     xen: &XenBackend<T>,
     cfg: &keel_xlcfg::DomainConfig,
     paused: bool,
 ) -> Result<Created> {
     use keel_builder::{DomainSpec, Layout};
+    if !cfg.vifs.is_empty() {
+        return Err(BackendError::NotImplemented(format!(
+            "network interfaces (vif=, {} in this configuration): keelctl does not set up netback devices yet; remove the vif= entries to create the domain without a network",
+            cfg.vifs.len()
+        )));
+    }
     let kernel_path = cfg.kernel.as_deref().ok_or_else(|| {
         failed("the configuration has no kernel= (keelctl builds PVH domains from a kernel image; bootloader= is not supported)".into())
     })?;
@@ -483,8 +499,20 @@ pub fn create<T: XenCall>(
         .unwrap_or(spec.memory_mib)
         .max(spec.memory_mib);
     let max_mem_kib = maxmem_mib * 1024 + layout.extra_pages() * 4 + MAXMEM_SLACK_KIB;
+    let disks = if cfg.disks.is_empty() {
+        Vec::new()
+    } else {
+        let domains: Vec<u32> = xen
+            .domain_infos()?
+            .iter()
+            .map(|d| d.domain as u32)
+            .collect();
+        crate::disks::check(&cfg.disks, &*xen.store, &*xen.host, &domains).map_err(failed)?
+    };
     let domid = xen.create_container(spec.max_vcpus, max_mem_kib)? as u16;
+    let attached = std::cell::RefCell::new(Vec::new());
     let undo = |e: BackendError| {
+        crate::disks::undo(&*xen.store, &*xen.host, domid, &disks, &attached.borrow());
         let _ = xen.store.remove(&xenstore_roots(domid));
         let _ = xen.domctl_plain(dctl::op::DESTROYDOMAIN, domid, "destroying it again", "");
         e
@@ -515,6 +543,14 @@ pub fn create<T: XenCall>(
         xen.store
             .introduce(domid as u32, built.layout.store_pfn, store_port)
             .map_err(|e| failed(format!("d{domid}: {e}")))?;
+        crate::disks::add(
+            &*xen.store,
+            &*xen.host,
+            domid,
+            &disks,
+            &mut attached.borrow_mut(),
+        )
+        .map_err(|e| failed(format!("d{domid}: {e}")))?;
         if !paused {
             xen.domctl_plain(
                 dctl::op::UNPAUSEDOMAIN,
@@ -570,6 +606,9 @@ pub mod tests {
         pub unpaused: bool,
         pub ports: u32,
         pub fail: Option<(u64, u64)>,
+        /// Gets "unpause" when the domain is unpaused (shared with a
+        /// [`crate::xen::fake::MemStore`]'s events, for the order).
+        pub events: std::rc::Rc<std::cell::RefCell<Vec<String>>>,
     }
 
     impl FakeDomU {
@@ -624,6 +663,7 @@ pub mod tests {
                         })(),
                         dctl::op::UNPAUSEDOMAIN => {
                             self.unpaused = true;
+                            self.events.borrow_mut().push("unpause".into());
                             Ok(0)
                         }
                         _ => return None,
@@ -764,7 +804,7 @@ pub mod tests {
         }
     }
 
-    struct Files(std::path::PathBuf);
+    pub(crate) struct Files(std::path::PathBuf);
     impl Drop for Files {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
@@ -773,7 +813,7 @@ pub mod tests {
 
     /// A config for a 64 MiB, 2-vCPU PVH domain whose kernel (Linux-like,
     /// synthetic) and ramdisk are files in a fresh directory.
-    fn config(tag: &str) -> (keel_xlcfg::DomainConfig, Files) {
+    pub(crate) fn config(tag: &str) -> (keel_xlcfg::DomainConfig, Files) {
         let dir = std::env::temp_dir().join(format!("keelctl-domu-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (k, r) = (dir.join("kernel"), dir.join("initrd"));

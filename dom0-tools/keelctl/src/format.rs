@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::backend::{DomainInfo, HostInfo, VcpuInfo, VcpuState};
+use crate::backend::{BlockInfo, DomainInfo, HostInfo, VcpuInfo, VcpuState};
 
 /// JSON string literal.
 pub fn json_str(s: &str) -> String {
@@ -45,6 +45,24 @@ pub fn list_table(domains: &[DomainInfo]) -> String {
             d.vcpus,
             d.state.flags(),
             secs(d.cpu_time_ns)
+        );
+    }
+    o
+}
+
+/// `xl block-list`'s table (xl_block.c `main_blocklist`), padding and
+/// all: Vdev, BE, handle (xl prints the guest's id there), state,
+/// evt-ch, ring-ref, BE-path.
+pub fn block_list_table(disks: &[BlockInfo]) -> String {
+    let mut o = format!(
+        "{:<5} {:<3} {:<6} {:<5} {:<6} {:<8} {:<30}\n",
+        "Vdev", "BE", "handle", "state", "evt-ch", "ring-ref", "BE-path"
+    );
+    for d in disks {
+        let _ = writeln!(
+            o,
+            "{:<5} {:<3} {:<6} {:<5} {:<6} {:<8} {:<30}",
+            d.devid, d.backend_id, d.frontend_id, d.state, d.evtch, d.ring_ref, d.backend_path
         );
     }
     o

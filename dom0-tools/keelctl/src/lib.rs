@@ -11,9 +11,12 @@ pub mod backend;
 pub mod badptr;
 pub mod cli;
 pub mod devices;
+pub mod disks;
 pub mod domu;
 pub mod format;
 pub mod fuzz;
+#[allow(unsafe_code)]
+pub mod hotplug;
 pub mod monitor;
 pub mod names;
 #[allow(unsafe_code)]
@@ -447,7 +450,18 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
             if let Err(e) = keel_xlcfg::parse_disk_spec(&spec) {
                 return fail(io, name, format!("invalid disk spec '{spec}': {e}"));
             }
-            not_supported(io, name, "block device hot-plug needs xenstore and a block backend, which keel does not provide yet")
+            not_supported(io, name, "attaching a disk to a running domain is not supported yet: give it in the domain's configuration (disk=), which create serves")
+        }
+        Command::BlockList { domains } => {
+            let mut rows = Vec::new();
+            for d in &domains {
+                match hv.block_list(&DomainRef::parse(d)) {
+                    Ok(r) => rows.extend(r),
+                    Err(e) => return backend_error(io, name, e),
+                }
+            }
+            let _ = io.out.write_all(format::block_list_table(&rows).as_bytes());
+            EXIT_OK
         }
         Command::NetworkAttach {
             domain: _,

@@ -254,4 +254,44 @@ mod tests {
         let why = run(&b, &c, 9, TICK, &mut |l| lines.push(l)).unwrap();
         assert!(why.contains("gone"), "{why}");
     }
+
+    /// on_crash=restart with a disk: the crashed domain's disk is taken
+    /// down (its loop device unbound), the new domain gets it again.
+    #[test]
+    fn a_restart_makes_the_disks_again() {
+        let s = crate::disks::tests::setup("monitor-restart", &["/srv/web.img,raw,xvda,rw"]);
+        let mut c = s.cfg.clone();
+        c.on_crash = Action::Restart;
+        // The fake's d5 (crashed) has the disk.
+        let disks = crate::disks::check(&c.disks, &*s.b.store, &*s.b.host, &[0, 1, 5]).unwrap();
+        let mut a = Vec::new();
+        crate::disks::add(&*s.b.store, &*s.b.host, 5, &disks, &mut a).unwrap();
+        let mut lines = Vec::new();
+        let why = run(&s.b, &c, 5, std::time::Duration::ZERO, &mut |l| {
+            lines.push(l)
+        })
+        .unwrap();
+        // The new domain (d7) is not in the fake's list: gone at once.
+        assert_eq!(why, "domain 7 is gone");
+        assert_eq!(
+            lines,
+            ["domain 5 shut down: restarting it", "restarted as domain 7"]
+        );
+        assert_eq!(*s.b.transport().destroyed.borrow(), [5]);
+        assert_eq!(
+            *s.host.log.borrow(),
+            [
+                "attach 0 /srv/web.img rw",
+                "detach 0",
+                "attach 0 /srv/web.img rw"
+            ]
+        );
+        assert!(s.store.under("/local/domain/0/backend/vbd/5").is_empty());
+        assert_eq!(
+            s.store
+                .value("/local/domain/0/backend/vbd/7/51712/physical-device")
+                .as_deref(),
+            Some("7:0")
+        );
+    }
 }

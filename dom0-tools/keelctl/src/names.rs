@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use keel_xenstored::client::{Client, ClientError};
-use keel_xenstored::wire::MsgType;
+use keel_xenstored::wire::{MsgType, XsError};
 
 use crate::xen::{Node, Xenstore};
 
@@ -98,6 +98,21 @@ impl Xenstore for XenstoreSocket {
                 }
             }
             Ok(())
+        })
+    }
+
+    fn read(&self, path: &str) -> Result<Option<String>, String> {
+        self.with(|c| match c.read(path) {
+            Ok(v) => Ok(Some(String::from_utf8_lossy(&v).into_owned())),
+            Err(ClientError::Xs(XsError::ENOENT)) => Ok(None),
+            Err(e) => Err(e),
+        })
+    }
+
+    fn directory(&self, path: &str) -> Result<Vec<String>, String> {
+        self.with(|c| match c.directory(path) {
+            Err(ClientError::Xs(XsError::ENOENT)) => Ok(Vec::new()),
+            r => r,
         })
     }
 

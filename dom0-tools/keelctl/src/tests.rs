@@ -348,6 +348,7 @@ fn unavailable_backend_says_not_supported() {
         &["mem-set", "x", "1g"],
         &["dmesg"],
         &["shutdown", "-a"],
+        &["block-list", "x"],
     ] {
         let (rc, out, err) = exec(&hv, args);
         assert_eq!(rc, EXIT_NOT_SUPPORTED, "{args:?}");
@@ -509,6 +510,34 @@ mod xen_backend {
         let (rc, _, err) = exec(&backend(x), &["list"]);
         assert_eq!(rc, EXIT_NOT_SUPPORTED);
         assert!(err.contains("not privileged"), "{err}");
+    }
+
+    /// `block-list` prints xl's table from the disks' records.
+    #[test]
+    fn block_list_through_run() {
+        let s = crate::disks::tests::setup("cli-block-list", &[]);
+        let disks = crate::disks::check(
+            &[keel_xlcfg::parse_disk_spec("/srv/web.img,raw,xvda,rw").unwrap()],
+            &*s.b.store,
+            &*s.b.host,
+            &[0, 1, 5],
+        )
+        .unwrap();
+        crate::disks::add(&*s.b.store, &*s.b.host, 1, &disks, &mut Vec::new()).unwrap();
+        s.store.set("/local/domain/1/name", "web");
+        let (rc, out, err) = exec(&s.b, &["block-list", "web", "5"]);
+        assert_eq!((rc, err.as_str()), (EXIT_OK, ""));
+        assert_eq!(
+            out,
+            "Vdev  BE  handle state evt-ch ring-ref BE-path                       \n\
+             51712 0   1      1     -1     -1       /local/domain/0/backend/vbd/1/51712\n"
+        );
+        let (rc, out, err) = exec(&s.b, &["block-list", "nope"]);
+        assert_eq!((rc, out.as_str()), (EXIT_ERROR, ""));
+        assert_eq!(err, "keelctl: block-list: domain 'nope' does not exist\n");
+        // A backend without disks to list: not supported (exit 3).
+        let (rc, _, err) = exec(&Fake::new(), &["block-list", "web01"]);
+        assert_eq!(rc, EXIT_NOT_SUPPORTED, "{err}");
     }
 
     #[test]

@@ -22,8 +22,8 @@ use keel_xen_abi::{hypercall, GuestHandle, Pod, XenctlBitmap};
 use keel_xlcfg::{CpuList, DomainConfig};
 
 use crate::backend::{
-    BackendError, DomainInfo, DomainRef, DomainState, HostInfo, Hypervisor, PerfCounter, Result,
-    VcpuInfo, VcpuState,
+    BackendError, BlockInfo, DomainInfo, DomainRef, DomainState, HostInfo, Hypervisor, PerfCounter,
+    Result, VcpuInfo, VcpuState,
 };
 use crate::privcmd::CallError;
 
@@ -177,6 +177,16 @@ pub trait Xenstore {
         let _ = domid;
         Err("no xenstore daemon".into())
     }
+    /// The value of `path`; `None` when there is no such node.
+    fn read(&self, path: &str) -> std::result::Result<Option<String>, String> {
+        let _ = path;
+        Err("no xenstore daemon to read from".into())
+    }
+    /// The names of `path`'s children; none when there is no such node.
+    fn directory(&self, path: &str) -> std::result::Result<Vec<String>, String> {
+        let _ = path;
+        Err("no xenstore daemon to read from".into())
+    }
 }
 
 /// No xenstore (tests, or no daemon).
@@ -224,6 +234,12 @@ pub struct XenBackend<T: XenCall> {
     /// The keelctl to run as a created domain's monitor (`None`: none is
     /// started, as in tests).
     pub monitor_exe: Option<std::path::PathBuf>,
+    /// The host's side of a disk's hotplug (loop devices...).
+    pub host: Box<dyn crate::hotplug::Host>,
+    /// How long `destroy` waits for blkback to close a disk.
+    pub device_timeout: std::time::Duration,
+    /// Where warnings go (stderr; a monitor's log).
+    pub warn: Box<dyn Fn(String)>,
 }
 
 impl<T: XenCall> XenBackend<T> {
@@ -239,6 +255,9 @@ impl<T: XenCall> XenBackend<T> {
             cpu_vendor: None,
             store: Box::new(NoXenstore),
             monitor_exe: None,
+            host: Box::new(crate::hotplug::LinuxHost),
+            device_timeout: crate::disks::DESTROY_TIMEOUT,
+            warn: Box::new(|w| eprintln!("keelctl: warning: {w}")),
         }
     }
 
@@ -366,7 +385,7 @@ impl<T: XenCall> XenBackend<T> {
     }
 
     /// Every domain's `getdomaininfo` record, in id order.
-    fn domain_infos(&self) -> Result<Vec<GetDomainInfo>> {
+    pub(crate) fn domain_infos(&self) -> Result<Vec<GetDomainInfo>> {
         let mut out: Vec<GetDomainInfo> = Vec::new();
         let mut first: u16 = 0;
         loop {
@@ -689,6 +708,18 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
         if d.domain == 0 {
             return Err(BackendError::Failed("Domain-0 cannot be destroyed".into()));
         }
+        // As libxl (`libxl__destroy_domid`): its disks go first, the
+        // domain paused meanwhile (a dying one refuses: fine).
+        if crate::disks::has_disks(&*self.store, d.domain) {
+            let _ = self.domctl_plain(dctl::op::PAUSEDOMAIN, d.domain, "pausing it", "");
+            crate::disks::remove_all(
+                &*self.store,
+                &*self.host,
+                d.domain,
+                self.device_timeout,
+                &*self.warn,
+            );
+        }
         self.domctl_plain(
             dctl::op::DESTROYDOMAIN,
             d.domain,
@@ -706,6 +737,11 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
     }
     fn shutdown(&self, dom: &DomainRef) -> Result<()> {
         self.pv_control(dom, "poweroff")
+    }
+    fn block_list(&self, dom: &DomainRef) -> Result<Vec<BlockInfo>> {
+        let d = self.find(dom)?;
+        crate::disks::list(&*self.store, d.domain)
+            .map_err(|e| BackendError::Failed(format!("reading the disks of domain '{dom}': {e}")))
     }
     fn reboot(&self, dom: &DomainRef) -> Result<()> {
         self.pv_control(dom, "reboot")
@@ -1280,6 +1316,132 @@ pub(crate) mod fake {
                 }
                 _ => err(libc::ENOSYS),
             }
+        }
+    }
+
+    /// A xenstore that keeps its nodes (path -> value, perms) and tells
+    /// in `events` what was asked of it, in order, with the fake
+    /// hypervisor's unpause when they share the list
+    /// ([`crate::domu::tests::FakeDomU::events`]).
+    #[derive(Default)]
+    pub struct MemStore {
+        pub nodes: RefCell<std::collections::BTreeMap<String, (String, Vec<String>)>>,
+        pub events: std::rc::Rc<RefCell<Vec<String>>>,
+        /// Every `publish` call's nodes.
+        pub batches: RefCell<Vec<Vec<Node>>>,
+        /// A `publish` with a node whose path contains this fails.
+        pub fail_publish: RefCell<Option<String>>,
+        /// Acts as blkback: a vbd backend offline (`online` 0) whose
+        /// frontend directory is gone switches to Closed (6).
+        pub blkback: std::cell::Cell<bool>,
+    }
+
+    impl MemStore {
+        pub fn value(&self, path: &str) -> Option<String> {
+            self.nodes.borrow().get(path).map(|n| n.0.clone())
+        }
+        pub fn set(&self, path: &str, value: &str) {
+            self.insert(path, value, vec![]);
+        }
+        fn insert(&self, path: &str, value: &str, perms: Vec<String>) {
+            let mut m = self.nodes.borrow_mut();
+            // Parents come into being empty, as in xenstored.
+            let mut at = 0;
+            while let Some(i) = path[at + 1..].find('/') {
+                at += i + 1;
+                m.entry(path[..at].to_string()).or_default();
+            }
+            let e = m.entry(path.to_string()).or_default();
+            e.0 = value.to_string();
+            if !perms.is_empty() {
+                e.1 = perms;
+            }
+        }
+        /// What blkback does once a backend is offline and its
+        /// frontend gone: Closed.
+        fn blkback_closes(&self) {
+            let onlines: Vec<String> = self
+                .nodes
+                .borrow()
+                .keys()
+                .filter(|k| k.starts_with("/local/domain/0/backend/vbd/") && k.ends_with("/online"))
+                .cloned()
+                .collect();
+            for o in onlines {
+                let be = o.trim_end_matches("/online");
+                let fe = self.value(&format!("{be}/frontend")).unwrap_or_default();
+                if self.value(&o).as_deref() == Some("0") && self.value(&fe).is_none() {
+                    self.set(&format!("{be}/state"), "6");
+                }
+            }
+        }
+        /// Every path under `root` (itself included).
+        pub fn under(&self, root: &str) -> Vec<String> {
+            self.nodes
+                .borrow()
+                .keys()
+                .filter(|k| *k == root || k.starts_with(&format!("{root}/")))
+                .cloned()
+                .collect()
+        }
+    }
+
+    impl Xenstore for std::rc::Rc<MemStore> {
+        fn name(&self, domid: u32) -> Option<String> {
+            self.value(&format!("/local/domain/{domid}/name"))
+        }
+        fn publish(&self, nodes: &[Node]) -> std::result::Result<(), String> {
+            if let Some(f) = self.fail_publish.borrow().as_deref() {
+                if nodes.iter().any(|n| n.path.contains(f)) {
+                    self.events.borrow_mut().push("publish failed".into());
+                    return Err(format!("fake xenstore: writing {f} failed"));
+                }
+            }
+            for n in nodes {
+                self.insert(&n.path, &n.value, n.perms.clone());
+            }
+            self.batches.borrow_mut().push(nodes.to_vec());
+            self.events
+                .borrow_mut()
+                .push(format!("publish #{}", self.batches.borrow().len() - 1));
+            if self.blkback.get() {
+                self.blkback_closes();
+            }
+            Ok(())
+        }
+        fn introduce(&self, d: u32, _: u64, _: u32) -> std::result::Result<(), String> {
+            self.events.borrow_mut().push(format!("introduce {d}"));
+            Ok(())
+        }
+        fn remove(&self, paths: &[String]) -> std::result::Result<(), String> {
+            for p in paths {
+                self.events.borrow_mut().push(format!("rm {p}"));
+                for k in self.under(p) {
+                    self.nodes.borrow_mut().remove(&k);
+                }
+            }
+            if self.blkback.get() {
+                self.blkback_closes();
+            }
+            Ok(())
+        }
+        fn release(&self, d: u32) -> std::result::Result<(), String> {
+            self.events.borrow_mut().push(format!("release {d}"));
+            Ok(())
+        }
+        fn read(&self, path: &str) -> std::result::Result<Option<String>, String> {
+            Ok(self.value(path))
+        }
+        fn directory(&self, path: &str) -> std::result::Result<Vec<String>, String> {
+            let prefix = format!("{path}/");
+            Ok(self
+                .nodes
+                .borrow()
+                .keys()
+                .filter_map(|k| k.strip_prefix(&prefix))
+                .filter(|rest| !rest.contains('/'))
+                .map(str::to_string)
+                .collect())
         }
     }
 

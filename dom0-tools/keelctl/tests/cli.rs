@@ -231,6 +231,7 @@ fn every_unbuilt_command_exits_3_with_message() {
         &["vcpu-pin", "web", "0", "1-2"],
         &["mem-set", "web", "256m"],
         &["block-attach", "web", "phy:/dev/vg/x,xvdb,w"],
+        &["block-list", "web"],
         &["network-attach", "web", "bridge=xenbr0"],
         &["save", "web", "/tmp/web.save"],
         &["restore", "/tmp/web.save"],
