@@ -7,10 +7,11 @@
 //! - `/usr/lib/keel/domu/vmlinuz`: Debian's kernel as shipped (the bzImage
 //!   from `/boot`, not an extracted vmlinux: the builder unpacks it);
 //! - `/usr/lib/keel/domu/initrd.gz`: the domU's own initramfs (busybox,
-//!   xen-privcmd and xenfs, Debian's `xenstore-read` and its libraries,
-//!   [`DOMU_INIT`]);
+//!   xen-privcmd and xenfs, [`DOMU_MODULES`], Debian's `xenstore-read` and
+//!   its libraries, [`DOMU_INIT`]);
 //! - `/etc/keel/domu.cfg`: its xl.cfg ([`DOMU_CFG`]);
-//! - `/etc/keel/life.cfg`: the lifecycle scenarios' xl.cfg ([`LIFE_CFG`]).
+//! - `/etc/keel/life.cfg`: the lifecycle scenarios' xl.cfg ([`LIFE_CFG`]);
+//! - `/etc/keel/disk.cfg`: the disk scenario's ([`DISK_CFG`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,6 +34,34 @@ on_reboot = "restart"
 on_crash = "destroy"
 "#;
 
+/// The domU's own drivers beyond xenfs and privcmd, in load order
+/// (`/init` insmods them first): its disks (issue 15) and ext4.
+pub const DOMU_MODULES: &[&str] = &[
+    "drivers/block/xen-blkfront.ko",
+    "crypto/crc32c_generic.ko",
+    "lib/crc16.ko",
+    "fs/mbcache.ko",
+    "fs/jbd2/jbd2.ko",
+    "fs/ext4/ext4.ko",
+];
+
+/// The disk scenario's domU (`/etc/keel/disk.cfg`): the same guest with
+/// an image file in dom0 as its `xvda` (`keel.disk`: its /init mounts it,
+/// counts its boots there, reboots once), restarted on reboot.
+pub const DISK_CFG: &str = r#"# A PVH domU with a disk: an image file in dom0, served by blkback.
+name = "disk1"
+type = "pvh"
+kernel = "/usr/lib/keel/domu/vmlinuz"
+ramdisk = "/usr/lib/keel/domu/initrd.gz"
+extra = "console=hvc0 earlyprintk=xen keep_bootcon loglevel=6 keel.disk"
+memory = 256
+vcpus = 2
+disk = [ "/tmp/disk.img,raw,xvda,rw" ]
+on_poweroff = "destroy"
+on_reboot = "restart"
+on_crash = "destroy"
+"#;
+
 /// The domU's /init: what it is and where, on keel's serial (through the
 /// kernel log, which `earlyprintk=xen keep_bootcon` sends there), then
 /// power off.
@@ -43,6 +72,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 say() { echo "KEEL-DOMU: $*" >/dev/kmsg; echo "KEEL-DOMU: $*"; }
 say "userspace reached"
+for m in /lib/modules/[0-9]*.ko; do insmod "$m" || say "insmod $m failed"; done
 say "/sys/hypervisor/type = $(cat /sys/hypervisor/type 2>&1)"
 say "cpus online: $(cat /sys/devices/system/cpu/online)"
 say "memory: $(awk '/MemTotal/ { print $2 " " $3 }' /proc/meminfo)"
@@ -68,6 +98,30 @@ while read -r l; do say "grant probe: $l"; done </tmp/out
 keel-grant-probe "$(xenstore-read domid)" 0 1 >/tmp/out 2>&1
 say "grant probe of its own refs 0-1: exit $? ($(grep -c 'status -' /tmp/out) refused)"
 while read -r l; do say "grant probe: $l"; done </tmp/out
+if grep -q keel.disk /proc/cmdline; then
+    # Its xvda (blkfront, from dom0's blkback): an ext2/4 file system in
+    # which it counts its boots; the first boot reboots (on_reboot
+    # restarts it), the second finds the count there and goes on.
+    i=0
+    while [ ! -b /dev/xvda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    say "disk: xvda $(cat /sys/block/xvda/size 2>&1) sectors, ro $(cat /sys/block/xvda/ro 2>&1)"
+    mkdir -p /mnt
+    if mount -t ext4 /dev/xvda /mnt; then
+        n=$(cat /mnt/boots 2>/dev/null)
+        n=$((${n:-0} + 1))
+        echo "$n" >/mnt/boots
+        echo "written by boot $n of $(xenstore-read name)" >/mnt/note
+        sync
+        say "disk: boot $n: mounted xvda, boots=$n written"
+        umount /mnt
+        if [ "$n" = 1 ]; then
+            say "disk: rebooting"
+            reboot -f
+        fi
+    else
+        say "disk: mount of xvda failed"
+    fi
+fi
 if grep -q keel.life /proc/cmdline; then
     # The lifecycle scenarios (LIFE_CFG): stay up until dom0 shuts it
     # down (Linux runs /sbin/poweroff) or reboots it, or asks it (its
@@ -126,14 +180,21 @@ on_crash = "restart"
 /// Where the domU's files go in dom0.
 pub const DOMU_DIR: &str = "usr/lib/keel/domu";
 
+/// The domU's kernel modules: privcmd and xenfs, which its /init loads
+/// itself (privcmd unrestricted), and [`DOMU_MODULES`]' files, in order.
+pub struct DomuModules<'a> {
+    pub privcmd: &'a [u8],
+    pub xenfs: &'a [u8],
+    pub first: &'a [Vec<u8>],
+}
+
 /// The domU's initramfs (uncompressed): busybox with its applets, xenfs,
 /// Debian's xenstore-read and what it links against, keelctl (which must
 /// be refused there), keel-grant-probe, /init.
 pub fn domu_initramfs(
     busybox: &[u8],
     applets: &[&str],
-    privcmd: &[u8],
-    xenfs: &[u8],
+    modules: &DomuModules,
     xen: &BTreeMap<String, Entry>,
     keelctl: &[u8],
     grant_probe: &[u8],
@@ -161,8 +222,13 @@ pub fn domu_initramfs(
         }
     }
     // xenfs needs privcmd's symbols.
-    c.file("lib/modules/xen-privcmd.ko", 0o644, privcmd);
-    c.file("lib/modules/xenfs.ko", 0o644, xenfs);
+    c.file("lib/modules/xen-privcmd.ko", 0o644, modules.privcmd);
+    c.file("lib/modules/xenfs.ko", 0o644, modules.xenfs);
+    // The rest numbered in load order (`/init` loads them first).
+    for (i, (m, ko)) in DOMU_MODULES.iter().zip(modules.first).enumerate() {
+        let name = m.rsplit('/').next().unwrap_or(m);
+        c.file(&format!("lib/modules/{i:02}-{name}"), 0o644, ko);
+    }
     c.file("init", 0o755, DOMU_INIT.as_bytes());
     c.finish()
 }
@@ -185,6 +251,7 @@ pub fn dom0_addition(vmlinuz: &[u8], domu_initrd_gz: &[u8]) -> Vec<u8> {
     c.file(&format!("{DOMU_DIR}/initrd.gz"), 0o644, domu_initrd_gz);
     c.file("etc/keel/domu.cfg", 0o644, DOMU_CFG.as_bytes());
     c.file("etc/keel/life.cfg", 0o644, LIFE_CFG.as_bytes());
+    c.file("etc/keel/disk.cfg", 0o644, DISK_CFG.as_bytes());
     c.finish()
 }
 
@@ -221,7 +288,23 @@ mod tests {
     }
 
     #[test]
-    fn the_addition_holds_the_three_files() {
+    fn the_disk_config_has_one_writable_xvda_from_an_image_file() {
+        let p = keel_xlcfg::parse_str(DISK_CFG, "disk.cfg").unwrap();
+        let c = &p.config;
+        assert_eq!(c.disks.len(), 1);
+        let d = &c.disks[0];
+        assert_eq!(d.vdev, "xvda");
+        assert_eq!(d.target.as_deref(), Some("/tmp/disk.img"));
+        assert_eq!(d.access, keel_xlcfg::DiskAccess::ReadWrite);
+        assert!(c
+            .cmdline
+            .as_deref()
+            .is_some_and(|l| l.contains("keel.disk")));
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn the_addition_holds_the_configs_and_files() {
         let a = dom0_addition(b"BZIMAGE", b"GZ");
         let text = String::from_utf8_lossy(&a);
         for name in [
@@ -229,6 +312,7 @@ mod tests {
             "usr/lib/keel/domu/initrd.gz",
             "etc/keel/domu.cfg",
             "etc/keel/life.cfg",
+            "etc/keel/disk.cfg",
             "TRAILER!!!",
         ] {
             assert!(text.contains(name), "{name}");

@@ -395,6 +395,39 @@ if grep -q 'keel.bench_domu' /proc/cmdline && [ -S /run/xenstored/socket ]; then
     keelctl shutdown -w bu >/dev/null 2>&1
     echo "KEEL-LINUX: bench-domu: shutdown exit $?"
 fi
+# keel.domu_disk: a domU with a disk (issue 15): /tmp/disk.img, an ext2
+# file system made here, is its xvda (keelctl attaches it through a loop
+# device, blkback serves it, /etc/keel/disk.cfg). The domU counts its
+# boots in it, reboots once (keelctl's monitor restarts it), powers off;
+# then dom0 finds both boots' writes in the image, and no loop device left.
+if grep -Eq '(^| )keel\.domu_disk( |$)' /proc/cmdline && [ -S /run/xenstored/socket ]; then
+    pgrep keel-consoled >/dev/null || { keel-consoled >/tmp/consoled.log 2>&1 & }
+    dd if=/dev/zero of=/tmp/disk.img bs=1M count=16 2>/dev/null
+    mke2fs -F /tmp/disk.img >/tmp/mke2fs.out 2>&1
+    r=$?
+    echo "KEEL-LINUX: disk: mke2fs exit $r"
+    [ $r = 0 ] || sed 's/^/KEEL-LINUX: disk: mke2fs: /' /tmp/mke2fs.out
+    keelctl create /etc/keel/disk.cfg >/tmp/disk-create 2>&1
+    echo "KEEL-LINUX: disk: create exit $?"
+    sed 's/^/KEEL-LINUX: disk: create: /' /tmp/disk-create
+    keelctl list | sed 's/^/KEEL-LINUX: disk: list: /'
+    xenstore-ls /local/domain/0/backend/vbd 2>&1 | head -40 | sed 's/^/KEEL-LINUX: disk: backend: /'
+    # Until its second boot has powered it off (its monitor restarts it
+    # in between, when it is briefly gone from the list), 300 s at most.
+    i=0
+    while { ! grep -q '^KEEL-DOMU: disk: boot 2' /var/log/keel/console/disk1.log 2>/dev/null ||
+        keelctl list | grep -q '^disk1 '; } && [ $i -lt 1500 ]; do sleep 0.2; i=$((i + 1)); done
+    echo "KEEL-LINUX: disk: $(keelctl list | grep -c '^disk1 ') left after $((i / 5)) s"
+    grep -a '^KEEL-DOMU: disk\|blkfront' /var/log/keel/console/disk1.log | tr -d '\r' | sed 's/^/KEEL-LINUX: disk: console: /'
+    sleep 1
+    cat /var/log/xen/keelctl-*.log 2>/dev/null | sed 's/^/KEEL-LINUX: disk: monitor: /'
+    echo "KEEL-LINUX: disk: loop devices in use after: $(losetup -a 2>/dev/null | grep -c disk.img)"
+    mkdir -p /mnt
+    if mount -t ext4 -o ro,loop /tmp/disk.img /mnt; then
+        echo "KEEL-LINUX: disk: in the image: boots=$(cat /mnt/boots), note: $(cat /mnt/note)"
+        umount /mnt
+    fi
+fi
 # keel.domu_life=N: N domUs at once from /etc/keel/life.cfg (issue 14), each
 # followed by keelctl's monitor, which carries out its on_* actions: life1
 # is rebooted (on_reboot restart), panics (on_crash restart) and is shut
@@ -678,6 +711,10 @@ pub const MODULES: &[&str] = &[
     "drivers/xen/xenfs/xenfs.ko",
     "drivers/xen/xen-evtchn.ko",
     "drivers/xen/xen-gntdev.ko",
+    // A domU's disks (issue 15): blkback serves them from block devices,
+    // a file through a loop device.
+    "drivers/block/loop.ko",
+    "drivers/block/xen-blkback/xen-blkback.ko",
     // virtio over PCI: the disk and network of `cargo xtask run` and the QEMU scenarios.
     "drivers/virtio/virtio_ring.ko",
     "drivers/virtio/virtio.ko",
@@ -920,11 +957,18 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
     let domu_xen = crate::xentools::collect(&xen_root, &["usr/bin/xenstore-read"])?;
     let xenfs = read(&kdir.join("drivers/xen/xenfs/xenfs.ko"))?;
     let privcmd = read(&kdir.join("drivers/xen/xen-privcmd.ko"))?;
+    let mut domu_modules = Vec::new();
+    for m in crate::domu::DOMU_MODULES {
+        domu_modules.push(read(&kdir.join(m))?);
+    }
     let domu_raw = crate::domu::domu_initramfs(
         &busybox,
         APPLETS,
-        &privcmd,
-        &xenfs,
+        &crate::domu::DomuModules {
+            privcmd: &privcmd,
+            xenfs: &xenfs,
+            first: &domu_modules,
+        },
         &domu_xen,
         &tools.keelctl,
         &tools.grantprobe,

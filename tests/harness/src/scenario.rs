@@ -870,6 +870,35 @@ pub fn domu_life(
     s
 }
 
+/// A domU with a disk (issue 15): `keelctl create` attaches an image file
+/// in dom0 (ext2, made by dom0's busybox) as its `xvda` through a loop
+/// device and xen-blkback; the domU (xen-blkfront) mounts it, counts its
+/// boots in it, reboots once (keelctl's monitor restarts it) and powers
+/// off; dom0 then finds both boots' writes in the image, and the loop
+/// device gone.
+pub fn domu_disk(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenario {
+    let mut s = domu_host(name, emulator, vendor)
+        .describe("a domU with a disk: keelctl create attaches an image file as xvda (loop device, blkback); the domU mounts it, writes, reboots, finds its write, powers off; dom0 finds both writes in the image")
+        .module("dom0-initrd", DOMU_INITRD.to_vec())
+        .module(
+            "dom0-cmdline",
+            format!("{DOM0_CMDLINE} keel.domu_disk").into_bytes(),
+        )
+        .dom0_must_contain(&[
+            "KEEL-LINUX: disk: create exit 0",
+            "KEEL-LINUX: disk: console: KEEL-DOMU: disk: xvda 32768 sectors, ro 0",
+            "KEEL-LINUX: disk: console: KEEL-DOMU: disk: boot 1: mounted xvda, boots=1 written",
+            "KEEL-LINUX: disk: console: KEEL-DOMU: disk: boot 2: mounted xvda, boots=2 written",
+            "KEEL-LINUX: disk: 0 left after",
+            "KEEL-LINUX: disk: loop devices in use after: 0",
+            "KEEL-LINUX: disk: in the image: boots=2, note: written by boot 2 of disk1",
+            "reboot: Power down",
+        ])
+        .must_contain(&["d0: Shutdown(Poweroff)"]);
+    s.timeout = std::time::Duration::from_secs(secs);
+    s
+}
+
 /// The domU benchmark run (`cargo xtask bench --only domu`): dom0 times
 /// `keelctl create` (`keel.bench_domu`, see the dom0 init script), with
 /// room for a 1 GiB domU beside dom0's 512 MiB.
@@ -899,6 +928,7 @@ pub fn domu_scenarios() -> Vec<Scenario> {
         // A cycle takes minutes on Bochs.
         domu("bochs-intel-domu", Emulator::Bochs, Vendor::Intel, 3, 2400),
         domu_life("qemu-amd-domu-life", Emulator::Qemu, Vendor::Amd, 3, 900),
+        domu_disk("qemu-amd-domu-disk", Emulator::Qemu, Vendor::Amd, 600),
         domu_life(
             "bochs-intel-domu-life",
             Emulator::Bochs,
