@@ -32,6 +32,8 @@ pub struct Ctx {
     /// The featureset the toolstack's CPU policy narrowed the domain to
     /// (`domctl set_cpu_policy`), if it set one.
     pub features: Option<crate::domain::toolstate::Features>,
+    /// Whether the CPU's XSAVEC may be offered (`fpu::xsavec_works`).
+    pub xsavec: bool,
 }
 
 impl Ctx {
@@ -46,6 +48,7 @@ impl Ctx {
             osxsave: false,
             topo: Topology::new(vcpu_id + 1, vcpu_id),
             features: None,
+            xsavec: true,
         }
     }
 }
@@ -118,7 +121,12 @@ impl Topology {
 /// these sizes against the per-component offsets and refuses XSAVE (and
 /// then its userspace takes #UD) when they disagree. keel offers no XSAVES
 /// (it does not virtualize IA32_XSS), so no supervisor components either.
-fn xsave_leaf(sub: u32, xcr0: u64, native: &impl Fn(u32, u32) -> [u32; 4]) -> [u32; 4] {
+fn xsave_leaf(
+    sub: u32,
+    xcr0: u64,
+    xsavec: bool,
+    native: &impl Fn(u32, u32) -> [u32; 4],
+) -> [u32; 4] {
     const LEGACY_AND_HEADER: u32 = 512 + 64;
     let user = |i: u32| (2..63).contains(&i) && xcr0 & (1 << i) != 0;
     match sub {
@@ -134,8 +142,12 @@ fn xsave_leaf(sub: u32, xcr0: u64, native: &impl Fn(u32, u32) -> [u32; 4]) -> [u
             [a, size, c, d]
         }
         1 => {
-            // XSAVEOPT, XSAVEC and XGETBV with ECX=1 stay; XSAVES goes.
-            let [a, _, _, _] = native(0xd, 1);
+            // XSAVEOPT, XSAVEC and XGETBV with ECX=1 stay; XSAVES goes, and
+            // XSAVEC where the CPU's is broken (`Ctx::xsavec`).
+            let [mut a, _, _, _] = native(0xd, 1);
+            if !xsavec {
+                a &= !(1 << 1);
+            }
             let size = (2..63)
                 .filter(|&i| user(i))
                 .fold(LEGACY_AND_HEADER, |at, i| {
@@ -196,7 +208,7 @@ pub fn guest_cpuid(
             0,
         ],
         0x4000_0005..=0x4000_00ff => [0; 4],
-        0xd => xsave_leaf(sub, ctx.xcr0, &native),
+        0xd => xsave_leaf(sub, ctx.xcr0, ctx.xsavec, &native),
         // MONITOR/MWAIT is not offered (leaf 1 ECX[3]), so neither is its leaf.
         5 => [0; 4],
         4 => ctx.topo.cache(native(4, sub), true),
@@ -315,7 +327,12 @@ pub fn emulate(v: &mut dyn super::vcpu::Vcpu, ctx: Ctx, len: u8) {
     let host_osxsave = crate::arch::x86::cpu::read_cr4() & (1 << 18) != 0;
     #[cfg(not(target_os = "none"))]
     let host_osxsave = false;
+    #[cfg(target_os = "none")]
+    let xsavec = crate::arch::x86::fpu::xsavec_works();
+    #[cfg(not(target_os = "none"))]
+    let xsavec = true;
     let ctx = Ctx {
+        xsavec,
         osxsave: v.control_regs()[2] & (1 << 18) != 0,
         xcr0: if host_osxsave {
             let (lo, hi): (u32, u32);
@@ -661,6 +678,16 @@ mod tests {
         assert_eq!(l0, [0xff, 2688, 2688, 0]);
         let l1 = guest_cpuid(0xd, 1, &ctx, host);
         assert_eq!(l1[0] & (1 << 3), 0, "no XSAVES");
+        assert_ne!(l1[0] & (1 << 1), 0, "XSAVEC where the CPU's works");
+        let broken = Ctx {
+            xsavec: false,
+            ..ctx
+        };
+        assert_eq!(
+            guest_cpuid(0xd, 1, &broken, host)[0],
+            l1[0] & !(1 << 1),
+            "no XSAVEC where it is broken, the rest as it was"
+        );
         assert_eq!(l1[1], 576 + 256 + 64 + 512 + 1024);
         assert_eq!([l1[2], l1[3]], [0, 0], "no IA32_XSS components");
         assert_eq!(

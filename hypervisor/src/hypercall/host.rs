@@ -79,7 +79,10 @@ impl HostFacts for Machine {
             Cpu::Guest => crate::hvm::cpuid::guest_cpuid(
                 leaf,
                 sub,
-                &crate::hvm::cpuid::Ctx::new(0, 0),
+                &crate::hvm::cpuid::Ctx {
+                    xsavec: crate::arch::x86::fpu::xsavec_works(),
+                    ..crate::hvm::cpuid::Ctx::new(0, 0)
+                },
                 native,
             ),
         }

@@ -129,7 +129,8 @@ fn xsetbv0(value: u64) {
 
 /// Lets FXSAVE/FXRSTOR cover the SSE registers on this CPU, and enables
 /// XSETBV (CR4.OSXSAVE) where the CPU has XSAVE, so keel can load a
-/// guest's XCR0.
+/// guest's XCR0. The first CPU to get here, before any vCPU runs on it,
+/// also checks the CPU's XSAVEC ([`xsavec_works`]).
 pub fn enable_on_this_cpu() {
     let cr4 = cpu::read_cr4();
     let xsave = core::arch::x86_64::__cpuid(1).ecx & (1 << 26) != 0;
@@ -139,6 +140,79 @@ pub fn enable_on_this_cpu() {
         // allow SSE and XSETBV, which keel itself does not otherwise use.
         unsafe { asm!("mov cr4, {}", in(reg) want, options(nostack)) };
     }
+    if xsave
+        && XSAVEC
+            .compare_exchange(UNKNOWN, PROBING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    {
+        let ok = probe_xsavec();
+        if !ok {
+            log::warn!(
+                "FPU: this CPU's XSAVEC writes the compacted format at the wrong offsets (Bochs 2.7 does): not offered to guests, which use XSAVEOPT or XSAVE instead"
+            );
+        }
+        XSAVEC.store(if ok { WORKS } else { BROKEN }, Ordering::Release);
+    }
+}
+
+const UNKNOWN: u8 = 0;
+const PROBING: u8 = 1;
+const WORKS: u8 = 2;
+const BROKEN: u8 = 3;
+static XSAVEC: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(UNKNOWN);
+
+/// Whether guests may be offered XSAVEC (CPUID 0xD.1 EAX bit 1): false
+/// only where the CPU has it and [`enable_on_this_cpu`]'s check found it
+/// broken. Bochs 2.7's XSAVEC writes every component from AVX on 160
+/// bytes low, over the legacy area's end and the XSAVE header, while its
+/// XRSTOR reads them where they belong (fixed upstream in January 2024):
+/// a Linux guest, which saves tasks with XSAVEC where it can, then gets
+/// its processes' AVX and AVX-512 registers back scrambled after a context
+/// switch; glibc's EVEX memcpy copied zeros into a new process's TLS
+/// (a segfault in `__ctype_init`) in keel's Bochs domU scenarios.
+pub fn xsavec_works() -> bool {
+    XSAVEC.load(Ordering::Acquire) != BROKEN
+}
+
+/// XSAVEC of the AVX state alone (RFBM = 4) with YMM0's upper half set:
+/// the compacted format puts it first after the legacy area and header,
+/// at byte 576. True where it lands there, or where there is nothing to
+/// check (no XSAVEC, no AVX). Runs before any guest state is on this CPU
+/// (it changes XCR0 and YMM0, and puts both back to their initial state).
+fn probe_xsavec() -> bool {
+    let xsavec = core::arch::x86_64::__cpuid_count(0xd, 1).eax & (1 << 1) != 0;
+    let avx = core::arch::x86_64::__cpuid(1).ecx & (1 << 28) != 0;
+    if !xsavec || !avx || supported_xcr0() & 4 == 0 {
+        return true;
+    }
+    #[repr(C, align(64))]
+    struct Area([u8; 1024]);
+    let mut area = Area([0; 1024]);
+    let mut pattern = [0u8; 32];
+    for (i, b) in pattern.iter_mut().enumerate() {
+        *b = 0xa0 ^ i as u8;
+    }
+    let xcr0 = xgetbv0();
+    xsetbv0(7);
+    // SAFETY: XCR0 now enables AVX (CR4.OSXSAVE is set), so VMOVDQU,
+    // XSAVEC and VZEROALL cannot fault; VMOVDQU reads the 32-byte
+    // `pattern`, XSAVEC with RFBM 4 writes at most 576 + 256 bytes of the
+    // 64-byte-aligned 1024-byte `area`; only YMM registers change, which
+    // soft-float keel never uses, and no guest's state is loaded yet.
+    unsafe {
+        asm!(
+            "vmovdqu ymm0, [{p}]",
+            "xsavec64 [{a}]",
+            "vzeroall",
+            p = in(reg) pattern.as_ptr(),
+            a = in(reg) area.0.as_mut_ptr(),
+            in("eax") 4u32,
+            in("edx") 0u32,
+            options(nostack),
+        )
+    };
+    xsetbv0(xcr0);
+    area.0[576..592] == pattern[16..32]
 }
 
 /// XCR0 bits this CPU supports (CPUID 0xD.0), 0 without XSAVE.
