@@ -323,8 +323,18 @@ fn is_kernel_problem(msg: &str) -> bool {
         "general protection fault",
         "[Firmware Bug]",
     ];
-    const CONTAINS: [&str; 3] = ["Tainted: ", "kernel taint", "tainting kernel"];
-    STARTS.iter().any(|p| msg.starts_with(p)) || CONTAINS.iter().any(|p| msg.contains(p))
+    // A user process killed by the CPU (`comm[pid]: segfault at ...`,
+    // `traps: comm[pid] general protection fault ...`) is evidence too:
+    // Bochs 2.7's XSAVEC first showed as busybox segfaults in dom0.
+    const CONTAINS: [&str; 4] = [
+        "Tainted: ",
+        "kernel taint",
+        "tainting kernel",
+        ": segfault at ",
+    ];
+    msg.starts_with("traps: ")
+        || STARTS.iter().any(|p| msg.starts_with(p))
+        || CONTAINS.iter().any(|p| msg.contains(p))
 }
 
 #[cfg(test)]
@@ -476,6 +486,8 @@ mod tests {
             "[   12.5] Disabling lock debugging due to kernel taint",
             "[    0.1] [Firmware Bug]: CPU1: APIC id mismatch. Firmware: 1 APIC: 0",
             "[    0.000000] unchecked MSR access error: RDMSR from 0xc0010140 at rIP: 0xffffffff8107e7c3 (native_read_msr+0x3/0x30)",
+            "[   96.137014] exe[426]: segfault at 0 ip 00000000004a4d02 sp 00007ffd6886af28 error 4 in busybox[401000+184000] likely on CPU 1 (core 1, socket 0)",
+            "[   12.000001] traps: xl[812] general protection fault ip:7f0a1c2b3d4e sp:7ffc0 error:0 in libc.so.6[7f0a1c200000+155000]",
         ] {
             let log = format!("(XEN) keel\n{bad}\n[    9.0] ok\n");
             assert_eq!(Console::parse(&log).kernel_problem(), Some(bad), "{bad}");
