@@ -355,7 +355,7 @@ fn qemu(disk: &Path, uefi: Option<&Path>, sock: &Path) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
     c.args([
         "-accel",
-        keel_harness::emulator::tcg_accel(false),
+        keel_harness::emulator::tcg_accel(true),
         "-cpu",
         "EPYC",
     ])

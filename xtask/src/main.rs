@@ -515,7 +515,12 @@ fn cmd_run(a: &[String]) -> Result<u8> {
     // dom0's devices: a virtio (QEMU) or ATA (Bochs) disk with ext4, kept in
     // target/keel/run-disk.img across runs, and (QEMU) a virtio NIC on a
     // restricted user-mode network.
-    let mut devices = emulator::Devices::default();
+    let mut devices = emulator::Devices {
+        // As every scenario: a thread per vCPU meets a QEMU bug
+        // (`emulator::tcg_accel`).
+        single_thread_tcg: true,
+        ..Default::default()
+    };
     if dom0 {
         let disk = out_dir().join("run-disk.img");
         if !disk.exists() {
@@ -762,61 +767,71 @@ fn cmd_test(a: &[String]) -> Result<u8> {
             s.timeout.as_secs()
         );
     };
-    // QEMU's scenarios run one at a time: TCG's guest clock is the host's,
-    // so a busy host slows a guest against its own timers (dom0's
-    // `sleep 1`). Bochs keeps its own clock (`clock: sync=none`): what its
-    // guests measure does not depend on the host's load, so its scenarios
-    // run side by side, one per host CPU.
-    let (bochs, qemu): (Vec<_>, Vec<_>) = scenarios
+    // The scenarios run in lanes, one per host CPU. QEMU's run one at a
+    // time in the first lane: TCG's guest clock is the host's, so a guest
+    // needs its host CPU (every QEMU scenario runs its vCPUs in one host
+    // thread, `emulator::tcg_accel`) or dom0's `sleep 1` runs late. Bochs
+    // keeps its own clock (`clock: sync=none`): what its guests measure
+    // does not depend on the host's load, so its scenarios fill the other
+    // lanes from the start, longest first, and the first lane too once the
+    // QEMU scenarios are done.
+    let (mut bochs, qemu): (Vec<_>, Vec<_>) = scenarios
         .iter()
         .enumerate()
         .partition(|(_, s)| s.emulator == Emulator::Bochs);
-    let mut indexed: Vec<(usize, Report)> = Vec::new();
-    for (i, s) in qemu {
-        announce(s);
-        let r = runner::run_scenario(s, &tools, &work_root);
-        report_one(&r);
-        indexed.push((i, r));
-    }
-    let jobs = std::thread::available_parallelism()
+    bochs.sort_by_key(|(_, s)| std::cmp::Reverse(s.timeout));
+    let lanes = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .clamp(1, bochs.len().max(1));
-    if jobs > 1 {
+        .clamp(1, bochs.len() + 1);
+    if lanes > 1 && !bochs.is_empty() {
         eprintln!(
-            "==> the {} Bochs scenarios run {jobs} at a time (Bochs's clock is virtual)",
+            "==> {lanes} lanes: the {} QEMU scenarios one after the other in the first, the {} Bochs scenarios (Bochs's clock is virtual) in the others, and in the first once QEMU's are done",
+            qemu.len(),
             bochs.len()
         );
     }
     let queue = std::sync::Mutex::new(bochs.into_iter());
     let finished = std::sync::Mutex::new(Vec::new());
+    let run_one = |i: usize, s: &keel_harness::Scenario| {
+        announce(s);
+        let r = runner::run_scenario(s, &tools, &work_root);
+        let mut done = finished.lock().unwrap();
+        report_one(&r);
+        done.push((i, r));
+    };
+    let bochs_lane = || loop {
+        let Some((i, s)) = queue.lock().unwrap().next() else {
+            break;
+        };
+        run_one(i, s);
+    };
     // Debian's image (cached) and keel's package, made once for both Debian
-    // scenarios, meanwhile: debootstrap waits mostly on the network and the
-    // disk, and nothing the Bochs scenarios measure depends on the host.
+    // scenarios, once QEMU's scenarios are done (debootstrap would take CPU
+    // from them): it waits mostly on the network and the disk, and nothing
+    // the Bochs scenarios measure depends on the host.
     let mut prepared = None;
     std::thread::scope(|scope| {
-        let image = (!debian.is_empty()).then(|| {
-            scope.spawn(|| {
-                let t = Instant::now();
-                let p = debian::base_image(&out_dir().join("debian"))
-                    .and_then(|base| build_deb(&tools.kernel).map(|deb| (base, deb)));
-                (p, t.elapsed())
-            })
-        });
-        for _ in 0..jobs {
-            scope.spawn(|| loop {
-                let Some((i, s)) = queue.lock().unwrap().next() else {
-                    break;
-                };
-                announce(s);
-                let r = runner::run_scenario(s, &tools, &work_root);
-                let mut done = finished.lock().unwrap();
-                report_one(&r);
-                done.push((i, r));
+        let first = scope.spawn(|| {
+            for (i, s) in qemu {
+                run_one(i, s);
+            }
+            let image = (!debian.is_empty()).then(|| {
+                scope.spawn(|| {
+                    let t = Instant::now();
+                    let p = debian::base_image(&out_dir().join("debian"))
+                        .and_then(|base| build_deb(&tools.kernel).map(|deb| (base, deb)));
+                    (p, t.elapsed())
+                })
             });
+            bochs_lane();
+            image.map(|h| h.join().expect("the Debian image thread panicked"))
+        });
+        for _ in 1..lanes {
+            scope.spawn(bochs_lane);
         }
-        prepared = image.map(|h| h.join().expect("the Debian image thread panicked"));
+        prepared = first.join().expect("the first lane panicked");
     });
-    indexed.extend(finished.into_inner().unwrap());
+    let mut indexed = finished.into_inner().unwrap();
     indexed.sort_by_key(|(i, _)| *i);
     reports.extend(indexed.into_iter().map(|(_, r)| r));
 

@@ -427,12 +427,24 @@ impl Launch {
         let rc = self.work_dir.join("keel.bochsrc");
         let dbg = self.work_dir.join("continue.rc");
         write(&rc, &self.bochs_rc(com1)?)?;
-        // The built-in debugger stops at reset: continue, then quit.
-        write(&dbg, "c\nq\n")?;
+        write(&dbg, &bochs_debugger_script(self.cpus))?;
         let mut c = Command::new("bochs-bin");
         c.arg("-q").arg("-f").arg(&rc).arg("-rc").arg(&dbg);
         Ok(c)
     }
+}
+
+/// What Bochs's built-in debugger runs (`-rc`). It stops at reset:
+/// continue. When the harness interrupts a run that timed out (SIGINT
+/// stops the `c`), it prints each CPU's registers, control registers and
+/// the next instructions into the emulator's log, which is what shows
+/// where a hung keel or guest spins; then quit.
+pub fn bochs_debugger_script(cpus: u32) -> String {
+    let mut rc = String::from("c\n");
+    for cpu in 0..cpus {
+        rc += &format!("set $cpu = {cpu}\nr\nsreg\ncreg\nu /8\nprint-stack 16\n");
+    }
+    rc + "q\n"
 }
 
 /// A loopback address with a port that was free a moment ago (bound to
@@ -480,19 +492,19 @@ pub const ALL_PACKAGES: [&str; 11] = [
 ];
 
 /// QEMU's TCG accelerator: a host thread per vCPU, or with `single` all
-/// vCPUs in one (`thread=single`). `KEEL_QEMU_TCG=single|multi` overrides
-/// both for every run.
+/// vCPUs in one (`thread=single`, every scenario's default).
+/// `KEEL_QEMU_TCG=single|multi` overrides both for every run.
 ///
 /// With a thread per vCPU, QEMU (7.2, and 10.0.2 from bookworm-backports)
 /// now and then walks the page tables right after a VMRUN or #VMEXIT as if
 /// the other world's nested paging were in force: keel's first instruction
 /// after `vmrun` faults "not present" on tables that never change, or a
 /// guest's first instruction after an exit does while the tables read
-/// through its p2m are intact (docs/testing.md, "QEMU and nested paging").
-/// The fuzzing scenarios, two guests exiting often on two CPUs, hit it in
-/// about half their runs and run single-threaded. The others keep a thread
-/// per vCPU: under `thread=single` the Debian dom0 died or hung in 2 of 2
-/// runs (not understood yet, see the same section).
+/// through its p2m are intact, or the #VMEXIT stores keel's own state as
+/// the guest's (docs/testing.md, "QEMU and nested paging"). Two guests
+/// exiting often on two CPUs hit it in about half their runs; a Debian dom0
+/// met it once in many runs (`qemu-debian-bios`, 2026-12-04). With one
+/// thread it was never seen.
 pub fn tcg_accel(single: bool) -> &'static str {
     let single = match std::env::var("KEEL_QEMU_TCG").as_deref() {
         Ok("single") => true,
@@ -509,6 +521,23 @@ pub fn tcg_accel(single: bool) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bochs_debugger_dumps_every_cpu_after_continue() {
+        let rc = bochs_debugger_script(2);
+        let lines: Vec<&str> = rc.lines().collect();
+        assert_eq!(lines.first(), Some(&"c"));
+        assert_eq!(lines.last(), Some(&"q"));
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.starts_with("set $cpu = "))
+                .count(),
+            2
+        );
+        assert!(rc.contains("set $cpu = 1\nr\n"), "{rc}");
+        assert_eq!(bochs_debugger_script(1).matches("\nr\n").count(), 1);
+    }
 
     /// A scratch directory of this test process: two test runs at once (two
     /// checkouts on one machine) must not share one.

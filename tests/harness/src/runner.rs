@@ -123,6 +123,9 @@ pub fn run(
             break Exit::Silent;
         }
         if timeout.is_some_and(|t| start.elapsed() >= t) {
+            if launch.emulator == scenario::Emulator::Bochs {
+                interrupt_bochs(&mut child);
+            }
             let _ = child.kill();
             let _ = child.wait();
             break Exit::TimedOut;
@@ -143,6 +146,26 @@ pub fn run(
         exit,
         wall,
     })
+}
+
+/// Stops a running Bochs the way Ctrl-C does (SIGINT), so that its
+/// debugger script prints each CPU's state into the emulator's log
+/// ([`emulator::bochs_debugger_script`]), and gives it a few seconds to.
+fn interrupt_bochs(child: &mut Child) {
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !sent {
+        return;
+    }
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// What Ctrl-] and the key after it do on an interactive Bochs console
