@@ -167,6 +167,26 @@ pub struct BlockInfo {
     pub backend_path: String,
 }
 
+/// A domain's network interface, as `xl network-list` shows it
+/// (`libxl_nicinfo`): from libxl's records and the frontend's; what the
+/// frontend has not written yet is -1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicInfo {
+    /// The device id (`Idx`, and `handle`).
+    pub devid: u32,
+    /// The backend's domain (`BE`).
+    pub backend_id: u32,
+    pub mac: keel_xlcfg::MacAddr,
+    /// The frontend's xenbus state.
+    pub state: i64,
+    /// The frontend's `event-channel`, `tx-ring-ref`, `rx-ring-ref`.
+    pub evtch: i64,
+    pub tx_ring_ref: i64,
+    pub rx_ring_ref: i64,
+    /// The backend's directory (`BE-path`).
+    pub backend_path: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendError {
     /// No way to talk to the hypervisor at all (no privcmd, not dom0...).
@@ -238,6 +258,13 @@ pub trait Hypervisor {
         let _ = dom;
         Err(BackendError::NotImplemented(
             "this backend has no disks to list".into(),
+        ))
+    }
+    /// A domain's network interfaces (`network-list`).
+    fn network_list(&self, dom: &DomainRef) -> Result<Vec<NicInfo>> {
+        let _ = dom;
+        Err(BackendError::NotImplemented(
+            "this backend has no network interfaces to list".into(),
         ))
     }
     /// The software performance counters (`perfc_op` query).
@@ -324,6 +351,9 @@ impl Hypervisor for NotAvailable {
         self.err()
     }
     fn block_list(&self, _: &DomainRef) -> Result<Vec<BlockInfo>> {
+        self.err()
+    }
+    fn network_list(&self, _: &DomainRef) -> Result<Vec<NicInfo>> {
         self.err()
     }
 }

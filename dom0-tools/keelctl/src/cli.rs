@@ -164,6 +164,13 @@ pub enum Command {
         #[arg(required = true, num_args = 1..)]
         domains: Vec<String>,
     },
+    /// List a domain's network interfaces (columns as `xl network-list`)
+    #[command(name = "network-list")]
+    NetworkList {
+        /// Domains (name or id)
+        #[arg(required = true, num_args = 1..)]
+        domains: Vec<String>,
+    },
     /// Hot-plug a network interface (xl-network-configuration(5) spec)
     #[command(name = "network-attach")]
     NetworkAttach {
@@ -250,6 +257,7 @@ impl Command {
             Command::MemSet { .. } => "mem-set",
             Command::BlockAttach { .. } => "block-attach",
             Command::BlockList { .. } => "block-list",
+            Command::NetworkList { .. } => "network-list",
             Command::NetworkAttach { .. } => "network-attach",
             Command::Save { .. } => "save",
             Command::Restore { .. } => "restore",
@@ -277,6 +285,7 @@ pub const SUBCOMMANDS: &[&str] = &[
     "mem-set",
     "block-attach",
     "block-list",
+    "network-list",
     "network-attach",
     "save",
     "restore",

@@ -852,19 +852,6 @@ pub(crate) mod tests {
             .collect();
         crate::domu::create(&s.b, &cfg, true).unwrap();
         assert_eq!(s.b.transport().created.borrow().len(), 1);
-        s.host.log.borrow_mut().clear();
-        s.b.transport().created.borrow_mut().clear();
-        // A network interface: not supported yet (exit status 3), and
-        // nothing made either.
-        let mut cfg = s.cfg.clone();
-        cfg.vifs = vec![keel_xlcfg::parse_vif_spec("bridge=xenbr0").unwrap()];
-        let e = crate::domu::create(&s.b, &cfg, false).unwrap_err();
-        assert!(
-            matches!(&e, BackendError::NotImplemented(m) if m.contains("vif=")),
-            "{e:?}"
-        );
-        assert!(s.b.transport().created.borrow().is_empty());
-        assert!(log(&s.host).is_empty());
     }
 
     /// Another domain's disks, as xenstore has them: d1 exists, d3 does

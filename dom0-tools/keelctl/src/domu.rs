@@ -466,22 +466,17 @@ pub struct Created {
 /// image file) and their records written after the domain's own and
 /// before it runs; a failure takes them back too.
 ///
-/// Network interfaces (`vif=`) are not supported yet: a configuration
-/// with any is refused ([`BackendError::NotImplemented`], exit status 3)
-/// before anything is made, rather than creating a domain without the
-/// network it asks for.
+/// Network interfaces (`vif=`) are served by dom0's netback
+/// ([`crate::nics`]): checked before the domain exists (device ids, MAC
+/// addresses, what keelctl cannot honour), their records written after
+/// the disks', then each put on its bridge as `vif-bridge` does, before
+/// the domain runs; a failure takes them back too.
 pub fn create<T: XenCall>(
     xen: &XenBackend<T>,
     cfg: &keel_xlcfg::DomainConfig,
     paused: bool,
 ) -> Result<Created> {
     use keel_builder::{DomainSpec, Layout};
-    if !cfg.vifs.is_empty() {
-        return Err(BackendError::NotImplemented(format!(
-            "network interfaces (vif=, {} in this configuration): keelctl does not set up netback devices yet; remove the vif= entries to create the domain without a network",
-            cfg.vifs.len()
-        )));
-    }
     let kernel_path = cfg.kernel.as_deref().ok_or_else(|| {
         failed("the configuration has no kernel= (keelctl builds PVH domains from a kernel image; bootloader= is not supported)".into())
     })?;
@@ -509,9 +504,11 @@ pub fn create<T: XenCall>(
             .collect();
         crate::disks::check(&cfg.disks, &*xen.store, &*xen.host, &domains).map_err(failed)?
     };
+    let nics = crate::nics::check(&cfg.vifs, &*xen.host).map_err(failed)?;
     let domid = xen.create_container(spec.max_vcpus, max_mem_kib)? as u16;
     let attached = std::cell::RefCell::new(Vec::new());
     let undo = |e: BackendError| {
+        crate::nics::undo(&*xen.store, domid, &nics);
         crate::disks::undo(&*xen.store, &*xen.host, domid, &disks, &attached.borrow());
         let _ = xen.store.remove(&xenstore_roots(domid));
         let _ = xen.domctl_plain(dctl::op::DESTROYDOMAIN, domid, "destroying it again", "");
@@ -551,6 +548,8 @@ pub fn create<T: XenCall>(
             &mut attached.borrow_mut(),
         )
         .map_err(|e| failed(format!("d{domid}: {e}")))?;
+        crate::nics::add(&*xen.store, &*xen.host, domid, &nics, xen.device_timeout)
+            .map_err(|e| failed(format!("d{domid}: {e}")))?;
         if !paused {
             xen.domctl_plain(
                 dctl::op::UNPAUSEDOMAIN,

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::backend::{BlockInfo, DomainInfo, HostInfo, VcpuInfo, VcpuState};
+use crate::backend::{BlockInfo, DomainInfo, HostInfo, NicInfo, VcpuInfo, VcpuState};
 
 /// JSON string literal.
 pub fn json_str(s: &str) -> String {
@@ -63,6 +63,32 @@ pub fn block_list_table(disks: &[BlockInfo]) -> String {
             o,
             "{:<5} {:<3} {:<6} {:<5} {:<6} {:<8} {:<30}",
             d.devid, d.backend_id, d.frontend_id, d.state, d.evtch, d.ring_ref, d.backend_path
+        );
+    }
+    o
+}
+
+/// `xl network-list`'s table (xl_nic.c `main_networklist`), padding
+/// and all (the MAC runs into the right-aligned handle, as in xl): Idx,
+/// BE, Mac Addr., handle, state, evt-ch, tx-/rx-ring-ref, BE-path.
+pub fn network_list_table(nics: &[NicInfo]) -> String {
+    let mut o = format!(
+        "{:<3} {:<2} {:<17} {:<6} {:<5} {:<6} {:>5}/{:<5} {:<30}\n",
+        "Idx", "BE", "Mac Addr.", "handle", "state", "evt-ch", "tx-", "rx-ring-ref", "BE-path"
+    );
+    for n in nics {
+        let _ = writeln!(
+            o,
+            "{:<3} {:<2} {}{:>6} {:>5} {:>6} {:>5}/{:<11} {:<30}",
+            n.devid,
+            n.backend_id,
+            n.mac,
+            n.devid,
+            n.state,
+            n.evtch,
+            n.tx_ring_ref,
+            n.rx_ring_ref,
+            n.backend_path
         );
     }
     o

@@ -109,6 +109,28 @@ pub trait Host {
     fn loop_attach(&self, n: u32, file: &str, read_only: bool) -> io::Result<()>;
     /// `LOOP_CLR_FD` on `/dev/loop<n>`. `ENXIO`: it was not bound.
     fn loop_detach(&self, n: u32) -> io::Result<()>;
+
+    // A network interface's hotplug (Xen's `vif-bridge`), see
+    // [`crate::netdev`] for the Linux calls.
+
+    /// Whether network interface `name` exists (`/sys/class/net/<name>`).
+    fn net_exists(&self, name: &str) -> bool;
+    /// Whether interface `name` is a bridge
+    /// (`/sys/class/net/<name>/bridge`).
+    fn is_bridge(&self, name: &str) -> bool;
+    /// Whether `dev` is a port of bridge `bridge`
+    /// (`/sys/class/net/<bridge>/brif/<dev>`).
+    fn is_bridge_port(&self, bridge: &str, dev: &str) -> bool;
+    /// Creates bridge `name` (`SIOCBRADDBR`). `EEXIST`: there is one.
+    fn bridge_create(&self, name: &str) -> io::Result<()>;
+    /// Makes `dev` a port of `bridge` (`SIOCBRADDIF`).
+    fn bridge_add_port(&self, bridge: &str, dev: &str) -> io::Result<()>;
+    /// Brings interface `name` up (`IFF_UP`).
+    fn link_up(&self, name: &str) -> io::Result<()>;
+    /// Renames interface `from` (down) to `to` (`SIOCSIFNAME`).
+    fn link_rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Fills `buf` with random bytes (a NIC's MAC address).
+    fn random_bytes(&self, buf: &mut [u8]) -> io::Result<()>;
 }
 
 /// `/dev/loop<n>`.
@@ -254,6 +276,39 @@ impl Host for LinuxHost {
         let dev = open(&loop_path(n), false)?;
         ioctl_int(&dev, LOOP_CLR_FD, 0).map(drop)
     }
+
+    fn net_exists(&self, name: &str) -> bool {
+        crate::netdev::sys_net(name, "").exists()
+    }
+
+    fn is_bridge(&self, name: &str) -> bool {
+        crate::netdev::sys_net(name, "bridge").is_dir()
+    }
+
+    fn is_bridge_port(&self, bridge: &str, dev: &str) -> bool {
+        crate::netdev::sys_net(bridge, &format!("brif/{dev}")).exists()
+    }
+
+    fn bridge_create(&self, name: &str) -> io::Result<()> {
+        crate::netdev::bridge_create(name)
+    }
+
+    fn bridge_add_port(&self, bridge: &str, dev: &str) -> io::Result<()> {
+        crate::netdev::bridge_add_port(bridge, dev)
+    }
+
+    fn link_up(&self, name: &str) -> io::Result<()> {
+        crate::netdev::link_up(name)
+    }
+
+    fn link_rename(&self, from: &str, to: &str) -> io::Result<()> {
+        crate::netdev::link_rename(from, to)
+    }
+
+    fn random_bytes(&self, buf: &mut [u8]) -> io::Result<()> {
+        use std::io::Read;
+        File::open("/dev/urandom")?.read_exact(buf)
+    }
 }
 
 #[cfg(test)]
@@ -360,6 +415,21 @@ pub(crate) mod fake {
         pub log: RefCell<Vec<String>>,
         /// This many binds fail with EBUSY (another process was faster).
         pub races: Cell<u32>,
+        /// Network interfaces by name (the fake netback of
+        /// [`crate::xen::fake::MemStore`] adds and removes its own).
+        /// `addbr B`, `addif B DEV`, `up DEV`, `rename A B` go to `log`.
+        pub links: RefCell<BTreeMap<String, Link>>,
+        /// A call on this interface fails (EPERM).
+        pub refuse_link: RefCell<Option<String>>,
+    }
+
+    /// A fake network interface.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct Link {
+        pub up: bool,
+        pub is_bridge: bool,
+        /// The bridge it is a port of.
+        pub master: Option<String>,
     }
 
     /// A regular file's stat (inode `ino`, mode 0644).
@@ -393,6 +463,29 @@ pub(crate) mod fake {
     impl FakeHost {
         pub fn add(&self, path: &str, st: Stat) {
             self.files.borrow_mut().insert(path.into(), st);
+        }
+
+        /// An interface `name`, up or down.
+        pub fn add_link(&self, name: &str, is_bridge: bool, up: bool) {
+            self.links.borrow_mut().insert(
+                name.into(),
+                Link {
+                    up,
+                    is_bridge,
+                    master: None,
+                },
+            );
+        }
+
+        pub fn link(&self, name: &str) -> Option<Link> {
+            self.links.borrow().get(name).cloned()
+        }
+
+        fn refused(&self, name: &str) -> io::Result<()> {
+            if self.refuse_link.borrow().as_deref() == Some(name) {
+                return errno(libc::EPERM);
+            }
+            Ok(())
         }
     }
 
@@ -443,6 +536,65 @@ pub(crate) mod fake {
                 Some(_) => Ok(()),
                 None => errno(libc::ENXIO),
             }
+        }
+        fn net_exists(&self, name: &str) -> bool {
+            self.links.borrow().contains_key(name)
+        }
+        fn is_bridge(&self, name: &str) -> bool {
+            self.link(name).is_some_and(|l| l.is_bridge)
+        }
+        fn is_bridge_port(&self, bridge: &str, dev: &str) -> bool {
+            self.link(dev)
+                .is_some_and(|l| l.master.as_deref() == Some(bridge))
+        }
+        fn bridge_create(&self, name: &str) -> io::Result<()> {
+            self.refused(name)?;
+            if self.net_exists(name) {
+                return errno(libc::EEXIST);
+            }
+            self.log.borrow_mut().push(format!("addbr {name}"));
+            self.add_link(name, true, false);
+            Ok(())
+        }
+        fn bridge_add_port(&self, bridge: &str, dev: &str) -> io::Result<()> {
+            self.refused(dev)?;
+            if !self.is_bridge(bridge) || !self.net_exists(dev) {
+                return errno(libc::ENODEV);
+            }
+            self.log.borrow_mut().push(format!("addif {bridge} {dev}"));
+            self.links.borrow_mut().get_mut(dev).expect("there").master = Some(bridge.into());
+            Ok(())
+        }
+        fn link_up(&self, name: &str) -> io::Result<()> {
+            self.refused(name)?;
+            let mut l = self.links.borrow_mut();
+            let Some(link) = l.get_mut(name) else {
+                return errno(libc::ENODEV);
+            };
+            self.log.borrow_mut().push(format!("up {name}"));
+            link.up = true;
+            Ok(())
+        }
+        fn link_rename(&self, from: &str, to: &str) -> io::Result<()> {
+            self.refused(from)?;
+            let mut l = self.links.borrow_mut();
+            if l.contains_key(to) {
+                return errno(libc::EEXIST);
+            }
+            let Some(link) = l.remove(from) else {
+                return errno(libc::ENODEV);
+            };
+            self.log.borrow_mut().push(format!("rename {from} {to}"));
+            l.insert(to.into(), link);
+            Ok(())
+        }
+        fn random_bytes(&self, buf: &mut [u8]) -> io::Result<()> {
+            // Not random: 0xa1, 0xa2... (the first one's top bit set, for
+            // the MAC rule to clear).
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = 0xa1 + i as u8;
+            }
+            Ok(())
         }
     }
 }

@@ -20,6 +20,9 @@ pub mod hotplug;
 pub mod monitor;
 pub mod names;
 #[allow(unsafe_code)]
+pub mod netdev;
+pub mod nics;
+#[allow(unsafe_code)]
 pub mod privcmd;
 pub mod top;
 pub mod xen;
@@ -463,6 +466,19 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
             let _ = io.out.write_all(format::block_list_table(&rows).as_bytes());
             EXIT_OK
         }
+        Command::NetworkList { domains } => {
+            let mut rows = Vec::new();
+            for d in &domains {
+                match hv.network_list(&DomainRef::parse(d)) {
+                    Ok(r) => rows.extend(r),
+                    Err(e) => return backend_error(io, name, e),
+                }
+            }
+            let _ = io
+                .out
+                .write_all(format::network_list_table(&rows).as_bytes());
+            EXIT_OK
+        }
         Command::NetworkAttach {
             domain: _,
             vif_spec,
@@ -471,7 +487,7 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
             if let Err(e) = keel_xlcfg::parse_vif_spec(&spec) {
                 return fail(io, name, format!("invalid vif spec '{spec}': {e}"));
             }
-            not_supported(io, name, "network hot-plug needs xenstore and a netback driver, which keel does not provide yet")
+            not_supported(io, name, "attaching a network interface to a running domain is not supported yet: give it in the domain's configuration (vif=), which create serves")
         }
         Command::Console {
             console_type,

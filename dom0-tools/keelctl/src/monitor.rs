@@ -118,8 +118,9 @@ pub fn run<T: XenCall>(
             }
             Step::Restart => {
                 log(format!("domain {domid} shut down: restarting it"));
+                let again = keeping_macs(xen, cfg, domid);
                 xen.destroy(&DomainRef::Id(domid))?;
-                domid = restart(xen, cfg, tick)?;
+                domid = restart(xen, &again, tick)?;
                 log(format!("restarted as domain {domid}"));
             }
             Step::RenameRestart(name) => {
@@ -138,6 +139,20 @@ pub fn run<T: XenCall>(
             }
         }
     }
+}
+
+/// `cfg` with the MAC addresses domain `domid`'s interfaces have where
+/// the config gives none: a restarted domain keeps the random ones it
+/// was given, as libxl keeps them in the domain's configuration. (A
+/// rename-restart leaves the old domain with its interfaces: the new one
+/// gets addresses of its own.)
+fn keeping_macs<T: XenCall>(xen: &XenBackend<T>, cfg: &DomainConfig, domid: u32) -> DomainConfig {
+    let mut c = cfg.clone();
+    let Ok(d) = u16::try_from(domid) else {
+        return c;
+    };
+    c.vifs = crate::nics::with_macs(&cfg.vifs, &crate::nics::macs(&*xen.store, d));
+    c
 }
 
 /// Creates the domain again once the old one has left the table (its
@@ -292,6 +307,41 @@ mod tests {
                 .value("/local/domain/0/backend/vbd/7/51712/physical-device")
                 .as_deref(),
             Some("7:0")
+        );
+    }
+
+    /// on_reboot=restart with a network interface without mac=: the new
+    /// domain's interface is made again, with the same MAC address.
+    #[test]
+    fn a_restart_makes_the_interfaces_again_with_their_macs() {
+        let s = crate::disks::tests::setup("monitor-vif", &[]);
+        s.store.netback.replace(Some(s.host.clone()));
+        let mut c = s.cfg.clone();
+        c.vifs = vec![keel_xlcfg::parse_vif_spec("bridge=xenbr0").unwrap()];
+        c.on_crash = Action::Restart;
+        // The fake's d5 (crashed) has the interface, with a MAC of its own.
+        let nics = crate::nics::check(&c.vifs, &*s.b.host).unwrap();
+        crate::nics::add(&*s.b.store, &*s.b.host, 5, &nics, std::time::Duration::ZERO).unwrap();
+        s.store
+            .set("/local/domain/0/backend/vif/5/0/mac", "00:16:3e:55:55:55");
+        let why = run(&s.b, &c, 5, std::time::Duration::ZERO, &mut |_| {}).unwrap();
+        assert_eq!(why, "domain 7 is gone");
+        assert_eq!(*s.b.transport().destroyed.borrow(), [5]);
+        assert!(s.store.under("/local/domain/0/backend/vif/5").is_empty());
+        assert!(s.host.link("vif5.0").is_none());
+        let l = s.host.link("vif7.0").unwrap();
+        assert_eq!((l.up, l.master.as_deref()), (true, Some("xenbr0")));
+        assert_eq!(
+            s.store
+                .value("/local/domain/0/backend/vif/7/0/mac")
+                .as_deref(),
+            Some("00:16:3e:55:55:55")
+        );
+        assert_eq!(
+            s.store
+                .value("/local/domain/0/backend/vif/7/0/hotplug-status")
+                .as_deref(),
+            Some("connected")
         );
     }
 }

@@ -236,7 +236,8 @@ pub struct XenBackend<T: XenCall> {
     pub monitor_exe: Option<std::path::PathBuf>,
     /// The host's side of a disk's hotplug (loop devices...).
     pub host: Box<dyn crate::hotplug::Host>,
-    /// How long `destroy` waits for blkback to close a disk.
+    /// How long `destroy` waits for blkback or netback to close a device,
+    /// and `create` for netback to make a network interface.
     pub device_timeout: std::time::Duration,
     /// Where warnings go (stderr; a monitor's log).
     pub warn: Box<dyn Fn(String)>,
@@ -708,10 +709,14 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
         if d.domain == 0 {
             return Err(BackendError::Failed("Domain-0 cannot be destroyed".into()));
         }
-        // As libxl (`libxl__destroy_domid`): its disks go first, the
+        // As libxl (`libxl__destroy_domid`): its devices go first, the
         // domain paused meanwhile (a dying one refuses: fine).
-        if crate::disks::has_disks(&*self.store, d.domain) {
+        let disks = crate::disks::has_disks(&*self.store, d.domain);
+        let nics = crate::nics::has_nics(&*self.store, d.domain);
+        if disks || nics {
             let _ = self.domctl_plain(dctl::op::PAUSEDOMAIN, d.domain, "pausing it", "");
+        }
+        if disks {
             crate::disks::remove_all(
                 &*self.store,
                 &*self.host,
@@ -719,6 +724,9 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
                 self.device_timeout,
                 &*self.warn,
             );
+        }
+        if nics {
+            crate::nics::remove_all(&*self.store, d.domain, self.device_timeout, &*self.warn);
         }
         self.domctl_plain(
             dctl::op::DESTROYDOMAIN,
@@ -742,6 +750,14 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
         let d = self.find(dom)?;
         crate::disks::list(&*self.store, d.domain)
             .map_err(|e| BackendError::Failed(format!("reading the disks of domain '{dom}': {e}")))
+    }
+    fn network_list(&self, dom: &DomainRef) -> Result<Vec<crate::backend::NicInfo>> {
+        let d = self.find(dom)?;
+        crate::nics::list(&*self.store, d.domain).map_err(|e| {
+            BackendError::Failed(format!(
+                "reading the network interfaces of domain '{dom}': {e}"
+            ))
+        })
     }
     fn reboot(&self, dom: &DomainRef) -> Result<()> {
         self.pv_control(dom, "reboot")
@@ -1334,6 +1350,12 @@ pub(crate) mod fake {
         /// Acts as blkback: a vbd backend offline (`online` 0) whose
         /// frontend directory is gone switches to Closed (6).
         pub blkback: std::cell::Cell<bool>,
+        /// Acts as netback, with its interfaces on this host: a new vif
+        /// backend (`online` 1, `state` 1) gets its interface
+        /// `vif<domid>.<devid>` and goes to InitWait (2); one offline
+        /// whose frontend directory is gone goes to Closed (6) and its
+        /// interface (by either name) goes.
+        pub netback: RefCell<Option<std::rc::Rc<crate::hotplug::fake::FakeHost>>>,
     }
 
     impl MemStore {
@@ -1375,6 +1397,52 @@ pub(crate) mod fake {
                 }
             }
         }
+        /// What netback does (see [`MemStore::netback`]).
+        fn netback_acts(&self) {
+            let Some(host) = self.netback.borrow().clone() else {
+                return;
+            };
+            // A backend directory removed: netback frees its interface.
+            host.links.borrow_mut().retain(|name, _| {
+                let Some((d, n)) = name.strip_prefix("vif").and_then(|r| r.split_once('.')) else {
+                    return true;
+                };
+                self.value(&format!("/local/domain/0/backend/vif/{d}/{n}"))
+                    .is_some()
+            });
+            let states: Vec<String> = self
+                .nodes
+                .borrow()
+                .keys()
+                .filter(|k| k.starts_with("/local/domain/0/backend/vif/") && k.ends_with("/state"))
+                .cloned()
+                .collect();
+            for st in states {
+                let be = st.trim_end_matches("/state");
+                let mut ids = be.rsplit('/');
+                let (Some(devid), Some(domid)) = (ids.next(), ids.next()) else {
+                    continue;
+                };
+                let dev = format!("vif{domid}.{devid}");
+                let fe = self.value(&format!("{be}/frontend")).unwrap_or_default();
+                let online = self.value(&format!("{be}/online"));
+                let state = self.value(&st);
+                if online.as_deref() == Some("1") && state.as_deref() == Some("1") {
+                    host.add_link(&dev, false, false);
+                    self.set(&st, "2");
+                } else if online.as_deref() == Some("0")
+                    && self.value(&fe).is_none()
+                    && state.as_deref() != Some("6")
+                {
+                    self.set(&st, "6");
+                    let mut links = host.links.borrow_mut();
+                    links.remove(&dev);
+                    if let Some(n) = self.value(&format!("{be}/vifname")) {
+                        links.remove(&n);
+                    }
+                }
+            }
+        }
         /// Every path under `root` (itself included).
         pub fn under(&self, root: &str) -> Vec<String> {
             self.nodes
@@ -1407,6 +1475,7 @@ pub(crate) mod fake {
             if self.blkback.get() {
                 self.blkback_closes();
             }
+            self.netback_acts();
             Ok(())
         }
         fn introduce(&self, d: u32, _: u64, _: u32) -> std::result::Result<(), String> {
@@ -1423,6 +1492,7 @@ pub(crate) mod fake {
             if self.blkback.get() {
                 self.blkback_closes();
             }
+            self.netback_acts();
             Ok(())
         }
         fn release(&self, d: u32) -> std::result::Result<(), String> {
