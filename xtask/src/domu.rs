@@ -7,7 +7,7 @@
 //! - `/usr/lib/keel/domu/vmlinuz`: Debian's kernel as shipped (the bzImage
 //!   from `/boot`, not an extracted vmlinux: the builder unpacks it);
 //! - `/usr/lib/keel/domu/initrd.gz`: the domU's own initramfs (busybox,
-//!   xen-privcmd and xenfs, [`DOMU_MODULES`], Debian's `xenstore-read` and
+//!   xen-privcmd and xenfs, [`DOMU_MODULES`], Debian's `xenstore-read`, `-write` and
 //!   its libraries, [`DOMU_INIT`]);
 //! - `/etc/keel/domu.cfg`: its xl.cfg ([`DOMU_CFG`]);
 //! - `/etc/keel/life.cfg`: the lifecycle scenarios' xl.cfg ([`LIFE_CFG`]);
@@ -35,9 +35,10 @@ on_crash = "destroy"
 "#;
 
 /// The domU's own drivers beyond xenfs and privcmd, in load order
-/// (`/init` insmods them first): its disks (issue 15) and ext4.
+/// (`/init` insmods them first): its disks and network (issue 15) and ext4.
 pub const DOMU_MODULES: &[&str] = &[
     "drivers/block/xen-blkfront.ko",
+    "drivers/net/xen-netfront.ko",
     "crypto/crc32c_generic.ko",
     "lib/crc16.ko",
     "fs/mbcache.ko",
@@ -47,16 +48,18 @@ pub const DOMU_MODULES: &[&str] = &[
 
 /// The disk scenario's domU (`/etc/keel/disk.cfg`): the same guest with
 /// an image file in dom0 as its `xvda` (`keel.disk`: its /init mounts it,
-/// counts its boots there, reboots once), restarted on reboot.
+/// counts its boots there, is rebooted once by dom0), restarted on reboot, and a
+/// network interface on dom0's bridge `xenbr0` (`keel.net`).
 pub const DISK_CFG: &str = r#"# A PVH domU with a disk: an image file in dom0, served by blkback.
 name = "disk1"
 type = "pvh"
 kernel = "/usr/lib/keel/domu/vmlinuz"
 ramdisk = "/usr/lib/keel/domu/initrd.gz"
-extra = "console=hvc0 earlyprintk=xen keep_bootcon loglevel=6 keel.disk"
+extra = "console=hvc0 earlyprintk=xen keep_bootcon loglevel=6 keel.disk keel.net"
 memory = 256
 vcpus = 2
 disk = [ "/tmp/disk.img,raw,xvda,rw" ]
+vif = [ "bridge=xenbr0" ]
 on_poweroff = "destroy"
 on_reboot = "restart"
 on_crash = "destroy"
@@ -98,10 +101,32 @@ while read -r l; do say "grant probe: $l"; done </tmp/out
 keel-grant-probe "$(xenstore-read domid)" 0 1 >/tmp/out 2>&1
 say "grant probe of its own refs 0-1: exit $? ($(grep -c 'status -' /tmp/out) refused)"
 while read -r l; do say "grant probe: $l"; done </tmp/out
+# keel.net: its eth0 (netfront, from dom0's netback on the bridge xenbr0)
+# as 10.99.0.2. Each boot (round $1): ping dom0 (10.99.0.1), serve 100 MiB
+# to dom0 (busybox httpd, a CGI that writes them), say so in its xenstore
+# (data/net-ready), and wait until dom0 has pinged and fetched
+# (data/net-done).
+net_round() {
+    i=0
+    while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    ip addr add 10.99.0.2/24 dev eth0 && ip link set eth0 up
+    say "net: boot $1: eth0 $(cat /sys/class/net/eth0/address 2>&1) up: exit $?"
+    i=0
+    until ping -c 1 -W 1 10.99.0.1 >/dev/null 2>&1 || [ $i -ge 30 ]; do i=$((i + 1)); done
+    if [ $i -lt 30 ]; then say "net: boot $1: dom0 answers ping"; else say "net: boot $1: no answer from dom0"; fi
+    mkdir -p /www/cgi-bin
+    printf '#!/bin/sh\necho "Content-Type: application/octet-stream"\necho\nyes keel-net-test | head -c 104857600\n' >/www/cgi-bin/gen
+    chmod 755 /www/cgi-bin/gen
+    pgrep httpd >/dev/null || httpd -p 80 -h /www
+    xenstore-write data/net-ready "$1"
+    i=0
+    while [ "$(xenstore-read data/net-done 2>/dev/null)" != "$1" ] && [ $i -lt 1500 ]; do sleep 0.2; i=$((i + 1)); done
+    say "net: boot $1: dom0 done after $((i / 5)) s"
+}
 if grep -q keel.disk /proc/cmdline; then
-    # Its xvda (blkfront, from dom0's blkback): an ext2/4 file system in
-    # which it counts its boots; the first boot reboots (on_reboot
-    # restarts it), the second finds the count there and goes on.
+    # Its xvda (blkfront, from dom0's blkback): an ext4 file system in
+    # which it counts its boots; the first boot is rebooted by dom0
+    # (on_reboot restarts it), the second finds the count there and goes on.
     i=0
     while [ ! -b /dev/xvda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
     say "disk: xvda $(cat /sys/block/xvda/size 2>&1) sectors, ro $(cat /sys/block/xvda/ro 2>&1)"
@@ -114,9 +139,12 @@ if grep -q keel.disk /proc/cmdline; then
         sync
         say "disk: boot $n: mounted xvda, boots=$n written"
         umount /mnt
+        grep -q keel.net /proc/cmdline && net_round "$n"
         if [ "$n" = 1 ]; then
-            say "disk: rebooting"
-            reboot -f
+            # dom0 reboots it (keelctl reboot: xenstore control/shutdown;
+            # Linux restarts at once, its disk written and unmounted).
+            say "disk: waiting for dom0 to reboot it"
+            sleep 600
         fi
     else
         say "disk: mount of xvda failed"
@@ -189,7 +217,7 @@ pub struct DomuModules<'a> {
 }
 
 /// The domU's initramfs (uncompressed): busybox with its applets, xenfs,
-/// Debian's xenstore-read and what it links against, keelctl (which must
+/// Debian's xenstore-read and -write and what they link against, keelctl (which must
 /// be refused there), keel-grant-probe, /init.
 pub fn domu_initramfs(
     busybox: &[u8],

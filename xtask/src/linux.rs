@@ -395,33 +395,75 @@ if grep -q 'keel.bench_domu' /proc/cmdline && [ -S /run/xenstored/socket ]; then
     keelctl shutdown -w bu >/dev/null 2>&1
     echo "KEEL-LINUX: bench-domu: shutdown exit $?"
 fi
-# keel.domu_disk: a domU with a disk (issue 15): /tmp/disk.img, an ext2
-# file system made here, is its xvda (keelctl attaches it through a loop
-# device, blkback serves it, /etc/keel/disk.cfg). The domU counts its
-# boots in it, reboots once (keelctl's monitor restarts it), powers off;
-# then dom0 finds both boots' writes in the image, and no loop device left.
+# keel.domu_disk: a domU with a disk and a network interface (issue 15):
+# /tmp/disk.img, an ext4 file system made here, is its xvda (keelctl
+# attaches it through a loop device, blkback serves it), and its eth0 is on
+# the bridge xenbr0 (keelctl creates it and puts netback's vifN.0 in it;
+# dom0 is 10.99.0.1 there), /etc/keel/disk.cfg. The domU counts its boots in
+# its disk; each boot pings dom0, which pings it back (and fetches 100 MiB
+# from the first over TCP); dom0 reboots the first (keelctl reboot; its
+# monitor restarts it), the second powers off; then dom0 creates it again
+# (a third boot); dom0 then finds the three boots' writes in the image,
+# fsck finds it clean, and no loop device is left.
 if grep -Eq '(^| )keel\.domu_disk( |$)' /proc/cmdline && [ -S /run/xenstored/socket ]; then
     pgrep keel-consoled >/dev/null || { keel-consoled >/tmp/consoled.log 2>&1 & }
     dd if=/dev/zero of=/tmp/disk.img bs=1M count=16 2>/dev/null
-    mke2fs -F /tmp/disk.img >/tmp/mke2fs.out 2>&1
+    /sbin/mkfs.ext4 -F -q /tmp/disk.img >/tmp/mkfs.out 2>&1
     r=$?
-    echo "KEEL-LINUX: disk: mke2fs exit $r"
-    [ $r = 0 ] || sed 's/^/KEEL-LINUX: disk: mke2fs: /' /tmp/mke2fs.out
+    echo "KEEL-LINUX: disk: mkfs.ext4 exit $r"
+    [ $r = 0 ] || sed 's/^/KEEL-LINUX: disk: mkfs.ext4: /' /tmp/mkfs.out
+    want=$(yes keel-net-test | head -c 104857600 | md5sum | cut -d' ' -f1)
+    # net_round N: the domU's boot N is on the network: ping it, fetch
+    # 100 MiB from it (timed), tell it dom0 is done.
+    # (its id changes when it is restarted).
+    net_round() {
+        i=0
+        while d=$(keelctl list | awk '$1 == "disk1" { print $2 }')
+            [ "$(xenstore-read /local/domain/$d/data/net-ready 2>/dev/null)" != "$1" ] && [ $i -lt 1500 ]; do sleep 0.2; i=$((i + 1)); done
+        echo "KEEL-LINUX: net: boot $1 of d$d ready after $((i / 5)) s; bridge xenbr0: $(ls /sys/class/net/xenbr0/brif 2>&1 | tr '\n' ' ')"
+        ping -c 3 -W 5 10.99.0.2 >/tmp/ping.out 2>&1
+        echo "KEEL-LINUX: net: boot $1: ping domU exit $? ($(grep -c 'bytes from 10.99.0.2' /tmp/ping.out) replies) $(tail -1 /tmp/ping.out)"
+        if [ "$1" = 1 ]; then
+            t0=$(date +%s)
+            got=$(wget -q -O - http://10.99.0.2/cgi-bin/gen | md5sum | cut -d' ' -f1)
+            t1=$(date +%s)
+            if [ "$got" = "$want" ]; then m=matches; else m="differs ($got, not $want)"; fi
+            echo "KEEL-LINUX: net: boot $1: 100 MiB from the domU over TCP in $((t1 - t0)) s, md5 $m"
+        fi
+        xenstore-write /local/domain/$d/data/net-done "$1"
+    }
     keelctl create /etc/keel/disk.cfg >/tmp/disk-create 2>&1
     echo "KEEL-LINUX: disk: create exit $?"
     sed 's/^/KEEL-LINUX: disk: create: /' /tmp/disk-create
+    ip addr add 10.99.0.1/24 dev xenbr0 && ip link set xenbr0 up
+    echo "KEEL-LINUX: net: xenbr0 10.99.0.1 up: exit $?"
     keelctl list | sed 's/^/KEEL-LINUX: disk: list: /'
-    xenstore-ls /local/domain/0/backend/vbd 2>&1 | head -40 | sed 's/^/KEEL-LINUX: disk: backend: /'
+    keelctl network-list disk1 2>&1 | sed 's/^/KEEL-LINUX: net: network-list: /'
+    net_round 1
+    keelctl reboot disk1 >/tmp/reboot.out 2>&1
+    echo "KEEL-LINUX: disk: keelctl reboot exit $?"
+    sed 's/^/KEEL-LINUX: disk: reboot: /' /tmp/reboot.out
+    net_round 2
     # Until its second boot has powered it off (its monitor restarts it
     # in between, when it is briefly gone from the list), 300 s at most.
     i=0
     while { ! grep -q '^KEEL-DOMU: disk: boot 2' /var/log/keel/console/disk1.log 2>/dev/null ||
         keelctl list | grep -q '^disk1 '; } && [ $i -lt 1500 ]; do sleep 0.2; i=$((i + 1)); done
     echo "KEEL-LINUX: disk: $(keelctl list | grep -c '^disk1 ') left after $((i / 5)) s"
-    grep -a '^KEEL-DOMU: disk\|blkfront' /var/log/keel/console/disk1.log | tr -d '\r' | sed 's/^/KEEL-LINUX: disk: console: /'
+    # Created again: a third boot finds the first two's count.
+    keelctl create /etc/keel/disk.cfg >/tmp/disk-create 2>&1
+    echo "KEEL-LINUX: disk: create again exit $?"
+    net_round 3
+    i=0
+    while keelctl list | grep -q '^disk1 ' && [ $i -lt 1500 ]; do sleep 0.2; i=$((i + 1)); done
+    echo "KEEL-LINUX: disk: $(keelctl list | grep -c '^disk1 ') left after the third boot"
+    grep -a '^KEEL-DOMU: disk\|^KEEL-DOMU: net\|blkfront\|netfront' /var/log/keel/console/disk1.log | tr -d '\r' | sed 's/^/KEEL-LINUX: disk: console: /'
     sleep 1
     cat /var/log/xen/keelctl-*.log 2>/dev/null | sed 's/^/KEEL-LINUX: disk: monitor: /'
     echo "KEEL-LINUX: disk: loop devices in use after: $(losetup -a 2>/dev/null | grep -c disk.img)"
+    /sbin/e2fsck -fn /tmp/disk.img >/tmp/fsck.out 2>&1
+    echo "KEEL-LINUX: disk: e2fsck -fn exit $?"
+    sed 's/^/KEEL-LINUX: disk: e2fsck: /' /tmp/fsck.out
     mkdir -p /mnt
     if mount -t ext4 -o ro,loop /tmp/disk.img /mnt; then
         echo "KEEL-LINUX: disk: in the image: boots=$(cat /mnt/boots), note: $(cat /mnt/note)"
@@ -715,6 +757,11 @@ pub const MODULES: &[&str] = &[
     // a file through a loop device.
     "drivers/block/loop.ko",
     "drivers/block/xen-blkback/xen-blkback.ko",
+    // ... and their networks: netback's vifN.M on a bridge.
+    "net/llc/llc.ko",
+    "net/802/stp.ko",
+    "net/bridge/bridge.ko",
+    "drivers/net/xen-netback/xen-netback.ko",
     // virtio over PCI: the disk and network of `cargo xtask run` and the QEMU scenarios.
     "drivers/virtio/virtio_ring.ko",
     "drivers/virtio/virtio.ko",
@@ -954,7 +1001,10 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
     // 4. dom0's initramfs with the domU payload appended (domU scenarios).
     let initrd_domu = out.join("initrd-domu.cpio.gz");
     let dstamp = out.join("initrd-domu.stamp");
-    let domu_xen = crate::xentools::collect(&xen_root, &["usr/bin/xenstore-read"])?;
+    let domu_xen = crate::xentools::collect(
+        &xen_root,
+        &["usr/bin/xenstore-read", "usr/bin/xenstore-write"],
+    )?;
     let xenfs = read(&kdir.join("drivers/xen/xenfs/xenfs.ko"))?;
     let privcmd = read(&kdir.join("drivers/xen/xen-privcmd.ko"))?;
     let mut domu_modules = Vec::new();

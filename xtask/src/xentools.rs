@@ -26,6 +26,12 @@ pub const PACKAGES: &[&str] = &[
     "xen-utils-4.17",
     "xen-utils-common",
     "xenstore-utils",
+    // ext4 for the domUs' disk images: mkfs.ext4 and e2fsck (issue 15).
+    "e2fsprogs",
+    "libext2fs2",
+    "libcom-err2",
+    "libblkid1",
+    "libss2",
     "libxenmisc4.17",
     "libxenstore4",
     "libxencall1",
@@ -67,6 +73,8 @@ pub const ROOTS: &[&str] = &[
     "usr/bin/xenstore-rm",
     "usr/bin/xenstore-exists",
     "etc/xen/xl.conf",
+    "sbin/mkfs.ext4",
+    "sbin/e2fsck",
     // glibc dlopen()s it for pthread_cancel (no DT_NEEDED names it):
     // without it `xl create` aborts once the domain is up, as it cancels
     // a helper thread.

@@ -870,28 +870,45 @@ pub fn domu_life(
     s
 }
 
-/// A domU with a disk (issue 15): `keelctl create` attaches an image file
-/// in dom0 (ext2, made by dom0's busybox) as its `xvda` through a loop
-/// device and xen-blkback; the domU (xen-blkfront) mounts it, counts its
-/// boots in it, reboots once (keelctl's monitor restarts it) and powers
-/// off; dom0 then finds both boots' writes in the image, and the loop
-/// device gone.
+/// A domU with a disk and a network interface (issue 15): `keelctl
+/// create` attaches an image file in dom0 (ext4, made by Debian's
+/// mkfs.ext4) as its `xvda` through a loop device and xen-blkback, and
+/// puts netback's interface for its eth0 on the bridge `xenbr0`; the domU
+/// (xen-blkfront, xen-netfront) counts its boots in its disk, pings dom0
+/// and is pinged, serves dom0 100 MiB over TCP, is rebooted once by
+/// `keelctl reboot` (its monitor restarts it) and powers off; dom0 creates it again (a third
+/// boot); then dom0 finds the boots' writes in the image, e2fsck finds it
+/// clean, and the loop device is gone.
 pub fn domu_disk(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenario {
     let mut s = domu_host(name, emulator, vendor)
-        .describe("a domU with a disk: keelctl create attaches an image file as xvda (loop device, blkback); the domU mounts it, writes, reboots, finds its write, powers off; dom0 finds both writes in the image")
+        .describe("a domU with a disk and a network: keelctl create attaches an ext4 image as xvda (loop device, blkback) and a vif on the bridge xenbr0 (netback); the domU mounts its disk, counts its boots, pings dom0 and is pinged, sends dom0 100 MiB over TCP (md5 checked), keelctl reboot; created again, a third boot; dom0 finds the writes, e2fsck is clean")
         .module("dom0-initrd", DOMU_INITRD.to_vec())
         .module(
             "dom0-cmdline",
             format!("{DOM0_CMDLINE} keel.domu_disk").into_bytes(),
         )
         .dom0_must_contain(&[
+            "KEEL-LINUX: disk: mkfs.ext4 exit 0",
             "KEEL-LINUX: disk: create exit 0",
+            "KEEL-LINUX: net: xenbr0 10.99.0.1 up: exit 0",
             "KEEL-LINUX: disk: console: KEEL-DOMU: disk: xvda 32768 sectors, ro 0",
             "KEEL-LINUX: disk: console: KEEL-DOMU: disk: boot 1: mounted xvda, boots=1 written",
+            "KEEL-LINUX: disk: console: KEEL-DOMU: net: boot 1: dom0 answers ping",
+            "KEEL-LINUX: net: boot 1: ping domU exit 0 (3 replies)",
+            "KEEL-LINUX: net: boot 1: 100 MiB from the domU over TCP in",
+            "s, md5 matches",
+            "KEEL-LINUX: disk: keelctl reboot exit 0",
             "KEEL-LINUX: disk: console: KEEL-DOMU: disk: boot 2: mounted xvda, boots=2 written",
+            "KEEL-LINUX: disk: console: KEEL-DOMU: net: boot 2: dom0 answers ping",
+            "KEEL-LINUX: net: boot 2: ping domU exit 0 (3 replies)",
             "KEEL-LINUX: disk: 0 left after",
+            "KEEL-LINUX: disk: create again exit 0",
+            "KEEL-LINUX: disk: console: KEEL-DOMU: disk: boot 3: mounted xvda, boots=3 written",
+            "KEEL-LINUX: net: boot 3: ping domU exit 0 (3 replies)",
+            "KEEL-LINUX: disk: 0 left after the third boot",
             "KEEL-LINUX: disk: loop devices in use after: 0",
-            "KEEL-LINUX: disk: in the image: boots=2, note: written by boot 2 of disk1",
+            "KEEL-LINUX: disk: e2fsck -fn exit 0",
+            "KEEL-LINUX: disk: in the image: boots=3, note: written by boot 3 of disk1",
             "reboot: Power down",
         ])
         .must_contain(&["d0: Shutdown(Poweroff)"]);
