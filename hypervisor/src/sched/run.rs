@@ -360,13 +360,26 @@ pub fn dump() {
     }
     for d in table::all() {
         for v in &d.vcpus {
-            let (wait, power, pending) = {
+            let (wait, power, pending, upcall, timers) = {
                 let st = v.st.lock();
-                (st.wait, st.power, st.lapic.pending())
+                (
+                    st.wait,
+                    st.power,
+                    st.lapic.pending(),
+                    st.callback_pending,
+                    [
+                        st.lapic.next_deadline(),
+                        st.xen_timer_ns,
+                        st.poll_timeout_ns,
+                    ],
+                )
             };
+            // Each timer as ms from now (negative: overdue).
+            let now = d.now_ns() as i128;
+            let [lapic, xen, poll] = timers.map(|t| t.map(|ns| (ns as i128 - now) / 1_000_000));
             let r = v.sched_ref();
             log::info!(
-                "sched: d{}v{}: on {:?}, cpu {:?}, wait {wait:?}, {power:?}, irq {pending:?}, {} exits, {} ms run, credit {:?}",
+                "sched: d{}v{}: on {:?}, cpu {:?}, wait {wait:?}, {power:?}, irq {pending:?}, upcall {upcall}, timers in ms: lapic {lapic:?} xen {xen:?} poll {poll:?}, {} exits, {} ms run, credit {:?}",
                 d.id,
                 v.id,
                 v.running_on(),
