@@ -11,7 +11,8 @@
 //!   its libraries, [`DOMU_INIT`]);
 //! - `/etc/keel/domu.cfg`: its xl.cfg ([`DOMU_CFG`]);
 //! - `/etc/keel/life.cfg`: the lifecycle scenarios' xl.cfg ([`LIFE_CFG`]);
-//! - `/etc/keel/disk.cfg`: the disk scenario's ([`DISK_CFG`]).
+//! - `/etc/keel/disk.cfg`: the disk scenario's ([`DISK_CFG`]), and
+//!   `/etc/keel/net2.cfg` its second domU ([`NET2_CFG`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -62,6 +63,24 @@ disk = [ "/tmp/disk.img,raw,xvda,rw" ]
 vif = [ "bridge=xenbr0" ]
 on_poweroff = "destroy"
 on_reboot = "restart"
+on_crash = "destroy"
+"#;
+
+/// The disk scenario's second domU (`/etc/keel/net2.cfg`): 128 MiB, one
+/// vCPU, a vif on `xenbr0` and no disk; `keel.ping=ME/PEER` makes its /init
+/// take address ME and ping PEER (the disk scenario's domU): two domUs on
+/// one bridge. It powers off after.
+pub const NET2_CFG: &str = r#"# A PVH domU on dom0's bridge, to ping another domU.
+name = "net2"
+type = "pvh"
+kernel = "/usr/lib/keel/domu/vmlinuz"
+ramdisk = "/usr/lib/keel/domu/initrd.gz"
+extra = "console=hvc0 earlyprintk=xen keep_bootcon loglevel=4 keel.ping=10.99.0.3/10.99.0.2"
+memory = 128
+vcpus = 1
+vif = [ "bridge=xenbr0" ]
+on_poweroff = "destroy"
+on_reboot = "destroy"
 on_crash = "destroy"
 "#;
 
@@ -123,6 +142,17 @@ net_round() {
     while [ "$(xenstore-read data/net-done 2>/dev/null)" != "$1" ] && [ $i -lt 1500 ]; do sleep 0.2; i=$((i + 1)); done
     say "net: boot $1: dom0 done after $((i / 5)) s"
 }
+# keel.ping=ME/PEER: take address ME on eth0 and ping PEER, another domU
+# on the same bridge.
+ping=$(sed -n 's/.*keel\.ping=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$ping" ]; then
+    i=0
+    while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    ip addr add "${ping%/*}/24" dev eth0 && ip link set eth0 up
+    i=0
+    until ping -c 1 -W 1 "${ping#*/}" >/dev/null 2>&1 || [ $i -ge 30 ]; do i=$((i + 1)); done
+    if [ $i -lt 30 ]; then say "net: ${ping%/*} pings ${ping#*/}: answered"; else say "net: ${ping%/*} pings ${ping#*/}: no answer"; fi
+fi
 if grep -q keel.disk /proc/cmdline; then
     # Its xvda (blkfront, from dom0's blkback): an ext4 file system in
     # which it counts its boots; the first boot is rebooted by dom0
@@ -280,6 +310,7 @@ pub fn dom0_addition(vmlinuz: &[u8], domu_initrd_gz: &[u8]) -> Vec<u8> {
     c.file("etc/keel/domu.cfg", 0o644, DOMU_CFG.as_bytes());
     c.file("etc/keel/life.cfg", 0o644, LIFE_CFG.as_bytes());
     c.file("etc/keel/disk.cfg", 0o644, DISK_CFG.as_bytes());
+    c.file("etc/keel/net2.cfg", 0o644, NET2_CFG.as_bytes());
     c.finish()
 }
 
@@ -327,7 +358,23 @@ mod tests {
         assert!(c
             .cmdline
             .as_deref()
-            .is_some_and(|l| l.contains("keel.disk")));
+            .is_some_and(|l| l.contains("keel.disk") && l.contains("keel.net")));
+        assert_eq!(c.vifs.len(), 1);
+        assert_eq!(c.vifs[0].bridge.as_deref(), Some("xenbr0"));
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn the_second_net_domain_pings_the_disk_domain_on_the_same_bridge() {
+        let p = keel_xlcfg::parse_str(NET2_CFG, "net2.cfg").unwrap();
+        let c = &p.config;
+        assert!(c.disks.is_empty());
+        assert_eq!(c.vifs.len(), 1);
+        assert_eq!(c.vifs[0].bridge.as_deref(), Some("xenbr0"));
+        assert!(c
+            .cmdline
+            .as_deref()
+            .is_some_and(|l| l.contains("keel.ping=10.99.0.3/10.99.0.2")));
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     }
 
@@ -341,6 +388,7 @@ mod tests {
             "etc/keel/domu.cfg",
             "etc/keel/life.cfg",
             "etc/keel/disk.cfg",
+            "etc/keel/net2.cfg",
             "TRAILER!!!",
         ] {
             assert!(text.contains(name), "{name}");

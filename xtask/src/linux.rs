@@ -429,6 +429,16 @@ if grep -Eq '(^| )keel\.domu_disk( |$)' /proc/cmdline && [ -S /run/xenstored/soc
             t1=$(date +%s)
             if [ "$got" = "$want" ]; then m=matches; else m="differs ($got, not $want)"; fi
             echo "KEEL-LINUX: net: boot $1: 100 MiB from the domU over TCP in $((t1 - t0)) s, md5 $m"
+            # A second domU on the bridge pings this one, then powers off.
+            keelctl create /etc/keel/net2.cfg >/tmp/net2-create 2>&1
+            echo "KEEL-LINUX: net: net2 create exit $?"
+            sed 's/^/KEEL-LINUX: net: net2 create: /' /tmp/net2-create
+            i=0
+            while ! grep -q '^KEEL-DOMU: net: 10.99.0.3 pings' /var/log/keel/console/net2.log 2>/dev/null && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+            grep -a '^KEEL-DOMU: net: 10.99.0.3 pings' /var/log/keel/console/net2.log | tr -d '\r' | sed 's/^/KEEL-LINUX: net: net2: /'
+            i=0
+            while keelctl list | grep -q '^net2 ' && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
+            echo "KEEL-LINUX: net: net2 $(keelctl list | grep -c '^net2 ') left after $((i / 5)) s; bridge xenbr0: $(ls /sys/class/net/xenbr0/brif 2>&1 | tr '\n' ' ')"
         fi
         xenstore-write /local/domain/$d/data/net-done "$1"
     }

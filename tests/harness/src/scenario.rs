@@ -881,7 +881,7 @@ pub fn domu_life(
 /// clean, and the loop device is gone.
 pub fn domu_disk(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenario {
     let mut s = domu_host(name, emulator, vendor)
-        .describe("a domU with a disk and a network: keelctl create attaches an ext4 image as xvda (loop device, blkback) and a vif on the bridge xenbr0 (netback); the domU mounts its disk, counts its boots, pings dom0 and is pinged, sends dom0 100 MiB over TCP (md5 checked), keelctl reboot; created again, a third boot; dom0 finds the writes, e2fsck is clean")
+        .describe("a domU with a disk and a network: keelctl create attaches an ext4 image as xvda (loop device, blkback) and a vif on the bridge xenbr0 (netback); the domU mounts its disk, counts its boots, pings dom0 and is pinged, sends dom0 100 MiB over TCP (md5 checked), a second domU on the bridge pings it, keelctl reboot; created again, a third boot; dom0 finds the writes, e2fsck is clean")
         .module("dom0-initrd", DOMU_INITRD.to_vec())
         .module(
             "dom0-cmdline",
@@ -897,6 +897,9 @@ pub fn domu_disk(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> S
             "KEEL-LINUX: net: boot 1: ping domU exit 0 (3 replies)",
             "KEEL-LINUX: net: boot 1: 100 MiB from the domU over TCP in",
             "s, md5 matches",
+            "KEEL-LINUX: net: net2 create exit 0",
+            "KEEL-LINUX: net: net2: KEEL-DOMU: net: 10.99.0.3 pings 10.99.0.2: answered",
+            "KEEL-LINUX: net: net2 0 left after",
             "KEEL-LINUX: disk: keelctl reboot exit 0",
             "KEEL-LINUX: disk: console: KEEL-DOMU: disk: boot 2: mounted xvda, boots=2 written",
             "KEEL-LINUX: disk: console: KEEL-DOMU: net: boot 2: dom0 answers ping",
