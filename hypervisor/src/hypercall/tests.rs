@@ -21,6 +21,8 @@ struct FakeHw {
     cpl: u8,
     flushes: u32,
     injected: Vec<Event>,
+    /// An injected interrupt the guest has not taken yet.
+    queued: bool,
 }
 
 impl HwVcpu for FakeHw {
@@ -40,6 +42,9 @@ impl HwVcpu for FakeHw {
     }
     fn can_inject_interrupt(&self) -> bool {
         true
+    }
+    fn interrupt_queued(&self) -> bool {
+        self.queued
     }
     fn request_interrupt_window(&mut self, _: bool) {}
     fn control_regs(&self) -> [u64; 4] {
@@ -797,6 +802,52 @@ fn blocked_vcpus_wake_on_their_condition() {
         st.lapic.raise(0x40);
         t.dom.poke(&v, &mut st);
         assert_eq!(st.wait, None);
+    }
+}
+
+/// A vCPU with an injected interrupt it has not taken yet (Bochs's held
+/// virtual interrupt) neither halts nor blocks nor polls: HLT,
+/// `SCHEDOP_block` and `SCHEDOP_poll` return at once, as on Xen, whose
+/// `local_events_need_delivery` sees the upcall pending. Without one they
+/// block.
+#[test]
+fn no_block_with_an_interrupt_still_queued() {
+    use crate::domain::Wait;
+    use crate::hvm::exit::{handle, Step};
+    let mut t = domain(false);
+    let v = t.dom.vcpus[0].clone();
+    let step = |t: &mut T, e: Exit| {
+        handle(
+            &mut Ctx {
+                dom: &t.dom,
+                vcpu: &v,
+                hw: &mut t.hw,
+            },
+            e,
+        )
+    };
+    // sched_poll { ports: GVA + 64, nr_ports: 1, timeout: 0 } on a port
+    // that is not pending.
+    let mut p = [0u8; 24];
+    p[..8].copy_from_slice(&(GVA + 64).to_le_bytes());
+    p[8..12].copy_from_slice(&1u32.to_le_bytes());
+    t.put(GVA + 64, &5u32.to_le_bytes());
+    t.put(GVA + 128, &p);
+    let hypercall = |t: &mut T, args: [u64; 2]| {
+        t.hw.regs.rax = Hypercall::SchedOp.nr();
+        (t.hw.regs.rdi, t.hw.regs.rsi) = (args[0], args[1]);
+        Exit::Hypercall { len: 3 }
+    };
+    t.hw.regs.rflags = 0x202;
+    for queued in [false, true] {
+        t.hw.queued = queued;
+        let want = |w| if queued { Step::Go } else { Step::Block(w) };
+        assert_eq!(step(&mut t, Exit::Hlt { len: 1 }), want(Wait::Halt));
+        let e = hypercall(&mut t, [schedop::BLOCK, 0]);
+        assert_eq!(step(&mut t, e), want(Wait::Halt), "block, queued {queued}");
+        let e = hypercall(&mut t, [schedop::POLL, GVA + 128]);
+        assert_eq!(step(&mut t, e), want(Wait::Poll), "poll, queued {queued}");
+        v.st.lock().end_poll();
     }
 }
 
