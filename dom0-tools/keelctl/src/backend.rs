@@ -8,7 +8,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use keel_xlcfg::{CpuList, DomainConfig};
+use keel_xlcfg::{CpuList, DiskSpec, DomainConfig, MacAddr, VifSpec};
 
 /// Where dom0's privcmd device lives.
 pub const PRIVCMD_PATH: &str = "/dev/xen/privcmd";
@@ -265,6 +265,38 @@ pub trait Hypervisor {
         let _ = dom;
         Err(BackendError::NotImplemented(
             "this backend has no network interfaces to list".into(),
+        ))
+    }
+    /// `block-attach`: adds disk `spec` to a running domain; returns its
+    /// device id.
+    fn block_attach(&self, dom: &DomainRef, spec: &DiskSpec) -> Result<u32> {
+        let _ = (dom, spec);
+        Err(BackendError::NotImplemented(
+            "this backend cannot attach disks".into(),
+        ))
+    }
+    /// `block-detach`: takes disk `vdev` (a name or device number) away
+    /// from a running domain, forced or asking the guest first.
+    fn block_detach(&self, dom: &DomainRef, vdev: &str, force: bool) -> Result<()> {
+        let _ = (dom, vdev, force);
+        Err(BackendError::NotImplemented(
+            "this backend cannot detach disks".into(),
+        ))
+    }
+    /// `network-attach`: adds interface `spec` to a running domain;
+    /// returns its device id and MAC address.
+    fn network_attach(&self, dom: &DomainRef, spec: &VifSpec) -> Result<(u32, MacAddr)> {
+        let _ = (dom, spec);
+        Err(BackendError::NotImplemented(
+            "this backend cannot attach network interfaces".into(),
+        ))
+    }
+    /// `network-detach`: takes interface `which` (a device id or a MAC
+    /// address) away from a running domain.
+    fn network_detach(&self, dom: &DomainRef, which: &str) -> Result<()> {
+        let _ = (dom, which);
+        Err(BackendError::NotImplemented(
+            "this backend cannot detach network interfaces".into(),
         ))
     }
     /// The software performance counters (`perfc_op` query).

@@ -149,13 +149,26 @@ pub enum Command {
         /// Amount, e.g. 524288 (kiB) or 512m
         mem: String,
     },
-    /// Hot-plug a block device (xl-disk-configuration(5) spec)
+    /// Hot-plug a block device into a running domain
+    /// (xl-disk-configuration(5) spec)
     #[command(name = "block-attach")]
     BlockAttach {
         domain: String,
         /// Disk spec; several arguments are joined with ','
         #[arg(required = true, num_args = 1..)]
         disk_spec: Vec<String>,
+    },
+    /// Hot-unplug a block device from a running domain
+    #[command(name = "block-detach")]
+    BlockDetach {
+        /// Remove it even when the guest does not let go of it (as
+        /// `xl block-detach -f`)
+        #[arg(short = 'f', long)]
+        force: bool,
+        domain: String,
+        /// The disk: its vdev (xvdb) or device id (51728)
+        #[arg(value_name = "DEVID|VDEV")]
+        device: String,
     },
     /// List a domain's virtual block devices (columns as `xl block-list`)
     #[command(name = "block-list")]
@@ -171,12 +184,21 @@ pub enum Command {
         #[arg(required = true, num_args = 1..)]
         domains: Vec<String>,
     },
-    /// Hot-plug a network interface (xl-network-configuration(5) spec)
+    /// Hot-plug a network interface into a running domain
+    /// (xl-network-configuration(5) spec)
     #[command(name = "network-attach")]
     NetworkAttach {
         domain: String,
         /// vif spec items (key=value); several are joined with ','
         vif_spec: Vec<String>,
+    },
+    /// Hot-unplug a network interface from a running domain
+    #[command(name = "network-detach")]
+    NetworkDetach {
+        domain: String,
+        /// The interface: its device id (0) or MAC address
+        #[arg(value_name = "DEVID|MAC")]
+        device: String,
     },
     /// Save a domain's state to a file
     Save {
@@ -256,9 +278,11 @@ impl Command {
             Command::SchedCredit { .. } => "sched-credit",
             Command::MemSet { .. } => "mem-set",
             Command::BlockAttach { .. } => "block-attach",
+            Command::BlockDetach { .. } => "block-detach",
             Command::BlockList { .. } => "block-list",
             Command::NetworkList { .. } => "network-list",
             Command::NetworkAttach { .. } => "network-attach",
+            Command::NetworkDetach { .. } => "network-detach",
             Command::Save { .. } => "save",
             Command::Restore { .. } => "restore",
             Command::Top { .. } => "top",
@@ -284,9 +308,11 @@ pub const SUBCOMMANDS: &[&str] = &[
     "sched-credit",
     "mem-set",
     "block-attach",
+    "block-detach",
     "block-list",
     "network-list",
     "network-attach",
+    "network-detach",
     "save",
     "restore",
     "top",

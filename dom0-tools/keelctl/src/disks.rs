@@ -18,6 +18,10 @@
 //! * [`remove_all`], when the domain is destroyed: libxl's forced removal
 //!   (`libxl__initiate_device_generic_remove`), then the script's
 //!   `remove` (the loop device goes);
+//! * [`plug`] and [`unplug`], on a running domain (`block-attach`,
+//!   `block-detach`): one disk checked and added as at create, or taken
+//!   away as libxl does, asking the guest first unless forced
+//!   ([`crate::teardown`]);
 //! * [`list`]: what `xl block-list` shows.
 //!
 //! Sharing: like the script's `check_sharing`, a target may be attached
@@ -34,13 +38,14 @@
 //! unless both are read-only.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keel_xlcfg::{DiskAccess, DiskSpec};
 
 use crate::backend::BlockInfo;
-use crate::devices::{self, PhysicalDevice, XenbusState};
+use crate::devices::{self, PhysicalDevice};
 use crate::hotplug::{self, FileKind, Host, Stat};
+use crate::teardown::{self, Device};
 use crate::xen::{Node, Xenstore};
 
 /// The domain whose blkback serves the disks: dom0 (no driver domains).
@@ -48,8 +53,6 @@ pub const BACKEND_DOMID: u16 = 0;
 /// How long `destroy` waits for blkback to close a disk
 /// (`LIBXL_DESTROY_TIMEOUT`).
 pub const DESTROY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the wait looks.
-const POLL: Duration = Duration::from_millis(50);
 /// Free loop devices tried when others take the one offered first.
 const LOOP_TRIES: usize = 8;
 /// dom0's vbd backends: `<frontend domid>/<devid>` below.
@@ -386,16 +389,10 @@ pub fn undo(
     if !disks.is_empty() {
         let r: Vec<String> = disks.iter().flat_map(|d| roots(domid, d.devid)).collect();
         let _ = store.remove(&r);
-        remove_if_empty(store, &format!("{BACKEND_ROOT}/{domid}"));
+        teardown::remove_if_empty(store, &format!("{BACKEND_ROOT}/{domid}"));
     }
     for n in attached.iter().filter_map(|a| a.loop_dev) {
         let _ = host.loop_detach(n);
-    }
-}
-
-fn remove_if_empty(store: &dyn Xenstore, path: &str) {
-    if store.directory(path).is_ok_and(|d| d.is_empty()) {
-        let _ = store.remove(&[path.to_string()]);
     }
 }
 
@@ -420,36 +417,41 @@ pub fn has_disks(store: &dyn Xenstore, domid: u16) -> bool {
     !devids(store, domid).is_empty()
 }
 
-/// A disk being taken away.
-struct Closing {
-    devid: u32,
-    dirs: [String; 3],
-    backend: String,
-    loop_dev: Option<u32>,
-    /// Whether blkback was asked to close it.
-    asked: bool,
+/// Disk `devid` of domain `domid`, to be taken away, and the loop device
+/// bound to its image file: named by `node` (which a block device
+/// target has not) and `physical-device-path`.
+fn closing(store: &dyn Xenstore, domid: u16, devid: u32) -> (Device, Option<u32>) {
+    let d = Device::new(
+        store,
+        format!("disk {devid} of domain {domid}"),
+        "blkback",
+        roots(domid, devid),
+    );
+    let loop_dev = match (d.read(store, "node"), d.read(store, "physical-device-path")) {
+        (Some(n), Some(p)) if n == p => hotplug::loop_number(&p),
+        _ => None,
+    };
+    (d, loop_dev)
 }
 
-/// Has blkback closed the backend at `be` (Closed, or the directory
-/// gone)?
-fn closed(store: &dyn Xenstore, be: &str) -> bool {
-    match store.read(&format!("{be}/state")) {
-        Ok(Some(s)) => XenbusState::parse(&s) == Ok(XenbusState::Closed),
-        // Gone, or nothing to ask: no use waiting.
-        Ok(None) | Err(_) => true,
+/// Unbinds loop device `n` of `d` (`LOOP_CLR_FD`: when blkback still
+/// holds it, it goes when blkback lets go); unbound already is fine.
+fn unbind(host: &dyn Host, d: &Device, n: u32) -> Result<(), String> {
+    match host.loop_detach(n) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(()),
+        Err(e) => Err(format!(
+            "{}: unbinding {}: {e}",
+            d.what,
+            hotplug::loop_path(n)
+        )),
     }
 }
 
 /// Takes every disk of domain `domid` away, as libxl does when it
-/// destroys a domain (forced: the guest is not asked): the backend's
-/// `online` becomes 0 and its `state` Closing (5), the frontend's
-/// directory goes (blkback sees its frontend gone and closes); then at
-/// most `timeout` for blkback to reach Closed (6) or release the
-/// directory (a `warn` for each that did not); then the backend's,
-/// frontend's and libxl's directories go, and the loop device bound to
-/// an image file is unbound (`LOOP_CLR_FD`: when blkback still holds it,
-/// it goes when blkback lets go). Whatever fails is a `warn`; the rest
-/// goes on.
+/// destroys a domain (forced: the guest is not asked,
+/// [`teardown::remove_forced`]), then unbinds the loop devices bound to
+/// image files. Whatever fails is a `warn`; the rest goes on.
 pub fn remove_all(
     store: &dyn Xenstore,
     host: &dyn Host,
@@ -457,108 +459,75 @@ pub fn remove_all(
     timeout: Duration,
     warn: &dyn Fn(String),
 ) {
-    let mut closing = Vec::new();
-    for devid in devids(store, domid) {
-        let dirs = roots(domid, devid);
-        let backend = store
-            .read(&format!("{}/backend", dirs[0]))
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| dirs[2].clone());
-        let read = |k: &str| store.read(&format!("{backend}/{k}")).ok().flatten();
-        // A loop device bound for an image file: named by `node` (which a
-        // block device target has not) and `physical-device-path`.
-        let loop_dev = match (read("node"), read("physical-device-path")) {
-            (Some(n), Some(p)) if n == p => hotplug::loop_number(&p),
-            _ => None,
-        };
-        // Offline first, then the frontend goes: blkback, which closes
-        // when it sees its frontend gone, writes its Closed after
-        // keelctl's Closing, not before (libxl does both in one
-        // transaction).
-        let mut asked = false;
-        if let Some(state) = read("state") {
-            let node = |k: &str, v: String| Node {
-                path: format!("{backend}/{k}"),
-                value: v,
-                perms: vec![],
-            };
-            let mut w = vec![node("online", "0".into())];
-            if XenbusState::parse(&state) != Ok(XenbusState::Closed) {
-                w.push(node("state", XenbusState::Closing.to_xenstore()));
-            }
-            match store.publish(&w) {
-                Ok(()) => asked = true,
-                Err(e) => warn(format!(
-                    "disk {devid} of domain {domid}: taking its backend offline: {e}"
-                )),
-            }
+    let (devs, loops): (Vec<Device>, Vec<Option<u32>>) = devids(store, domid)
+        .into_iter()
+        .map(|devid| closing(store, domid, devid))
+        .unzip();
+    teardown::remove_forced(store, &devs, timeout, warn);
+    for (d, n) in devs.iter().zip(loops) {
+        if let Some(e) = n.and_then(|n| unbind(host, d, n).err()) {
+            warn(e);
         }
-        if let Err(e) = store.remove(&[dirs[1].clone()]) {
-            warn(format!(
-                "disk {devid} of domain {domid}: removing its frontend: {e}"
+    }
+    teardown::remove_if_empty(store, &format!("{BACKEND_ROOT}/{domid}"));
+}
+
+/// `block-attach`: disk `spec` for running domain `domid`, checked as
+/// [`check`] does (`domains`: the domains there are) and refused when
+/// the domain has a disk with its vdev; then made ready and its records
+/// written ([`add`]): the guest's blkfront, which watches its device
+/// directory, connects by itself. Returns the disk.
+pub fn plug(
+    store: &dyn Xenstore,
+    host: &dyn Host,
+    domid: u16,
+    spec: &DiskSpec,
+    domains: &[u32],
+) -> Result<Disk, String> {
+    let vdev = &spec.vdev;
+    if let Ok(devid) = devices::vdev_number(vdev) {
+        if devids(store, domid).contains(&devid) {
+            return Err(format!(
+                "disk {vdev}: domain {domid} has a disk {vdev} already (vbd {devid}): detach it first or choose another vdev"
             ));
         }
-        closing.push(Closing {
-            devid,
-            dirs,
-            backend,
-            loop_dev,
-            asked,
-        });
     }
-    let t0 = Instant::now();
-    loop {
-        let open: Vec<&Closing> = closing
-            .iter()
-            .filter(|c| c.asked && !closed(store, &c.backend))
-            .collect();
-        if open.is_empty() {
-            break;
-        }
-        if t0.elapsed() >= timeout {
-            for c in open {
-                let state = store
-                    .read(&format!("{}/state", c.backend))
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                warn(format!(
-                    "disk {} of domain {domid}: blkback did not close {} within {:.1} s (state {state}, not 6): removing it anyway",
-                    c.devid,
-                    c.backend,
-                    timeout.as_secs_f64()
-                ));
-            }
-            break;
-        }
-        std::thread::sleep(POLL);
+    let disks = check(std::slice::from_ref(spec), store, host, domains)?;
+    let mut attached = Vec::new();
+    if let Err(e) = add(store, host, domid, &disks, &mut attached) {
+        undo(store, host, domid, &disks, &attached);
+        return Err(e);
     }
-    for c in &closing {
-        let mut dirs = c.dirs.to_vec();
-        if c.backend != c.dirs[2] {
-            dirs.push(c.backend.clone());
-        }
-        if let Err(e) = store.remove(&dirs) {
-            warn(format!(
-                "disk {} of domain {domid}: removing its records: {e}",
-                c.devid
-            ));
-        }
-        if let Some(n) = c.loop_dev {
-            match host.loop_detach(n) {
-                Ok(()) => {}
-                // Unbound already.
-                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
-                Err(e) => warn(format!(
-                    "disk {} of domain {domid}: unbinding {}: {e}",
-                    c.devid,
-                    hotplug::loop_path(n)
-                )),
-            }
-        }
+    Ok(disks.into_iter().next().expect("one disk checked"))
+}
+
+/// `block-detach`: takes disk `devid` (named `name` in messages) away
+/// from running domain `domid`. Without `force`, the guest is asked
+/// ([`teardown::remove_live`]): a disk the guest does not let go of
+/// within `timeout` stays attached and is an error; with it, libxl's
+/// forced removal ([`teardown::remove_forced`], failures a `warn`). Then
+/// the loop device bound to its image file is unbound.
+pub fn unplug(
+    store: &dyn Xenstore,
+    host: &dyn Host,
+    domid: u16,
+    (devid, name): (u32, &str),
+    force: bool,
+    timeout: Duration,
+    warn: &dyn Fn(String),
+) -> Result<(), String> {
+    if !devids(store, domid).contains(&devid) {
+        return Err(format!("domain {domid} has no disk {name} (vbd {devid})"));
     }
-    remove_if_empty(store, &format!("{BACKEND_ROOT}/{domid}"));
+    let (d, loop_dev) = closing(store, domid, devid);
+    if force {
+        teardown::remove_forced(store, std::slice::from_ref(&d), timeout, warn);
+    } else {
+        teardown::remove_live(store, &d, name, timeout)
+            .map_err(|e| format!("{e} (block-detach -f removes it anyway)"))?;
+    }
+    teardown::remove_if_empty(store, &format!("{BACKEND_ROOT}/{domid}"));
+    loop_dev.map_or(Ok(()), |n| unbind(host, &d, n))
 }
 
 /// The domain of a backend path `/local/domain/<N>/...`.
@@ -628,6 +597,7 @@ pub(crate) mod tests {
     use keel_xlcfg::parse_disk_spec;
     use std::cell::RefCell;
     use std::rc::Rc;
+    use std::time::Instant;
 
     /// A fake hypervisor, xenstore (acting as blkback) and host, with
     /// image files `/srv/web.img` and `/srv/data.img`, block device
@@ -1132,5 +1102,239 @@ pub(crate) mod tests {
         ));
         assert_eq!(c_int("12abc"), 12);
         assert_eq!(c_int("x"), 0);
+    }
+
+    /// Domain 1, `web`, running with disk xvda (/srv/web.img, loop 0),
+    /// connected.
+    fn web_running(tag: &str) -> Setup {
+        let s = setup(tag, &[]);
+        d1_with(&s, &["/srv/web.img,raw,xvda,rw"]);
+        for p in [
+            "/local/domain/0/backend/vbd/1/51712/state",
+            "/local/domain/1/device/vbd/51712/state",
+        ] {
+            s.store.set(p, "4");
+        }
+        s
+    }
+
+    fn keelctl(s: &Setup, args: &[&str]) -> (i32, String) {
+        let (rc, out, err) = crate::tests::exec(&s.b, args);
+        assert_eq!(out, "", "{args:?}");
+        (rc, err)
+    }
+
+    #[test]
+    fn block_attach_adds_a_disk_to_a_running_domain() {
+        let s = web_running("vbd-attach");
+        // The spec in pieces, as xl takes it.
+        let (rc, err) = keelctl(
+            &s,
+            &["block-attach", "web", "/srv/data.img", "raw", "xvdb", "r"],
+        );
+        assert_eq!((rc, err.as_str()), (0, ""));
+        assert_eq!(
+            log(&s.host),
+            ["attach 0 /srv/web.img rw", "attach 1 /srv/data.img ro"]
+        );
+        for (k, v) in [
+            ("params", "/srv/data.img"),
+            ("mode", "r"),
+            ("physical-device-path", "/dev/loop1"),
+            ("node", "/dev/loop1"),
+            ("hotplug-status", "connected"),
+            ("frontend", "/local/domain/1/device/vbd/51728"),
+            ("state", "1"),
+        ] {
+            assert_eq!(be(&s, 1, 51728, k).as_deref(), Some(v), "{k}");
+        }
+        assert_eq!(
+            s.store
+                .value("/local/domain/1/device/vbd/51728/backend")
+                .as_deref(),
+            Some("/local/domain/0/backend/vbd/1/51728")
+        );
+        // The first disk untouched; both listed.
+        assert_eq!(be(&s, 1, 51712, "state").as_deref(), Some("4"));
+        let l = s.b.block_list(&DomainRef::parse("web")).unwrap();
+        assert_eq!(
+            l.iter().map(|b| b.devid).collect::<Vec<_>>(),
+            [51712, 51728]
+        );
+        // A block device, by id, under a vdev given as a number.
+        let (rc, err) = keelctl(&s, &["block-attach", "1", "/dev/vg/data,raw,51744,w"]);
+        assert_eq!((rc, err.as_str()), (0, ""));
+        assert_eq!(be(&s, 1, 51744, "physical-device").as_deref(), Some("fe:3"));
+        assert_eq!(log(&s.host).len(), 2, "no loop device for a block device");
+    }
+
+    #[test]
+    fn block_attach_refuses_a_used_vdev_and_a_shared_target() {
+        let s = web_running("vbd-attach-used");
+        for (spec, want) in [
+            (
+                "/srv/data.img,raw,xvda,r",
+                "keelctl: block-attach: domain 'web': disk xvda: domain 1 has a disk xvda already (vbd 51712): detach it first or choose another vdev\n",
+            ),
+            ("/srv/data.img,raw,51712,r", "disk 51712: domain 1 has a disk 51712 already (vbd 51712)"),
+            (
+                "/srv/web.img,raw,xvdb,r",
+                "disk xvdb: /srv/web.img is attached read-write to domain 1 (its vbd 51712)",
+            ),
+            ("/srv/missing.img,raw,xvdb,r", "disk xvdb: cannot use /srv/missing.img"),
+            ("/srv/data.img,raw,xvdb,rw,nonsense", "invalid disk spec '/srv/data.img,raw,xvdb,rw,nonsense'"),
+        ] {
+            let (rc, err) = keelctl(&s, &["block-attach", "web", spec]);
+            assert_eq!(rc, crate::EXIT_ERROR, "{spec}");
+            assert!(err.contains(want), "{spec}: {err}");
+        }
+        // Nothing bound, nothing written, xvda as it was.
+        assert_eq!(log(&s.host), ["attach 0 /srv/web.img rw"]);
+        assert!(s
+            .store
+            .under("/local/domain/0/backend/vbd/1/51728")
+            .is_empty());
+        assert_eq!(be(&s, 1, 51712, "params").as_deref(), Some("/srv/web.img"));
+    }
+
+    #[test]
+    fn hot_plug_refuses_domain_0_and_unknown_domains() {
+        let s = web_running("vbd-attach-dom0");
+        s.store.set("/local/domain/0/name", "Domain-0");
+        for (args, want) in [
+            (
+                &["block-attach", "Domain-0", "/srv/data.img,raw,xvdb,r"][..],
+                "keelctl: block-attach: Domain-0's disks are its own kernel's: keelctl attaches and detaches those of other domains only\n",
+            ),
+            (&["block-detach", "0", "xvda"], "Domain-0's disks are its own kernel's"),
+            (&["network-attach", "0"], "Domain-0's network interfaces are its own kernel's"),
+            (&["network-detach", "Domain-0", "0"], "Domain-0's network interfaces are its own kernel's"),
+            (
+                &["block-attach", "nope", "/srv/data.img,raw,xvdb,r"],
+                "keelctl: block-attach: domain 'nope' does not exist\n",
+            ),
+            (&["block-detach", "-f", "9", "xvda"], "keelctl: block-detach: domain '9' does not exist\n"),
+            (&["network-attach", "nope"], "keelctl: network-attach: domain 'nope' does not exist\n"),
+            (&["network-detach", "9", "0"], "keelctl: network-detach: domain '9' does not exist\n"),
+        ] {
+            let (rc, err) = keelctl(&s, args);
+            assert_eq!(rc, crate::EXIT_ERROR, "{args:?}");
+            assert!(err.contains(want) && err.ends_with('\n'), "{args:?}: {err}");
+        }
+        assert_eq!(log(&s.host), ["attach 0 /srv/web.img rw"]);
+        assert!(s.store.under("/local/domain/0/backend/vbd/0").is_empty());
+        assert_eq!(be(&s, 1, 51712, "state").as_deref(), Some("4"));
+    }
+
+    #[test]
+    fn block_detach_of_a_disk_the_guest_releases() {
+        let s = web_running("vbd-detach");
+        keelctl(&s, &["block-attach", "web", "/dev/vg/data,raw,xvdb,r"]);
+        s.store.guest_releases.set(true);
+        s.store.events.borrow_mut().clear();
+        let before = s.store.batches.borrow().len();
+        let (rc, err) = keelctl(&s, &["block-detach", "web", "xvda"]);
+        assert_eq!((rc, err.as_str()), (0, ""));
+        // Offline and Closing in one transaction; the frontend left to the
+        // guest (not removed first), which closed; then the records.
+        let offline: Vec<(String, String)> = s.store.batches.borrow()[before]
+            .iter()
+            .map(|n| (n.path.clone(), n.value.clone()))
+            .collect();
+        let b = "/local/domain/0/backend/vbd/1/51712";
+        assert_eq!(
+            offline,
+            [
+                (format!("{b}/online"), "0".to_string()),
+                (format!("{b}/state"), "5".to_string())
+            ]
+        );
+        assert_eq!(
+            *s.store.events.borrow(),
+            [
+                format!("publish #{before}"),
+                "rm /libxl/1/device/vbd/51712".to_string(),
+                "rm /local/domain/1/device/vbd/51712".to_string(),
+                format!("rm {b}"),
+            ]
+        );
+        assert_eq!(log(&s.host), ["attach 0 /srv/web.img rw", "detach 0"]);
+        assert!(s.host.loops.borrow().is_empty());
+        for gone in [
+            b,
+            "/local/domain/1/device/vbd/51712",
+            "/libxl/1/device/vbd/51712",
+        ] {
+            assert!(s.store.under(gone).is_empty(), "{gone}");
+        }
+        // xvdb stays; then it goes too, by its number (a block device:
+        // no loop device to unbind), and dom0's directory for the domain.
+        assert_eq!(be(&s, 1, 51728, "params").as_deref(), Some("/dev/vg/data"));
+        let (rc, err) = keelctl(&s, &["block-detach", "web", "51728"]);
+        assert_eq!((rc, err.as_str()), (0, ""));
+        assert!(s.store.under("/local/domain/0/backend/vbd/1").is_empty());
+        assert!(s.b.block_list(&DomainRef::Id(1)).unwrap().is_empty());
+        assert_eq!(log(&s.host).len(), 2);
+        assert!(s.warnings.borrow().is_empty(), "{:?}", s.warnings.borrow());
+        // Gone now, and never there.
+        for (dev, want) in [
+            (
+                "xvda",
+                "keelctl: block-detach: domain 'web': domain 1 has no disk xvda (vbd 51712)\n",
+            ),
+            ("xvd1", "keelctl: block-detach: invalid vdev 'xvd1'"),
+        ] {
+            let (rc, err) = keelctl(&s, &["block-detach", "web", dev]);
+            assert_eq!(rc, crate::EXIT_ERROR, "{dev}");
+            assert!(err.starts_with(want), "{dev}: {err}");
+        }
+    }
+
+    #[test]
+    fn block_detach_of_a_disk_in_use_fails_unless_forced() {
+        let s = web_running("vbd-detach-busy");
+        // blkfront keeps a mounted disk: it never closes.
+        let t0 = Instant::now();
+        let (rc, err) = keelctl(&s, &["block-detach", "web", "xvda"]);
+        assert!(t0.elapsed() >= Duration::from_millis(150));
+        assert_eq!(rc, crate::EXIT_ERROR);
+        assert_eq!(
+            err,
+            "keelctl: block-detach: domain 'web': the guest did not release xvda (still in use?): blkback left /local/domain/0/backend/vbd/1/51712 in state 5, not 6 (Closed), for 0.1 s; it stays attached (block-detach -f removes it anyway)\n"
+        );
+        // Still attached: records, backend back online as it was, the
+        // loop device bound.
+        assert_eq!(be(&s, 1, 51712, "online").as_deref(), Some("1"));
+        assert_eq!(be(&s, 1, 51712, "state").as_deref(), Some("4"));
+        assert_eq!(
+            s.store
+                .value("/local/domain/1/device/vbd/51712/state")
+                .as_deref(),
+            Some("4")
+        );
+        assert_eq!(s.b.block_list(&DomainRef::Id(1)).unwrap().len(), 1);
+        assert_eq!(log(&s.host), ["attach 0 /srv/web.img rw"]);
+        // -f: the frontend goes, blkback closes, all removed.
+        let (rc, err) = keelctl(&s, &["block-detach", "-f", "web", "xvda"]);
+        assert_eq!((rc, err.as_str()), (0, ""));
+        assert!(s.store.under("/local/domain/0/backend/vbd/1").is_empty());
+        assert!(s.store.under("/local/domain/1/device/vbd/51712").is_empty());
+        assert!(s.store.under("/libxl/1/device/vbd/51712").is_empty());
+        assert_eq!(log(&s.host), ["attach 0 /srv/web.img rw", "detach 0"]);
+        assert!(s.warnings.borrow().is_empty(), "{:?}", s.warnings.borrow());
+    }
+
+    #[test]
+    fn forced_detach_removes_a_disk_blkback_does_not_close() {
+        let s = web_running("vbd-detach-stuck");
+        s.store.blkback.set(false);
+        let (rc, err) = keelctl(&s, &["block-detach", "-f", "web", "xvda"]);
+        assert_eq!((rc, err.as_str()), (0, ""));
+        assert_eq!(
+            *s.warnings.borrow(),
+            ["disk 51712 of domain 1: blkback did not close /local/domain/0/backend/vbd/1/51712 within 0.1 s (state 5, not 6): removing it anyway"]
+        );
+        assert!(s.store.under("/local/domain/0/backend/vbd/1").is_empty());
+        assert_eq!(log(&s.host), ["attach 0 /srv/web.img rw", "detach 0"]);
     }
 }

@@ -24,6 +24,7 @@ pub mod netdev;
 pub mod nics;
 #[allow(unsafe_code)]
 pub mod privcmd;
+pub mod teardown;
 pub mod top;
 pub mod xen;
 
@@ -445,16 +446,26 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
             ),
             Err(e) => fail(io, name, e),
         },
-        Command::BlockAttach {
-            domain: _,
-            disk_spec,
-        } => {
+        Command::BlockAttach { domain, disk_spec } => {
             let spec = disk_spec.join(",");
-            if let Err(e) = keel_xlcfg::parse_disk_spec(&spec) {
-                return fail(io, name, format!("invalid disk spec '{spec}': {e}"));
+            match keel_xlcfg::parse_disk_spec(&spec) {
+                Ok(d) => done(
+                    io,
+                    name,
+                    hv.block_attach(&DomainRef::parse(&domain), &d).map(|_| ()),
+                ),
+                Err(e) => fail(io, name, format!("invalid disk spec '{spec}': {e}")),
             }
-            not_supported(io, name, "attaching a disk to a running domain is not supported yet: give it in the domain's configuration (disk=), which create serves")
         }
+        Command::BlockDetach {
+            force,
+            domain,
+            device,
+        } => done(
+            io,
+            name,
+            hv.block_detach(&DomainRef::parse(&domain), &device, force),
+        ),
         Command::BlockList { domains } => {
             let mut rows = Vec::new();
             for d in &domains {
@@ -479,16 +490,23 @@ pub fn run(cmd: Command, hv: &dyn Hypervisor, io: &mut Io) -> i32 {
                 .write_all(format::network_list_table(&rows).as_bytes());
             EXIT_OK
         }
-        Command::NetworkAttach {
-            domain: _,
-            vif_spec,
-        } => {
+        Command::NetworkAttach { domain, vif_spec } => {
             let spec = vif_spec.join(",");
-            if let Err(e) = keel_xlcfg::parse_vif_spec(&spec) {
-                return fail(io, name, format!("invalid vif spec '{spec}': {e}"));
+            match keel_xlcfg::parse_vif_spec(&spec) {
+                Ok(v) => done(
+                    io,
+                    name,
+                    hv.network_attach(&DomainRef::parse(&domain), &v)
+                        .map(|_| ()),
+                ),
+                Err(e) => fail(io, name, format!("invalid vif spec '{spec}': {e}")),
             }
-            not_supported(io, name, "attaching a network interface to a running domain is not supported yet: give it in the domain's configuration (vif=), which create serves")
         }
+        Command::NetworkDetach { domain, device } => done(
+            io,
+            name,
+            hv.network_detach(&DomainRef::parse(&domain), &device),
+        ),
         Command::Console {
             console_type,
             num,

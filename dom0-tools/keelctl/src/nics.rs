@@ -24,6 +24,9 @@
 //!   (netback frees the interfaces; a bridge made stays);
 //! * [`remove_all`], when the domain is destroyed: libxl's forced
 //!   removal; the interface leaves its bridge when netback frees it;
+//! * [`plug`] and [`unplug`], on a running domain (`network-attach`,
+//!   `network-detach`): one interface added as at create, or taken away
+//!   as libxl does, asking the guest first ([`crate::teardown`]);
 //! * [`list`]: what `xl network-list` shows.
 
 use std::time::{Duration, Instant};
@@ -34,7 +37,8 @@ use crate::backend::NicInfo;
 use crate::devices::{self, DeviceRecords, XenbusState};
 use crate::hotplug::Host;
 use crate::netdev;
-use crate::xen::{Node, Xenstore};
+use crate::teardown::{self, Device};
+use crate::xen::Xenstore;
 
 /// The domain whose netback serves the interfaces: dom0.
 pub const BACKEND_DOMID: u16 = 0;
@@ -319,13 +323,7 @@ pub fn undo(store: &dyn Xenstore, domid: u16, nics: &[Nic]) {
     }
     let r: Vec<String> = nics.iter().flat_map(|n| roots(domid, n.devid)).collect();
     let _ = store.remove(&r);
-    remove_if_empty(store, &format!("{BACKEND_ROOT}/{domid}"));
-}
-
-fn remove_if_empty(store: &dyn Xenstore, path: &str) {
-    if store.directory(path).is_ok_and(|d| d.is_empty()) {
-        let _ = store.remove(&[path.to_string()]);
-    }
+    teardown::remove_if_empty(store, &format!("{BACKEND_ROOT}/{domid}"));
 }
 
 /// The device ids of domain `domid`'s interfaces: from libxl's records
@@ -382,110 +380,103 @@ pub fn with_macs(specs: &[VifSpec], macs: &[(u32, MacAddr)]) -> Vec<VifSpec> {
         .collect()
 }
 
-/// An interface being taken away.
-struct Closing {
-    devid: u32,
-    dirs: [String; 3],
-    backend: String,
-    asked: bool,
-}
-
-/// Has netback closed the backend at `be` (Closed, or the directory
-/// gone)?
-fn closed(store: &dyn Xenstore, be: &str) -> bool {
-    match store.read(&format!("{be}/state")) {
-        Ok(Some(s)) => XenbusState::parse(&s) == Ok(XenbusState::Closed),
-        Ok(None) | Err(_) => true,
-    }
+/// Interface `devid` of domain `domid`, to be taken away.
+fn closing(store: &dyn Xenstore, domid: u16, devid: u32) -> Device {
+    Device::new(
+        store,
+        format!("vif {devid} of domain {domid}"),
+        "netback",
+        roots(domid, devid),
+    )
 }
 
 /// Takes every interface of domain `domid` away, as libxl does when it
-/// destroys a domain (forced): the backend's `online` 0 and `state`
-/// Closing (5), the frontend's directory gone (netback closes when it
-/// sees its frontend gone, and frees the interface, which leaves its
-/// bridge); then at most `timeout` for netback to reach Closed (6) or
-/// let the directory go (a `warn` for each that did not); then the
-/// backend's, frontend's and libxl's directories go. Whatever fails is a
-/// `warn`; the rest goes on. The bridge stays.
+/// destroys a domain (forced: [`teardown::remove_forced`]); netback,
+/// which closes when it sees the frontend gone, frees the interface,
+/// which leaves its bridge. Whatever fails is a `warn`; the rest goes
+/// on. The bridge stays.
 pub fn remove_all(store: &dyn Xenstore, domid: u16, timeout: Duration, warn: &dyn Fn(String)) {
-    let mut closing = Vec::new();
-    for devid in domain_devids(store, domid) {
-        let dirs = roots(domid, devid);
-        let backend = store
-            .read(&format!("{}/backend", dirs[0]))
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| dirs[2].clone());
-        let mut asked = false;
-        if let Some(state) = store.read(&format!("{backend}/state")).ok().flatten() {
-            let node = |k: &str, v: String| Node {
-                path: format!("{backend}/{k}"),
-                value: v,
-                perms: vec![],
-            };
-            let mut w = vec![node("online", "0".into())];
-            if XenbusState::parse(&state) != Ok(XenbusState::Closed) {
-                w.push(node("state", XenbusState::Closing.to_xenstore()));
-            }
-            match store.publish(&w) {
-                Ok(()) => asked = true,
-                Err(e) => warn(format!(
-                    "vif {devid} of domain {domid}: taking its backend offline: {e}"
-                )),
-            }
+    let devs: Vec<Device> = domain_devids(store, domid)
+        .into_iter()
+        .map(|devid| closing(store, domid, devid))
+        .collect();
+    teardown::remove_forced(store, &devs, timeout, warn);
+    teardown::remove_if_empty(store, &format!("{BACKEND_ROOT}/{domid}"));
+}
+
+/// `network-attach`: interface `spec` for running domain `domid`: the
+/// spec's `devid=` (refused when the domain has that one) or one past
+/// the highest it has (as `libxl__device_nextid`), checked as [`check`]
+/// does, then added and brought online ([`add`], at most `timeout` for
+/// netback); the guest's netfront connects by itself. Returns it.
+pub fn plug(
+    store: &dyn Xenstore,
+    host: &dyn Host,
+    domid: u16,
+    spec: &VifSpec,
+    timeout: Duration,
+) -> Result<Nic, String> {
+    let have = domain_devids(store, domid);
+    let devid = match spec.devid {
+        Some(d) if have.contains(&d) => {
+            return Err(format!(
+                "vif {d}: domain {domid} has an interface {d} already: detach it first or choose another devid"
+            ))
         }
-        if let Err(e) = store.remove(&[dirs[1].clone()]) {
-            warn(format!(
-                "vif {devid} of domain {domid}: removing its frontend: {e}"
-            ));
-        }
-        closing.push(Closing {
-            devid,
-            dirs,
-            backend,
-            asked,
-        });
+        Some(d) => d,
+        None => have.last().map_or(0, |l| l + 1),
+    };
+    let nic = check_one(spec, devid, host)?;
+    if let Err(e) = add(store, host, domid, std::slice::from_ref(&nic), timeout) {
+        undo(store, domid, std::slice::from_ref(&nic));
+        return Err(e);
     }
-    let t0 = Instant::now();
-    loop {
-        let open: Vec<&Closing> = closing
-            .iter()
-            .filter(|c| c.asked && !closed(store, &c.backend))
-            .collect();
-        if open.is_empty() {
-            break;
+    Ok(nic)
+}
+
+/// Which interface `network-detach` takes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Devid(u32),
+    Mac(MacAddr),
+}
+
+impl Which {
+    /// A device id or a MAC address, as `xl network-detach` takes them.
+    pub fn parse(s: &str) -> Result<Which, String> {
+        if s.contains(':') {
+            return MacAddr::parse(s)
+                .map(Which::Mac)
+                .map_err(|e| format!("invalid MAC address '{s}': {e}"));
         }
-        if t0.elapsed() >= timeout {
-            for c in open {
-                let state = store
-                    .read(&format!("{}/state", c.backend))
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                warn(format!(
-                    "vif {} of domain {domid}: netback did not close {} within {:.1} s (state {state}, not 6): removing it anyway",
-                    c.devid,
-                    c.backend,
-                    timeout.as_secs_f64()
-                ));
-            }
-            break;
-        }
-        std::thread::sleep(POLL);
+        s.parse()
+            .map(Which::Devid)
+            .map_err(|_| format!("invalid interface '{s}': a device id (0, 1...) or a MAC address"))
     }
-    for c in &closing {
-        let mut dirs = c.dirs.to_vec();
-        if c.backend != c.dirs[2] {
-            dirs.push(c.backend.clone());
-        }
-        if let Err(e) = store.remove(&dirs) {
-            warn(format!(
-                "vif {} of domain {domid}: removing its records: {e}",
-                c.devid
-            ));
-        }
-    }
-    remove_if_empty(store, &format!("{BACKEND_ROOT}/{domid}"));
+}
+
+/// `network-detach`: takes interface `which` away from running domain
+/// `domid`, asking the guest first ([`teardown::remove_live`]): one the
+/// guest does not let go of within `timeout` stays and is an error.
+pub fn unplug(
+    store: &dyn Xenstore,
+    domid: u16,
+    which: Which,
+    timeout: Duration,
+) -> Result<(), String> {
+    let devid = match which {
+        Which::Devid(d) if domain_devids(store, domid).contains(&d) => d,
+        Which::Devid(d) => return Err(format!("domain {domid} has no interface {d}")),
+        Which::Mac(m) => macs(store, domid)
+            .into_iter()
+            .find(|(_, mac)| *mac == m)
+            .map(|(d, _)| d)
+            .ok_or_else(|| format!("domain {domid} has no interface with MAC address {m}"))?,
+    };
+    let d = closing(store, domid, devid);
+    teardown::remove_live(store, &d, &format!("vif {devid}"), timeout)?;
+    teardown::remove_if_empty(store, &format!("{BACKEND_ROOT}/{domid}"));
+    Ok(())
 }
 
 /// The domain of a backend path `/local/domain/<N>/...`.
@@ -987,5 +978,169 @@ mod tests {
             check(&again, &*s.b.host).unwrap()[1].mac,
             again[1].mac.unwrap()
         );
+    }
+
+    fn keelctl(s: &Setup, args: &[&str]) -> (i32, String) {
+        let (rc, out, err) = crate::tests::exec(&s.b, args);
+        assert_eq!(out, "", "{args:?}");
+        (rc, err)
+    }
+
+    #[test]
+    fn network_attach_adds_an_interface_to_a_running_domain() {
+        let s = net_setup("vif-attach", &[]);
+        d1_with(&s, &["mac=00:16:3e:00:00:01"]);
+        s.host.log.borrow_mut().clear();
+        // The next devid, a MAC made up, the bridge made.
+        let (rc, err) = keelctl(&s, &["network-attach", "web", "bridge=br-lan"]);
+        assert_eq!((rc, err.as_str()), (0, ""));
+        assert_eq!(
+            log(&s),
+            [
+                "addbr br-lan",
+                "up br-lan",
+                "addif br-lan vif1.1",
+                "up vif1.1"
+            ]
+        );
+        for (k, v) in [
+            ("handle", "1"),
+            ("mac", "00:16:3e:21:a2:a3"),
+            ("bridge", "br-lan"),
+            ("frontend", "/local/domain/1/device/vif/1"),
+            ("hotplug-status", "connected"),
+        ] {
+            assert_eq!(be(&s, 1, 1, k).as_deref(), Some(v), "{k}");
+        }
+        assert_eq!(
+            s.host.link("vif1.1").unwrap().master.as_deref(),
+            Some("br-lan")
+        );
+        // The spec in pieces; a devid and MAC of its own; then one past
+        // the highest.
+        let (rc, err) = keelctl(
+            &s,
+            &["network-attach", "1", "mac=00:16:3e:0a:0b:0c", "devid=5"],
+        );
+        assert_eq!((rc, err.as_str()), (0, ""));
+        assert_eq!(be(&s, 1, 5, "mac").as_deref(), Some("00:16:3e:0a:0b:0c"));
+        let (rc, err) = keelctl(&s, &["network-attach", "web"]);
+        assert_eq!((rc, err.as_str()), (0, ""));
+        assert_eq!(be(&s, 1, 6, "bridge").as_deref(), Some("xenbr0"));
+        let l = s.b.network_list(&DomainRef::Id(1)).unwrap();
+        assert_eq!(l.iter().map(|n| n.devid).collect::<Vec<_>>(), [0, 1, 5, 6]);
+        // The first untouched.
+        assert_eq!(be(&s, 1, 0, "mac").as_deref(), Some("00:16:3e:00:00:01"));
+    }
+
+    #[test]
+    fn network_attach_refusals_leave_nothing() {
+        let s = net_setup("vif-attach-refuse", &[]);
+        d1_with(&s, &[""]);
+        s.host.log.borrow_mut().clear();
+        for (args, want) in [
+            (
+                &["network-attach", "web", "devid=0"][..],
+                "keelctl: network-attach: domain 'web': vif 0: domain 1 has an interface 0 already: detach it first or choose another devid\n",
+            ),
+            (
+                &["network-attach", "web", "script=vif-route"],
+                "domain 'web': vif 1: script=vif-route is not supported",
+            ),
+            (&["network-attach", "web", "mac=01:00:00:00:00:01"], "multicast"),
+        ] {
+            let (rc, err) = keelctl(&s, args);
+            assert_eq!(rc, crate::EXIT_ERROR, "{args:?}");
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+        // No netback to take it up: the records taken back.
+        s.store.netback.replace(None);
+        let (rc, err) = keelctl(&s, &["network-attach", "web"]);
+        assert_eq!(rc, crate::EXIT_ERROR);
+        assert!(
+            err.contains("vif 1 of domain 1: no interface vif1.1 in dom0 after 0.1 s"),
+            "{err}"
+        );
+        assert!(s.store.under("/local/domain/0/backend/vif/1/1").is_empty());
+        assert!(s.store.under("/local/domain/1/device/vif/1").is_empty());
+        assert!(s.store.under("/libxl/1/device/vif/1").is_empty());
+        assert_eq!(be(&s, 1, 0, "hotplug-status").as_deref(), Some("connected"));
+        assert!(log(&s).is_empty(), "{:?}", log(&s));
+    }
+
+    #[test]
+    fn network_detach_by_mac_and_by_devid() {
+        let s = net_setup("vif-detach", &[]);
+        d1_with(&s, &["mac=00:16:3e:00:00:01", "bridge=br-lan"]);
+        s.store.guest_releases.set(true);
+        let before = s.store.batches.borrow().len();
+        let (rc, err) = keelctl(&s, &["network-detach", "web", "00:16:3e:00:00:01"]);
+        assert_eq!((rc, err.as_str()), (0, ""));
+        let offline: Vec<(String, String)> = s.store.batches.borrow()[before]
+            .iter()
+            .map(|n| (n.path.clone(), n.value.clone()))
+            .collect();
+        assert_eq!(
+            offline,
+            [
+                ("/local/domain/0/backend/vif/1/0/online".into(), "0".into()),
+                ("/local/domain/0/backend/vif/1/0/state".into(), "5".into()),
+            ]
+        );
+        for gone in [
+            "/local/domain/0/backend/vif/1/0",
+            "/local/domain/1/device/vif/0",
+            "/libxl/1/device/vif/0",
+        ] {
+            assert!(s.store.under(gone).is_empty(), "{gone}");
+        }
+        // netback freed it; the other stays.
+        assert!(s.host.link("vif1.0").is_none());
+        assert!(s.host.link("vif1.1").is_some());
+        assert_eq!(be(&s, 1, 1, "hotplug-status").as_deref(), Some("connected"));
+        let (rc, err) = keelctl(&s, &["network-detach", "1", "1"]);
+        assert_eq!((rc, err.as_str()), (0, ""));
+        assert!(s.store.under("/local/domain/0/backend/vif/1").is_empty());
+        assert!(s.host.link("vif1.1").is_none());
+        assert!(s.host.link("br-lan").is_some(), "the bridge stays");
+        assert!(!has_nics(&*s.b.store, 1));
+        for (dev, want) in [
+            (
+                "0",
+                "keelctl: network-detach: domain 'web': domain 1 has no interface 0\n",
+            ),
+            (
+                "00:16:3e:00:00:01",
+                "domain 1 has no interface with MAC address 00:16:3e:00:00:01\n",
+            ),
+            ("00:16:3e", "invalid MAC address '00:16:3e'"),
+            (
+                "eth0",
+                "invalid interface 'eth0': a device id (0, 1...) or a MAC address",
+            ),
+        ] {
+            let (rc, err) = keelctl(&s, &["network-detach", "web", dev]);
+            assert_eq!(rc, crate::EXIT_ERROR, "{dev}");
+            assert!(err.contains(want), "{dev}: {err}");
+        }
+    }
+
+    #[test]
+    fn network_detach_of_an_interface_the_guest_keeps_fails() {
+        let s = net_setup("vif-detach-busy", &[]);
+        d1_with(&s, &[""]);
+        let t0 = Instant::now();
+        let (rc, err) = keelctl(&s, &["network-detach", "web", "0"]);
+        assert!(t0.elapsed() >= Duration::from_millis(150));
+        assert_eq!(rc, crate::EXIT_ERROR);
+        assert_eq!(
+            err,
+            "keelctl: network-detach: domain 'web': the guest did not release vif 0 (still in use?): netback left /local/domain/0/backend/vif/1/0 in state 5, not 6 (Closed), for 0.1 s; it stays attached\n"
+        );
+        // Back online in the state netback had; still there.
+        assert_eq!(be(&s, 1, 0, "online").as_deref(), Some("1"));
+        assert_eq!(be(&s, 1, 0, "state").as_deref(), Some("2"));
+        assert!(s.host.link("vif1.0").is_some());
+        assert_eq!(s.b.network_list(&DomainRef::Id(1)).unwrap().len(), 1);
     }
 }

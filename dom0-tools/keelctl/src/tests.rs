@@ -180,7 +180,7 @@ impl Hypervisor for Fake {
 }
 
 /// Run `keelctl <args>` against `hv`; returns (rc, stdout, stderr).
-fn exec(hv: &dyn Hypervisor, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn exec(hv: &dyn Hypervisor, args: &[&str]) -> (i32, String, String) {
     let cli = Cli::try_parse_from(std::iter::once("keelctl").chain(args.iter().copied()))
         .unwrap_or_else(|e| panic!("{args:?}: {e}"));
     let (mut out, mut err) = (Vec::new(), Vec::new());

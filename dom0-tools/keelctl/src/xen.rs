@@ -449,6 +449,19 @@ impl<T: XenCall> XenBackend<T> {
             .ok_or_else(|| BackendError::NoSuchDomain(dom.clone()))
     }
 
+    /// The id of running domain `dom`, whose `what` (disks, network
+    /// interfaces) keelctl attaches and detaches: Domain-0 is refused,
+    /// its devices are its own kernel's.
+    fn hotplug_target(&self, dom: &DomainRef, what: &str) -> Result<u16> {
+        let d = self.find(dom)?;
+        if d.domain == 0 {
+            return Err(BackendError::Failed(format!(
+                "Domain-0's {what} are its own kernel's: keelctl attaches and detaches those of other domains only"
+            )));
+        }
+        Ok(d.domain)
+    }
+
     /// The first step of building a domain, as libxl's
     /// `libxl__domain_make` takes it: an empty, paused PVH container
     /// (`createdomain` with hardware-assisted paging and only the local
@@ -758,6 +771,47 @@ impl<T: XenCall> Hypervisor for XenBackend<T> {
                 "reading the network interfaces of domain '{dom}': {e}"
             ))
         })
+    }
+    fn block_attach(&self, dom: &DomainRef, spec: &keel_xlcfg::DiskSpec) -> Result<u32> {
+        let domid = self.hotplug_target(dom, "disks")?;
+        let domains: Vec<u32> = self
+            .domain_infos()?
+            .iter()
+            .map(|d| d.domain as u32)
+            .collect();
+        crate::disks::plug(&*self.store, &*self.host, domid, spec, &domains)
+            .map(|d| d.devid)
+            .map_err(|e| BackendError::Failed(format!("domain '{dom}': {e}")))
+    }
+    fn block_detach(&self, dom: &DomainRef, vdev: &str, force: bool) -> Result<()> {
+        let domid = self.hotplug_target(dom, "disks")?;
+        let devid = crate::devices::vdev_number(vdev).map_err(BackendError::Failed)?;
+        crate::disks::unplug(
+            &*self.store,
+            &*self.host,
+            domid,
+            (devid, vdev),
+            force,
+            self.device_timeout,
+            &*self.warn,
+        )
+        .map_err(|e| BackendError::Failed(format!("domain '{dom}': {e}")))
+    }
+    fn network_attach(
+        &self,
+        dom: &DomainRef,
+        spec: &keel_xlcfg::VifSpec,
+    ) -> Result<(u32, keel_xlcfg::MacAddr)> {
+        let domid = self.hotplug_target(dom, "network interfaces")?;
+        crate::nics::plug(&*self.store, &*self.host, domid, spec, self.device_timeout)
+            .map(|n| (n.devid, n.mac))
+            .map_err(|e| BackendError::Failed(format!("domain '{dom}': {e}")))
+    }
+    fn network_detach(&self, dom: &DomainRef, which: &str) -> Result<()> {
+        let domid = self.hotplug_target(dom, "network interfaces")?;
+        let which = crate::nics::Which::parse(which).map_err(BackendError::Failed)?;
+        crate::nics::unplug(&*self.store, domid, which, self.device_timeout)
+            .map_err(|e| BackendError::Failed(format!("domain '{dom}': {e}")))
     }
     fn reboot(&self, dom: &DomainRef) -> Result<()> {
         self.pv_control(dom, "reboot")
@@ -1356,6 +1410,10 @@ pub(crate) mod fake {
         /// whose frontend directory is gone goes to Closed (6) and its
         /// interface (by either name) goes.
         pub netback: RefCell<Option<std::rc::Rc<crate::hotplug::fake::FakeHost>>>,
+        /// Acts as a guest whose frontends let go: a frontend whose
+        /// backend is Closing (5) goes to Closed (6), which blkback and
+        /// netback take as they take a frontend gone.
+        pub guest_releases: std::cell::Cell<bool>,
     }
 
     impl MemStore {
@@ -1379,8 +1437,33 @@ pub(crate) mod fake {
                 e.1 = perms;
             }
         }
+        /// What a guest that lets go does (see
+        /// [`MemStore::guest_releases`]).
+        fn guest_acts(&self) {
+            if !self.guest_releases.get() {
+                return;
+            }
+            let states: Vec<String> = self
+                .nodes
+                .borrow()
+                .keys()
+                .filter(|k| k.starts_with("/local/domain/0/backend/") && k.ends_with("/state"))
+                .cloned()
+                .collect();
+            for st in states {
+                let be = st.trim_end_matches("/state");
+                let fe = self.value(&format!("{be}/frontend")).unwrap_or_default();
+                if self.value(&st).as_deref() == Some("5") && self.value(&fe).is_some() {
+                    self.set(&format!("{fe}/state"), "6");
+                }
+            }
+        }
+        /// Is the frontend at `fe` gone, or Closed?
+        fn frontend_let_go(&self, fe: &str) -> bool {
+            self.value(fe).is_none() || self.value(&format!("{fe}/state")).as_deref() == Some("6")
+        }
         /// What blkback does once a backend is offline and its
-        /// frontend gone: Closed.
+        /// frontend gone (or Closed): Closed.
         fn blkback_closes(&self) {
             let onlines: Vec<String> = self
                 .nodes
@@ -1392,7 +1475,7 @@ pub(crate) mod fake {
             for o in onlines {
                 let be = o.trim_end_matches("/online");
                 let fe = self.value(&format!("{be}/frontend")).unwrap_or_default();
-                if self.value(&o).as_deref() == Some("0") && self.value(&fe).is_none() {
+                if self.value(&o).as_deref() == Some("0") && self.frontend_let_go(&fe) {
                     self.set(&format!("{be}/state"), "6");
                 }
             }
@@ -1431,7 +1514,7 @@ pub(crate) mod fake {
                     host.add_link(&dev, false, false);
                     self.set(&st, "2");
                 } else if online.as_deref() == Some("0")
-                    && self.value(&fe).is_none()
+                    && self.frontend_let_go(&fe)
                     && state.as_deref() != Some("6")
                 {
                     self.set(&st, "6");
@@ -1472,6 +1555,7 @@ pub(crate) mod fake {
             self.events
                 .borrow_mut()
                 .push(format!("publish #{}", self.batches.borrow().len() - 1));
+            self.guest_acts();
             if self.blkback.get() {
                 self.blkback_closes();
             }
@@ -1489,6 +1573,7 @@ pub(crate) mod fake {
                     self.nodes.borrow_mut().remove(&k);
                 }
             }
+            self.guest_acts();
             if self.blkback.get() {
                 self.blkback_closes();
             }
