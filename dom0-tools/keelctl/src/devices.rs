@@ -751,6 +751,29 @@ pub fn vif_records(
     ))
 }
 
+/// The domain of a backend path `/local/domain/<N>/...`.
+pub fn backend_domid(path: &str) -> Option<u32> {
+    path.strip_prefix("/local/domain/")?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A number as libxl reads one (`strtoul`, stored in an `int`): the
+/// leading digits, 0 without any.
+pub fn c_int(s: &str) -> i64 {
+    let digits: String = s
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let n: u64 = digits
+        .parse()
+        .unwrap_or(if digits.is_empty() { 0 } else { u64::MAX });
+    n as u32 as i32 as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -530,26 +530,6 @@ pub fn unplug(
     loop_dev.map_or(Ok(()), |n| unbind(host, &d, n))
 }
 
-/// The domain of a backend path `/local/domain/<N>/...`.
-fn backend_domid(path: &str) -> Option<u32> {
-    path.strip_prefix("/local/domain/")?
-        .split('/')
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// A number as libxl reads one (`strtoul`, stored in an `int`): the
-/// leading digits, 0 without any.
-fn c_int(s: &str) -> i64 {
-    let t = s.trim_start();
-    let digits: String = t.chars().take_while(char::is_ascii_digit).collect();
-    let n: u64 = digits
-        .parse()
-        .unwrap_or(if digits.is_empty() { 0 } else { u64::MAX });
-    n as u32 as i32 as i64
-}
-
 /// Domain `domid`'s disks as `xl block-list` finds them
 /// (`libxl_device_disk_list`, `libxl_device_disk_getinfo`): one per
 /// `/libxl/<domid>/device/vbd/<devid>` with a `backend`, in device id
@@ -567,12 +547,14 @@ pub fn list(store: &dyn Xenstore, domid: u16) -> Result<Vec<BlockInfo>, String> 
         let Some(backend) = store.read(&format!("{dir}/{devid}/backend"))? else {
             continue;
         };
-        let Some(backend_id) = backend_domid(&backend) else {
+        let Some(backend_id) = devices::backend_domid(&backend) else {
             continue;
         };
         let fe = format!("/local/domain/{domid}/device/vbd/{devid}");
         let num = |k: &str| -> Result<i64, String> {
-            Ok(store.read(&format!("{fe}/{k}"))?.map_or(-1, |v| c_int(&v)))
+            Ok(store
+                .read(&format!("{fe}/{k}"))?
+                .map_or(-1, |v| devices::c_int(&v)))
         };
         out.push(BlockInfo {
             devid,
@@ -1100,8 +1082,8 @@ pub(crate) mod tests {
             s.b.block_list(&DomainRef::Id(9)),
             Err(BackendError::NoSuchDomain(_))
         ));
-        assert_eq!(c_int("12abc"), 12);
-        assert_eq!(c_int("x"), 0);
+        assert_eq!(devices::c_int("12abc"), 12);
+        assert_eq!(devices::c_int("x"), 0);
     }
 
     /// Domain 1, `web`, running with disk xvda (/srv/web.img, loop 0),

@@ -479,29 +479,6 @@ pub fn unplug(
     Ok(())
 }
 
-/// The domain of a backend path `/local/domain/<N>/...`.
-fn backend_domid(path: &str) -> Option<u32> {
-    path.strip_prefix("/local/domain/")?
-        .split('/')
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// A number as libxl reads one (`strtoul`, stored in an `int`): the
-/// leading digits, 0 without any.
-fn c_int(s: &str) -> i64 {
-    let digits: String = s
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    let n: u64 = digits
-        .parse()
-        .unwrap_or(if digits.is_empty() { 0 } else { u64::MAX });
-    n as u32 as i32 as i64
-}
-
 /// Domain `domid`'s interfaces as `xl network-list` finds them
 /// (`libxl_device_nic_list`, `libxl_device_nic_getinfo`): one per
 /// `/libxl/<domid>/device/vif/<devid>` with a `backend`, in device id
@@ -520,7 +497,7 @@ pub fn list(store: &dyn Xenstore, domid: u16) -> Result<Vec<NicInfo>, String> {
         let Some(backend) = store.read(&format!("{dir}/{devid}/backend"))? else {
             continue;
         };
-        let Some(backend_id) = backend_domid(&backend) else {
+        let Some(backend_id) = devices::backend_domid(&backend) else {
             continue;
         };
         let mac = store
@@ -529,7 +506,9 @@ pub fn list(store: &dyn Xenstore, domid: u16) -> Result<Vec<NicInfo>, String> {
             .unwrap_or(MacAddr([0; 6]));
         let fe = format!("/local/domain/{domid}/device/vif/{devid}");
         let num = |k: &str| -> Result<i64, String> {
-            Ok(store.read(&format!("{fe}/{k}"))?.map_or(-1, |v| c_int(&v)))
+            Ok(store
+                .read(&format!("{fe}/{k}"))?
+                .map_or(-1, |v| devices::c_int(&v)))
         };
         out.push(NicInfo {
             devid,

@@ -322,6 +322,9 @@ fn argument_validation_before_backend() {
         err.contains("invalid disk spec '/x.img,raw,nonsense!'"),
         "{err}"
     );
+    // A valid spec gets past the checks to the backend: this fake keeps
+    // no disks, so the answer is the trait's default, "not supported"
+    // (the real attach is tested in disks.rs).
     let (rc, _, err) = exec(&hv, &["block-attach", "web01", "phy:/dev/vg/x,xvdb,w"]);
     assert_eq!(rc, EXIT_NOT_SUPPORTED);
     assert!(
