@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+pub mod badfront;
 pub mod badptr;
 pub mod cli;
 pub mod devices;

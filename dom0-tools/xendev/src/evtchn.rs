@@ -1,0 +1,110 @@
+//! Linux's `/dev/xen/evtchn`: event channels from userspace, as
+//! libxenevtchn uses them. Only what a frontend played by hand needs
+//! (`keel-bad-frontend`): an unbound port another domain can bind to,
+//! and notifying it.
+//!
+//! All of the `unsafe` code for evtchn is in this module.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Where Linux puts the device.
+pub const EVTCHN: &str = "/dev/xen/evtchn";
+
+/// `struct ioctl_evtchn_bind_unbound_port` (Linux's
+/// `include/uapi/xen/evtchn.h`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EvtchnBindUnboundPort {
+    pub remote_domain: u32,
+}
+
+/// `struct ioctl_evtchn_notify`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EvtchnNotify {
+    pub port: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<EvtchnBindUnboundPort>() == 4);
+const _: () = assert!(std::mem::size_of::<EvtchnNotify>() == 4);
+
+/// Linux's `_IOC(_IOC_NONE, 'E', nr, size)`.
+const fn ioc_e(nr: u32, size: usize) -> u32 {
+    ((size as u32) << 16) | ((b'E' as u32) << 8) | nr
+}
+
+/// `IOCTL_EVTCHN_BIND_UNBOUND_PORT`: returns the local port.
+pub const IOCTL_EVTCHN_BIND_UNBOUND_PORT: u32 =
+    ioc_e(2, std::mem::size_of::<EvtchnBindUnboundPort>());
+/// `IOCTL_EVTCHN_NOTIFY`.
+pub const IOCTL_EVTCHN_NOTIFY: u32 = ioc_e(4, std::mem::size_of::<EvtchnNotify>());
+
+const _: () = assert!(IOCTL_EVTCHN_BIND_UNBOUND_PORT == 0x0004_4502);
+const _: () = assert!(IOCTL_EVTCHN_NOTIFY == 0x0004_4504);
+
+fn os_error(what: &str) -> io::Error {
+    let e = io::Error::last_os_error();
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// An open `/dev/xen/evtchn`; its ports close with it.
+#[derive(Debug)]
+pub struct Evtchn {
+    file: File,
+}
+
+impl Evtchn {
+    /// Opens `path` (normally [`EVTCHN`]); the error names the path.
+    pub fn open(path: &Path) -> io::Result<Evtchn> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        Ok(Evtchn { file })
+    }
+
+    /// A new port of this domain that domain `remote` may bind to
+    /// (`EVTCHNOP_alloc_unbound`).
+    pub fn bind_unbound(&self, remote: u16) -> io::Result<u32> {
+        let mut op = EvtchnBindUnboundPort {
+            remote_domain: remote.into(),
+        };
+        // SAFETY: `op` is a live `struct ioctl_evtchn_bind_unbound_port`
+        // (size asserted); the driver reads it during the call only.
+        let r = unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                IOCTL_EVTCHN_BIND_UNBOUND_PORT as _,
+                &mut op as *mut EvtchnBindUnboundPort,
+            )
+        };
+        if r < 0 {
+            return Err(os_error("IOCTL_EVTCHN_BIND_UNBOUND_PORT"));
+        }
+        Ok(r as u32)
+    }
+
+    /// Signals `port` (one of this device's) to its other end.
+    pub fn notify(&self, port: u32) -> io::Result<()> {
+        let mut op = EvtchnNotify { port };
+        // SAFETY: `op` is a live `struct ioctl_evtchn_notify` (size
+        // asserted); the driver reads it during the call only.
+        let r = unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                IOCTL_EVTCHN_NOTIFY as _,
+                &mut op as *mut EvtchnNotify,
+            )
+        };
+        if r < 0 {
+            return Err(os_error("IOCTL_EVTCHN_NOTIFY"));
+        }
+        Ok(())
+    }
+}
