@@ -12,7 +12,8 @@
 //! - `/etc/keel/domu.cfg`: its xl.cfg ([`DOMU_CFG`]);
 //! - `/etc/keel/life.cfg`: the lifecycle scenarios' xl.cfg ([`LIFE_CFG`]);
 //! - `/etc/keel/disk.cfg`: the disk scenario's ([`DISK_CFG`]), and
-//!   `/etc/keel/net2.cfg` its second domU ([`NET2_CFG`]).
+//!   `/etc/keel/net2.cfg` its second domU ([`NET2_CFG`]), `/etc/keel/bad.cfg`
+//!   its misbehaving one ([`BAD_CFG`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -40,6 +41,9 @@ on_crash = "destroy"
 pub const DOMU_MODULES: &[&str] = &[
     "drivers/block/xen-blkfront.ko",
     "drivers/net/xen-netfront.ko",
+    // /dev/xen/evtchn and /dev/xen/gntalloc: keel-bad-frontend's.
+    "drivers/xen/xen-evtchn.ko",
+    "drivers/xen/xen-gntalloc.ko",
     "crypto/crc32c_generic.ko",
     "lib/crc16.ko",
     "fs/mbcache.ko",
@@ -56,7 +60,7 @@ name = "disk1"
 type = "pvh"
 kernel = "/usr/lib/keel/domu/vmlinuz"
 ramdisk = "/usr/lib/keel/domu/initrd.gz"
-extra = "console=hvc0 earlyprintk=xen keep_bootcon loglevel=6 keel.disk keel.net"
+extra = "console=hvc0 earlyprintk=xen keep_bootcon loglevel=6 keel.disk keel.net keel.attach"
 memory = 256
 vcpus = 2
 disk = [ "/tmp/disk.img,raw,xvda,rw" ]
@@ -94,7 +98,11 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 say() { echo "KEEL-DOMU: $*" >/dev/kmsg; echo "KEEL-DOMU: $*"; }
 say "userspace reached"
-for m in /lib/modules/[0-9]*.ko; do insmod "$m" || say "insmod $m failed"; done
+for m in /lib/modules/[0-9]*.ko; do
+    # keel.badfront: its disks' frontends are keel-bad-frontend's, not blkfront's.
+    case "$m" in *xen-blkfront.ko) grep -q keel.badfront /proc/cmdline && continue ;; esac
+    insmod "$m" || say "insmod $m failed"
+done
 say "/sys/hypervisor/type = $(cat /sys/hypervisor/type 2>&1)"
 say "cpus online: $(cat /sys/devices/system/cpu/online)"
 say "memory: $(awk '/MemTotal/ { print $2 " " $3 }' /proc/meminfo)"
@@ -153,6 +161,50 @@ if [ -n "$ping" ]; then
     until ping -c 1 -W 1 "${ping#*/}" >/dev/null 2>&1 || [ $i -ge 30 ]; do i=$((i + 1)); done
     if [ $i -lt 30 ]; then say "net: ${ping%/*} pings ${ping#*/}: answered"; else say "net: ${ping%/*} pings ${ping#*/}: no answer"; fi
 fi
+# keel.attach (its second boot): dom0 hot-plugs a second disk (xvdb),
+# which it mounts and writes, then unplugs it; then a second interface
+# (eth1, 10.99.1.2 in a subnet of its own), which must reach dom0
+# (10.99.1.1). Each step is reported in its xenstore (data/xvdb-done,
+# data/eth1-done) for dom0.
+attach_round() {
+    i=0
+    # dom0 first runs the bad frontend's domU, then attaches xvdb.
+    while [ ! -b /dev/xvdb ] && [ $i -lt 3000 ]; do sleep 0.2; i=$((i + 1)); done
+    say "attach: xvdb $(cat /sys/block/xvdb/size 2>&1) sectors after $((i / 5)) s"
+    mkdir -p /mnt2
+    if mount -t ext4 /dev/xvdb /mnt2; then
+        echo "hot-plugged into $(xenstore-read name)" >/mnt2/hot
+        sync
+        umount /mnt2
+        say "attach: xvdb mounted, written, unmounted"
+    else
+        say "attach: mount of xvdb failed"
+    fi
+    xenstore-write data/xvdb-done 1
+    # Only the interface an address is on answers ARP for it.
+    echo 1 >/proc/sys/net/ipv4/conf/all/arp_ignore
+    i=0
+    while [ ! -e /sys/class/net/eth1 ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+    ip addr add 10.99.1.2/24 dev eth1 && ip link set eth1 up
+    say "attach: eth1 $(cat /sys/class/net/eth1/address 2>&1) up after $((i / 5)) s"
+    i=0
+    until ping -I eth1 -c 1 -W 1 10.99.1.1 >/dev/null 2>&1 || [ $i -ge 30 ]; do i=$((i + 1)); done
+    if [ $i -lt 30 ]; then say "attach: dom0 answers ping on eth1"; else say "attach: no answer on eth1"; fi
+    xenstore-write data/eth1-done 1
+    # dom0 unplugs it again (network-detach): netfront closes, eth1 goes.
+    i=0
+    while [ -e /sys/class/net/eth1 ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+    if [ -e /sys/class/net/eth1 ]; then say "attach: eth1 still there"; else say "attach: eth1 gone after $((i / 5)) s"; fi
+    xenstore-write data/eth1-gone 1
+    # Meanwhile another domU ("bad") wrote garbage into its block ring:
+    # this one's disk and network must still work.
+    if mount -t ext4 /dev/xvda /mnt && echo "after the bad frontend" >/mnt/after && sync && [ "$(cat /mnt/after)" = "after the bad frontend" ] && umount /mnt; then
+        say "attach: xvda still works"
+    else
+        say "attach: xvda failed"
+    fi
+    if ping -c 1 -W 5 10.99.0.1 >/dev/null 2>&1; then say "attach: eth0 still works"; else say "attach: eth0 failed"; fi
+}
 if grep -q keel.disk /proc/cmdline; then
     # Its xvda (blkfront, from dom0's blkback): an ext4 file system in
     # which it counts its boots; the first boot is rebooted by dom0
@@ -170,6 +222,7 @@ if grep -q keel.disk /proc/cmdline; then
         say "disk: boot $n: mounted xvda, boots=$n written"
         umount /mnt
         grep -q keel.net /proc/cmdline && net_round "$n"
+        [ "$n" = 2 ] && grep -q keel.attach /proc/cmdline && attach_round
         if [ "$n" = 1 ]; then
             # dom0 reboots it (keelctl reboot: xenstore control/shutdown;
             # Linux restarts at once, its disk written and unmounted).
@@ -179,6 +232,18 @@ if grep -q keel.disk /proc/cmdline; then
     else
         say "disk: mount of xvda failed"
     fi
+fi
+# keel.badfront: no blkfront; keel-bad-frontend plays the frontend of
+# its disk, badly: garbage requests in the ring of xvda, then a producer
+# index far ahead. dom0's blkback must answer with errors and then stop
+# serving this device alone. (Its bad-ref mode, a ring page never
+# granted, is not run: Linux 6.1's blkback WARNs on the disconnect after
+# that failed map: docs/testing.md, qemu-amd-domu-disk.)
+if grep -q keel.badfront /proc/cmdline; then
+    keel-bad-frontend garbage device/vbd/51712 1 >/tmp/out 2>&1
+    rc=$?
+    while read -r l; do say "$l"; done </tmp/out
+    say "bad-frontend: garbage exit $rc"
 fi
 if grep -q keel.life /proc/cmdline; then
     # The lifecycle scenarios (LIFE_CFG): stay up until dom0 shuts it
@@ -216,6 +281,23 @@ say "powering off"
 poweroff -f
 "#;
 
+/// The disk scenario's misbehaving domU (`/etc/keel/bad.cfg`): a disk
+/// whose frontend is `keel-bad-frontend` (`keel.badfront`), which writes
+/// garbage into its ring; it powers off after.
+pub const BAD_CFG: &str = r#"# A PVH domU with a broken block frontend.
+name = "bad"
+type = "pvh"
+kernel = "/usr/lib/keel/domu/vmlinuz"
+ramdisk = "/usr/lib/keel/domu/initrd.gz"
+extra = "console=hvc0 earlyprintk=xen keep_bootcon loglevel=4 keel.badfront"
+memory = 128
+vcpus = 1
+disk = [ "/tmp/bad1.img,raw,xvda,rw" ]
+on_poweroff = "destroy"
+on_reboot = "destroy"
+on_crash = "destroy"
+"#;
+
 /// The lifecycle scenarios' domU (`/etc/keel/life.cfg`; dom0's script
 /// names each copy): the same kernel and initramfs, 128 MiB and one vCPU
 /// so that three fit beside dom0, `keel.life` keeps its /init up, and
@@ -247,15 +329,15 @@ pub struct DomuModules<'a> {
 }
 
 /// The domU's initramfs (uncompressed): busybox with its applets, xenfs,
-/// Debian's xenstore-read and -write and what they link against, keelctl (which must
-/// be refused there), keel-grant-probe, /init.
+/// Debian's xenstore-read and -write and what they link against, `bins`
+/// in /bin (keelctl, which must be refused there, keel-grant-probe,
+/// keel-bad-frontend), /init.
 pub fn domu_initramfs(
     busybox: &[u8],
     applets: &[&str],
     modules: &DomuModules,
     xen: &BTreeMap<String, Entry>,
-    keelctl: &[u8],
-    grant_probe: &[u8],
+    bins: &[(&str, &[u8])],
 ) -> Vec<u8> {
     let mut c = Cpio::default();
     let mut dirs: BTreeSet<String> = ["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"]
@@ -268,8 +350,9 @@ pub fn domu_initramfs(
     }
     c.chardev("dev/console", 0o600, 5, 1);
     c.file("bin/busybox", 0o755, busybox);
-    c.file("bin/keelctl", 0o755, keelctl);
-    c.file("bin/keel-grant-probe", 0o755, grant_probe);
+    for (name, data) in bins {
+        c.file(&format!("bin/{name}"), 0o755, data);
+    }
     for a in applets {
         c.symlink(&format!("bin/{a}"), "busybox");
     }
@@ -311,6 +394,7 @@ pub fn dom0_addition(vmlinuz: &[u8], domu_initrd_gz: &[u8]) -> Vec<u8> {
     c.file("etc/keel/life.cfg", 0o644, LIFE_CFG.as_bytes());
     c.file("etc/keel/disk.cfg", 0o644, DISK_CFG.as_bytes());
     c.file("etc/keel/net2.cfg", 0o644, NET2_CFG.as_bytes());
+    c.file("etc/keel/bad.cfg", 0o644, BAD_CFG.as_bytes());
     c.finish()
 }
 
@@ -379,6 +463,23 @@ mod tests {
     }
 
     #[test]
+    fn the_bad_domain_has_a_disk_and_no_blkfront() {
+        let p = keel_xlcfg::parse_str(BAD_CFG, "bad.cfg").unwrap();
+        let c = &p.config;
+        let vdevs: Vec<_> = c.disks.iter().map(|d| d.vdev.as_str()).collect();
+        assert_eq!(vdevs, ["xvda"]);
+        assert!(c.vifs.is_empty());
+        assert!(c
+            .cmdline
+            .as_deref()
+            .is_some_and(|l| l.contains("keel.badfront")));
+        // Its /init skips blkfront then, and runs the bad frontend on both.
+        assert!(DOMU_INIT.contains("*xen-blkfront.ko) grep -q keel.badfront"));
+        assert!(DOMU_INIT.contains("keel-bad-frontend garbage device/vbd/51712"));
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
     fn the_addition_holds_the_configs_and_files() {
         let a = dom0_addition(b"BZIMAGE", b"GZ");
         let text = String::from_utf8_lossy(&a);
@@ -389,6 +490,7 @@ mod tests {
             "etc/keel/life.cfg",
             "etc/keel/disk.cfg",
             "etc/keel/net2.cfg",
+            "etc/keel/bad.cfg",
             "TRAILER!!!",
         ] {
             assert!(text.contains(name), "{name}");

@@ -442,6 +442,58 @@ if grep -Eq '(^| )keel\.domu_disk( |$)' /proc/cmdline && [ -S /run/xenstored/soc
         fi
         xenstore-write /local/domain/$d/data/net-done "$1"
     }
+    # attach_round: while the domU's second boot runs, hot-plug a disk
+    # (block-attach, the domU writes it, block-detach, dom0 finds the
+    # write) and an interface (network-attach; the domU pings dom0 on it).
+    # bad_round: a domU ("bad") whose block frontend writes garbage into
+    # its ring (keel-bad-frontend); blkback must answer with errors and
+    # halt that ring alone. It powers off itself.
+    bad_round() {
+        dd if=/dev/zero of=/tmp/bad1.img bs=1M count=1 2>/dev/null
+        keelctl create /etc/keel/bad.cfg >/tmp/bad.out 2>&1
+        echo "KEEL-LINUX: bad: create exit $?"
+        sed 's/^/KEEL-LINUX: bad: create: /' /tmp/bad.out
+        i=0
+        while keelctl list | grep -q '^bad ' && [ $i -lt 3000 ]; do sleep 0.2; i=$((i + 1)); done
+        echo "KEEL-LINUX: bad: $(keelctl list | grep -c '^bad ') left after $((i / 5)) s"
+        grep -a 'bad-frontend' /var/log/keel/console/bad.log | tr -d '\r' | sed 's/^/KEEL-LINUX: bad: console: /'
+        echo "KEEL-LINUX: bad: loop devices of bad*.img: $(losetup -a 2>/dev/null | grep -c '/tmp/bad')"
+    }
+    attach_round() {
+        bad_round
+        dd if=/dev/zero of=/tmp/disk2.img bs=1M count=8 2>/dev/null
+        /sbin/mkfs.ext4 -F -q /tmp/disk2.img
+        keelctl block-attach disk1 /tmp/disk2.img,raw,xvdb,rw >/tmp/attach.out 2>&1
+        echo "KEEL-LINUX: attach: block-attach exit $?"
+        sed 's/^/KEEL-LINUX: attach: block-attach: /' /tmp/attach.out
+        keelctl block-list disk1 2>&1 | sed 's/^/KEEL-LINUX: attach: block-list: /'
+        i=0
+        while d=$(keelctl list | awk '$1 == "disk1" { print $2 }')
+            [ "$(xenstore-read /local/domain/$d/data/xvdb-done 2>/dev/null)" != 1 ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+        keelctl block-detach disk1 xvdb >/tmp/attach.out 2>&1
+        echo "KEEL-LINUX: attach: block-detach exit $?"
+        sed 's/^/KEEL-LINUX: attach: block-detach: /' /tmp/attach.out
+        echo "KEEL-LINUX: attach: vbds left: $(keelctl block-list disk1 | tail -n +2 | wc -l)"
+        mkdir -p /mnt
+        if mount -t ext4 -o ro,loop /tmp/disk2.img /mnt; then
+            echo "KEEL-LINUX: attach: in disk2.img: $(cat /mnt/hot)"
+            umount /mnt
+        fi
+        ip addr add 10.99.1.1/24 dev xenbr0
+        keelctl network-attach disk1 bridge=xenbr0 >/tmp/attach.out 2>&1
+        echo "KEEL-LINUX: attach: network-attach exit $?"
+        sed 's/^/KEEL-LINUX: attach: network-attach: /' /tmp/attach.out
+        keelctl network-list disk1 2>&1 | sed 's/^/KEEL-LINUX: attach: network-list: /'
+        i=0
+        while [ "$(xenstore-read /local/domain/$d/data/eth1-done 2>/dev/null)" != 1 ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+        keelctl network-detach disk1 1 >/tmp/attach.out 2>&1
+        echo "KEEL-LINUX: attach: network-detach exit $?"
+        sed 's/^/KEEL-LINUX: attach: network-detach: /' /tmp/attach.out
+        echo "KEEL-LINUX: attach: vifs left: $(keelctl network-list disk1 | tail -n +2 | wc -l), vif$d.1 in dom0: $(ip link show vif$d.1 >/dev/null 2>&1 && echo still there || echo gone)"
+        i=0
+        while [ "$(xenstore-read /local/domain/$d/data/eth1-gone 2>/dev/null)" != 1 ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+        grep -a '^KEEL-DOMU: attach' /var/log/keel/console/disk1.log | tr -d '\r' | sed 's/^/KEEL-LINUX: attach: console: /'
+    }
     keelctl create /etc/keel/disk.cfg >/tmp/disk-create 2>&1
     echo "KEEL-LINUX: disk: create exit $?"
     sed 's/^/KEEL-LINUX: disk: create: /' /tmp/disk-create
@@ -454,6 +506,7 @@ if grep -Eq '(^| )keel\.domu_disk( |$)' /proc/cmdline && [ -S /run/xenstored/soc
     echo "KEEL-LINUX: disk: keelctl reboot exit $?"
     sed 's/^/KEEL-LINUX: disk: reboot: /' /tmp/reboot.out
     net_round 2
+    attach_round
     # Until its second boot has powered it off (its monitor restarts it
     # in between, when it is briefly gone from the list), 300 s at most.
     i=0
@@ -470,7 +523,7 @@ if grep -Eq '(^| )keel\.domu_disk( |$)' /proc/cmdline && [ -S /run/xenstored/soc
     grep -a '^KEEL-DOMU: disk\|^KEEL-DOMU: net\|blkfront\|netfront' /var/log/keel/console/disk1.log | tr -d '\r' | sed 's/^/KEEL-LINUX: disk: console: /'
     sleep 1
     cat /var/log/xen/keelctl-*.log 2>/dev/null | sed 's/^/KEEL-LINUX: disk: monitor: /'
-    echo "KEEL-LINUX: disk: loop devices in use after: $(losetup -a 2>/dev/null | grep -c disk.img)"
+    echo "KEEL-LINUX: disk: loop devices in use after: $(losetup -a 2>/dev/null | grep -c '/tmp/disk')"
     /sbin/e2fsck -fn /tmp/disk.img >/tmp/fsck.out 2>&1
     echo "KEEL-LINUX: disk: e2fsck -fn exit $?"
     sed 's/^/KEEL-LINUX: disk: e2fsck: /' /tmp/fsck.out
@@ -812,6 +865,7 @@ pub fn build_keelctl() -> Result<DomTools<PathBuf>> {
         ("keelctl", "keel-privcmd-badptr"),
         ("keelctl", "keel-mkdomains"),
         ("keelctl", "keel-grant-probe"),
+        ("keelctl", "keel-bad-frontend"),
         ("keel-xenstored", "keel-xenstored"),
         ("keel-consoled", "keel-consoled"),
     ])?;
@@ -821,6 +875,7 @@ pub fn build_keelctl() -> Result<DomTools<PathBuf>> {
         badptr: dir.join("keel-privcmd-badptr"),
         mkdomains: dir.join("keel-mkdomains"),
         grantprobe: dir.join("keel-grant-probe"),
+        badfront: dir.join("keel-bad-frontend"),
         xenstored: dir.join("keel-xenstored"),
         consoled: dir.join("keel-consoled"),
     })
@@ -837,6 +892,8 @@ pub struct DomTools<T = Vec<u8>> {
     pub mkdomains: T,
     /// `keel-grant-probe` (a domU asks for grants it was not given).
     pub grantprobe: T,
+    /// `keel-bad-frontend` (a domU writes garbage into its block ring).
+    pub badfront: T,
     /// `keel-xenstored`, dom0's xenstore.
     pub xenstored: T,
     /// `keel-consoled`, dom0's console daemon for domUs.
@@ -972,6 +1029,7 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
         badptr: read(&tools.badptr)?,
         mkdomains: read(&tools.mkdomains)?,
         grantprobe: read(&tools.grantprobe)?,
+        badfront: read(&tools.badfront)?,
         xenstored: read(&tools.xenstored)?,
         consoled: read(&tools.consoled)?,
     };
@@ -1030,8 +1088,11 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
             first: &domu_modules,
         },
         &domu_xen,
-        &tools.keelctl,
-        &tools.grantprobe,
+        &[
+            ("keelctl", &tools.keelctl),
+            ("keel-grant-probe", &tools.grantprobe),
+            ("keel-bad-frontend", &tools.badfront),
+        ],
     );
     let dstamp_want = format!(
         "{istamp_want}{}
@@ -1526,6 +1587,7 @@ mod tests {
             badptr: b"\x7fELF badptr".to_vec(),
             mkdomains: b"\x7fELF mkdomains".to_vec(),
             grantprobe: b"\x7fELF grantprobe".to_vec(),
+            badfront: b"\x7fELF badfront".to_vec(),
             xenstored: b"\x7fELF xenstored".to_vec(),
             consoled: b"\x7fELF consoled".to_vec(),
         };

@@ -897,7 +897,11 @@ fn report_one(r: &Report) {
 /// not found yet (none today), so that it cannot make every CI run a coin
 /// toss, and the Bochs domU scenarios, 20 minutes or more each on the
 /// 2-core CI host, beyond `.ci/run`'s budget.
-const OPT_IN: &[&str] = &["bochs-intel-domu", "bochs-intel-domu-life"];
+const OPT_IN: &[&str] = &[
+    "bochs-intel-domu",
+    "bochs-intel-domu-life",
+    "bochs-intel-domu-disk",
+];
 
 /// The lint and style checks `cargo xtask test` runs after the host tests.
 const LINTS: &[(&str, &[&str], &str)] = &[

@@ -876,12 +876,15 @@ pub fn domu_life(
 /// puts netback's interface for its eth0 on the bridge `xenbr0`; the domU
 /// (xen-blkfront, xen-netfront) counts its boots in its disk, pings dom0
 /// and is pinged, serves dom0 100 MiB over TCP, is rebooted once by
-/// `keelctl reboot` (its monitor restarts it) and powers off; dom0 creates it again (a third
+/// `keelctl reboot` (its monitor restarts it); in its second boot a
+/// domU with a garbage block ring (`keel-bad-frontend`) must be halted
+/// alone, and dom0 hot-plugs a disk and an interface into it and out
+/// again; it powers off; dom0 creates it again (a third
 /// boot); then dom0 finds the boots' writes in the image, e2fsck finds it
-/// clean, and the loop device is gone.
+/// clean, and the loop devices are gone.
 pub fn domu_disk(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> Scenario {
     let mut s = domu_host(name, emulator, vendor)
-        .describe("a domU with a disk and a network: keelctl create attaches an ext4 image as xvda (loop device, blkback) and a vif on the bridge xenbr0 (netback); the domU mounts its disk, counts its boots, pings dom0 and is pinged, sends dom0 100 MiB over TCP (md5 checked), a second domU on the bridge pings it, keelctl reboot; created again, a third boot; dom0 finds the writes, e2fsck is clean")
+        .describe("a domU with a disk and a network: keelctl create attaches an ext4 image as xvda (loop device, blkback) and a vif on the bridge xenbr0 (netback); the domU mounts its disk, counts its boots, pings dom0 and is pinged, sends dom0 100 MiB over TCP (md5 checked), a second domU on the bridge pings it, keelctl reboot; a domU with garbage in its block ring is halted alone; block-attach/-detach and network-attach/-detach on the running domU; created again, a third boot; dom0 finds the writes, e2fsck is clean")
         .module("dom0-initrd", DOMU_INITRD.to_vec())
         .module(
             "dom0-cmdline",
@@ -904,6 +907,29 @@ pub fn domu_disk(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> S
             "KEEL-LINUX: disk: console: KEEL-DOMU: disk: boot 2: mounted xvda, boots=2 written",
             "KEEL-LINUX: disk: console: KEEL-DOMU: net: boot 2: dom0 answers ping",
             "KEEL-LINUX: net: boot 2: ping domU exit 0 (3 replies)",
+            // A domU that writes garbage into its block ring: blkback
+            // answers with errors, then halts that ring alone, and disk1
+            // keeps its disk and network.
+            "KEEL-LINUX: bad: create exit 0",
+            "KEEL-LINUX: bad: console: KEEL-DOMU: bad-frontend: garbage: 32 random requests, 32 responses (status:",
+            "xen-blkback: Frontend provided bogus ring requests",
+            "KEEL-LINUX: bad: console: KEEL-DOMU: bad-frontend: garbage: req_prod 1032: responses unchanged after 3 s",
+            "KEEL-LINUX: bad: 0 left after",
+            "KEEL-LINUX: bad: loop devices of bad*.img: 0",
+            "KEEL-LINUX: attach: console: KEEL-DOMU: attach: xvda still works",
+            "KEEL-LINUX: attach: console: KEEL-DOMU: attach: eth0 still works",
+            "KEEL-LINUX: attach: block-attach exit 0",
+            "KEEL-LINUX: attach: console: KEEL-DOMU: attach: xvdb 16384 sectors after",
+            "KEEL-LINUX: attach: console: KEEL-DOMU: attach: xvdb mounted, written, unmounted",
+            "KEEL-LINUX: attach: block-detach exit 0",
+            "KEEL-LINUX: attach: vbds left: 1",
+            "KEEL-LINUX: attach: in disk2.img: hot-plugged into disk1",
+            "KEEL-LINUX: attach: network-attach exit 0",
+            "KEEL-LINUX: attach: console: KEEL-DOMU: attach: dom0 answers ping on eth1",
+            "KEEL-LINUX: attach: network-detach exit 0",
+            "KEEL-LINUX: attach: vifs left: 1, vif",
+            ".1 in dom0: gone",
+            "KEEL-LINUX: attach: console: KEEL-DOMU: attach: eth1 gone after",
             "KEEL-LINUX: disk: 0 left after",
             "KEEL-LINUX: disk: create again exit 0",
             "KEEL-LINUX: disk: console: KEEL-DOMU: disk: boot 3: mounted xvda, boots=3 written",
@@ -949,6 +975,13 @@ pub fn domu_scenarios() -> Vec<Scenario> {
         domu("bochs-intel-domu", Emulator::Bochs, Vendor::Intel, 3, 2400),
         domu_life("qemu-amd-domu-life", Emulator::Qemu, Vendor::Amd, 3, 900),
         domu_disk("qemu-amd-domu-disk", Emulator::Qemu, Vendor::Amd, 600),
+        // The 100 MiB alone take many minutes on Bochs.
+        domu_disk(
+            "bochs-intel-domu-disk",
+            Emulator::Bochs,
+            Vendor::Intel,
+            4800,
+        ),
         domu_life(
             "bochs-intel-domu-life",
             Emulator::Bochs,
