@@ -192,7 +192,10 @@ impl SharedPage<'_> {
 
     /// The 32-bit word at byte `offset` (4-aligned, inside the page).
     pub fn read_u32(&self, offset: usize) -> u32 {
-        assert!(offset.is_multiple_of(4) && offset + 4 <= PAGE, "offset {offset}");
+        assert!(
+            offset.is_multiple_of(4) && offset + 4 <= PAGE,
+            "offset {offset}"
+        );
         // SAFETY: in bounds and aligned (asserted); the mapping lives as
         // long as `self`; volatile, as the other domain may write it.
         unsafe { self.ptr.as_ptr().add(offset).cast::<u32>().read_volatile() }
@@ -200,7 +203,10 @@ impl SharedPage<'_> {
 
     /// Writes the 32-bit word at byte `offset` (4-aligned, in the page).
     pub fn write_u32(&self, offset: usize, v: u32) {
-        assert!(offset.is_multiple_of(4) && offset + 4 <= PAGE, "offset {offset}");
+        assert!(
+            offset.is_multiple_of(4) && offset + 4 <= PAGE,
+            "offset {offset}"
+        );
         // SAFETY: as in `read_u32`; the page is mapped writable.
         unsafe {
             self.ptr
