@@ -195,7 +195,6 @@ attach_round() {
     i=0
     while [ -e /sys/class/net/eth1 ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
     if [ -e /sys/class/net/eth1 ]; then say "attach: eth1 still there"; else say "attach: eth1 gone after $((i / 5)) s"; fi
-    xenstore-write data/eth1-gone 1
     # Meanwhile another domU ("bad") wrote garbage into its block ring:
     # this one's disk and network must still work.
     if mount -t ext4 /dev/xvda /mnt && echo "after the bad frontend" >/mnt/after && sync && [ "$(cat /mnt/after)" = "after the bad frontend" ] && umount /mnt; then
@@ -204,6 +203,8 @@ attach_round() {
         say "attach: xvda failed"
     fi
     if ping -c 1 -W 5 10.99.0.1 >/dev/null 2>&1; then say "attach: eth0 still works"; else say "attach: eth0 failed"; fi
+    # dom0 reads this round's lines from the console once it is done.
+    xenstore-write data/attach-done 1
 }
 if grep -q keel.disk /proc/cmdline; then
     # Its xvda (blkfront, from dom0's blkback): an ext4 file system in

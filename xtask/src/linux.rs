@@ -42,6 +42,12 @@ mount -t devtmpfs devtmpfs /dev
 # ptys (keel-consoled gives each domU console one, as xenconsoled does).
 mkdir -p /dev/pts && mount -t devpts -o ptmxmode=0666 devpts /dev/pts
 [ -e /dev/ptmx ] || ln -s pts/ptmx /dev/ptmx
+# What udev makes on Debian: the hotplug scripts' lock (locking.sh) stats
+# /dev/stdin, and loops until it can.
+ln -sf /proc/self/fd /dev/fd
+ln -sf /proc/self/fd/0 /dev/stdin
+ln -sf /proc/self/fd/1 /dev/stdout
+ln -sf /proc/self/fd/2 /dev/stderr
 hostname dom0
 echo "KEEL-LINUX: userspace reached"
 echo "KEEL-LINUX: cpus online: $(cat /sys/devices/system/cpu/online)"
@@ -418,7 +424,7 @@ if grep -Eq '(^| )keel\.domu_disk( |$)' /proc/cmdline && [ -S /run/xenstored/soc
     # (its id changes when it is restarted).
     net_round() {
         i=0
-        while d=$(keelctl list | awk '$1 == "disk1" { print $2 }')
+        while d=$(keelctl list | awk -v n="${dn:-disk1}" '$1 == n { print $2 }')
             [ "$(xenstore-read /local/domain/$d/data/net-ready 2>/dev/null)" != "$1" ] && [ $i -lt 1500 ]; do sleep 0.2; i=$((i + 1)); done
         echo "KEEL-LINUX: net: boot $1 of d$d ready after $((i / 5)) s; bridge xenbr0: $(ls /sys/class/net/xenbr0/brif 2>&1 | tr '\n' ' ')"
         ping -c 3 -W 5 10.99.0.2 >/tmp/ping.out 2>&1
@@ -491,9 +497,51 @@ if grep -Eq '(^| )keel\.domu_disk( |$)' /proc/cmdline && [ -S /run/xenstored/soc
         sed 's/^/KEEL-LINUX: attach: network-detach: /' /tmp/attach.out
         echo "KEEL-LINUX: attach: vifs left: $(keelctl network-list disk1 | tail -n +2 | wc -l), vif$d.1 in dom0: $(ip link show vif$d.1 >/dev/null 2>&1 && echo still there || echo gone)"
         i=0
-        while [ "$(xenstore-read /local/domain/$d/data/eth1-gone 2>/dev/null)" != 1 ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+        while [ "$(xenstore-read /local/domain/$d/data/attach-done 2>/dev/null)" != 1 ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
         grep -a '^KEEL-DOMU: attach' /var/log/keel/console/disk1.log | tr -d '\r' | sed 's/^/KEEL-LINUX: attach: console: /'
     }
+    # xl_round: Debian's xl creates the same guest from the same config
+    # (named xl1), its disk and vif set up by Debian's hotplug scripts
+    # (/etc/xen/scripts/block and vif-bridge, which libxl runs): the
+    # fourth boot counts 4, pings and is pinged, powers off; xl's daemon
+    # destroys it (the scripts' remove/offline), no loop device is left
+    # and the image is clean.
+    xl_round() {
+        mkdir -p /var/lib/xen /var/log/xen /run/xen /var/lock
+        sed -e 's/^name = .*/name = "xl1"/' -e 's/ keel.attach//' /etc/keel/disk.cfg >/tmp/xl1.cfg
+        timeout 240 xl -vvv create /tmp/xl1.cfg >/tmp/xl-create 2>&1
+        r=$?
+        echo "KEEL-LINUX: xl: create exit $r"
+        grep -E 'error' /tmp/xl-create | head -30 | sed 's/^/KEEL-LINUX: xl: create: /'
+        [ $r = 0 ] || sed 's/^/KEEL-LINUX: xl: hotplug log: /' /var/log/xen/xen-hotplug.log 2>/dev/null | tail -40
+        xl list | sed 's/^/KEEL-LINUX: xl: list: /'
+        xl block-list xl1 2>&1 | sed 's/^/KEEL-LINUX: xl: block-list: /'
+        xl network-list xl1 2>&1 | sed 's/^/KEEL-LINUX: xl: network-list: /'
+        dn=xl1 net_round 4
+        i=0
+        while xl list | grep -q '^xl1 ' && [ $i -lt 1500 ]; do sleep 0.2; i=$((i + 1)); done
+        echo "KEEL-LINUX: xl: $(xl list | grep -c '^xl1 ') left after $((i / 5)) s"
+        sleep 1
+        echo "KEEL-LINUX: xl: ports left on xenbr0: $(ls /sys/class/net/xenbr0/brif | wc -l)"
+        grep -a '^KEEL-DOMU: disk\|^KEEL-DOMU: net' /var/log/keel/console/xl1.log | tr -d '\r' | sed 's/^/KEEL-LINUX: xl: console: /'
+        grep -iE 'error|fail|hotplug' /var/log/xen/xl-xl1.log 2>/dev/null | tail -20 | sed 's/^/KEEL-LINUX: xl: xl-xl1.log: /'
+        echo "KEEL-LINUX: xl: loop devices in use after: $(losetup -a 2>/dev/null | grep -c '/tmp/disk')"
+        /sbin/e2fsck -fn /tmp/disk.img >/tmp/fsck.out 2>&1
+        echo "KEEL-LINUX: xl: e2fsck -fn exit $?"
+        if mount -t ext4 -o ro,loop /tmp/disk.img /mnt; then
+            echo "KEEL-LINUX: xl: in the image: boots=$(cat /mnt/boots), note: $(cat /mnt/note)"
+            umount /mnt
+        fi
+    }
+    # keel.xl_only (by hand, through KEEL_DOM0_EXTRA_CMDLINE, to work on
+    # the xl round in minutes): the xl round alone, after a made-up third
+    # boot, on a bridge made here.
+    if grep -q keel.xl_only /proc/cmdline; then
+        { ip link add xenbr0 type bridge || brctl addbr xenbr0; } && ip addr add 10.99.0.1/24 dev xenbr0 && ip link set xenbr0 up
+        mkdir -p /mnt && mount -t ext4 -o loop /tmp/disk.img /mnt && echo 3 >/mnt/boots && umount /mnt
+        xl_round
+        poweroff -f
+    fi
     keelctl create /etc/keel/disk.cfg >/tmp/disk-create 2>&1
     echo "KEEL-LINUX: disk: create exit $?"
     sed 's/^/KEEL-LINUX: disk: create: /' /tmp/disk-create
@@ -532,6 +580,7 @@ if grep -Eq '(^| )keel\.domu_disk( |$)' /proc/cmdline && [ -S /run/xenstored/soc
         echo "KEEL-LINUX: disk: in the image: boots=$(cat /mnt/boots), note: $(cat /mnt/note)"
         umount /mnt
     fi
+    xl_round
 fi
 # keel.domu_life=N: N domUs at once from /etc/keel/life.cfg (issue 14), each
 # followed by keelctl's monitor, which carries out its on_* actions: life1
@@ -804,6 +853,11 @@ const APPLETS: &[&str] = &[
     "uname", "insmod", "lsmod", "rmmod", "reboot", "umount", "ps", "grep", "sync", "sed", "setsid",
     "cttyhack", "tail", "head", "wc", "free", "df", "top", "vi", "ip", "ifconfig", "ping",
     "udhcpc", "hostname", "env", "rm", "cp", "mv", "touch", "stty", "true",
+    // What Debian's hotplug scripts (bash, no applets built in) call
+    // (issue 15: `xl create` with disks and vifs).
+    "dirname", "basename", "expr", "logger", "stat", "readlink", "losetup", "cut", "awk", "which",
+    "brctl", "tr", "sort", "uniq", "xargs", "printf", "false", "ln", "chmod", "id", "seq", "find",
+    "kill",
 ];
 
 /// Kernel modules put in the initramfs, in load order (`/init` insmods each; the

@@ -26,6 +26,10 @@ pub const PACKAGES: &[&str] = &[
     "xen-utils-4.17",
     "xen-utils-common",
     "xenstore-utils",
+    // Debian's hotplug scripts (xen-utils-common) are bash scripts.
+    "bash",
+    // flock(1), which their locking.sh takes (busybox-static has none).
+    "util-linux",
     // ext4 for the domUs' disk images: mkfs.ext4 and e2fsck (issue 15).
     "e2fsprogs",
     "libext2fs2",
@@ -73,6 +77,20 @@ pub const ROOTS: &[&str] = &[
     "usr/bin/xenstore-rm",
     "usr/bin/xenstore-exists",
     "etc/xen/xl.conf",
+    // What libxl runs for `xl create`'s disks and network interfaces
+    // (issue 15), and what they source.
+    "bin/bash",
+    "etc/xen/scripts/block",
+    "etc/xen/scripts/block-common.sh",
+    "etc/xen/scripts/vif-bridge",
+    "etc/xen/scripts/vif-common.sh",
+    "etc/xen/scripts/xen-network-common.sh",
+    "etc/xen/scripts/xen-hotplug-common.sh",
+    "etc/xen/scripts/xen-script-common.sh",
+    "etc/xen/scripts/hotplugpath.sh",
+    "etc/xen/scripts/logging.sh",
+    "etc/xen/scripts/locking.sh",
+    "usr/bin/flock",
     "sbin/mkfs.ext4",
     "sbin/e2fsck",
     // glibc dlopen()s it for pthread_cancel (no DT_NEEDED names it):

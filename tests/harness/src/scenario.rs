@@ -938,6 +938,18 @@ pub fn domu_disk(name: &str, emulator: Emulator, vendor: Vendor, secs: u64) -> S
             "KEEL-LINUX: disk: loop devices in use after: 0",
             "KEEL-LINUX: disk: e2fsck -fn exit 0",
             "KEEL-LINUX: disk: in the image: boots=3, note: written by boot 3 of disk1",
+            // Debian's xl, the same config (as xl1), Debian's hotplug
+            // scripts: a fourth boot, pinged; gone after, with its loop
+            // device and bridge port.
+            "KEEL-LINUX: xl: create exit 0",
+            "KEEL-LINUX: xl: console: KEEL-DOMU: disk: boot 4: mounted xvda, boots=4 written",
+            "KEEL-LINUX: xl: console: KEEL-DOMU: net: boot 4: dom0 answers ping",
+            "KEEL-LINUX: net: boot 4: ping domU exit 0 (3 replies)",
+            "KEEL-LINUX: xl: 0 left after",
+            "KEEL-LINUX: xl: ports left on xenbr0: 0",
+            "KEEL-LINUX: xl: loop devices in use after: 0",
+            "KEEL-LINUX: xl: e2fsck -fn exit 0",
+            "KEEL-LINUX: xl: in the image: boots=4, note: written by boot 4 of xl1",
             "reboot: Power down",
         ])
         .must_contain(&["d0: Shutdown(Poweroff)"]);
