@@ -13,7 +13,8 @@
 //! - `/etc/keel/life.cfg`: the lifecycle scenarios' xl.cfg ([`LIFE_CFG`]);
 //! - `/etc/keel/disk.cfg`: the disk scenario's ([`DISK_CFG`]), and
 //!   `/etc/keel/net2.cfg` its second domU ([`NET2_CFG`]), `/etc/keel/bad.cfg`
-//!   its misbehaving one ([`BAD_CFG`]).
+//!   its misbehaving one ([`BAD_CFG`]);
+//! - `/etc/keel/bench.cfg`: the split-driver bench's domU ([`BENCH_CFG`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -82,6 +83,28 @@ ramdisk = "/usr/lib/keel/domu/initrd.gz"
 extra = "console=hvc0 earlyprintk=xen keep_bootcon loglevel=4 keel.ping=10.99.0.3/10.99.0.2"
 memory = 128
 vcpus = 1
+vif = [ "bridge=xenbr0" ]
+on_poweroff = "destroy"
+on_reboot = "destroy"
+on_crash = "destroy"
+"#;
+
+/// The split-driver bench's domU (`/etc/keel/bench.cfg`, `cargo xtask
+/// bench --only split`): dom0's image file `/tmp/bench.img` as its `xvda`
+/// (raw, through a loop device and blkback) and a vif on `xenbr0`;
+/// `keel.bench_split` makes its /init write and read the whole disk and
+/// send dom0 as many bytes over TCP whenever dom0 asks (xenstore
+/// `data/go`). 2 vCPUs, as dom0 has. No `earlyprintk=xen`: its kernel
+/// does not write to keel's serial while it is being timed.
+pub const BENCH_CFG: &str = r#"# The split-driver bench's domU: blkfront and netfront against dom0 itself.
+name = "bench"
+type = "pvh"
+kernel = "/usr/lib/keel/domu/vmlinuz"
+ramdisk = "/usr/lib/keel/domu/initrd.gz"
+extra = "console=hvc0 loglevel=4 keel.bench_split"
+memory = 256
+vcpus = 2
+disk = [ "/tmp/bench.img,raw,xvda,rw" ]
 vif = [ "bridge=xenbr0" ]
 on_poweroff = "destroy"
 on_reboot = "destroy"
@@ -206,6 +229,60 @@ attach_round() {
     # dom0 reads this round's lines from the console once it is done.
     xenstore-write data/attach-done 1
 }
+# keel.bench_split (the split-driver bench, BENCH_CFG; dom0's side is in
+# its init script): whenever dom0 says go (data/go = a round number), it
+# writes its whole xvda, then reads it back (dd bs=1M with O_DIRECT: every
+# byte through blkfront, none from its own page cache), then sends as many
+# bytes to dom0 over TCP (busybox nc to 10.99.0.1:5001, dom0 listening),
+# each timed with its own clock; "MS EXIT MIB" of each in data/disk-write,
+# data/disk-read and data/tcp, then data/done = the round. data/go = end:
+# it powers off.
+if grep -q keel.bench_split /proc/cmdline; then
+    # $ns: the kernel's monotonic clock in ns ("now at N nsecs" in
+    # /proc/timer_list; /proc/uptime, 10 ms, if that is not there), read
+    # by the shell itself: no process starts inside a timed span.
+    stamp() {
+        ns=
+        [ -r /proc/timer_list ] && { read -r l; read -r l; read -r l l ns l; } </proc/timer_list
+        case "$ns" in
+        "" | *[!0-9]*)
+            read -r up l </proc/uptime
+            ns=$(( ${up%.*} * 1000000000 + (1${up#*.} - 100) * 10000000 ))
+            ;;
+        esac
+    }
+    # timed CMD...: $took (ms) and $rc of CMD.
+    timed() { stamp; t0=$ns; "$@"; rc=$?; stamp; took=$(( (ns - t0) / 1000000 )); }
+    i=0
+    while { [ ! -b /dev/xvda ] || [ ! -e /sys/class/net/eth0 ]; } && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    mib=$(( $(cat /sys/block/xvda/size 2>/dev/null || echo 0) / 2048 ))
+    ip addr add 10.99.0.2/24 dev eth0 && ip link set eth0 up
+    i=0
+    until ping -c 1 -W 1 10.99.0.1 >/dev/null 2>&1 || [ $i -ge 60 ]; do i=$((i + 1)); done
+    if [ $i -lt 60 ]; then say "bench-split: xvda $mib MiB, dom0 answers ping"; else say "bench-split: xvda $mib MiB, no answer from dom0"; fi
+    send() { dd if=/dev/zero bs=64k count=$((mib * 16)) 2>/dev/null | nc 10.99.0.1 5001 >/dev/null; }
+    xenstore-write data/ready 1
+    last=
+    while :; do
+        go=$(xenstore-read data/go 2>/dev/null)
+        [ "$go" = end ] && break
+        if [ -n "$go" ] && [ "$go" != "$last" ]; then
+            timed dd if=/dev/zero of=/dev/xvda bs=1M count=$mib oflag=direct 2>/dev/null
+            xenstore-write data/disk-write "$took $rc $mib"
+            w="$took ms exit $rc"
+            timed dd if=/dev/xvda of=/dev/null bs=1M count=$mib iflag=direct 2>/dev/null
+            xenstore-write data/disk-read "$took $rc $mib"
+            r="$took ms exit $rc"
+            timed send
+            xenstore-write data/tcp "$took $rc $mib"
+            say "bench-split: round $go: write $w, read $r, tcp $took ms exit $rc"
+            last=$go
+            xenstore-write data/done "$go"
+        else
+            sleep 1
+        fi
+    done
+fi
 if grep -q keel.disk /proc/cmdline; then
     # Its xvda (blkfront, from dom0's blkback): an ext4 file system in
     # which it counts its boots; the first boot is rebooted by dom0
@@ -396,6 +473,7 @@ pub fn dom0_addition(vmlinuz: &[u8], domu_initrd_gz: &[u8]) -> Vec<u8> {
     c.file("etc/keel/disk.cfg", 0o644, DISK_CFG.as_bytes());
     c.file("etc/keel/net2.cfg", 0o644, NET2_CFG.as_bytes());
     c.file("etc/keel/bad.cfg", 0o644, BAD_CFG.as_bytes());
+    c.file("etc/keel/bench.cfg", 0o644, BENCH_CFG.as_bytes());
     c.finish()
 }
 
@@ -481,6 +559,43 @@ mod tests {
     }
 
     #[test]
+    fn the_bench_config_has_the_image_as_raw_xvda_and_a_vif_on_the_bridge() {
+        use keel_xlcfg::Action;
+        let p = keel_xlcfg::parse_str(BENCH_CFG, "bench.cfg").unwrap();
+        let c = &p.config;
+        assert_eq!(c.guest_type, keel_xlcfg::GuestType::Pvh);
+        assert_eq!((c.memory_mb, c.vcpus), (Some(256), 2));
+        assert_eq!(c.disks.len(), 1);
+        let d = &c.disks[0];
+        assert_eq!(d.vdev, "xvda");
+        assert_eq!(d.target.as_deref(), Some("/tmp/bench.img"));
+        assert_eq!(d.format, keel_xlcfg::DiskFormat::Raw);
+        assert_eq!(d.access, keel_xlcfg::DiskAccess::ReadWrite);
+        assert_eq!(c.vifs.len(), 1);
+        assert_eq!(c.vifs[0].bridge.as_deref(), Some("xenbr0"));
+        // Its /init's bench section, and none of the other domUs' ones
+        // (their flags are matched as substrings of the command line).
+        let line = c.cmdline.as_deref().unwrap_or("");
+        assert!(line.contains("keel.bench_split"), "{line}");
+        for other in [
+            "keel.disk",
+            "keel.net",
+            "keel.life",
+            "keel.ping",
+            "earlyprintk",
+        ] {
+            assert!(!line.contains(other), "{other} in {line}");
+        }
+        // Once it powers off (the bench is over) it is not started again.
+        assert_eq!(
+            (c.on_poweroff, c.on_reboot, c.on_crash),
+            (Action::Destroy, Action::Destroy, Action::Destroy)
+        );
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert!(DOMU_INIT.contains("if grep -q keel.bench_split /proc/cmdline; then"));
+    }
+
+    #[test]
     fn the_addition_holds_the_configs_and_files() {
         let a = dom0_addition(b"BZIMAGE", b"GZ");
         let text = String::from_utf8_lossy(&a);
@@ -492,6 +607,7 @@ mod tests {
             "etc/keel/disk.cfg",
             "etc/keel/net2.cfg",
             "etc/keel/bad.cfg",
+            "etc/keel/bench.cfg",
             "TRAILER!!!",
         ] {
             assert!(text.contains(name), "{name}");

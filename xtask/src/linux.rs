@@ -401,6 +401,130 @@ if grep -q 'keel.bench_domu' /proc/cmdline && [ -S /run/xenstored/socket ]; then
     keelctl shutdown -w bu >/dev/null 2>&1
     echo "KEEL-LINUX: bench-domu: shutdown exit $?"
 fi
+# keel.bench_split=MIB: the split drivers against dom0 itself (cargo xtask
+# bench --only split, issue 15), in keel.bench_split_rounds=N rounds (2 by
+# default) in which the two take turns, so that a load on the host weighs
+# on both alike. /tmp/bench.img (MIB MiB) is the domU's xvda, raw, through
+# a loop device and blkback (/etc/keel/bench.cfg; its eth0 on xenbr0, dom0
+# 10.99.0.1 there). Each round: dom0 writes the image file and reads it
+# back (dd bs=1M) and sends MIB MiB to itself over TCP on 127.0.0.1
+# (busybox nc); then the domU writes and reads its whole xvda with O_DIRECT
+# (blkfront) and sends MIB MiB to dom0 over TCP (its /init: xtask's
+# domu.rs); then dom0 pings the domU and itself, 20 times each. Each side
+# times its own work with its own clock; the domU's figures come through
+# its xenstore (data/*). One line per figure:
+# "bench-split: round R dom0|domU disk-write|disk-read|tcp|ping VALUE ms ...".
+mib=$(sed -n 's/.*keel\.bench_split=\([0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$mib" ] && [ -S /run/xenstored/socket ]; then
+    rounds=$(sed -n 's/.*keel\.bench_split_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)
+    rounds=${rounds:-2}
+    bs() { echo "KEEL-LINUX: bench-split: $*"; }
+    # $ns: the kernel's monotonic clock in ns ("now at N nsecs" in
+    # /proc/timer_list; /proc/uptime, 10 ms, if that is not there), read
+    # by the shell itself: no process starts inside a timed span.
+    stamp() {
+        ns=
+        [ -r /proc/timer_list ] && { read -r l; read -r l; read -r l l ns l; } </proc/timer_list
+        case "$ns" in
+        "" | *[!0-9]*)
+            read -r up l </proc/uptime
+            ns=$(( ${up%.*} * 1000000000 + (1${up#*.} - 100) * 10000000 ))
+            ;;
+        esac
+    }
+    # timed CMD...: $took (ms) and $rc of CMD.
+    timed() { stamp; t0=$ns; "$@"; rc=$?; stamp; took=$(( (ns - t0) / 1000000 )); }
+    # listen PORT: a TCP receiver in the background that counts what it
+    # gets into /tmp/got ($lp: the count's pid). Its input is a FIFO open
+    # read-write, which never ends: busybox nc closes its side of the
+    # connection when its input ends, and would end the transfer.
+    listen() {
+        rm -f /tmp/got
+        nc -l -p "$1" <>/tmp/bench.fifo | wc -c >/tmp/got &
+        lp=$!
+        i=0
+        while ! netstat -ltn 2>/dev/null | grep -q ":$1 " && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    }
+    # unlisten PORT: the receiver's count, after it has had up to 20 s to
+    # finish; an empty connection ends one that got none.
+    unlisten() {
+        i=0
+        while [ -d /proc/$lp ] && [ $i -lt 40 ]; do sleep 0.5; i=$((i + 1)); done
+        [ -d /proc/$lp ] && nc 127.0.0.1 "$1" </dev/null >/dev/null 2>&1
+        wait $lp
+        got=$(cat /tmp/got 2>/dev/null)
+        got=${got:-0}
+    }
+    send0() { dd if=/dev/zero bs=64k count=$((mib * 16)) 2>/dev/null | nc 127.0.0.1 5002 >/dev/null; }
+    avg() { sed -n 's|.*min/avg/max = [0-9.]*/\([0-9.]*\)/.*|\1|p' /tmp/ping.out; }
+    pidof keel-consoled >/dev/null || { keel-consoled >/tmp/consoled.log 2>&1 & }
+    ip link set lo up
+    rm -f /tmp/bench.fifo && mkfifo /tmp/bench.fifo
+    dd if=/dev/zero of=/tmp/bench.img bs=1M count="$mib" 2>/dev/null
+    bs "size $mib MiB rounds $rounds"
+    keelctl create /etc/keel/bench.cfg >/tmp/bench-create 2>&1
+    bs "create exit $?"
+    sed 's/^/KEEL-LINUX: bench-split: create: /' /tmp/bench-create
+    ip addr add 10.99.0.1/24 dev xenbr0 && ip link set xenbr0 up
+    bs "xenbr0 10.99.0.1 up: exit $?"
+    d=$(keelctl list | awk '$1 == "bench" { print $2 }')
+    # xs KEY: the domU's data/KEY; wait_key KEY VALUE SECS: until it is
+    # VALUE, SECS at most (a look a second: the domU is being timed).
+    xs() { xenstore-read /local/domain/$d/data/$1 2>/dev/null; }
+    wait_key() {
+        i=0
+        while [ "$(xs $1)" != "$2" ] && [ $i -lt $3 ]; do sleep 1; i=$((i + 1)); done
+        [ "$(xs $1)" = "$2" ]
+    }
+    if [ -n "$d" ] && wait_key ready 1 900; then
+        bs "domU d$d ready"
+        r=1
+        while [ $r -le $rounds ]; do
+            # dom0 alone: the image file, then TCP to itself.
+            timed dd if=/dev/zero of=/tmp/bench.img bs=1M count="$mib" conv=notrunc,fsync 2>/dev/null
+            bs "round $r dom0 disk-write $took ms exit $rc mib $mib"
+            timed dd if=/tmp/bench.img of=/dev/null bs=1M count="$mib" 2>/dev/null
+            bs "round $r dom0 disk-read $took ms exit $rc mib $mib"
+            listen 5002
+            timed send0
+            unlisten 5002
+            bs "round $r dom0 tcp $took ms exit $rc bytes $got"
+            # The domU: its xvda, then TCP to dom0.
+            listen 5001
+            xenstore-write /local/domain/$d/data/go "$r"
+            if wait_key done "$r" 1800; then
+                w=$(xs disk-write) rd=$(xs disk-read) t=$(xs tcp)
+            else
+                w="" rd="" t=""
+            fi
+            unlisten 5001
+            for m in "disk-write $w" "disk-read $rd"; do
+                set -- $m
+                bs "round $r domU $1 ${2:-missing} ms exit ${3:-none} mib ${4:-none}"
+            done
+            set -- $t
+            bs "round $r domU tcp ${1:-missing} ms exit ${2:-none} bytes $got"
+            # Round trips: to the domU (netfront, netback, the bridge), and
+            # to dom0 itself.
+            ping -c 20 -i 0.2 10.99.0.2 >/tmp/ping.out 2>&1
+            a=$(avg)
+            bs "round $r domU ping ${a:-missing} ms replies $(grep -c 'bytes from' /tmp/ping.out)"
+            ping -c 20 -i 0.2 127.0.0.1 >/tmp/ping.out 2>&1
+            a=$(avg)
+            bs "round $r dom0 ping ${a:-missing} ms replies $(grep -c 'bytes from' /tmp/ping.out)"
+            r=$((r + 1))
+        done
+    else
+        bs "domU d$d not ready"
+    fi
+    # It powers off; its monitor destroys it (and unbinds the loop device).
+    [ -n "$d" ] && xenstore-write /local/domain/$d/data/go end
+    i=0
+    while keelctl list | grep -q '^bench ' && [ $i -lt 300 ]; do sleep 1; i=$((i + 1)); done
+    keelctl list | grep -q '^bench ' && keelctl destroy bench
+    grep -a '^KEEL-DOMU' /var/log/keel/console/bench.log 2>/dev/null | tr -d '\r' | sed 's/^/KEEL-LINUX: bench-split: console: /'
+    bs "done"
+fi
 # keel.domu_disk: a domU with a disk and a network interface (issue 15):
 # /tmp/disk.img, an ext4 file system made here, is its xvda (keelctl
 # attaches it through a loop device, blkback serves it), and its eth0 is on

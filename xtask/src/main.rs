@@ -16,6 +16,7 @@ mod debian;
 mod domu;
 mod fuzz;
 mod linux;
+mod split;
 mod xenbench;
 mod xentools;
 
@@ -65,7 +66,7 @@ commands:
   bench                 run the available benchmarks and write docs/benchmarks.md
       --only SECTION              run only this section (repeatable) and replace just its part
                                   of docs/benchmarks.md: xenstored, vm-exits, exit-counters,
-                                  mgmt, fuzz, linux-boot, boot-vs-xen
+                                  mgmt, fuzz, linux-boot, boot-vs-xen, domu, split
   fuzz [--count N]      the hypercall-fuzzing benchmark alone (default 1000000 hypercalls
                         per vendor): prints its table, writes nothing
   boot-vs-xen           the bench's boot comparison alone: Debian's kernel as dom0 under keel
@@ -1031,6 +1032,7 @@ const BENCH_SECTIONS: &[&str] = &[
     "linux-boot",
     "boot-vs-xen",
     "domu",
+    "split",
 ];
 
 fn cmd_bench(a: &[String]) -> Result<u8> {
@@ -1104,7 +1106,7 @@ fn cmd_bench(a: &[String]) -> Result<u8> {
             t.elapsed().as_secs_f64()
         ));
     }
-    let runs: [(&str, &str, BenchFn); 7] = [
+    let runs: [(&str, &str, BenchFn); 8] = [
         ("vm-exits", "VM exits", bench_vm_exits),
         ("exit-counters", "VM-exit counter cost", bench_exit_counters),
         ("mgmt", "management-call latency", bench_mgmt),
@@ -1112,6 +1114,7 @@ fn cmd_bench(a: &[String]) -> Result<u8> {
         ("linux-boot", "Linux boot", bench_linux_boot),
         ("boot-vs-xen", "boot against Xen 4.17", bench_boot_vs_xen),
         ("domu", "domU creation", bench_domu),
+        ("split", "split drivers", bench_split),
     ];
     for (name, what, f) in runs {
         if !wanted(name) {
@@ -1800,6 +1803,58 @@ fn bench_domu() -> Result<String> {
         r2 = domu_init / direct_init,
         kib = overhead * 4,
     ))
+}
+
+/// The split drivers against dom0 itself (issue 15): the split-bench
+/// scenario (`keel.bench_split`, see `split.rs`) on QEMU TCG AMD and on
+/// Bochs Intel, one after the other. A run that fails is in the section
+/// as such, without figures; if none ran, the section is an error.
+fn bench_split() -> Result<String> {
+    host::ensure_packages(&emulator::ALL_PACKAGES)?;
+    let tools = build_tools()?;
+    let mut scenarios = [
+        keel_harness::scenario::split_bench(
+            "bench-split-qemu-amd",
+            keel_harness::Emulator::Qemu,
+            keel_harness::Vendor::Amd,
+        ),
+        keel_harness::scenario::split_bench(
+            "bench-split-bochs-intel",
+            keel_harness::Emulator::Bochs,
+            keel_harness::Vendor::Intel,
+        ),
+    ];
+    fill_linux(&mut scenarios)?;
+    let work_root = out_dir().join("bench");
+    std::fs::create_dir_all(&work_root).map_err(|e| e.to_string())?;
+    let mut outcomes = Vec::new();
+    for s in &scenarios {
+        let machine = bench_model(s);
+        let run = bench_console(s, &tools, &work_root).and_then(|(lines, _)| split::parse(&lines));
+        match &run {
+            Ok(r) => eprintln!(
+                "    {machine}: {} MiB, {} round(s): disk write {:.0}/{:.0} ms, read {:.0}/{:.0} ms, tcp {:.0}/{:.0} ms (domU/dom0, medians)",
+                r.mib,
+                r.rounds,
+                split::median(&r.domu.figures[0]),
+                split::median(&r.dom0.figures[0]),
+                split::median(&r.domu.figures[1]),
+                split::median(&r.dom0.figures[1]),
+                split::median(&r.domu.figures[2]),
+                split::median(&r.dom0.figures[2]),
+            ),
+            Err(e) => eprintln!("    {machine}: no figures: {e}"),
+        }
+        outcomes.push((machine, run));
+    }
+    if outcomes.iter().all(|(_, r)| r.is_err()) {
+        let why: Vec<String> = outcomes
+            .iter()
+            .filter_map(|(m, r)| r.as_ref().err().map(|e| format!("{m}: {e}")))
+            .collect();
+        return Err(why.join("; "));
+    }
+    Ok(split::section(&outcomes))
 }
 
 fn host_description() -> String {

@@ -978,6 +978,43 @@ pub fn domu_bench(name: &str, emulator: Emulator, vendor: Vendor) -> Scenario {
     s
 }
 
+/// The split-driver bench run (`cargo xtask bench --only split`, issue
+/// 15): dom0 (`keel.bench_split=MIB`, see its init script) times its own
+/// writes and reads of the image file `/tmp/bench.img` and TCP to itself
+/// against a domU's through blkfront/blkback and netfront/netback
+/// (`/etc/keel/bench.cfg`), `rounds` times in turn, and pings the domU.
+/// `mib`: the image and each transfer; QEMU's clock is the host's (noisy
+/// on a busy host: several rounds), Bochs' counts instructions (one).
+pub fn split_bench(name: &str, emulator: Emulator, vendor: Vendor) -> Scenario {
+    let (mib, rounds, secs) = split_bench_size(emulator);
+    let mut s = domu_host(name, emulator, vendor)
+        .describe(&format!("split drivers against dom0 itself: dom0 writes and reads a {mib} MiB image file and sends {mib} MiB to itself over TCP; a domU with that image as its xvda (blkfront, O_DIRECT) and a vif on xenbr0 does the same and sends to dom0; {rounds} round(s) in turn; ping dom0 to domU"))
+        .module("dom0-initrd", DOMU_INITRD.to_vec())
+        .module(
+            "dom0-cmdline",
+            format!("{DOM0_CMDLINE} keel.bench_split={mib} keel.bench_split_rounds={rounds}")
+                .into_bytes(),
+        )
+        .dom0_must_contain(&[
+            "KEEL-LINUX: bench-split: create exit 0",
+            "KEEL-LINUX: bench-split: done",
+            "reboot: Power down",
+        ])
+        .must_contain(&["d0: Shutdown(Poweroff)"]);
+    s.timeout = std::time::Duration::from_secs(secs);
+    s
+}
+
+/// The split-driver bench's MiB per transfer, rounds and time limit (s) on
+/// each emulator. Bochs runs about ten times slower than QEMU TCG in guest
+/// time: less data there.
+pub fn split_bench_size(emulator: Emulator) -> (u32, u32, u64) {
+    match emulator {
+        Emulator::Qemu => (64, 3, 1800),
+        Emulator::Bochs => (32, 1, 5400),
+    }
+}
+
 /// The domU scenarios (issue 14). The Bochs ones run only when named
 /// (`xtask`'s `OPT_IN`: too long for CI).
 pub fn domu_scenarios() -> Vec<Scenario> {
@@ -1508,6 +1545,35 @@ mod tests {
         let c = Console::parse("(XEN) boot modules: archive rejected: bad magic\n");
         assert_eq!(progress(&s, &c), Progress::Running);
         assert!(!decide(&s, &c, Exit::TimedOut).ok());
+    }
+
+    #[test]
+    fn split_bench_asks_dom0_for_its_size_and_rounds() {
+        for (e, v) in [
+            (Emulator::Qemu, Vendor::Amd),
+            (Emulator::Bochs, Vendor::Intel),
+        ] {
+            let s = split_bench("b", e, v);
+            let (mib, rounds, secs) = split_bench_size(e);
+            let line = s
+                .modules
+                .iter()
+                .find(|(n, _)| n == "dom0-cmdline")
+                .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+                .unwrap();
+            assert!(
+                line.contains(&format!(
+                    "keel.bench_split={mib} keel.bench_split_rounds={rounds}"
+                )),
+                "{line}"
+            );
+            assert_eq!(s.timeout.as_secs(), secs);
+            assert!(s.cmdline.contains("dom0_mem=512M"), "{}", s.cmdline);
+            assert!(s
+                .must_contain
+                .iter()
+                .any(|l| l.ends_with("KEEL-LINUX: bench-split: done")));
+        }
     }
 
     /// A Linux scenario with every expected line passes, and fails when the

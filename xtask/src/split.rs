@@ -1,0 +1,376 @@
+//! The split-driver benchmark (issue 15, `cargo xtask bench --only split`):
+//! dom0 (`keel.bench_split=MIB`, its init script in `linux.rs`; the domU's
+//! side in `domu.rs`) prints one line per figure,
+//!
+//! ```text
+//! KEEL-LINUX: bench-split: size 64 MiB rounds 3
+//! KEEL-LINUX: bench-split: round 1 dom0 disk-write 210 ms exit 0 mib 64
+//! KEEL-LINUX: bench-split: round 1 domU tcp 30120 ms exit 0 bytes 67108864
+//! KEEL-LINUX: bench-split: round 1 domU ping 1.234 ms replies 20
+//! KEEL-LINUX: bench-split: done
+//! ```
+//!
+//! and this module reads them back (pure, unit-tested) into a table.
+
+/// What is measured, on each side.
+const MEASURES: [&str; 4] = ["disk-write", "disk-read", "tcp", "ping"];
+
+/// One side's figures, one per round, in the order of [`MEASURES`]: ms
+/// for the three transfers, the average round trip (ms) for ping.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Side {
+    pub figures: [Vec<f64>; 4],
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    /// MiB per transfer (the image's size).
+    pub mib: u32,
+    pub rounds: u32,
+    pub dom0: Side,
+    pub domu: Side,
+}
+
+const PREFIX: &str = "KEEL-LINUX: bench-split: ";
+
+/// dom0's bench lines among a run's console lines: every figure of every
+/// round, each transfer complete and with exit status 0, or why not.
+pub fn parse(lines: &[String]) -> Result<Run, String> {
+    let ours: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.split_once(PREFIX).map(|(_, r)| r.trim()))
+        .collect();
+    let head = ours
+        .iter()
+        .find_map(|l| l.strip_prefix("size "))
+        .ok_or("no 'bench-split: size' line: dom0 did not run the bench (keel.bench_split)")?;
+    let (mib, rounds) = match head.split_whitespace().collect::<Vec<_>>()[..] {
+        [m, "MiB", "rounds", r] => (
+            m.parse::<u32>()
+                .map_err(|_| format!("bad size line: {head}"))?,
+            r.parse::<u32>()
+                .map_err(|_| format!("bad size line: {head}"))?,
+        ),
+        _ => return Err(format!("bad size line: {head}")),
+    };
+    if mib == 0 || rounds == 0 {
+        return Err(format!("bad size line: {head}"));
+    }
+    if let Some(l) = ours.iter().find(|l| l.starts_with("domU d")) {
+        if l.ends_with("not ready") {
+            return Err(format!("dom0: {l}"));
+        }
+    }
+    let mut run = Run {
+        mib,
+        rounds,
+        dom0: Side::default(),
+        domu: Side::default(),
+    };
+    for r in 1..=rounds {
+        for (i, measure) in MEASURES.iter().enumerate() {
+            for (side, name) in [(&mut run.dom0, "dom0"), (&mut run.domu, "domU")] {
+                let key = format!("round {r} {name} {measure} ");
+                let line = ours
+                    .iter()
+                    .find(|l| l.starts_with(&key))
+                    .ok_or_else(|| format!("no 'round {r} {name} {measure}' figure"))?;
+                side.figures[i].push(figure(line, &key, measure, mib)?);
+            }
+        }
+    }
+    if !ours.contains(&"done") {
+        return Err("dom0 did not finish the bench (no 'bench-split: done')".into());
+    }
+    Ok(run)
+}
+
+/// The value of one figure line ("round 1 domU tcp 30120 ms exit 0 bytes N"),
+/// checked: a number above 0 in ms, exit 0, the whole transfer.
+fn figure(line: &str, key: &str, measure: &str, mib: u32) -> Result<f64, String> {
+    let what = key.trim_end();
+    let mut words = line[key.len()..].split_whitespace();
+    let value = words.next().unwrap_or("");
+    let v: f64 = value
+        .parse()
+        .map_err(|_| format!("{what}: '{value}' ({line})"))?;
+    if !(v > 0.0 && v.is_finite()) || words.next() != Some("ms") {
+        return Err(format!("{what}: not a time: {line}"));
+    }
+    // The rest: "key value" pairs.
+    let rest: Vec<&str> = words.collect();
+    let field = |k: &str| {
+        rest.chunks(2)
+            .find(|p| p.first() == Some(&k))
+            .and_then(|p| p.get(1).copied())
+    };
+    let bytes = u64::from(mib) * 1024 * 1024;
+    match measure {
+        "ping" => {
+            if field("replies").is_some_and(|n| n == "0") {
+                return Err(format!("{what}: no replies ({line})"));
+            }
+        }
+        _ => {
+            match field("exit") {
+                Some("0") => {}
+                Some(rc) => return Err(format!("{what}: exit {rc} ({line})")),
+                None => return Err(format!("{what}: no exit status ({line})")),
+            }
+            if let Some(m) = field("mib") {
+                if m != mib.to_string() {
+                    return Err(format!("{what}: {m} MiB, not {mib} ({line})"));
+                }
+            }
+            if measure == "tcp" && field("bytes") != Some(bytes.to_string().as_str()) {
+                return Err(format!(
+                    "{what}: {} bytes arrived of {bytes} ({line})",
+                    field("bytes").unwrap_or("no count of")
+                ));
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// The median of `v` (the mean of the middle two for an even count).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// One emulator's outcome: its machine's name and its figures, or why
+/// there are none.
+pub type Outcome = (String, Result<Run, String>);
+
+/// The Markdown section for all runs.
+pub fn section(outcomes: &[Outcome]) -> String {
+    let mut out = String::from(
+        "## Split drivers (domU disk and network against dom0 itself)\n\n\
+         `cargo xtask bench` (alone: `--only split`): keel on each emulator (2 CPUs; dom0 Debian's \
+         kernel with 512 MiB and 2 vCPUs, `keel.bench_split=MIB` on its command line) makes a raw \
+         image file of MIB MiB in its RAM (`/tmp/bench.img`, on the initramfs' tmpfs) and creates a \
+         domU (256 MiB, 2 vCPUs, `/etc/keel/bench.cfg`) with that image as its `xvda` (keelctl binds \
+         it to a loop device, dom0's xen-blkback serves it, the domU's xen-blkfront) and a vif on \
+         the bridge `xenbr0` (xen-netback, xen-netfront; dom0 10.99.0.1, the domU 10.99.0.2). Then, \
+         in rounds in which the two take turns: dom0 writes the image file sequentially (`dd \
+         bs=1M conv=notrunc,fsync`) and reads it back (`dd bs=1M`; the file is in dom0's page \
+         cache, so this baseline runs at memory speed), and sends MIB MiB to itself over TCP on \
+         127.0.0.1 (busybox `nc`, from `/dev/zero`, the receiver counting the bytes); then the domU \
+         writes and reads its whole `xvda` with O_DIRECT (`dd bs=1M oflag=direct` / `iflag=direct`: \
+         every byte through blkfront and blkback, none from its own page cache) and sends MIB MiB \
+         to dom0 over TCP the same way (dom0 counts them); then dom0 pings the domU and itself, 20 \
+         times each, 0.2 s apart (busybox `ping`'s average). Each side times its own work with its \
+         own kernel's monotonic clock (`/proc/timer_list`, read by the shell: no process starts \
+         inside a timed span); while one side is timed, the other only looks at xenstore once a \
+         second. Throughput is MiB over the median time; the ratio is the domU's throughput over \
+         dom0's (1: the split drivers cost nothing; **the goal for disk is at least 0.9**); for ping, \
+         the domU's round trip against dom0's own over loopback. QEMU's clock is the host's \
+         (several rounds, the median), Bochs' counts instructions (its runs repeat: one round). \
+         **These are emulated figures**: they compare emulators and keel versions, not hardware.\n\n\
+         | machine | MiB | measure | domU (split drivers) | dom0 alone | ratio |\n\
+         |---|---:|---|---:|---:|---:|\n",
+    );
+    let mut notes = Vec::new();
+    let mut every = Vec::new();
+    for (machine, outcome) in outcomes {
+        let run = match outcome {
+            Ok(run) => run,
+            Err(e) => {
+                let e = e.replace('|', "\\|").replace('\n', " ");
+                out += &format!("| {machine} | | **not measured**: {e} | | | |\n");
+                notes.push(format!("{machine}: the run failed, no figures ({e})."));
+                continue;
+            }
+        };
+        let mib = run.mib;
+        let names = [
+            "disk sequential write (MiB/s)",
+            "disk sequential read (MiB/s)",
+            "TCP domU → dom0 (domU) / dom0 → dom0 loopback (MiB/s)",
+        ];
+        let mut disk_ratios = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let u = f64::from(mib) * 1000.0 / median(&run.domu.figures[i]);
+            let d = f64::from(mib) * 1000.0 / median(&run.dom0.figures[i]);
+            let ratio = u / d;
+            if i < 2 {
+                disk_ratios.push(ratio);
+            }
+            out += &format!("| {machine} | {mib} | {name} | {u:.1} | {d:.1} | {ratio:.2} |\n");
+        }
+        let (pu, pd) = (median(&run.domu.figures[3]), median(&run.dom0.figures[3]));
+        out += &format!(
+            "| {machine} | | ping round trip, dom0 ↔ domU / dom0 loopback (ms) | {pu:.3} | {pd:.3} | {:.1}× the time |\n",
+            pu / pd
+        );
+        let met = disk_ratios.iter().all(|r| *r >= 0.9);
+        notes.push(format!(
+            "{machine}: disk goal (ratio ≥ 0.9) {}: write {:.2}, read {:.2}.",
+            if met { "met" } else { "not met" },
+            disk_ratios[0],
+            disk_ratios[1]
+        ));
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for (i, m) in MEASURES.iter().enumerate() {
+            every.push(format!(
+                "- {machine}, {m}: domU {}; dom0 {}",
+                list(&run.domu.figures[i]),
+                list(&run.dom0.figures[i])
+            ));
+        }
+    }
+    out.push('\n');
+    for n in &notes {
+        out += &format!("{n}\n");
+    }
+    if !every.is_empty() {
+        out += "\nEvery round (ms; for ping the average round trip), in the order run:\n\n";
+        out += &every.join("\n");
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// dom0's lines from a rehearsal of the two scripts on a Linux host
+    /// (xenstore, keelctl and the bridge stood in for), 8 MiB, 2 rounds.
+    const GOOD: &str = "\
+KEEL-LINUX: bench-split: size 8 MiB rounds 2
+KEEL-LINUX: bench-split: create exit 0
+KEEL-LINUX: bench-split: xenbr0 10.99.0.1 up: exit 0
+KEEL-LINUX: bench-split: domU d5 ready
+KEEL-LINUX: bench-split: round 1 dom0 disk-write 7 ms exit 0 mib 8
+KEEL-LINUX: bench-split: round 1 dom0 disk-read 1 ms exit 0 mib 8
+KEEL-LINUX: bench-split: round 1 dom0 tcp 57 ms exit 0 bytes 8388608
+KEEL-LINUX: bench-split: round 1 domU disk-write 13 ms exit 0 mib 8
+KEEL-LINUX: bench-split: round 1 domU disk-read 8 ms exit 0 mib 8
+KEEL-LINUX: bench-split: round 1 domU tcp 74 ms exit 0 bytes 8388608
+KEEL-LINUX: bench-split: round 1 domU ping 0.074 ms replies 20
+KEEL-LINUX: bench-split: round 1 dom0 ping 0.071 ms replies 20
+KEEL-LINUX: bench-split: round 2 dom0 disk-write 8 ms exit 0 mib 8
+KEEL-LINUX: bench-split: round 2 dom0 disk-read 2 ms exit 0 mib 8
+KEEL-LINUX: bench-split: round 2 dom0 tcp 47 ms exit 0 bytes 8388608
+KEEL-LINUX: bench-split: round 2 domU disk-write 12 ms exit 0 mib 8
+KEEL-LINUX: bench-split: round 2 domU disk-read 6 ms exit 0 mib 8
+KEEL-LINUX: bench-split: round 2 domU tcp 70 ms exit 0 bytes 8388608
+KEEL-LINUX: bench-split: round 2 domU ping 0.076 ms replies 20
+KEEL-LINUX: bench-split: round 2 dom0 ping 0.071 ms replies 20
+KEEL-LINUX: bench-split: console: KEEL-DOMU: bench-split: xvda 8 MiB, dom0 answers ping
+KEEL-LINUX: bench-split: done
+";
+
+    fn lines(s: &str) -> Vec<String> {
+        s.lines().map(String::from).collect()
+    }
+
+    #[test]
+    fn reads_every_figure_of_every_round() {
+        let run = parse(&lines(GOOD)).unwrap();
+        assert_eq!((run.mib, run.rounds), (8, 2));
+        assert_eq!(run.dom0.figures[0], vec![7.0, 8.0]);
+        assert_eq!(run.domu.figures[1], vec![8.0, 6.0]);
+        assert_eq!(run.domu.figures[2], vec![74.0, 70.0]);
+        assert_eq!(run.dom0.figures[3], vec![0.071, 0.071]);
+        // Lines with a console prefix (keel passes dom0's console through).
+        let prefixed: Vec<String> = GOOD.lines().map(|l| format!("[dom0] {l}")).collect();
+        assert_eq!(parse(&prefixed).unwrap(), run);
+    }
+
+    #[test]
+    fn a_missing_or_failed_figure_is_an_error_not_a_number() {
+        let cases = [
+            (
+                "round 2 domU tcp 70 ms exit 0 bytes 8388608",
+                "round 2 domU tcp 70 ms exit 0 bytes 1024",
+                "1024 bytes arrived of 8388608",
+            ),
+            (
+                "round 1 domU disk-write 13 ms exit 0 mib 8",
+                "round 1 domU disk-write missing ms exit none mib none",
+                "'missing'",
+            ),
+            (
+                "round 1 domU disk-read 8 ms exit 0 mib 8",
+                "round 1 domU disk-read 8 ms exit 1 mib 8",
+                "exit 1",
+            ),
+            (
+                "round 1 dom0 disk-read 1 ms exit 0 mib 8",
+                "round 1 dom0 disk-read 0 ms exit 0 mib 8",
+                "not a time",
+            ),
+            (
+                "round 1 domU disk-read 8 ms exit 0 mib 8",
+                "round 1 domU disk-read 8 ms exit 0 mib 4",
+                "4 MiB, not 8",
+            ),
+            (
+                "round 1 domU ping 0.074 ms replies 20",
+                "round 1 domU ping missing ms replies 0",
+                "'missing'",
+            ),
+            (
+                "round 2 dom0 ping 0.071 ms replies 20",
+                "",
+                "no 'round 2 dom0 ping' figure",
+            ),
+            ("KEEL-LINUX: bench-split: done", "", "did not finish"),
+            ("size 8 MiB rounds 2", "", "no 'bench-split: size' line"),
+            ("domU d5 ready", "domU d5 not ready", "not ready"),
+        ];
+        for (from, to, want) in cases {
+            assert!(GOOD.contains(from), "{from}");
+            let bad = GOOD.replace(from, to);
+            let e = parse(&lines(&bad)).unwrap_err();
+            assert!(e.contains(want), "{from} -> {to}: {e}");
+        }
+        assert!(parse(&[]).is_err());
+    }
+
+    #[test]
+    fn the_section_has_ratios_and_says_what_failed() {
+        let run = parse(&lines(GOOD)).unwrap();
+        let s = section(&[
+            ("QEMU TCG -cpu EPYC".into(), Ok(run)),
+            ("Bochs 2.7 corei7_skylake_x".into(), Err("timed out".into())),
+        ]);
+        assert!(s.starts_with("## Split drivers"));
+        // Write: domU 8 MiB in 12.5 ms, dom0 in 7.5 ms (medians).
+        assert!(
+            s.contains("| QEMU TCG -cpu EPYC | 8 | disk sequential write (MiB/s) | 640.0 | 1066.7 | 0.60 |"),
+            "{s}"
+        );
+        assert!(s.contains("| 0.075 | 0.071 |"), "{s}");
+        assert!(
+            s.contains("disk goal (ratio ≥ 0.9) not met: write 0.60, read 0.21"),
+            "{s}"
+        );
+        assert!(s.contains("| Bochs 2.7 corei7_skylake_x | | **not measured**: timed out |"));
+        assert!(
+            s.contains("- QEMU TCG -cpu EPYC, tcp: domU 74, 70; dom0 57, 47"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+}
