@@ -805,6 +805,22 @@ fn blocked_vcpus_wake_on_their_condition() {
     }
 }
 
+/// One exit of vCPU `v` of `t`'s domain through the common exit path.
+fn exit_step(
+    t: &mut T,
+    v: &alloc::sync::Arc<crate::domain::Vcpu>,
+    e: Exit,
+) -> crate::hvm::exit::Step {
+    crate::hvm::exit::handle(
+        &mut Ctx {
+            dom: &t.dom,
+            vcpu: v,
+            hw: &mut t.hw,
+        },
+        e,
+    )
+}
+
 /// A vCPU with an injected interrupt it has not taken yet (Bochs's held
 /// virtual interrupt) neither halts nor blocks nor polls: HLT,
 /// `SCHEDOP_block` and `SCHEDOP_poll` return at once, as on Xen, whose
@@ -813,19 +829,10 @@ fn blocked_vcpus_wake_on_their_condition() {
 #[test]
 fn no_block_with_an_interrupt_still_queued() {
     use crate::domain::Wait;
-    use crate::hvm::exit::{handle, Step};
+    use crate::hvm::exit::Step;
     let mut t = domain(false);
     let v = t.dom.vcpus[0].clone();
-    let step = |t: &mut T, e: Exit| {
-        handle(
-            &mut Ctx {
-                dom: &t.dom,
-                vcpu: &v,
-                hw: &mut t.hw,
-            },
-            e,
-        )
-    };
+    let step = |t: &mut T, e: Exit| exit_step(t, &v, e);
     // sched_poll { ports: GVA + 64, nr_ports: 1, timeout: 0 } on a port
     // that is not pending.
     let mut p = [0u8; 24];
@@ -857,19 +864,10 @@ fn no_block_with_an_interrupt_still_queued() {
 #[test]
 fn the_exit_path_serves_the_common_exits() {
     use crate::domain::Wait;
-    use crate::hvm::exit::{handle, Step};
+    use crate::hvm::exit::Step;
     let mut t = domain(false);
     let v = t.dom.vcpus[0].clone();
-    let step = |t: &mut T, e: Exit| {
-        handle(
-            &mut Ctx {
-                dom: &t.dom,
-                vcpu: &v,
-                hw: &mut t.hw,
-            },
-            e,
-        )
-    };
+    let step = |t: &mut T, e: Exit| exit_step(t, &v, e);
     t.hw.regs.rflags = 0x202;
     assert_eq!(step(&mut t, Exit::Hlt { len: 1 }), Step::Block(Wait::Halt));
     t.hw.regs.rflags = 0x2;
