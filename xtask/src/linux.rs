@@ -720,8 +720,17 @@ if [ -n "$life" ] && [ -S /run/xenstored/socket ]; then
     clog() { cat /var/log/keel/console/$1.log 2>/dev/null; }
     boots() { clog "$1" | grep -c '^KEEL-DOMU: ready'; }
     beats() { clog "$1" | grep -c '^KEEL-DOMU: alive'; }
-    # wait SECS COMMAND...: until the command succeeds, SECS at most.
-    wait_for() { w=$(($1 * 5)); shift; while ! "$@" && [ $w -gt 0 ]; do sleep 0.2; w=$((w - 1)); done; "$@"; }
+    # wait SECS COMMAND...: until the command succeeds, SECS at most by
+    # dom0's clock (/proc/uptime, read without a fork: on a loaded
+    # emulator one round of the loop may take far more than its 0.2 s).
+    wait_for() {
+        read -r u x </proc/uptime; w=$((${u%.*} + $1)); shift
+        while ! "$@"; do
+            read -r u x </proc/uptime; [ "${u%.*}" -ge $w ] && break
+            sleep 0.2
+        done
+        "$@"
+    }
     booted() { [ "$(boots "$1")" -ge "$2" ]; }
     gone() { ! keelctl list | grep -q "^$1 "; }
     sleep 1
