@@ -468,14 +468,23 @@ pub fn dom0_addition(vmlinuz: &[u8], domu_initrd_gz: &[u8]) -> Vec<u8> {
     }
     c.file(&format!("{DOMU_DIR}/vmlinuz"), 0o644, vmlinuz);
     c.file(&format!("{DOMU_DIR}/initrd.gz"), 0o644, domu_initrd_gz);
-    c.file("etc/keel/domu.cfg", 0o644, DOMU_CFG.as_bytes());
-    c.file("etc/keel/life.cfg", 0o644, LIFE_CFG.as_bytes());
-    c.file("etc/keel/disk.cfg", 0o644, DISK_CFG.as_bytes());
-    c.file("etc/keel/net2.cfg", 0o644, NET2_CFG.as_bytes());
-    c.file("etc/keel/bad.cfg", 0o644, BAD_CFG.as_bytes());
-    c.file("etc/keel/bench.cfg", 0o644, BENCH_CFG.as_bytes());
+    for (path, text) in CONFIGS {
+        c.file(path, 0o644, text.as_bytes());
+    }
     c.finish()
 }
+
+/// The domU configs in dom0 (path, text): in [`dom0_addition`], and in
+/// the cached initramfs' stamp (a changed config builds it again).
+pub const CONFIGS: [(&str, &str); 6] = [
+    ("etc/keel/domu.cfg", DOMU_CFG),
+    ("etc/keel/life.cfg", LIFE_CFG),
+    ("etc/keel/disk.cfg", DISK_CFG),
+    ("etc/keel/net2.cfg", NET2_CFG),
+    ("etc/keel/bad.cfg", BAD_CFG),
+    ("etc/keel/bench.cfg", BENCH_CFG),
+];
+
 
 #[cfg(test)]
 mod tests {

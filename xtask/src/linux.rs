@@ -1281,13 +1281,19 @@ pub fn cmd_linux(a: &[String]) -> Result<u8> {
             ("keel-bad-frontend", &tools.badfront),
         ],
     );
+    let configs: Vec<u8> = crate::domu::CONFIGS
+        .iter()
+        .flat_map(|(p, t)| [p.as_bytes(), t.as_bytes()].concat())
+        .collect();
     let dstamp_want = format!(
         "{istamp_want}{}
 domu cpio {:016x} ({} bytes), one gzip stream
+configs {:016x}
 ",
         file_name(&kdeb),
         fnv(&domu_raw),
-        domu_raw.len()
+        domu_raw.len(),
+        fnv(&configs)
     );
     if stamp_ok(&initrd_domu, &dstamp, &dstamp_want) {
         eprintln!(
