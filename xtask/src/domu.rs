@@ -121,10 +121,16 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 say() { echo "KEEL-DOMU: $*" >/dev/kmsg; echo "KEEL-DOMU: $*"; }
 say "userspace reached"
+# params FILE.ko: the module's parameters from the kernel command line
+# (NAME.PARAM=VALUE, NAME with '_' for '-'), as modprobe passes them.
+params() {
+    n=${1##*/}; n=${n%.ko}; n=${n#[0-9]*-}; n=$(echo "$n" | tr - _)
+    for w in $(cat /proc/cmdline); do case "$w" in "$n".*=*) echo "${w#"$n".}" ;; esac; done
+}
 for m in /lib/modules/[0-9]*.ko; do
     # keel.badfront: its disks' frontends are keel-bad-frontend's, not blkfront's.
     case "$m" in *xen-blkfront.ko) grep -q keel.badfront /proc/cmdline && continue ;; esac
-    insmod "$m" || say "insmod $m failed"
+    insmod "$m" $(params "$m") || say "insmod $m failed"
 done
 say "/sys/hypervisor/type = $(cat /sys/hypervisor/type 2>&1)"
 say "cpus online: $(cat /sys/devices/system/cpu/online)"
@@ -485,7 +491,6 @@ pub const CONFIGS: [(&str, &str); 6] = [
     ("etc/keel/bench.cfg", BENCH_CFG),
 ];
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,6 +553,44 @@ mod tests {
             .as_deref()
             .is_some_and(|l| l.contains("keel.ping=10.99.0.3/10.99.0.2")));
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    /// The /init's params(), run by the host's sh against a command line
+    /// of our own: a module gets its NAME.PARAM=VALUE words (NAME with
+    /// '_' for the file name's '-', its load-order number dropped), no
+    /// other module's, as modprobe would pass them.
+    #[test]
+    fn modules_get_their_parameters_from_the_command_line() {
+        let f = DOMU_INIT
+            .split_once("params() {")
+            .and_then(|(_, r)| r.split_once("\n}\n"))
+            .map(|(body, _)| format!("params() {{{body}\n}}\n"))
+            .expect("params() in DOMU_INIT");
+        let dir = std::env::temp_dir().join(format!("keel-params-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cmdline = dir.join("cmdline");
+        std::fs::write(
+            &cmdline,
+            "console=hvc0 xen_blkfront.max_indirect_segments=256 xen_netfront.max_queues=1 xen_blkfront.x=a=b keel.disk\n",
+        )
+        .unwrap();
+        let f = f.replace("/proc/cmdline", cmdline.to_str().unwrap());
+        let run = |m: &str| {
+            let o = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("{f}params {m}"))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{o:?}");
+            String::from_utf8(o.stdout).unwrap()
+        };
+        assert_eq!(
+            run("/lib/modules/00-xen-blkfront.ko"),
+            "max_indirect_segments=256\nx=a=b\n"
+        );
+        assert_eq!(run("/lib/modules/01-xen-netfront.ko"), "max_queues=1\n");
+        assert_eq!(run("/lib/modules/08-ext4.ko"), "");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
