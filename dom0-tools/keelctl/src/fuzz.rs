@@ -132,6 +132,10 @@ impl Rng {
         self.0 = x;
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
+    /// The high half of the next value (xorshift's low bits are weaker).
+    pub fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
     }

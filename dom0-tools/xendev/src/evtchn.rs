@@ -5,10 +5,9 @@
 //!
 //! All of the `unsafe` code for evtchn is in this module.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Where Linux puts the device.
@@ -46,11 +45,6 @@ pub const IOCTL_EVTCHN_NOTIFY: u32 = ioc_e(4, std::mem::size_of::<EvtchnNotify>(
 const _: () = assert!(IOCTL_EVTCHN_BIND_UNBOUND_PORT == 0x0004_4502);
 const _: () = assert!(IOCTL_EVTCHN_NOTIFY == 0x0004_4504);
 
-fn os_error(what: &str) -> io::Error {
-    let e = io::Error::last_os_error();
-    io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
 /// An open `/dev/xen/evtchn`; its ports close with it.
 #[derive(Debug)]
 pub struct Evtchn {
@@ -60,12 +54,7 @@ pub struct Evtchn {
 impl Evtchn {
     /// Opens `path` (normally [`EVTCHN`]); the error names the path.
     pub fn open(path: &Path) -> io::Result<Evtchn> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let file = crate::open_named(path)?;
         Ok(Evtchn { file })
     }
 
@@ -85,7 +74,7 @@ impl Evtchn {
             )
         };
         if r < 0 {
-            return Err(os_error("IOCTL_EVTCHN_BIND_UNBOUND_PORT"));
+            return Err(crate::os_error("IOCTL_EVTCHN_BIND_UNBOUND_PORT"));
         }
         Ok(r as u32)
     }
@@ -103,7 +92,7 @@ impl Evtchn {
             )
         };
         if r < 0 {
-            return Err(os_error("IOCTL_EVTCHN_NOTIFY"));
+            return Err(crate::os_error("IOCTL_EVTCHN_NOTIFY"));
         }
         Ok(())
     }

@@ -11,10 +11,9 @@
 //!
 //! All of the `unsafe` code for gntalloc is in this module.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::ptr::NonNull;
 
@@ -67,11 +66,6 @@ pub const IOCTL_GNTALLOC_DEALLOC_GREF: u32 = ioc_g(6, std::mem::size_of::<Gntall
 const _: () = assert!(IOCTL_GNTALLOC_ALLOC_GREF == 0x0018_4705);
 const _: () = assert!(IOCTL_GNTALLOC_DEALLOC_GREF == 0x0010_4706);
 
-fn os_error(what: &str) -> io::Error {
-    let e = io::Error::last_os_error();
-    io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
 /// An open `/dev/xen/gntalloc`.
 #[derive(Debug)]
 pub struct Gntalloc {
@@ -81,12 +75,7 @@ pub struct Gntalloc {
 impl Gntalloc {
     /// Opens `path` (normally [`GNTALLOC`]); the error names the path.
     pub fn open(path: &Path) -> io::Result<Gntalloc> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let file = crate::open_named(path)?;
         Ok(Gntalloc { file })
     }
 
@@ -111,7 +100,7 @@ impl Gntalloc {
             )
         };
         if r < 0 {
-            return Err(os_error("IOCTL_GNTALLOC_ALLOC_GREF"));
+            return Err(crate::os_error("IOCTL_GNTALLOC_ALLOC_GREF"));
         }
         let dealloc = || {
             let mut d = GntallocDeallocGref {
@@ -147,7 +136,7 @@ impl Gntalloc {
             )
         };
         if p == libc::MAP_FAILED {
-            let e = os_error("mmap of the granted page");
+            let e = crate::os_error("mmap of the granted page");
             dealloc();
             return Err(e);
         }

@@ -16,10 +16,9 @@
 //!
 //! This module holds all of the dom0 tools' gntdev `unsafe` code.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -122,12 +121,7 @@ impl Gntdev {
     /// Opens `path` (normally [`GNTDEV`]) with `O_RDWR | O_CLOEXEC`; the
     /// error names the path.
     pub fn open(path: &Path) -> io::Result<Gntdev> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let file = crate::open_named(path)?;
         Ok(Gntdev {
             file: Arc::new(file),
         })

@@ -12,3 +12,24 @@ pub mod evtchn;
 pub mod gntalloc;
 pub mod gntdev;
 pub mod privcmd;
+
+/// Opens a device file `O_RDWR | O_CLOEXEC`, as the Xen libraries do.
+fn open_rw(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// [`open_rw`], the error naming the path.
+fn open_named(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    open_rw(path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+/// The last OS error, prefixed with what failed (`IOCTL_...: ...`).
+fn os_error(what: &str) -> std::io::Error {
+    let e = std::io::Error::last_os_error();
+    std::io::Error::new(e.kind(), format!("{what}: {e}"))
+}

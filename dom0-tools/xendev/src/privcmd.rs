@@ -10,10 +10,9 @@
 //! This module holds all of the dom0 tools' privcmd `unsafe` code (the `ioctl`s,
 //! `mmap`/`munmap`, and the volatile page touches before a hypercall).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// A failed hypercall: the errno of its negative return value (or of the
@@ -143,16 +142,11 @@ pub struct Privcmd {
 impl Privcmd {
     /// Open `path` with `O_RDWR | O_CLOEXEC`.
     pub fn open(path: &Path) -> Result<Privcmd, OpenError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => OpenError::Missing,
-                io::ErrorKind::PermissionDenied => OpenError::Permission(e),
-                _ => OpenError::Other(e),
-            })?;
+        let file = crate::open_rw(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => OpenError::Missing,
+            io::ErrorKind::PermissionDenied => OpenError::Permission(e),
+            _ => OpenError::Other(e),
+        })?;
         Ok(Privcmd {
             file,
             path: path.to_path_buf(),
