@@ -478,9 +478,20 @@ if [ -n "$mib" ] && [ -S /run/xenstored/socket ]; then
     }
     if [ -n "$d" ] && wait_key ready 1 900; then
         bs "domU d$d ready"
+        # The loop device keelctl bound the image to, and what blkfront
+        # and blkback agreed on.
+        loop=
+        for l in /sys/block/loop*; do
+            [ "$(cat "$l"/loop/backing_file 2>/dev/null)" = /tmp/bench.img ] && loop=/dev/${l##*/}
+        done
+        vbd=$(ls -d /sys/bus/xen-backend/devices/vbd-$d-* 2>/dev/null | head -n 1)
+        be=/local/domain/0/backend/vbd/$d/${vbd##*-}
+        fe=$(xenstore-read "$be/frontend" 2>/dev/null)
+        bs "vbd $be: loop $loop; persistent grants $(xenstore-read "$fe/feature-persistent" 2>/dev/null)/$(xenstore-read "$be/feature-persistent" 2>/dev/null) (front/back), indirect segments $(xenstore-read "$be/feature-max-indirect-segments" 2>/dev/null) (back), queues $(xenstore-read "$fe/multi-queue-num-queues" 2>/dev/null)"
         r=1
         while [ $r -le $rounds ]; do
-            # dom0 alone: the image file, then TCP to itself.
+            # dom0 alone: the image file (its page cache), TCP to itself,
+            # then the loop device.
             timed dd if=/dev/zero of=/tmp/bench.img bs=1M count="$mib" conv=notrunc,fsync 2>/dev/null
             bs "round $r dom0 disk-write $took ms exit $rc mib $mib"
             timed dd if=/tmp/bench.img of=/dev/null bs=1M count="$mib" 2>/dev/null
@@ -489,6 +500,13 @@ if [ -n "$mib" ] && [ -S /run/xenstored/socket ]; then
             timed send0
             unlisten 5002
             bs "round $r dom0 tcp $took ms exit $rc bytes $got"
+            # dom0 alone on the loop device blkback serves the domU's
+            # disk from, with O_DIRECT as the domU does: the domU's path
+            # without the split drivers.
+            timed dd if=/dev/zero of="$loop" bs=1M count="$mib" oflag=direct 2>/dev/null
+            bs "round $r dom0 loop-write $took ms exit $rc mib $mib dev $loop"
+            timed dd if="$loop" of=/dev/null bs=1M count="$mib" iflag=direct 2>/dev/null
+            bs "round $r dom0 loop-read $took ms exit $rc mib $mib dev $loop"
             # The domU: its xvda, then TCP to dom0.
             listen 5001
             xenstore-write /local/domain/$d/data/go "$r"
@@ -498,6 +516,8 @@ if [ -n "$mib" ] && [ -S /run/xenstored/socket ]; then
                 w="" rd="" t=""
             fi
             unlisten 5001
+            # blkback's counts: requests and sectors (their size).
+            bs "round $r vbd after: $(cd "$vbd"/statistics 2>/dev/null && grep -H . rd_req rd_sect wr_req wr_sect | tr '\n' ' ')"
             for m in "disk-write $w" "disk-read $rd"; do
                 set -- $m
                 bs "round $r domU $1 ${2:-missing} ms exit ${3:-none} mib ${4:-none}"

@@ -1832,17 +1832,7 @@ fn bench_split() -> Result<String> {
         let machine = bench_model(s);
         let run = bench_console(s, &tools, &work_root).and_then(|(lines, _)| split::parse(&lines));
         match &run {
-            Ok(r) => eprintln!(
-                "    {machine}: {} MiB, {} round(s): disk write {:.0}/{:.0} ms, read {:.0}/{:.0} ms, tcp {:.0}/{:.0} ms (domU/dom0, medians)",
-                r.mib,
-                r.rounds,
-                split::median(&r.domu.figures[0]),
-                split::median(&r.dom0.figures[0]),
-                split::median(&r.domu.figures[1]),
-                split::median(&r.dom0.figures[1]),
-                split::median(&r.domu.figures[2]),
-                split::median(&r.dom0.figures[2]),
-            ),
+            Ok(r) => eprintln!("    {machine}: {}", split::summary(r)),
             Err(e) => eprintln!("    {machine}: no figures: {e}"),
         }
         outcomes.push((machine, run));
