@@ -556,7 +556,7 @@ fi
 # (a third boot); dom0 then finds the three boots' writes in the image,
 # fsck finds it clean, and no loop device is left.
 if grep -Eq '(^| )keel\.domu_disk( |$)' /proc/cmdline && [ -S /run/xenstored/socket ]; then
-    pgrep keel-consoled >/dev/null || { keel-consoled >/tmp/consoled.log 2>&1 & }
+    pidof keel-consoled >/dev/null || { keel-consoled >/tmp/consoled.log 2>&1 & }
     dd if=/dev/zero of=/tmp/disk.img bs=1M count=16 2>/dev/null
     /sbin/mkfs.ext4 -F -q /tmp/disk.img >/tmp/mkfs.out 2>&1
     r=$?
@@ -1010,7 +1010,7 @@ const APPLETS: &[&str] = &[
     // (issue 15: `xl create` with disks and vifs).
     "dirname", "basename", "expr", "logger", "stat", "readlink", "losetup", "cut", "awk", "which",
     "brctl", "tr", "sort", "uniq", "xargs", "printf", "false", "ln", "chmod", "id", "seq", "find",
-    "kill",
+    "kill", "pidof",
 ];
 
 /// Kernel modules put in the initramfs, in load order (`/init` insmods each; the
