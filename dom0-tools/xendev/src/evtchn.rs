@@ -32,8 +32,8 @@ const _: () = assert!(std::mem::size_of::<EvtchnBindUnboundPort>() == 4);
 const _: () = assert!(std::mem::size_of::<EvtchnNotify>() == 4);
 
 /// Linux's `_IOC(_IOC_NONE, 'E', nr, size)`.
-const fn ioc_e(nr: u32, size: usize) -> u32 {
-    ((size as u32) << 16) | ((b'E' as u32) << 8) | nr
+const fn ioc_e(nr: u8, size: usize) -> u32 {
+    crate::ioc(crate::IOC_NONE, b'E', nr, size)
 }
 
 /// `IOCTL_EVTCHN_BIND_UNBOUND_PORT`: returns the local port.

@@ -54,8 +54,8 @@ pub struct GntallocDeallocGref {
 const _: () = assert!(std::mem::size_of::<GntallocDeallocGref>() == 16);
 
 /// Linux's `_IOC(_IOC_NONE, 'G', nr, size)`.
-const fn ioc_g(nr: u32, size: usize) -> u32 {
-    ((size as u32) << 16) | ((b'G' as u32) << 8) | nr
+const fn ioc_g(nr: u8, size: usize) -> u32 {
+    crate::ioc(crate::IOC_NONE, b'G', nr, size)
 }
 
 /// `IOCTL_GNTALLOC_ALLOC_GREF`.
@@ -77,6 +77,27 @@ impl Gntalloc {
     pub fn open(path: &Path) -> io::Result<Gntalloc> {
         let file = crate::open_named(path)?;
         Ok(Gntalloc { file })
+    }
+
+    /// Gives back the page at `index` (one this device allocated, no
+    /// longer mapped here): the grant goes once the other domain has
+    /// unmapped it. A failure leaves it to close().
+    fn dealloc(&self, index: u64) {
+        let mut d = GntallocDeallocGref {
+            index,
+            count: 1,
+            pad: 0,
+        };
+        // SAFETY: `d` is a live `struct ioctl_gntalloc_dealloc_gref`
+        // (layout asserted above) naming one page; the driver reads it
+        // during the call only. The fd is ours and open.
+        unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                IOCTL_GNTALLOC_DEALLOC_GREF as _,
+                &mut d as *mut GntallocDeallocGref,
+            )
+        };
     }
 
     /// A new zeroed page granted to `domid` (writable by it with
@@ -102,24 +123,8 @@ impl Gntalloc {
         if r < 0 {
             return Err(crate::os_error("IOCTL_GNTALLOC_ALLOC_GREF"));
         }
-        let dealloc = || {
-            let mut d = GntallocDeallocGref {
-                index: op.index,
-                count: 1,
-                pad: 0,
-            };
-            // SAFETY: `d` is a live `struct ioctl_gntalloc_dealloc_gref`
-            // naming the page just allocated, which nothing maps.
-            unsafe {
-                libc::ioctl(
-                    fd,
-                    IOCTL_GNTALLOC_DEALLOC_GREF as _,
-                    &mut d as *mut GntallocDeallocGref,
-                )
-            };
-        };
         let Ok(offset) = libc::off_t::try_from(op.index) else {
-            dealloc();
+            self.dealloc(op.index);
             return Err(io::Error::from_raw_os_error(libc::EOVERFLOW));
         };
         // SAFETY: a fresh shared mapping of the device at an address the
@@ -137,11 +142,11 @@ impl Gntalloc {
         };
         if p == libc::MAP_FAILED {
             let e = crate::os_error("mmap of the granted page");
-            dealloc();
+            self.dealloc(op.index);
             return Err(e);
         }
         let Some(ptr) = NonNull::new(p.cast::<u8>()) else {
-            dealloc();
+            self.dealloc(op.index);
             return Err(io::Error::from_raw_os_error(libc::EFAULT));
         };
         Ok(SharedPage {
@@ -214,20 +219,6 @@ impl Drop for SharedPage<'_> {
         unsafe {
             libc::munmap(self.ptr.as_ptr().cast(), PAGE);
         }
-        let mut d = GntallocDeallocGref {
-            index: self.index,
-            count: 1,
-            pad: 0,
-        };
-        // SAFETY: `d` is a live `struct ioctl_gntalloc_dealloc_gref` naming
-        // the page this value allocated; the device is still open (`dev`
-        // outlives `self`). A failure leaves it to close().
-        unsafe {
-            libc::ioctl(
-                self.dev.file.as_raw_fd(),
-                IOCTL_GNTALLOC_DEALLOC_GREF as _,
-                &mut d as *mut GntallocDeallocGref,
-            )
-        };
+        self.dev.dealloc(self.index);
     }
 }

@@ -71,9 +71,9 @@ pub struct GntdevUnmapGrantRef {
 
 const _: () = assert!(std::mem::size_of::<GntdevUnmapGrantRef>() == 16);
 
-/// Linux's `_IOC(_IOC_NONE, 'G', nr, size)` (asm-generic encoding, as on x86).
-const fn ioc_gntdev(nr: u32, size: usize) -> u32 {
-    ((size as u32) << 16) | ((b'G' as u32) << 8) | nr
+/// Linux's `_IOC(_IOC_NONE, 'G', nr, size)`.
+const fn ioc_gntdev(nr: u8, size: usize) -> u32 {
+    crate::ioc(crate::IOC_NONE, b'G', nr, size)
 }
 
 /// `IOCTL_GNTDEV_MAP_GRANT_REF`.

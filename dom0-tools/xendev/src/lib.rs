@@ -13,6 +13,15 @@ pub mod gntalloc;
 pub mod gntdev;
 pub mod privcmd;
 
+/// Linux's `_IOC(dir, type, nr, size)` (asm-generic encoding, as on x86),
+/// for every device's ioctl numbers.
+const fn ioc(dir: u32, ty: u8, nr: u8, size: usize) -> u32 {
+    (dir << 30) | ((size as u32) << 16) | ((ty as u32) << 8) | nr as u32
+}
+
+/// `_IOC_NONE`: the Xen devices' ioctls name no direction.
+const IOC_NONE: u32 = 0;
+
 /// Opens a device file `O_RDWR | O_CLOEXEC`, as the Xen libraries do.
 fn open_rw(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;

@@ -10,6 +10,7 @@
 //! This module holds all of the dom0 tools' privcmd `unsafe` code (the `ioctl`s,
 //! `mmap`/`munmap`, and the volatile page touches before a hypercall).
 
+use crate::{ioc, IOC_NONE};
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -31,14 +32,6 @@ pub struct PrivcmdHypercall {
 }
 
 const _: () = assert!(std::mem::size_of::<PrivcmdHypercall>() == 48);
-
-/// Linux's `_IOC(dir, type, nr, size)` (asm-generic encoding, as on x86).
-const fn ioc(dir: u32, ty: u8, nr: u8, size: usize) -> u32 {
-    (dir << 30) | ((size as u32) << 16) | ((ty as u32) << 8) | nr as u32
-}
-
-/// `_IOC_NONE`.
-const IOC_NONE: u32 = 0;
 
 /// `IOCTL_PRIVCMD_HYPERCALL`:
 /// `_IOC(_IOC_NONE, 'P', 0, sizeof(struct privcmd_hypercall))`.
