@@ -79,9 +79,10 @@ impl XenstoreSocket {
 
 impl Xenstore for XenstoreSocket {
     /// In one transaction, begun again when its commit meets a
-    /// concurrent change (EAGAIN: the daemon wrote a node it read, such
-    /// as `/local/domain` when it releases a domain that just died), as
-    /// libxl's transaction loop does; [`PUBLISH_TRIES`] times at most.
+    /// concurrent change (EAGAIN: another connection changed a node the
+    /// transaction read, e.g. a parent such as `/local/domain` whose
+    /// children changed), as libxl's transaction loop does;
+    /// [`PUBLISH_TRIES`] times at most.
     fn publish(&self, nodes: &[Node]) -> Result<(), String> {
         self.with(|c| {
             let mut tries = 0;
