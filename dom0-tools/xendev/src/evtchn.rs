@@ -64,36 +64,26 @@ impl Evtchn {
         let mut op = EvtchnBindUnboundPort {
             remote_domain: remote.into(),
         };
-        // SAFETY: `op` is a live `struct ioctl_evtchn_bind_unbound_port`
-        // (size asserted); the driver reads it during the call only.
+        // SAFETY: `op` is a `struct ioctl_evtchn_bind_unbound_port` (size
+        // asserted), this device's argument for the request.
         let r = unsafe {
-            libc::ioctl(
+            crate::ioctl(
                 self.file.as_raw_fd(),
-                IOCTL_EVTCHN_BIND_UNBOUND_PORT as _,
-                &mut op as *mut EvtchnBindUnboundPort,
+                IOCTL_EVTCHN_BIND_UNBOUND_PORT,
+                &mut op,
             )
         };
-        if r < 0 {
-            return Err(crate::os_error("IOCTL_EVTCHN_BIND_UNBOUND_PORT"));
-        }
-        Ok(r as u32)
+        r.map(|port| port as u32)
+            .map_err(|e| crate::errno_error("IOCTL_EVTCHN_BIND_UNBOUND_PORT", e))
     }
 
     /// Signals `port` (one of this device's) to its other end.
     pub fn notify(&self, port: u32) -> io::Result<()> {
         let mut op = EvtchnNotify { port };
-        // SAFETY: `op` is a live `struct ioctl_evtchn_notify` (size
-        // asserted); the driver reads it during the call only.
-        let r = unsafe {
-            libc::ioctl(
-                self.file.as_raw_fd(),
-                IOCTL_EVTCHN_NOTIFY as _,
-                &mut op as *mut EvtchnNotify,
-            )
-        };
-        if r < 0 {
-            return Err(crate::os_error("IOCTL_EVTCHN_NOTIFY"));
-        }
-        Ok(())
+        // SAFETY: `op` is a `struct ioctl_evtchn_notify` (size asserted),
+        // this device's argument for the request.
+        let r = unsafe { crate::ioctl(self.file.as_raw_fd(), IOCTL_EVTCHN_NOTIFY, &mut op) };
+        r.map(drop)
+            .map_err(|e| crate::errno_error("IOCTL_EVTCHN_NOTIFY", e))
     }
 }

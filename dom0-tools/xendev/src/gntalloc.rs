@@ -88,16 +88,9 @@ impl Gntalloc {
             count: 1,
             pad: 0,
         };
-        // SAFETY: `d` is a live `struct ioctl_gntalloc_dealloc_gref`
-        // (layout asserted above) naming one page; the driver reads it
-        // during the call only. The fd is ours and open.
-        unsafe {
-            libc::ioctl(
-                self.file.as_raw_fd(),
-                IOCTL_GNTALLOC_DEALLOC_GREF as _,
-                &mut d as *mut GntallocDeallocGref,
-            )
-        };
+        // SAFETY: `d` is a `struct ioctl_gntalloc_dealloc_gref` (layout
+        // asserted above) naming one page, the request's argument.
+        let _ = unsafe { crate::ioctl(self.file.as_raw_fd(), IOCTL_GNTALLOC_DEALLOC_GREF, &mut d) };
     }
 
     /// A new zeroed page granted to `domid` (writable by it with
@@ -110,19 +103,11 @@ impl Gntalloc {
             count: 1,
             ..Default::default()
         };
-        // SAFETY: `op` is a live, aligned `struct ioctl_gntalloc_alloc_gref`
-        // for one page (layout asserted above); the driver writes `index`
-        // and `gref_ids[0]` during the call only. The fd is ours and open.
-        let r = unsafe {
-            libc::ioctl(
-                fd,
-                IOCTL_GNTALLOC_ALLOC_GREF as _,
-                &mut op as *mut GntallocAllocGref,
-            )
-        };
-        if r < 0 {
-            return Err(crate::os_error("IOCTL_GNTALLOC_ALLOC_GREF"));
-        }
+        // SAFETY: `op` is an aligned `struct ioctl_gntalloc_alloc_gref` for
+        // one page (layout asserted above), the request's argument; the
+        // driver writes `index` and `gref_ids[0]`.
+        unsafe { crate::ioctl(fd, IOCTL_GNTALLOC_ALLOC_GREF, &mut op) }
+            .map_err(|e| crate::errno_error("IOCTL_GNTALLOC_ALLOC_GREF", e))?;
         let Ok(offset) = libc::off_t::try_from(op.index) else {
             self.dealloc(op.index);
             return Err(io::Error::from_raw_os_error(libc::EOVERFLOW));

@@ -137,39 +137,26 @@ impl Gntdev {
             index: 0,
             refs: [GntdevGrantRef { domid, gref }],
         };
-        // SAFETY: `op` is a live, aligned `struct ioctl_gntdev_map_grant_ref`
-        // holding `count` (1) grant refs, its layout asserted above; the
-        // driver reads it and writes `index` during the call only. The fd
-        // is ours and open.
-        let r = unsafe {
-            libc::ioctl(
-                fd,
-                IOCTL_GNTDEV_MAP_GRANT_REF as _,
-                &mut op as *mut GntdevMapGrantRef,
-            )
-        };
-        if r < 0 {
-            return Err(GrantError {
+        // SAFETY: `op` is an aligned `struct ioctl_gntdev_map_grant_ref`
+        // holding `count` (1) grant refs, its layout asserted above, the
+        // request's argument; the driver writes `index`.
+        unsafe { crate::ioctl(fd, IOCTL_GNTDEV_MAP_GRANT_REF, &mut op) }.map_err(|errno| {
+            GrantError {
                 step: "IOCTL_GNTDEV_MAP_GRANT_REF",
-                errno: last_errno(),
-            });
-        }
+                errno,
+            }
+        })?;
         let unreserve = || {
             let mut un = GntdevUnmapGrantRef {
                 index: op.index,
                 count: 1,
                 pad: 0,
             };
-            // SAFETY: `un` is a live `struct ioctl_gntdev_unmap_grant_ref`
-            // (layout asserted above) naming the range the map ioctl just
-            // reserved, which nothing maps; a failure leaves it to close().
-            unsafe {
-                libc::ioctl(
-                    fd,
-                    IOCTL_GNTDEV_UNMAP_GRANT_REF as _,
-                    &mut un as *mut GntdevUnmapGrantRef,
-                )
-            };
+            // SAFETY: `un` is a `struct ioctl_gntdev_unmap_grant_ref`
+            // (layout asserted above), the request's argument, naming the
+            // range the map ioctl just reserved, which nothing maps; a
+            // failure leaves it to close().
+            let _ = unsafe { crate::ioctl(fd, IOCTL_GNTDEV_UNMAP_GRANT_REF, &mut un) };
         };
         let Ok(offset) = libc::off_t::try_from(op.index) else {
             unreserve();
@@ -259,16 +246,12 @@ impl Drop for GrantMap {
             count: 1,
             pad: 0,
         };
-        // SAFETY: `un` is a live `struct ioctl_gntdev_unmap_grant_ref`
-        // (layout asserted above) naming the grants this value mapped; the
-        // fd is kept open by `self.file`. A failure leaves them to close().
-        unsafe {
-            libc::ioctl(
-                self.file.as_raw_fd(),
-                IOCTL_GNTDEV_UNMAP_GRANT_REF as _,
-                &mut un as *mut GntdevUnmapGrantRef,
-            )
-        };
+        // SAFETY: `un` is a `struct ioctl_gntdev_unmap_grant_ref` (layout
+        // asserted above), the request's argument, naming the grants this
+        // value mapped; the fd is kept open by `self.file`. A failure
+        // leaves them to close().
+        let _ =
+            unsafe { crate::ioctl(self.file.as_raw_fd(), IOCTL_GNTDEV_UNMAP_GRANT_REF, &mut un) };
     }
 }
 

@@ -37,8 +37,56 @@ fn open_named(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     open_rw(path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
-/// The last OS error, prefixed with what failed (`IOCTL_...: ...`).
+/// The last OS error, prefixed with what failed (`mmap ...: ...`).
 fn os_error(what: &str) -> std::io::Error {
     let e = std::io::Error::last_os_error();
     std::io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// An errno as an error, prefixed with what failed (`IOCTL_...: ...`).
+fn errno_error(what: &str, errno: i32) -> std::io::Error {
+    let e = std::io::Error::from_raw_os_error(errno);
+    std::io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// `ioctl(fd, request, arg)`, every device's one call: its non-negative
+/// result, or the errno it failed with (read at once, before anything
+/// else can change it).
+///
+/// # Safety
+/// `request` must be an ioctl of the device open on `fd` whose argument
+/// is a pointer to a `T` laid out as the driver's structure (each `T`'s
+/// layout is asserted where it is defined), and any memory that `*arg`
+/// points to must be valid for what the driver does with it during the
+/// call. The driver touches `*arg` itself only during the call.
+unsafe fn ioctl<T>(fd: std::os::fd::RawFd, request: u32, arg: &mut T) -> Result<i32, i32> {
+    // SAFETY: the caller's contract above; `arg` is a live, exclusive `T`.
+    let r = unsafe { libc::ioctl(fd, request as _, arg as *mut T) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO))
+    } else {
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    /// A device that has no such ioctl: the errno comes back (ENOTTY), and
+    /// the error names the request.
+    #[test]
+    fn a_failed_ioctl_gives_its_errno() {
+        let f = super::open_rw(std::path::Path::new("/dev/null")).unwrap();
+        let mut arg = crate::evtchn::EvtchnNotify { port: 1 };
+        // SAFETY: /dev/null has no ioctls: it reads nothing of `arg`.
+        let r =
+            unsafe { super::ioctl(f.as_raw_fd(), crate::evtchn::IOCTL_EVTCHN_NOTIFY, &mut arg) };
+        assert_eq!(r, Err(libc::ENOTTY));
+        let e = super::errno_error("IOCTL_EVTCHN_NOTIFY", libc::ENOTTY);
+        assert!(e.to_string().starts_with("IOCTL_EVTCHN_NOTIFY: "), "{e}");
+        assert_eq!(e.raw_os_error(), None);
+    }
 }

@@ -154,24 +154,12 @@ impl Privcmd {
     /// or the errno of a negative one (or of the ioctl itself).
     pub fn hypercall(&self, op: u64, args: [u64; 5]) -> Result<u64, CallError> {
         let mut hc = PrivcmdHypercall { op, arg: args };
-        // SAFETY: `hc` is a live, properly aligned `struct privcmd_hypercall`
-        // exactly as IOCTL_PRIVCMD_HYPERCALL expects (size asserted above);
-        // the kernel only reads it during the call. The fd is owned by
-        // `self.file` and open. Any buffer named in `args` is the caller's
+        // SAFETY: `hc` is an aligned `struct privcmd_hypercall` exactly as
+        // IOCTL_PRIVCMD_HYPERCALL expects (size asserted above), the fd
+        // owned by `self.file`. Any buffer named in `args` is the caller's
         // responsibility (see `XenCall::call` below).
-        let ret = unsafe {
-            libc::ioctl(
-                self.file.as_raw_fd(),
-                IOCTL_PRIVCMD_HYPERCALL as _,
-                &mut hc as *mut PrivcmdHypercall,
-            )
-        };
-        if ret < 0 {
-            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            Err(CallError { errno })
-        } else {
-            Ok(ret as u64)
-        }
+        let ret = unsafe { crate::ioctl(self.file.as_raw_fd(), IOCTL_PRIVCMD_HYPERCALL, &mut hc) };
+        ret.map(|v| v as u64).map_err(|errno| CallError { errno })
     }
 }
 
@@ -215,24 +203,22 @@ impl Privcmd {
             arr: gfns.as_ptr(),
             err: errs.as_mut_ptr(),
         };
-        // SAFETY: `batch` is a live `struct privcmd_mmapbatch_v2` (layout
+        // SAFETY: `batch` is a `struct privcmd_mmapbatch_v2` (layout
         // asserted above) whose `arr` and `err` point to `num` live
         // elements each for the whole call, and whose `addr` is the start
         // of our mapping of `num` pages of this device.
         let ret = unsafe {
-            libc::ioctl(
+            crate::ioctl(
                 self.file.as_raw_fd(),
-                IOCTL_PRIVCMD_MMAPBATCH_V2 as _,
-                &mut batch as *mut PrivcmdMmapBatchV2,
+                IOCTL_PRIVCMD_MMAPBATCH_V2,
+                &mut batch,
             )
         };
-        let ioctl_errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        // A frame's own error first (the ioctl then fails as a whole too).
         if let Some(i) = errs.iter().position(|&e| e != 0) {
             return Err((i, CallError { errno: -errs[i] }));
         }
-        if ret < 0 {
-            return Err(whole(ioctl_errno));
-        }
+        ret.map_err(whole)?;
         Ok(map)
     }
 }
