@@ -460,10 +460,13 @@ fn copy_grants(cx: &mut Ctx, arg: u64, count: u64) -> Result<(), Errno> {
     if count > MAX_OPS {
         return Err(Errno::EINVAL);
     }
+    // The pins of one op's two sides, kept for the whole call: a track
+    // reused op after op allocates nothing after the first.
+    let mut tracks = [MapTrack::new(1), MapTrack::new(1)];
     for i in 0..count {
         let at = arg.wrapping_add(i * size_of::<GnttabCopy>() as u64);
         let op: GnttabCopy = cx.mem().read_obj(at)?;
-        let st = match copy_one(cx.dom, &op) {
+        let st = match copy_one(cx.dom, &op, &mut tracks) {
             Ok(()) => GntSt::Okay,
             Err(st) => st,
         };
@@ -493,11 +496,12 @@ fn copy_domain(
 }
 
 /// One side of a copy, claimed: the host frame, and for a grant the pin
-/// that holds it (in a maptrack of its own, released after the copy).
+/// that holds it (its handle in the side's own maptrack, released after
+/// the copy).
 struct Claim {
     dom: Arc<Domain>,
     hpa: u64,
-    pin: Option<(MapTrack, GrantHandle)>,
+    pin: Option<GrantHandle>,
 }
 
 /// Claims one side: a grant is pinned for the copier as a map would pin it
@@ -513,6 +517,7 @@ fn claim(
     p: &GnttabCopyPtr,
     is_gref: bool,
     write: bool,
+    track: &mut MapTrack,
 ) -> Result<Claim, GntSt> {
     if !is_gref {
         let hpa = own_frame(&dom, p.u).ok_or(GntSt::BadPage)?;
@@ -524,7 +529,6 @@ fn claim(
     }
     // A ref is the low 32 bits of the union (Xen reads `u.ref`).
     let gref = p.u as GrantRef;
-    let mut track = MapTrack::new(1);
     let flags = gntmap::HOST_MAP | if write { 0 } else { gntmap::READONLY };
     let (m, already) = {
         let mut xs = dom.xen.lock();
@@ -540,7 +544,7 @@ fn claim(
         } = &mut *xs;
         let m = grant::map_grant_ref(
             copier.id,
-            &mut track,
+            track,
             dom.id,
             grant,
             &mut FrameEntries(grant_frames),
@@ -559,19 +563,19 @@ fn claim(
     let c = Claim {
         dom,
         hpa: hpa.unwrap_or(0),
-        pin: Some((track, m.handle)),
+        pin: Some(m.handle),
     };
     if hpa.is_none() {
-        unclaim(c);
+        unclaim(c, track);
         return Err(GntSt::BadPage);
     }
     Ok(c)
 }
 
-/// Releases a side's pin (`GTF_reading`/`GTF_writing` clear with the
-/// last pin).
-fn unclaim(c: Claim) {
-    if let Some((mut track, handle)) = c.pin {
+/// Releases a side's pin from its `track` (`GTF_reading`/`GTF_writing`
+/// clear with the last pin).
+fn unclaim(c: Claim, track: &mut MapTrack) {
+    if let Some(handle) = c.pin {
         let mut xs = c.dom.xen.lock();
         let XenState {
             grant,
@@ -579,7 +583,7 @@ fn unclaim(c: Claim) {
             ..
         } = &mut *xs;
         let mut entries = FrameEntries(grant_frames);
-        let _ = grant::unmap_grant_ref(&mut track, handle, 0, Granter::Live(grant, &mut entries));
+        let _ = grant::unmap_grant_ref(track, handle, 0, Granter::Live(grant, &mut entries));
     }
 }
 
@@ -588,18 +592,22 @@ fn unclaim(c: Claim) {
 /// copier's own (`DOMID_SELF` only), neither crossing its page
 /// (bad_copy_arg). Domains are looked up first (source, then destination),
 /// then the sides are claimed, then the bounds checked, in Xen's order.
-fn copy_one(copier: &Arc<Domain>, op: &GnttabCopy) -> Result<(), GntSt> {
+fn copy_one(
+    copier: &Arc<Domain>,
+    op: &GnttabCopy,
+    [src_track, dst_track]: &mut [MapTrack; 2],
+) -> Result<(), GntSt> {
     let src_gref = op.flags & gntcopy::SOURCE_GREF != 0;
     let dst_gref = op.flags & gntcopy::DEST_GREF != 0;
     let src_dom = copy_domain(copier, &op.source, src_gref)?;
     let dst_dom = copy_domain(copier, &op.dest, dst_gref)?;
     // Frames are not freed (decrease_reservation) while claimed.
     let _held = FOREIGN.lock();
-    let src = claim(copier, src_dom, &op.source, src_gref, false)?;
-    let dst = match claim(copier, dst_dom, &op.dest, dst_gref, true) {
+    let src = claim(copier, src_dom, &op.source, src_gref, false, src_track)?;
+    let dst = match claim(copier, dst_dom, &op.dest, dst_gref, true, dst_track) {
         Ok(d) => d,
         Err(st) => {
-            unclaim(src);
+            unclaim(src, src_track);
             return Err(st);
         }
     };
@@ -609,13 +617,15 @@ fn copy_one(copier: &Arc<Domain>, op: &GnttabCopy) -> Result<(), GntSt> {
     {
         Err(GntSt::BadCopyArg)
     } else {
-        // Through a buffer: source and destination may be the same frame.
-        let mut buf = alloc::vec![0u8; len];
-        phys::read(src.hpa + u64::from(op.source.offset), &mut buf);
-        phys::write(dst.hpa + u64::from(op.dest.offset), &buf);
+        // A memmove: source and destination may be the same frame.
+        phys::copy(
+            src.hpa + u64::from(op.source.offset),
+            dst.hpa + u64::from(op.dest.offset),
+            len,
+        );
         Ok(())
     };
-    unclaim(src);
-    unclaim(dst);
+    unclaim(src, src_track);
+    unclaim(dst, dst_track);
     r
 }

@@ -3584,6 +3584,18 @@ fn grant_copy_to_and_from_granted_pages() {
     assert_eq!(st, [0]);
     assert!(dom0.dom.mem.read(hole + 0x80, &mut b));
     assert_eq!(&b, b"rx packet");
+    // Overlapping ranges of one frame: as memmove, whatever the direction.
+    let (_, st) = gnt_copy(
+        &mut dom0,
+        &[
+            ((20, u, 0x80), (20, u, 0x84), 9, SRC | DST),
+            ((20, u, 0x84), (20, u, 0x82), 9, SRC | DST),
+        ],
+    );
+    assert_eq!(st, [0, 0]);
+    let mut o = [0u8; 11];
+    assert!(dom0.dom.mem.read(hole + 0x80, &mut o));
+    assert_eq!(&o, b"rxrx packet");
     assert_eq!(grant_flags(&domu, 20), GTF_PERMIT | GTF_RW_PINNED);
     assert_eq!(domu.dom.xen.lock().grant.pins(20), (0, 1));
     let before = {

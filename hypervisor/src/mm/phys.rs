@@ -59,6 +59,13 @@ pub fn write(pa: u64, data: &[u8]) {
     unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), ptr(pa), data.len()) }
 }
 
+/// Copies `len` bytes of physical memory from `src` to `dst` (the two may
+/// overlap, as a frame copied within itself).
+pub fn copy(src: u64, dst: u64, len: usize) {
+    // SAFETY: as in `read` and `write`; `copy` is a memmove.
+    unsafe { core::ptr::copy(ptr(src), ptr(dst), len) }
+}
+
 /// Zeroes `len` bytes at `pa`.
 pub fn zero(pa: u64, len: u64) {
     // SAFETY: as in `write`.
