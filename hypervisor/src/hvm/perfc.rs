@@ -12,6 +12,15 @@
 //! `DOMAIN_SLOTS - 1` up together. The shape never changes, so a tool that
 //! asked for the sizes first (xenperf does, then passes buffers without
 //! their sizes) always has room.
+//!
+//! Besides the counts, where a domain's time goes ([`TIMES`], in µs of the
+//! TSC, by domain): in guest mode (from VM entry to the exit) and in keel
+//! after its exits (from each exit until the vCPU enters guest mode again
+//! or has left its CPU: the handler, the next entry's preparation, the
+//! CPU's other duties meanwhile; what keel itself costs the domain). With
+//! `xenperf -r` before a piece of work and `xenperf -f` after it, keel's
+//! share of that work is the second over the work's time (the split-driver
+//! bench does this).
 
 use super::vcpu::Exit;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -108,42 +117,93 @@ impl Reason {
 /// they were (issue 14: `xenperf | grep mapped`).
 pub const GAUGES: [&str; 2] = ["mapped foreign pages [domid]", "mapped grants [domid]"];
 
-/// Counters exported in all: one per exit reason, then the [`GAUGES`].
-pub const COUNTERS: usize = REASONS + GAUGES.len();
+/// Times exported after the gauges, by domain, in µs (u32: they wrap
+/// after 71 minutes, as Xen's counters wrap): its vCPUs' time in guest
+/// mode, and keel's time after their exits until they entered guest mode
+/// again or left their CPU.
+pub const TIMES: [&str; 2] = ["guest mode us [domid]", "exit handling us [domid]"];
+
+/// Counters exported in all: one per exit reason, then the [`GAUGES`],
+/// then the [`TIMES`].
+pub const COUNTERS: usize = REASONS + GAUGES.len() + TIMES.len();
 
 /// `xen_sysctl_perfc_desc.name` of counter `i`: `vmexit <reason> [domid]`
-/// for a reason, else the gauge's name (the values are indexed by domain
-/// id).
+/// for a reason, else the gauge's or the time's name (the values are
+/// indexed by domain id).
 pub fn counter_name(i: usize) -> alloc::string::String {
     match NAMES.get(i) {
         Some(n) => alloc::format!("vmexit {n} [domid]"),
-        None => GAUGES[i - REASONS].into(),
+        None => GAUGES
+            .iter()
+            .chain(&TIMES)
+            .nth(i - REASONS)
+            .copied()
+            .unwrap_or("")
+            .into(),
     }
 }
 
-/// A vCPU's exits by reason.
+/// A vCPU's exits by reason, and its time in guest mode and in keel's
+/// exit handling (TSC ticks).
 #[derive(Default)]
-pub struct ExitCounters([AtomicU64; REASONS]);
+pub struct ExitCounters {
+    by_reason: [AtomicU64; REASONS],
+    guest_tsc: AtomicU64,
+    handling_tsc: AtomicU64,
+}
 
 impl ExitCounters {
     /// Counts one exit (unless counting is off).
     #[inline]
     pub fn count(&self, e: &Exit) {
         if ENABLED.load(Ordering::Relaxed) {
-            self.0[Reason::of(e) as usize].fetch_add(1, Ordering::Relaxed);
+            self.by_reason[Reason::of(e) as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds `ticks` in guest mode (unless counting is off).
+    #[inline]
+    pub fn add_guest(&self, ticks: u64) {
+        if ENABLED.load(Ordering::Relaxed) {
+            self.guest_tsc.fetch_add(ticks, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds `ticks` of keel's time after an exit (unless counting is off).
+    #[inline]
+    pub fn add_handling(&self, ticks: u64) {
+        if ENABLED.load(Ordering::Relaxed) {
+            self.handling_tsc.fetch_add(ticks, Ordering::Relaxed);
         }
     }
 
     pub fn get(&self, r: usize) -> u64 {
-        self.0[r].load(Ordering::Relaxed)
+        self.by_reason[r].load(Ordering::Relaxed)
     }
 
-    /// Zeroes every reason (`XEN_SYSCTL_PERFCOP_reset`).
+    /// (guest mode, exit handling), TSC ticks.
+    pub fn times(&self) -> (u64, u64) {
+        (
+            self.guest_tsc.load(Ordering::Relaxed),
+            self.handling_tsc.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Zeroes every reason and both times (`XEN_SYSCTL_PERFCOP_reset`).
     pub fn reset(&self) {
-        for c in &self.0 {
+        for c in self
+            .by_reason
+            .iter()
+            .chain([&self.guest_tsc, &self.handling_tsc])
+        {
             c.store(0, Ordering::Relaxed);
         }
     }
+}
+
+/// TSC ticks as µs, at `tsc_khz` ticks per ms.
+pub fn tsc_to_us(ticks: u64, tsc_khz: u64) -> u64 {
+    (ticks as u128 * 1000 / tsc_khz.max(1) as u128) as u64
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
@@ -181,6 +241,10 @@ mod tests {
             assert!(counter_name(i).len() <= 35, "{}", counter_name(i));
         }
         assert_eq!(counter_name(REASONS + 1), "mapped grants [domid]");
+        assert_eq!(counter_name(REASONS + 2), "guest mode us [domid]");
+        assert_eq!(counter_name(COUNTERS - 1), "exit handling us [domid]");
+        assert_eq!(tsc_to_us(3_000_000, 3_000_000), 1000);
+        assert_eq!(tsc_to_us(1 << 40, 0), (1 << 40) * 1000);
         assert_eq!(counter_name(0), "vmexit cpuid [domid]");
         let mut seen = alloc::vec::Vec::new();
         for n in NAMES {

@@ -291,17 +291,29 @@ fn perfc_op(cx: &Ctx, p: &PerfcOp) -> Result<(), Errno> {
         }
         // Values are u32 (`xen_sysctl_perfc_val_t`) and wrap, as Xen's.
         let mut vals = vec![0u32; perfc::COUNTERS * perfc::DOMAIN_SLOTS];
-        let (exits, gauges) = vals.split_at_mut(perfc::REASONS * perfc::DOMAIN_SLOTS);
-        let (foreign, grants) = gauges.split_at_mut(perfc::DOMAIN_SLOTS);
+        let (exits, rest) = vals.split_at_mut(perfc::REASONS * perfc::DOMAIN_SLOTS);
+        let (foreign, rest) = rest.split_at_mut(perfc::DOMAIN_SLOTS);
+        let (grants, rest) = rest.split_at_mut(perfc::DOMAIN_SLOTS);
+        let (guest_us, handling_us) = rest.split_at_mut(perfc::DOMAIN_SLOTS);
+        // Ticks summed by domain first, so that µs are rounded once.
+        let mut ticks = vec![(0u64, 0u64); perfc::DOMAIN_SLOTS];
         for d in &doms {
             let slot = perfc::slot(d.id);
             for v in &d.vcpus {
                 for (r, chunk) in exits.chunks_exact_mut(perfc::DOMAIN_SLOTS).enumerate() {
                     chunk[slot] = chunk[slot].wrapping_add(v.stats.by_reason.get(r) as u32);
                 }
+                let (g, h) = v.stats.by_reason.times();
+                ticks[slot].0 = ticks[slot].0.wrapping_add(g);
+                ticks[slot].1 = ticks[slot].1.wrapping_add(h);
             }
             foreign[slot] += d.foreign.lock().len() as u32;
             grants[slot] += d.grant_maps.lock().held.len() as u32;
+        }
+        let khz = crate::platform::tsc_khz();
+        for (slot, &(g, h)) in ticks.iter().enumerate() {
+            guest_us[slot] = perfc::tsc_to_us(g, khz) as u32;
+            handling_us[slot] = perfc::tsc_to_us(h, khz) as u32;
         }
         let bytes: alloc::vec::Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
         mem.write(p.desc.addr(), &descs)?;

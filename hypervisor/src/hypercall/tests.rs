@@ -1876,6 +1876,22 @@ mod toolstack {
         assert_eq!(foreign(&query(&mut t), 43), 2);
         t.dom.foreign.lock().clear();
         assert_eq!(foreign(&query(&mut t), 43), 0);
+        // The times after the gauges, in µs (the host's fake TSC: 1 GHz),
+        // summed over a domain's vCPUs.
+        assert_eq!(name(&descs[REASONS + 2]), "guest mode us [domid]");
+        assert_eq!(name(&descs[REASONS + 3]), "exit handling us [domid]");
+        let times = |v: &[u32], dom: usize| {
+            (
+                v[(REASONS + 2) * DOMAIN_SLOTS + dom],
+                v[(REASONS + 3) * DOMAIN_SLOTS + dom],
+            )
+        };
+        let stats = &g.dom.vcpus[0].stats.by_reason;
+        let (g0, h0) = times(&v, 42);
+        stats.add_guest(5_000_000);
+        stats.add_handling(2_000_500);
+        stats.add_guest(1_000_000);
+        assert_eq!(times(&query(&mut t), 42), (g0 + 6000, h0 + 2000));
 
         // Hostile arguments: an unknown command (-EINVAL, the sizes still
         // reported), buffers keel cannot write (-EFAULT), a NULL value
@@ -1910,6 +1926,7 @@ mod toolstack {
             (v[at(Cpuid, 42)], v[at(Hlt, 42)], v[at(Timer, 42)]),
             (0, 0, 0)
         );
+        assert_eq!(times(&v, 42), (0, 0));
         exits(&mut g, Exit::Cpuid { len: 2 }, 1);
         assert_eq!(query(&mut t)[at(Cpuid, 42)], 1);
 
@@ -1917,11 +1934,14 @@ mod toolstack {
         // on a Xen built without performance counters).
         perfc::set_enabled(false);
         exits(&mut g, Exit::Cpuid { len: 2 }, 5);
+        g.dom.vcpus[0].stats.by_reason.add_guest(7_000);
+        g.dom.vcpus[0].stats.by_reason.add_handling(7_000);
         let r = sysctl(&mut t, sctl::op::PERFC_OP, &op(perfcop::QUERY, DESC, VAL)).0;
         perfc::set_enabled(true);
         assert_eq!(r, ENOSYS);
         assert_eq!(query(&mut t)[at(Cpuid, 42)], 1);
         assert_eq!(g.dom.vcpus[0].stats.by_reason.get(Cpuid as usize), 1);
+        assert_eq!(g.dom.vcpus[0].stats.by_reason.times(), (0, 0));
     }
 
     #[test]

@@ -210,6 +210,9 @@ impl Cpu {
         let mut hwv = v.hw.lock();
         v.running_on.store(self.index, Ordering::SeqCst);
         let t_in = platform::tsc();
+        // The TSC at the last exit: keel's time on the vCPU's behalf runs
+        // from there to its next entry (or until it is off this CPU).
+        let mut exited_at = None;
         if !d.is_ending() {
             let start = {
                 let mut st = v.st.lock();
@@ -272,12 +275,18 @@ impl Cpu {
                 self.arm(next);
                 cx.hw.set_deadline(next);
                 let t0 = platform::tsc();
+                if let Some(t) = exited_at.take() {
+                    v.stats.by_reason.add_handling(t0.wrapping_sub(t));
+                }
                 phase(self.index, 1);
                 let e = cx.hw.run();
                 phase(self.index, 2);
+                let t1 = platform::tsc();
+                exited_at = Some(t1);
                 v.stats
                     .guest_tsc
-                    .fetch_add(platform::tsc().wrapping_sub(t0), Ordering::Relaxed);
+                    .fetch_add(t1.wrapping_sub(t0), Ordering::Relaxed);
+                v.stats.by_reason.add_guest(t1.wrapping_sub(t0));
                 match exit::handle(&mut cx, e) {
                     Step::Go => {}
                     Step::Block(w) => {
@@ -302,6 +311,11 @@ impl Cpu {
         }
         hwv.unbind();
         drop(hwv);
+        if let Some(t) = exited_at {
+            v.stats
+                .by_reason
+                .add_handling(platform::tsc().wrapping_sub(t));
+        }
         let ticks = platform::tsc().wrapping_sub(t_in);
         v.stats.run_ns.fetch_add(
             ticks * 1_000_000 / platform::tsc_khz().max(1),
