@@ -245,11 +245,12 @@ attach_round() {
 # keel.bench_split (the split-driver bench, BENCH_CFG; dom0's side is in
 # its init script): whenever dom0 says go (data/go = a round number), it
 # writes its whole xvda, then reads it back (dd bs=1M with O_DIRECT: every
-# byte through blkfront, none from its own page cache), then sends as many
-# bytes to dom0 over TCP (busybox nc to 10.99.0.1:5001, dom0 listening),
-# each timed with its own clock; "MS EXIT MIB" of each in data/disk-write,
-# data/disk-read and data/tcp, then data/done = the round. data/go = end:
-# it powers off.
+# byte through blkfront, none from its own page cache), says so (data/
+# disk-done = the round: dom0 reads keel's counters), and once dom0 says
+# data/tcp-go = the round, sends as many bytes to dom0 over TCP (busybox
+# nc to 10.99.0.1:5001, dom0 listening), each timed with its own clock;
+# "MS EXIT MIB" of each in data/disk-write, data/disk-read and data/tcp,
+# then data/done = the round. data/go = end: it powers off.
 if grep -q keel.bench_split /proc/cmdline; then
     # $ns: the kernel's monotonic clock in ns ("now at N nsecs" in
     # /proc/timer_list; /proc/uptime, 10 ms, if that is not there), read
@@ -286,6 +287,9 @@ if grep -q keel.bench_split /proc/cmdline; then
             timed dd if=/dev/xvda of=/dev/null bs=1M count=$mib iflag=direct 2>/dev/null
             xenstore-write data/disk-read "$took $rc $mib"
             r="$took ms exit $rc"
+            xenstore-write data/disk-done "$go"
+            i=0
+            while [ "$(xenstore-read data/tcp-go 2>/dev/null)" != "$go" ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
             timed send
             xenstore-write data/tcp "$took $rc $mib"
             say "bench-split: round $go: write $w, read $r, tcp $took ms exit $rc"

@@ -413,7 +413,10 @@ fi
 # domu.rs); then dom0 pings the domU and itself, 20 times each. Each side
 # times its own work with its own clock; the domU's figures come through
 # its xenstore (data/*). One line per figure:
-# "bench-split: round R dom0|domU disk-write|disk-read|tcp|ping VALUE ms ...".
+# "bench-split: round R dom0|domU disk-write|disk-read|tcp|ping VALUE ms ...";
+# and, from keel's counters (xenperf -r before the domU's disk turn,
+# xenperf -f after it), what keel did for each side meanwhile:
+# "bench-split: round R keel: dom0 exits N guest US us handling US us; domU ...".
 mib=$(sed -n 's/.*keel\.bench_split=\([0-9]*\).*/\1/p' /proc/cmdline)
 if [ -n "$mib" ] && [ -S /run/xenstored/socket ]; then
     rounds=$(sed -n 's/.*keel\.bench_split_rounds=\([0-9]*\).*/\1/p' /proc/cmdline)
@@ -457,6 +460,19 @@ if [ -n "$mib" ] && [ -S /run/xenstored/socket ]; then
     }
     send0() { dd if=/dev/zero bs=64k count=$((mib * 16)) 2>/dev/null | nc 127.0.0.1 5002 >/dev/null; }
     avg() { sed -n 's|.*min/avg/max = [0-9.]*/\([0-9.]*\)/.*|\1|p' /tmp/ping.out; }
+    # keel_share: dom0's and domain $d's exits (every reason), time in
+    # guest mode and keel's time handling their exits (us), from keel's
+    # counters as xenperf -f prints them (name, T=total, a value per
+    # domain id: dom0's first).
+    keel_share() {
+        xenperf -f 2>/dev/null | sed 's/T= */T=/' | awk -v d="$d" '
+            { for (i = 1; i <= NF && $i !~ /^T=/; i++) {}
+              a = $(i + 1) + 0; b = $(i + 1 + d) + 0 }
+            $1 == "vmexit" { e0 += a; e1 += b }
+            $1 == "guest" && $2 == "mode" { g0 = a; g1 = b }
+            $1 == "exit" && $2 == "handling" { h0 = a; h1 = b }
+            END { printf "dom0 exits %d guest %d us handling %d us; domU exits %d guest %d us handling %d us\n", e0, g0, h0, e1, g1, h1 }'
+    }
     pidof keel-consoled >/dev/null || { keel-consoled >/tmp/consoled.log 2>&1 & }
     ip link set lo up
     rm -f /tmp/bench.fifo && mkfifo /tmp/bench.fifo
@@ -509,7 +525,11 @@ if [ -n "$mib" ] && [ -S /run/xenstored/socket ]; then
             bs "round $r dom0 loop-read $took ms exit $rc mib $mib dev $loop"
             # The domU: its xvda, then TCP to dom0.
             listen 5001
+            xenperf -r >/dev/null 2>&1
             xenstore-write /local/domain/$d/data/go "$r"
+            # Its disk turn done: what keel did meanwhile; then its TCP.
+            wait_key disk-done "$r" 1800 && bs "round $r keel: $(keel_share)"
+            xenstore-write /local/domain/$d/data/tcp-go "$r"
             if wait_key done "$r" 1800; then
                 w=$(xs disk-write) rd=$(xs disk-read) t=$(xs tcp)
             else

@@ -8,6 +8,7 @@
 //! KEEL-LINUX: bench-split: round 1 dom0 loop-write 250 ms exit 0 mib 64 dev /dev/loop0
 //! KEEL-LINUX: bench-split: round 1 domU tcp 30120 ms exit 0 bytes 67108864
 //! KEEL-LINUX: bench-split: round 1 domU ping 1.234 ms replies 20
+//! KEEL-LINUX: bench-split: round 1 keel: dom0 exits 4200 guest 650000 us handling 31000 us; domU exits 2500 guest 500000 us handling 12000 us
 //! KEEL-LINUX: bench-split: done
 //! ```
 //!
@@ -40,6 +41,16 @@ pub struct Side {
     pub figures: [Vec<f64>; 6],
 }
 
+/// What keel's counters say of one side (dom0 or the domU) over the
+/// domU's disk turn of a round: its exits, its vCPUs' time in guest mode
+/// and keel's time handling their exits (µs).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct KeelSide {
+    pub exits: u64,
+    pub guest_us: u64,
+    pub handling_us: u64,
+}
+
 /// One run's figures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
@@ -48,6 +59,8 @@ pub struct Run {
     pub rounds: u32,
     pub dom0: Side,
     pub domu: Side,
+    /// Per round: keel's counters over the domU's disk turn, (dom0, domU).
+    pub keel: Vec<(KeelSide, KeelSide)>,
 }
 
 const PREFIX: &str = "KEEL-LINUX: bench-split: ";
@@ -85,8 +98,15 @@ pub fn parse(lines: &[String]) -> Result<Run, String> {
         rounds,
         dom0: Side::default(),
         domu: Side::default(),
+        keel: Vec::new(),
     };
     for r in 1..=rounds {
+        let key = format!("round {r} keel: ");
+        let line = ours
+            .iter()
+            .find(|l| l.starts_with(&key))
+            .ok_or_else(|| format!("no 'round {r} keel' counters"))?;
+        run.keel.push(keel_line(&line[key.len()..])?);
         for (i, measure) in MEASURES.iter().enumerate() {
             for (side, name) in [(&mut run.dom0, "dom0"), (&mut run.domu, "domU")] {
                 if i >= BOTH && name == "domU" {
@@ -105,6 +125,30 @@ pub fn parse(lines: &[String]) -> Result<Run, String> {
         return Err("dom0 did not finish the bench (no 'bench-split: done')".into());
     }
     Ok(run)
+}
+
+/// keel's counters of a round ("dom0 exits N guest N us handling N us;
+/// domU exits ..."), both sides.
+fn keel_line(rest: &str) -> Result<(KeelSide, KeelSide), String> {
+    let side = |part: &str, name: &str| -> Option<KeelSide> {
+        match part.split_whitespace().collect::<Vec<_>>()[..] {
+            [n, "exits", e, "guest", g, "us", "handling", h, "us"] if n == name => Some(KeelSide {
+                exits: e.parse().ok()?,
+                guest_us: g.parse().ok()?,
+                handling_us: h.parse().ok()?,
+            }),
+            _ => None,
+        }
+    };
+    let bad = || format!("bad keel counters: '{rest}'");
+    let (a, b) = rest.split_once(';').ok_or_else(bad)?;
+    let (d0, du) = side(a, "dom0").zip(side(b, "domU")).ok_or_else(bad)?;
+    if d0.exits == 0 || du.exits == 0 {
+        return Err(format!(
+            "keel counted no exits (xenperf missing, or perfc=0?): '{rest}'"
+        ));
+    }
+    Ok((d0, du))
 }
 
 /// The value of one figure line ("round 1 domU tcp 30120 ms exit 0 bytes N"),
@@ -237,6 +281,7 @@ pub fn section(outcomes: &[Outcome]) -> String {
     );
     let mut notes = Vec::new();
     let mut every = Vec::new();
+    let mut shares = Vec::new();
     for (machine, outcome) in outcomes {
         let run = match outcome {
             Ok(run) => run,
@@ -305,6 +350,19 @@ pub fn section(outcomes: &[Outcome]) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        shares.push(keel_row(machine, run));
+        for (r, (d0, du)) in run.keel.iter().enumerate() {
+            every.push(format!(
+                "- {machine}, round {}, keel over the domU's disk turn: dom0 {} exits, {} µs in guest mode, {} µs in exit handling; domU {} exits, {} µs, {} µs",
+                r + 1,
+                d0.exits,
+                d0.guest_us,
+                d0.handling_us,
+                du.exits,
+                du.guest_us,
+                du.handling_us
+            ));
+        }
         for (i, m) in MEASURES.iter().enumerate() {
             every.push(if i < BOTH {
                 format!(
@@ -325,12 +383,54 @@ pub fn section(outcomes: &[Outcome]) -> String {
     for n in &notes {
         out += &format!("{n}\n");
     }
+    if !shares.is_empty() {
+        out += "\n**keel's own share of the domU's disk time** (keel's counters: `xenperf -r` \
+                before the domU's disk turn, `xenperf -f` after it; medians of the rounds). The \
+                turn is the domU's write and read of its whole disk (its own clock); keel's exit \
+                handling is keel's time from each VM exit until the vCPU enters guest mode again or \
+                leaves its CPU, summed over dom0's vCPUs (blkback, the loop device) and the domU's (blkfront): what keel itself \
+                costs the transfer, besides the emulator's cost of the exits themselves (QEMU's TLB \
+                flush on every entry and exit). The counters also take in the second or so either \
+                side of the turn, both sides idle but for their timers.\n\n\
+                | machine | domU disk turn (write + read) | exits, dom0 + domU | exits per MiB | keel's exit handling | share of the turn |\n\
+                |---|---:|---:|---:|---:|---:|\n";
+        for row in &shares {
+            out += row;
+        }
+    }
     if !every.is_empty() {
         out += "\nEvery round (ms; for ping the average round trip), in the order run:\n\n";
         out += &every.join("\n");
         out.push('\n');
     }
     out
+}
+
+/// The keel-share table's row for one run (medians of its rounds).
+fn keel_row(machine: &str, run: &Run) -> String {
+    let turns: Vec<f64> = (0..run.keel.len())
+        .map(|r| run.domu.figures[0][r] + run.domu.figures[1][r])
+        .collect();
+    let sum = |f: fn(&KeelSide) -> u64| -> Vec<f64> {
+        run.keel.iter().map(|(a, b)| (f(a) + f(b)) as f64).collect()
+    };
+    let handling_ms: Vec<f64> = sum(|k| k.handling_us)
+        .iter()
+        .map(|us| us / 1000.0)
+        .collect();
+    let shares: Vec<f64> = handling_ms.iter().zip(&turns).map(|(h, t)| h / t).collect();
+    let exits = |f: fn(&(KeelSide, KeelSide)) -> u64| {
+        median(&run.keel.iter().map(|k| f(k) as f64).collect::<Vec<_>>())
+    };
+    format!(
+        "| {machine} | {:.0} ms | {:.0} + {:.0} | {:.0} | {:.1} ms | {:.1}% |\n",
+        median(&turns),
+        exits(|k| k.0.exits),
+        exits(|k| k.1.exits),
+        median(&sum(|k| k.exits)) / (2.0 * f64::from(run.mib)),
+        median(&handling_ms),
+        100.0 * median(&shares)
+    )
 }
 
 #[cfg(test)]
@@ -349,6 +449,7 @@ KEEL-LINUX: bench-split: round 1 dom0 disk-read 1 ms exit 0 mib 8
 KEEL-LINUX: bench-split: round 1 dom0 tcp 57 ms exit 0 bytes 8388608
 KEEL-LINUX: bench-split: round 1 dom0 loop-write 10 ms exit 0 mib 8 dev /dev/loop0
 KEEL-LINUX: bench-split: round 1 dom0 loop-read 5 ms exit 0 mib 8 dev /dev/loop0
+KEEL-LINUX: bench-split: round 1 keel: dom0 exits 400 guest 15000 us handling 600 us; domU exits 200 guest 9000 us handling 240 us
 KEEL-LINUX: bench-split: round 1 domU disk-write 13 ms exit 0 mib 8
 KEEL-LINUX: bench-split: round 1 domU disk-read 8 ms exit 0 mib 8
 KEEL-LINUX: bench-split: round 1 domU tcp 74 ms exit 0 bytes 8388608
@@ -359,6 +460,7 @@ KEEL-LINUX: bench-split: round 2 dom0 disk-read 2 ms exit 0 mib 8
 KEEL-LINUX: bench-split: round 2 dom0 tcp 47 ms exit 0 bytes 8388608
 KEEL-LINUX: bench-split: round 2 dom0 loop-write 14 ms exit 0 mib 8 dev /dev/loop0
 KEEL-LINUX: bench-split: round 2 dom0 loop-read 7 ms exit 0 mib 8 dev /dev/loop0
+KEEL-LINUX: bench-split: round 2 keel: dom0 exits 360 guest 14000 us handling 500 us; domU exits 180 guest 8000 us handling 220 us
 KEEL-LINUX: bench-split: round 2 domU disk-write 12 ms exit 0 mib 8
 KEEL-LINUX: bench-split: round 2 domU disk-read 6 ms exit 0 mib 8
 KEEL-LINUX: bench-split: round 2 domU tcp 70 ms exit 0 bytes 8388608
@@ -383,6 +485,21 @@ KEEL-LINUX: bench-split: done
         assert_eq!(run.dom0.figures[LOOP_WRITE], vec![10.0, 14.0]);
         assert_eq!(run.dom0.figures[LOOP_READ], vec![5.0, 7.0]);
         assert!(run.domu.figures[LOOP_WRITE].is_empty());
+        assert_eq!(
+            run.keel[1],
+            (
+                KeelSide {
+                    exits: 360,
+                    guest_us: 14000,
+                    handling_us: 500
+                },
+                KeelSide {
+                    exits: 180,
+                    guest_us: 8000,
+                    handling_us: 220
+                }
+            )
+        );
         // Lines with a console prefix (keel passes dom0's console through).
         let prefixed: Vec<String> = GOOD.lines().map(|l| format!("[dom0] {l}")).collect();
         assert_eq!(parse(&prefixed).unwrap(), run);
@@ -439,6 +556,26 @@ KEEL-LINUX: bench-split: done
             ("KEEL-LINUX: bench-split: done", "", "did not finish"),
             ("size 8 MiB rounds 2", "", "no 'bench-split: size' line"),
             ("domU d5 ready", "domU d5 not ready", "not ready"),
+            (
+                "KEEL-LINUX: bench-split: round 2 keel: dom0",
+                "",
+                "no 'round 2 keel' counters",
+            ),
+            (
+                "round 1 keel: dom0 exits 400 guest",
+                "round 1 keel: dom0 exits x guest",
+                "bad keel counters",
+            ),
+            (
+                "handling 240 us",
+                "handling 240 us extra",
+                "bad keel counters",
+            ),
+            (
+                "round 2 keel: dom0 exits 360 guest 14000 us handling 500 us; domU exits 180",
+                "round 2 keel: dom0 exits 0 guest 0 us handling 0 us; domU exits 0",
+                "keel counted no exits",
+            ),
         ];
         for (from, to, want) in cases {
             assert!(GOOD.contains(from), "{from}");
@@ -482,6 +619,16 @@ KEEL-LINUX: bench-split: done
             "{s}"
         );
         assert!(s.contains("| Bochs 2.7 corei7_skylake_x | | **not measured**: timed out |"));
+        // keel's share: turns 21 and 18 ms, handling 0.84 and 0.72 ms
+        // (4.0% each), exits 600 and 540 over 16 MiB.
+        assert!(
+            s.contains("| QEMU TCG -cpu EPYC | 20 ms | 380 + 190 | 36 | 0.8 ms | 4.0% |"),
+            "{s}"
+        );
+        assert!(
+            s.contains("- QEMU TCG -cpu EPYC, round 2, keel over the domU's disk turn: dom0 360 exits, 14000 µs in guest mode, 500 µs in exit handling; domU 180 exits, 8000 µs, 220 µs"),
+            "{s}"
+        );
         assert!(
             s.contains("- QEMU TCG -cpu EPYC, tcp: domU 74, 70; dom0 57, 47"),
             "{s}"
