@@ -60,6 +60,7 @@ pub fn cpu_loop() -> ! {
         log::error!("CPU{index}: no hardware virtualization ({e}): it runs no vCPU");
         crate::arch::x86::cpu::halt_forever();
     }
+    apic::setup_timer();
     let mut c = Cpu {
         index,
         sleepers: Vec::new(),
@@ -250,7 +251,7 @@ impl Cpu {
                     break;
                 }
                 let duties = self.duties();
-                let sleepers = self.sleepers_next();
+                let mut sleepers = self.sleepers_next();
                 if sleepers.is_some_and(|t| platform::tsc() >= t) {
                     // A vCPU that blocked here is due: wake it now, not at
                     // the end of this slice.
@@ -258,6 +259,7 @@ impl Cpu {
                     if mech::take_resched(self.index) {
                         break;
                     }
+                    sleepers = self.sleepers_next();
                 }
                 let mut cx = Ctx {
                     dom: &d,
@@ -268,7 +270,7 @@ impl Cpu {
                 // Spinning is worth an exit only while another vCPU waits
                 // for this CPU (it may be what the spinner waits for).
                 cx.hw.set_pause_exiting(mech::queued(self.index) > 0);
-                let next = [Some(slice_end), own, duties, self.sleepers_next()]
+                let next = [Some(slice_end), own, duties, sleepers]
                     .into_iter()
                     .flatten()
                     .min();

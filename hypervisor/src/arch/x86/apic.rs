@@ -157,9 +157,21 @@ pub fn calibrate_timer(tsc_khz: u64) {
     log::info!("apic: timer {} kHz (one-shot, divide by 1)", khz);
 }
 
-/// Arms this CPU's timer (one-shot, [`super::trap::VECTOR_TIMER`]) to fire
-/// at TSC value `deadline`, or soon if it has passed. A deadline beyond
-/// the counter's reach fires early; callers re-check and re-arm.
+/// Sets this CPU's timer up for [`arm_timer`], stopped: one-shot, divide
+/// by 1, [`super::trap::VECTOR_TIMER`], unmasked. Once per CPU, before its
+/// first `arm_timer`: nothing else writes these registers after, so each
+/// arming writes only the count (one register write, not three: each is a
+/// trip through the emulator's or the hardware's APIC, on every VM entry
+/// whose deadline changed).
+pub fn setup_timer() {
+    write(REG_TIMER_INIT, 0);
+    write(REG_TIMER_DIV, TIMER_DIV_1);
+    write(REG_LVT_TIMER, super::trap::VECTOR_TIMER as u32);
+}
+
+/// Arms this CPU's timer (set up by [`setup_timer`]) to fire at TSC value
+/// `deadline`, or soon if it has passed. A deadline beyond the counter's
+/// reach fires early; callers re-check and re-arm.
 pub fn arm_timer(deadline: u64, tsc_khz: u64) {
     let khz = TIMER_KHZ.load(Ordering::Relaxed);
     if khz == 0 || tsc_khz == 0 {
@@ -167,8 +179,6 @@ pub fn arm_timer(deadline: u64, tsc_khz: u64) {
     }
     let delta = deadline.saturating_sub(cpu::rdtsc());
     let ticks = (delta as u128 * khz as u128 / tsc_khz as u128).clamp(1, u32::MAX as u128);
-    write(REG_TIMER_DIV, TIMER_DIV_1);
-    write(REG_LVT_TIMER, super::trap::VECTOR_TIMER as u32);
     write(REG_TIMER_INIT, ticks as u32);
 }
 
