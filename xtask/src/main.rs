@@ -1305,7 +1305,8 @@ fn bench_exit_counters() -> Result<String> {
         "## VM-exit counter cost\n\n\
          `cargo xtask bench` (alone: `--only exit-counters`): the VM-exit runs above (`test=bench`: \
          100,000 null hypercalls, 100,000 CPUIDs) with keel's VM-exit counters on (the default: \
-         every exit adds one to its vCPU's counter for the exit's reason, a relaxed atomic, \
+         every exit adds one to its vCPU's counter for the exit's reason, a relaxed atomic, and \
+         the vCPU's time in guest mode and in keel after the exit to two more, \
          `sysctl perfc_op` reads them) and off (`perfc=0` on keel's command line), on the same \
          emulator one after the other: under QEMU {} runs of each, alternating, the best run of \
          each; under Bochs one of each. \
